@@ -1,0 +1,29 @@
+"""Helpers for comparing a backend against the reference, with tolerances set by dtype."""
+from __future__ import annotations
+
+import torch
+
+# Floor on the allowed absolute error per dtype: what one rounding of an O(1) value costs.
+ATOL = {torch.float64: 1e-10, torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
+
+
+def poison_like(t: torch.Tensor) -> torch.Tensor:
+    """An output buffer full of NaN: any element a kernel forgets to write shows up in the check."""
+    return torch.full_like(t, float("nan"))
+
+
+def assert_close_to_reference(out: torch.Tensor, ref_hi: torch.Tensor,
+                              ref_lo: torch.Tensor | None = None, factor: float = 2.0,
+                              name: str = "output") -> None:
+    """``out`` (any dtype) against ``ref_hi`` (the reference in float64/float32).
+
+    The allowed error is ``factor`` times the error the reference itself makes in ``out``'s dtype
+    (``ref_lo``, the flash-attention rule), never below the dtype's floor ``ATOL``. No NaN allowed.
+    """
+    assert out.shape == ref_hi.shape, f"{name}: shape {tuple(out.shape)} != {tuple(ref_hi.shape)}"
+    assert not torch.isnan(out).any(), f"{name}: contains NaN (an element was not written?)"
+    err = (out.double() - ref_hi.double()).abs().max().item()
+    allowed = ATOL[out.dtype]
+    if ref_lo is not None:
+        allowed = max(allowed, factor * (ref_lo.double() - ref_hi.double()).abs().max().item())
+    assert err <= allowed, f"{name}: max abs error {err:.3g} > allowed {allowed:.3g} ({out.dtype})"

@@ -1,0 +1,139 @@
+"""Plain-PyTorch reference ops: the ground truth every fast backend is tested against.
+
+Readable first, fast never. Every function validates its arguments and raises ``ValueError`` naming
+the argument at fault, so the same checks serve the fast entry points (see ``_checks``).
+
+Layouts
+-------
+* drop-in layout: q, k, v are (B, N, heads, head_dim), N = H*W tokens in row-major order.
+* model layout: ``qkv`` is the output of AAttn's 1x1 qkv conv, (B, 3C, H, W) with C = heads*head_dim.
+  Channel ``h*3*d + j`` holds q (j < d), k (d <= j < 2d) or v (2d <= j < 3d) of head h: per head the
+  three slices are consecutive, exactly as the public YOLO12 ``AAttn`` views them.
+* area attention: the N tokens are cut into ``area`` equal contiguous chunks (horizontal stripes of
+  the feature map) and softmax(q k^T * scale) v runs inside each chunk; ``area=1`` is global attention.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._checks import (
+    check_area,
+    check_drop_in_qkv,
+    check_model_qkv,
+    check_pe_params,
+)
+
+__all__ = [
+    "area_attention",
+    "split_qkv",
+    "area_attention_qkv",
+    "position_perceiver",
+    "fused_area_attention",
+    "fold_conv_bn",
+]
+
+
+def area_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, area: int = 1,
+                   scale: float | None = None) -> torch.Tensor:
+    """softmax(q k^T * scale) v inside each of ``area`` contiguous token chunks.
+
+    q, k, v: (B, N, heads, head_dim); returns (B, N, heads, head_dim) in q's dtype.
+    ``scale`` defaults to head_dim ** -0.5. Computed in the inputs' dtype (cast them to float64
+    for a ground truth).
+    """
+    B, N, heads, d = check_drop_in_qkv(q, k, v)
+    check_area(area, N)
+    scale = d ** -0.5 if scale is None else scale
+    n = N // area
+
+    def chunks(t):  # (B, N, h, d) -> (B*area, h, n, d)
+        return t.reshape(B * area, n, heads, d).transpose(1, 2)
+
+    qa, ka, va = chunks(q), chunks(k), chunks(v)
+    attn = (qa @ ka.transpose(-2, -1)) * scale
+    out = attn.softmax(dim=-1) @ va  # (B*area, h, n, d)
+    return out.transpose(1, 2).reshape(B, N, heads, d)
+
+
+def split_qkv(qkv: torch.Tensor, num_heads: int):
+    """Views q, k, v of shape (B, N, heads, head_dim) on the model-layout ``qkv`` (B, 3C, H, W)."""
+    B, C, H, W, d = check_model_qkv(qkv, num_heads)
+    # (B, heads, 3, d, N) -> three (B, N, heads, d) strided views, no copies
+    t = qkv.reshape(B, num_heads, 3, d, H * W).permute(2, 0, 4, 1, 3)
+    return t[0], t[1], t[2]
+
+
+def _to_nchw(x: torch.Tensor, H: int, W: int) -> torch.Tensor:
+    """(B, N, heads, d) -> (B, heads*d, H, W) with channel h*d + j."""
+    B, N, heads, d = x.shape
+    return x.reshape(B, H, W, heads * d).permute(0, 3, 1, 2)
+
+
+def area_attention_qkv(qkv: torch.Tensor, num_heads: int, area: int = 1,
+                       scale: float | None = None) -> torch.Tensor:
+    """Area attention on the model layout: qkv (B, 3C, H, W) -> (B, C, H, W), channel h*d + j."""
+    B, C, H, W, d = check_model_qkv(qkv, num_heads)
+    check_area(area, H * W)
+    q, k, v = split_qkv(qkv, num_heads)
+    return _to_nchw(area_attention(q, k, v, area, scale), H, W)
+
+
+def position_perceiver(v: torch.Tensor, weight: torch.Tensor,
+                       bias: torch.Tensor | None = None) -> torch.Tensor:
+    """The position perceiver pe(v): a depthwise k x k conv (7x7 in YOLOv12), stride 1, 'same'
+    zero padding, one filter per channel. ``weight`` is (C, 1, k, k), ``bias`` (C,) or None
+    (with BN folded into weight/bias, this is the whole Conv+BN of the model)."""
+    check_pe_params(v, weight, bias)
+    k = weight.shape[-1]
+    return F.conv2d(v, weight, bias, stride=1, padding=k // 2, groups=v.shape[1])
+
+
+def fused_area_attention(qkv: torch.Tensor, num_heads: int, area: int, pe_weight: torch.Tensor,
+                         pe_bias: torch.Tensor | None = None,
+                         scale: float | None = None) -> torch.Tensor:
+    """The attention core of AAttn: area attention of qkv plus pe(v), both (B, C, H, W).
+
+    This is everything between the qkv conv and the proj conv of the public model:
+    ``x = attn(qkv); v = v as (B, C, H, W); return x + pe(v)``.
+    """
+    B, C, H, W, d = check_model_qkv(qkv, num_heads)
+    check_area(area, H * W)
+    q, k, v = split_qkv(qkv, num_heads)
+    v_nchw = _to_nchw(v, H, W)
+    check_pe_params(v_nchw, pe_weight, pe_bias, name="pe_weight", bias_name="pe_bias")
+    x = _to_nchw(area_attention(q, k, v, area, scale), H, W)
+    return x + position_perceiver(v_nchw, pe_weight, pe_bias)
+
+
+@torch.no_grad()
+def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
+    """A new Conv2d with bias equal to ``bn(conv(x))`` in eval mode (running statistics).
+
+    Any groups / stride / padding / dilation / padding_mode; dtype and device of ``conv`` kept. The
+    arithmetic runs in float64 so folding does not add rounding of its own.
+    """
+    if not isinstance(conv, nn.Conv2d):
+        raise ValueError(f"conv: expected nn.Conv2d, got {type(conv).__name__}")
+    if not isinstance(bn, nn.BatchNorm2d):
+        raise ValueError(f"bn: expected nn.BatchNorm2d, got {type(bn).__name__}")
+    if bn.num_features != conv.out_channels:
+        raise ValueError(f"bn: num_features={bn.num_features} does not match "
+                         f"conv.out_channels={conv.out_channels}")
+    if bn.running_mean is None or bn.running_var is None:
+        raise ValueError("bn: has no running statistics (track_running_stats=False); cannot fold")
+    w = conv.weight.double()
+    mean, var = bn.running_mean.double(), bn.running_var.double()
+    gamma = bn.weight.double() if bn.weight is not None else torch.ones_like(mean)
+    beta = bn.bias.double() if bn.bias is not None else torch.zeros_like(mean)
+    b = conv.bias.double() if conv.bias is not None else torch.zeros_like(mean)
+    factor = gamma / torch.sqrt(var + bn.eps)
+    fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
+                      conv.padding, conv.dilation, conv.groups, bias=True,
+                      padding_mode=conv.padding_mode, device=conv.weight.device,
+                      dtype=conv.weight.dtype)
+    fused.weight.copy_((w * factor.view(-1, 1, 1, 1)).to(conv.weight.dtype))
+    fused.bias.copy_(((b - mean) * factor + beta).to(conv.weight.dtype))
+    fused.weight.requires_grad_(conv.weight.requires_grad)
+    return fused
