@@ -1,0 +1,150 @@
+"""Timing and result records shared by every benchmark (format: ../shared/DESIGN.md, Benchmarks).
+
+One JSON object per measurement, appended to ``benchmarks/results/<suite>.jsonl`` (or a directory
+given with ``--out``), so runs on different days and devices line up by ``name``/``provider``.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+REQUIRED_FIELDS = ("suite", "name", "provider", "device", "dtype", "batch", "shape", "median_ms",
+                   "p20_ms", "p80_ms", "torch", "triton", "cuda", "date", "git")
+
+
+def device_name(device: torch.device | str) -> str:
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def _git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, cwd=Path(__file__).parent, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def environment(device: torch.device | str) -> dict:
+    """The fields that say where and with what a measurement was taken."""
+    try:
+        import triton
+        triton_version = triton.__version__
+    except ImportError:
+        triton_version = None
+    env = {
+        "device": device_name(device),
+        "torch": torch.__version__,
+        "triton": triton_version,
+        "cuda": torch.version.cuda,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "git": _git_commit(),
+    }
+    if torch.device(device).type == "cuda":
+        env["driver"] = _driver_version()
+    return env
+
+
+def _driver_version() -> str | None:
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20).stdout.strip()
+        return out.splitlines()[0] if out else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def time_ms(fn: Callable[[], object], device: torch.device | str, warmup: int = 10,
+            rep: int = 50) -> dict:
+    """Median / 20th / 80th percentile of ``rep`` timed calls of ``fn`` in milliseconds.
+
+    ``warmup`` calls run first and are not timed. On CUDA every call is timed with its own pair of
+    CUDA events (no host overhead counted, clocks untouched); on CPU with ``perf_counter``.
+    """
+    device = torch.device(device)
+    for _ in range(warmup):
+        fn()
+    times = []
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        starts = [torch.cuda.Event(enable_timing=True) for _ in range(rep)]
+        ends = [torch.cuda.Event(enable_timing=True) for _ in range(rep)]
+        for s, e in zip(starts, ends):
+            s.record()
+            fn()
+            e.record()
+        torch.cuda.synchronize(device)
+        times = [s.elapsed_time(e) for s, e in zip(starts, ends)]
+    else:
+        for _ in range(rep):
+            t0 = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t0) * 1e3)
+    return summarize(times)
+
+
+def summarize(times_ms: list[float]) -> dict:
+    if not times_ms:
+        raise ValueError("times_ms: no timings to summarize")
+    qs = statistics.quantiles(times_ms, n=10, method="inclusive") if len(times_ms) > 1 \
+        else [times_ms[0]] * 9
+    return {"median_ms": statistics.median(times_ms), "p20_ms": qs[1], "p80_ms": qs[7],
+            "runs": len(times_ms)}
+
+
+def make_record(*, suite: str, name: str, provider: str, device, dtype, batch: int, shape,
+                timing: dict, **extra) -> dict:
+    """A result record with every field DESIGN.md requires (and any ``extra`` ones)."""
+    if suite not in ("kernel", "e2e"):
+        raise ValueError(f"suite: expected 'kernel' or 'e2e', got {suite!r}")
+    rec = {"suite": suite, "name": name, "provider": provider,
+           "dtype": str(dtype).replace("torch.", ""), "batch": int(batch),
+           "shape": list(shape) if not isinstance(shape, str) else shape}
+    rec.update({k: timing[k] for k in ("median_ms", "p20_ms", "p80_ms")})
+    rec.update(environment(device))
+    rec.update(extra)
+    return rec
+
+
+def validate_record(rec: dict) -> None:
+    missing = [f for f in REQUIRED_FIELDS if f not in rec]
+    if missing:
+        raise ValueError(f"record: missing fields {missing}")
+
+
+def append_records(records: list[dict], suite: str, out_dir: str | os.PathLike | None = None,
+                   stem: str | None = None) -> Path:
+    """Append records as JSON lines to ``<out_dir>/<stem or suite>.jsonl``; returns the path."""
+    out = Path(out_dir) if out_dir is not None else RESULTS_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{stem or suite}.jsonl"
+    with open(path, "a") as f:
+        for rec in records:
+            validate_record(rec)
+            f.write(json.dumps(rec, sort_keys=True) + "\n")
+    return path
+
+
+def load_records(paths) -> list[dict]:
+    """All records from the given .jsonl files or directories (every *.jsonl in them)."""
+    recs = []
+    for p in paths:
+        p = Path(p)
+        files = sorted(p.glob("*.jsonl")) if p.is_dir() else [p]
+        for f in files:
+            with open(f) as fh:
+                recs.extend(json.loads(line) for line in fh if line.strip())
+    return recs
