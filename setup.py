@@ -31,7 +31,8 @@ setup(
     install_requires=["torch>=2.4", "numpy", "tqdm"],
     extras_require={
         "triton": ["triton>=3.0"],
-        "test": ["pytest", "pytest-benchmark"],
+        "test": ["pytest", "pytest-benchmark", "Pillow", "safetensors", "pycocotools", "onnx",
+                 "onnxruntime", "onnxscript", "matplotlib"],
     },
     ext_modules=ext_modules,
     cmdclass=cmdclass,

@@ -145,6 +145,13 @@ class YOLOv12(nn.Module):
             outputs.append(x if i in self._save else None)
         return x
 
+    @classmethod
+    def load(cls, path, map_location="cpu") -> "YOLOv12":
+        """A model with the weights in ``path`` (public YOLO12 .pt, our .safetensors, or a state
+        dict); scale and nc are read from the file. Never executes code from the file."""
+        from .weights import load_model
+        return load_model(path, map_location=map_location)
+
     # ----------------------------------------------------------------------------------------
     def fuse(self) -> "YOLOv12":
         """Fold every Conv+BN into one conv with bias (for inference; outputs unchanged)."""

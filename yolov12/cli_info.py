@@ -1,0 +1,38 @@
+"""``python -m yolov12 info``: params and GFLOPs per scale beside the paper's figures."""
+from __future__ import annotations
+
+from .model import SCALES, YOLOv12
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("info", help="params and GFLOPs per scale, beside the paper's figures")
+    p.add_argument("--model", "--scale", dest="scales", default="n",
+                   help="scales, comma-separated, or 'all' (default: n)")
+    p.add_argument("--imgsz", type=int, default=640, help="square image size (default 640)")
+    p.add_argument("--nc", type=int, default=80, help="number of classes (default 80)")
+    p.set_defaults(func=run)
+
+
+def parse_scales(text: str) -> list[str]:
+    scales = list(SCALES) if text == "all" else [s.strip() for s in text.split(",") if s.strip()]
+    bad = [s for s in scales if s not in SCALES]
+    if bad or not scales:
+        raise SystemExit(f"--model: unknown scale(s) {bad or text!r}; choose from "
+                         f"{','.join(SCALES)} or 'all'")
+    return scales
+
+
+def run(args) -> int:
+    rows = [YOLOv12(s, nc=args.nc).info(args.imgsz, print_fn=lambda *_: None)
+            for s in parse_scales(args.scales)]
+    print(f"| scale | params | params (paper) | GFLOPs convs | GFLOPs (paper) | "
+          f"GFLOPs attention | GFLOPs total |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['scale']} | {r['params']:,} | {r['paper']['params_M']} M | "
+              f"{r['gflops_conv']:.1f} | {r['paper']['gflops']} | {r['gflops_attention']:.2f} | "
+              f"{r['gflops']:.1f} |")
+    print(f"\nAt {args.imgsz}x{args.imgsz}, nc={args.nc}. FLOPs counted with "
+          "torch.utils.flop_counter (a multiply-add = 2 FLOPs); the paper counts convolutions "
+          "only, so compare its figure with the 'convs' column.")
+    return 0
