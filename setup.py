@@ -23,8 +23,9 @@ setup(
     description="Fast area-attention kernels and a weight-compatible YOLOv12 model",
     long_description=open(os.path.join(os.path.dirname(__file__), "README.md")).read(),
     long_description_content_type="text/markdown",
+    # benchmarks/ ships too: the bench CLI uses its timing and record helpers.
     packages=find_packages(include=["yolov12_kernels", "yolov12_kernels.*",
-                                    "yolov12", "yolov12.*"]),
+                                    "yolov12", "yolov12.*", "benchmarks"]),
     package_data={"yolov12_kernels": ["csrc/*"]},
     python_requires=">=3.10",
     # torch is deliberately unpinned: a torch that is already installed (CPU or CUDA) is kept.

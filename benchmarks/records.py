@@ -68,11 +68,12 @@ def _driver_version() -> str | None:
 
 
 def time_ms(fn: Callable[[], object], device: torch.device | str, warmup: int = 10,
-            rep: int = 50) -> dict:
+            rep: int = 50, progress: Callable[[], object] | None = None) -> dict:
     """Median / 20th / 80th percentile of ``rep`` timed calls of ``fn`` in milliseconds.
 
     ``warmup`` calls run first and are not timed. On CUDA every call is timed with its own pair of
     CUDA events (no host overhead counted, clocks untouched); on CPU with ``perf_counter``.
+    ``progress`` (e.g. a progress bar's update) is called after each timed call.
     """
     device = torch.device(device)
     for _ in range(warmup):
@@ -86,6 +87,8 @@ def time_ms(fn: Callable[[], object], device: torch.device | str, warmup: int = 
             s.record()
             fn()
             e.record()
+            if progress:
+                progress()
         torch.cuda.synchronize(device)
         times = [s.elapsed_time(e) for s, e in zip(starts, ends)]
     else:
@@ -93,6 +96,8 @@ def time_ms(fn: Callable[[], object], device: torch.device | str, warmup: int = 
             t0 = time.perf_counter()
             fn()
             times.append((time.perf_counter() - t0) * 1e3)
+            if progress:
+                progress()
     return summarize(times)
 
 
