@@ -1,0 +1,269 @@
+"""Checkpoint loading: round trips, realistic fake ultralytics checkpoints, wrong layouts, and
+malicious pickles (refused, nothing runs)."""
+from __future__ import annotations
+
+import copy
+import os
+import pathlib
+import sys
+import types
+from collections import OrderedDict
+
+import pytest
+import torch
+from torch import nn
+
+from yolov12 import YOLOv12
+from yolov12 import modules as M
+from yolov12.weights import (
+    infer_layout,
+    load_model,
+    load_state_dict_file,
+    save_safetensors,
+)
+
+
+def _randomize_bn(model):
+    """Non-trivial BN statistics, so a wrongly loaded buffer changes the output."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+                m.weight.uniform_(0.8, 1.2)
+                m.bias.uniform_(-0.1, 0.1)
+    return model
+
+
+@pytest.fixture(scope="module")
+def model_n():
+    return _randomize_bn(YOLOv12("n", nc=80)).eval()
+
+
+def _out(model, x):
+    with torch.no_grad():
+        return model.eval()(x)
+
+
+# ---------------------------------------------------------------------------------------------
+# round trips
+# ---------------------------------------------------------------------------------------------
+def test_state_dict_pt_round_trip(tmp_path, model_n):
+    path = tmp_path / "sd.pt"
+    torch.save(model_n.state_dict(), path)
+    loaded = YOLOv12.load(path)
+    assert (loaded.scale, loaded.nc) == ("n", 80)
+    x = torch.rand(2, 3, 64, 96)
+    assert torch.equal(_out(loaded, x), _out(model_n, x))
+
+
+def test_safetensors_round_trip_keeps_scale_nc_names(tmp_path):
+    pytest.importorskip("safetensors", reason="safetensors not installed")
+    model = _randomize_bn(YOLOv12("n", nc=3)).eval()
+    model.names = {0: "cat", 1: "dog", 2: "bird"}
+    path = tmp_path / "m.safetensors"
+    save_safetensors(model, path)
+    loaded = load_model(path)
+    assert (loaded.scale, loaded.nc, loaded.names) == ("n", 3, model.names)
+    x = torch.rand(1, 3, 64, 64)
+    assert torch.equal(_out(loaded, x), _out(model, x))
+    assert set(load_state_dict_file(path)) == set(model.state_dict())
+
+
+def test_save_safetensors_refuses_fused_model(tmp_path):
+    pytest.importorskip("safetensors", reason="safetensors not installed")
+    model = YOLOv12("n").eval().fuse()
+    with pytest.raises(ValueError, match="fused"):
+        save_safetensors(model, tmp_path / "f.safetensors")
+
+
+def test_missing_file_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="no such file"):
+        load_model(tmp_path / "nope.pt")
+
+
+# ---------------------------------------------------------------------------------------------
+# fake ultralytics checkpoints: the same pickle globals as the public files
+# ---------------------------------------------------------------------------------------------
+_ULTRA_NAMES = {  # our class -> where ultralytics defines it
+    M.Conv: "ultralytics.nn.modules.conv.Conv", M.DWConv: "ultralytics.nn.modules.conv.DWConv",
+    M.Concat: "ultralytics.nn.modules.conv.Concat", M.Bottleneck: "ultralytics.nn.modules.block.Bottleneck",
+    M.C3k: "ultralytics.nn.modules.block.C3k", M.C3k2: "ultralytics.nn.modules.block.C3k2",
+    M.A2C2f: "ultralytics.nn.modules.block.A2C2f", M.ABlock: "ultralytics.nn.modules.block.ABlock",
+    M.AAttn: "ultralytics.nn.modules.block.AAttn", M.DFL: "ultralytics.nn.modules.block.DFL",
+    M.Detect: "ultralytics.nn.modules.head.Detect",
+}
+
+
+@pytest.fixture
+def fake_ultralytics(monkeypatch):
+    """Register modules named like ultralytics' with stand-in nn.Module classes, so that pickles
+    written by torch.save name exactly the globals a public checkpoint names. Returns a factory
+    turning a YOLOv12 into the object ultralytics would pickle."""
+    classes = {}
+
+    def cls_for(full):
+        if full not in classes:
+            mod_name, _, name = full.rpartition(".")
+            parts = mod_name.split(".")
+            for i in range(1, len(parts) + 1):  # ultralytics, ultralytics.nn, ...
+                sub = ".".join(parts[:i])
+                if sub not in sys.modules:
+                    monkeypatch.setitem(sys.modules, sub, types.ModuleType(sub))
+            c = type(name, (nn.Module,), {"__module__": mod_name, "__qualname__": name})
+            setattr(sys.modules[mod_name], name, c)
+            classes[full] = c
+        return classes[full]
+
+    def make(model: YOLOv12, half=True):
+        seq = copy.deepcopy(model.model)
+        for m in seq.modules():
+            full = _ULTRA_NAMES.get(type(m))
+            if full is not None:
+                m.__class__ = cls_for(full)
+        ns_cls = cls_for("ultralytics.utils.IterableSimpleNamespace")
+        det = cls_for("ultralytics.nn.tasks.DetectionModel")()
+        det.model = seq
+        det.yaml = {"nc": model.nc, "scale": model.scale, "backbone": [[-1, 1, "Conv", [64, 3, 2]]]}
+        det.names = {i: f"class{i}" for i in range(model.nc)}
+        det.stride = torch.tensor([8.0, 16.0, 32.0])
+        det.save = [4, 6, 8, 11, 14, 17, 20]
+        det.args = {"imgsz": 640, "data": pathlib.PurePosixPath("coco.yaml")}
+        det.pt_ns = ns_cls()  # an ultralytics namespace object, as older checkpoints carry
+        if half:
+            det.half()
+        return det
+
+    return make
+
+
+def _ultra_ckpt(det, ema=None):
+    import numpy as np
+    return {"date": "2025-02-18T00:00:00", "version": "8.3.78", "license": "AGPL-3.0",
+            "docs": "https://docs.ultralytics.com", "epoch": -1, "best_fitness": None,
+            "model": det, "ema": ema, "updates": None, "optimizer": None,
+            "train_args": {"model": "yolo12n.yaml", "epochs": 600, "imgsz": 640},
+            "train_metrics": {"metrics/mAP50-95(B)": np.float64(0.406), "fitness": np.float64(0.43)},
+            "train_results": None}
+
+
+def test_fake_ultralytics_checkpoint_loads_and_equals(tmp_path, model_n, fake_ultralytics):
+    path = tmp_path / "yolo12n.pt"
+    torch.save(_ultra_ckpt(fake_ultralytics(model_n, half=True)), path)
+    for name in list(sys.modules):  # loading must not need (or import) anything named ultralytics
+        if name.split(".")[0] == "ultralytics":
+            del sys.modules[name]
+    loaded = load_model(path)
+    assert "ultralytics" not in sys.modules
+    assert (loaded.scale, loaded.nc) == ("n", 80)
+    assert loaded.names[7] == "class7"
+    # the public files are float16: the result equals our model with float16-rounded weights
+    expected = copy.deepcopy(model_n)
+    expected.load_state_dict({k: v.half().to(v.dtype) for k, v in model_n.state_dict().items()})
+    x = torch.rand(1, 3, 64, 64)
+    assert torch.equal(_out(loaded, x), _out(expected, x))
+    sd = load_state_dict_file(path)
+    assert set(sd) == set(model_n.state_dict())
+    assert all(v.dtype == torch.float16 for k, v in sd.items() if v.is_floating_point())
+
+
+def test_fake_ultralytics_prefers_ema(tmp_path, model_n, fake_ultralytics):
+    other = _randomize_bn(YOLOv12("n", nc=80)).eval()
+    path = tmp_path / "last.pt"
+    torch.save(_ultra_ckpt(fake_ultralytics(model_n, half=False),
+                           ema=fake_ultralytics(other, half=False)), path)
+    x = torch.rand(1, 3, 64, 64)
+    assert torch.equal(_out(load_model(path), x), _out(other, x))
+
+
+def test_dict_with_model_state_dict(tmp_path, model_n):
+    path = tmp_path / "ck.pth"
+    torch.save({"model": model_n.state_dict(), "epoch": 3}, path)
+    x = torch.rand(1, 3, 64, 64)
+    assert torch.equal(_out(load_model(path), x), _out(model_n, x))
+
+
+# ---------------------------------------------------------------------------------------------
+# wrong layouts
+# ---------------------------------------------------------------------------------------------
+def test_turbo_layout_is_a_clear_error(tmp_path, model_n):
+    sd = OrderedDict()
+    for k, v in model_n.state_dict().items():
+        if ".attn.qkv." in k:  # turbo: qk (2C) and v (C) convs instead of one qkv conv
+            c = v.shape[0] // 3 if v.dim() else None
+            sd[k.replace(".attn.qkv.", ".attn.qk.")] = v[: 2 * c] if c else v
+            sd[k.replace(".attn.qkv.", ".attn.v.")] = v[2 * c:] if c else v
+        else:
+            sd[k] = v
+    path = tmp_path / "turbo.pt"
+    torch.save(sd, path)
+    with pytest.raises(ValueError, match=r"turbo.*qkv"):
+        load_model(path)
+
+
+def test_5x5_pe_is_a_clear_error(tmp_path, model_n):
+    sd = {k: (torch.zeros(v.shape[0], 1, 5, 5) if k.endswith("attn.pe.conv.weight") else v)
+          for k, v in model_n.state_dict().items()}
+    path = tmp_path / "pe5.pt"
+    torch.save(sd, path)
+    with pytest.raises(ValueError, match="5x5"):
+        load_model(path)
+
+
+def test_scale_and_nc_inferred_and_unknown_width_refused(model_n):
+    sd = model_n.state_dict()
+    assert infer_layout(sd) == ("n", 80)
+    assert infer_layout(YOLOv12("s", nc=5).state_dict()) == ("s", 5)
+    bad = dict(sd)
+    bad["model.0.conv.weight"] = torch.zeros(24, 3, 3, 3)
+    with pytest.raises(ValueError, match="24 channels"):
+        infer_layout(bad)
+    with pytest.raises(ValueError, match="model.0.conv.weight"):
+        infer_layout({"backbone.conv.weight": torch.zeros(1)})
+
+
+def test_missing_and_unexpected_keys_listed(tmp_path, model_n):
+    sd = dict(model_n.state_dict())
+    del sd["model.2.cv1.conv.weight"]
+    sd["model.99.extra"] = torch.zeros(1)
+    path = tmp_path / "broken.pt"
+    torch.save(sd, path)
+    with pytest.raises(ValueError, match=r"missing 1.*model\.2\.cv1\.conv\.weight.*unexpected 1"):
+        load_model(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# malicious pickles: refused, nothing runs
+# ---------------------------------------------------------------------------------------------
+class _Evil:
+    def __init__(self, cmd):
+        self.cmd = cmd
+
+    def __reduce__(self):
+        return (os.system, (self.cmd,))
+
+
+class _EvilExec:
+    def __init__(self, code):
+        self.code = code
+
+    def __reduce__(self):
+        return (exec, (self.code,))
+
+
+@pytest.mark.parametrize("zip_format", [True, False], ids=["zip", "legacy"])
+@pytest.mark.parametrize("kind", ["os.system", "exec"])
+def test_malicious_checkpoint_refused_and_runs_nothing(tmp_path, model_n, zip_format, kind):
+    marker = tmp_path / "pwned"
+    if kind == "os.system":
+        payload = _Evil(f"touch {marker}")
+    else:
+        payload = _EvilExec(f"open({str(marker)!r}, 'w').write('x')")
+    ckpt = {"model": model_n.state_dict(), "train_args": payload}
+    path = tmp_path / "evil.pt"
+    torch.save(ckpt, path, _use_new_zipfile_serialization=zip_format)
+    with pytest.raises(ValueError, match="(Refused|safely)"):
+        load_model(path)
+    with pytest.raises(ValueError):
+        load_state_dict_file(path)
+    assert not marker.exists(), "loading the checkpoint executed code from it"

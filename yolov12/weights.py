@@ -1,0 +1,313 @@
+"""Checkpoints in and out: public YOLO12 ``.pt`` files, plain state dicts, and safetensors.
+
+Loading never executes code from the file:
+
+* ``.safetensors`` holds raw tensors only;
+* ``.pt`` / ``.pth`` go through ``torch.load(weights_only=True)`` — PyTorch's restricted unpickler,
+  which only rebuilds tensors and containers. Public ultralytics checkpoints pickle whole model
+  objects (``ultralytics.nn.tasks.DetectionModel``, ``torch.nn.Conv2d`` ...); for those class names
+  we allow-list *inert stand-ins* (``_Inert``): classes of our own that only store the pickled state,
+  so ultralytics is never imported and none of its (or anyone's) code runs. Before loading, the
+  pickle's globals are listed statically; any name outside the model-class namespaces (``os.system``,
+  ``builtins.eval`` ...) makes us refuse the file with a ``ValueError`` and load nothing.
+
+The stand-ins are then walked like ``nn.Module.state_dict()`` would (``_parameters``, persistent
+``_buffers``, ``_modules``) to get the public state dict (``model.0.conv.weight`` ...), from which
+scale and nc are read, the layout is checked, and ``YOLOv12`` is built and loaded strictly.
+"""
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+
+from .model import LAYERS, SCALES, YOLOv12, _make_divisible
+
+# Namespaces whose classes may appear in a model checkpoint; each gets an inert stand-in. Anything
+# else (os, subprocess, builtins.eval/exec/getattr, ...) is refused.
+_ALLOWED_PREFIXES = (
+    "ultralytics.",          # DetectionModel, Conv, C3k2, A2C2f, AAttn, Detect, IterableSimpleNamespace
+    "torch.nn.modules.",     # Conv2d, BatchNorm2d, SiLU, Sequential, ModuleList, Upsample ...
+    "pathlib.",              # PosixPath / WindowsPath in training arguments
+    "numpy.",                # numpy scalars / dtypes in training metrics (stand-ins: never called)
+    "argparse.Namespace",
+    "types.SimpleNamespace",
+)
+
+
+class _Inert:
+    """Stand-in for a class named in a checkpoint. Keeps whatever the pickle hands it, runs nothing.
+
+    ``NEWOBJ`` creates it with no side effects, ``REDUCE`` calls it with arguments (kept in
+    ``_args``), ``BUILD`` passes the object's state (an ``nn.Module``'s ``__dict__``) to
+    ``__setstate__``.
+    """
+
+    _full_name = "?"
+
+    def __new__(cls, *args, **kwargs):
+        return object.__new__(cls)
+
+    def __init__(self, *args, **kwargs):
+        self.__dict__["_args"] = args
+
+    def __setstate__(self, state):
+        if isinstance(state, tuple) and len(state) == 2 and (state[0] is None or
+                                                              isinstance(state[0], dict)):
+            state = {**(state[0] or {}), **(state[1] or {})}  # (dict state, slot state)
+        if isinstance(state, dict):
+            self.__dict__.update(state)
+        else:
+            self.__dict__["_state"] = state
+
+    def __repr__(self):
+        return f"<inert {self._full_name}>"
+
+
+def _inert_class(full_name: str) -> type:
+    module, _, name = full_name.rpartition(".")
+    return type(name, (_Inert,), {"__module__": module, "__qualname__": name,
+                                  "_full_name": full_name})
+
+
+def _is_allowed(full_name: str) -> bool:
+    return any(full_name.startswith(p) if p.endswith(".") else full_name == p
+               for p in _ALLOWED_PREFIXES)
+
+
+# ---------------------------------------------------------------------------------------------
+# reading files
+# ---------------------------------------------------------------------------------------------
+def _torch_load(path: Path) -> object:
+    """``torch.load(weights_only=True)`` with inert stand-ins for the model classes it names."""
+    if zipfile.is_zipfile(path):
+        # static scan of the pickle's GLOBAL opcodes: nothing is unpickled here
+        names = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
+    else:  # legacy (pre-1.6) format: no static scan; the restricted unpickler still refuses all
+        names = []
+    refused = sorted(n for n in names if not _is_allowed(n))
+    if refused:
+        raise ValueError(
+            f"path: {path} refers to {refused} — functions or classes that have no business in a "
+            "model checkpoint (loading it could run code). Refused; nothing was executed. If you "
+            "trust the file, re-save its state_dict() with a plain torch.save.")
+    stand_ins = [(_inert_class(n), n) for n in names]
+    try:
+        with torch.serialization.safe_globals(stand_ins):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # the restricted unpickler refused something the scan did not see
+        raise ValueError(f"path: cannot load {path} safely with the restricted unpickler: "
+                         f"{type(e).__name__}: {e}") from e
+
+
+def _module_tensors(obj, prefix: str, out: dict, seen: set) -> None:
+    """Collect parameters and persistent buffers of a pickled module (an ``_Inert`` stand-in or a
+    real ``nn.Module``) the way ``nn.Module.state_dict`` names them."""
+    if id(obj) in seen:
+        return
+    seen.add(id(obj))
+    d = vars(obj) if hasattr(obj, "__dict__") else {}
+    non_persistent = d.get("_non_persistent_buffers_set") or set()
+    for group in ("_parameters", "_buffers"):
+        for name, t in (d.get(group) or {}).items():
+            if isinstance(t, torch.Tensor) and not (group == "_buffers" and name in non_persistent):
+                out[prefix + name] = t.detach()
+    for name, child in (d.get("_modules") or {}).items():
+        if child is not None:
+            _module_tensors(child, f"{prefix}{name}.", out, seen)
+
+
+def _is_state_dict(obj) -> bool:
+    return isinstance(obj, Mapping) and len(obj) > 0 and all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+
+
+def _extract(obj, path: Path) -> tuple[dict, dict]:
+    """(state dict, metadata) from whatever a ``.pt`` held."""
+    meta: dict = {}
+    if _is_state_dict(obj):
+        return dict(obj), meta
+    if isinstance(obj, Mapping):
+        # ultralytics prefers the EMA weights when a checkpoint still has them (mid-training files)
+        for key in ("ema", "model", "state_dict", "model_state_dict"):
+            inner = obj.get(key)
+            if inner is None:
+                continue
+            if _is_state_dict(inner):
+                return dict(inner), meta
+            if hasattr(inner, "__dict__") and "_modules" in vars(inner):
+                sd: dict = {}
+                _module_tensors(inner, "", sd, set())
+                names = vars(inner).get("names")
+                if isinstance(names, (dict, list)):
+                    meta["names"] = (dict(names) if isinstance(names, dict)
+                                     else dict(enumerate(names)))
+                yaml = vars(inner).get("yaml")
+                if isinstance(yaml, dict) and isinstance(yaml.get("scale"), str):
+                    meta["scale"] = yaml["scale"]
+                return sd, meta
+    if hasattr(obj, "__dict__") and "_modules" in vars(obj):  # a bare pickled model
+        sd = {}
+        _module_tensors(obj, "", sd, set())
+        return sd, meta
+    raise ValueError(f"path: {path} holds no model weights that we know how to read (expected a "
+                     "state dict, or a dict with 'model'/'ema'/'state_dict'; got "
+                     f"{type(obj).__name__}"
+                     + (f" with keys {list(obj)[:10]}" if isinstance(obj, Mapping) else "") + ")")
+
+
+def _read(path) -> tuple[dict, dict]:
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"path: no such file {str(path)!r}")
+    if path.suffix == ".safetensors":
+        try:
+            from safetensors import safe_open
+        except ImportError as e:
+            raise ValueError(f"path: {path} is a .safetensors file; pip install safetensors") from e
+        sd, meta = {}, {}
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            for k in f.keys():
+                sd[k] = f.get_tensor(k)
+            raw = f.metadata() or {}
+        if "scale" in raw:
+            meta["scale"] = raw["scale"]
+        if "nc" in raw:
+            meta["nc"] = int(raw["nc"])
+        if "names" in raw:
+            meta["names"] = {int(k): v for k, v in json.loads(raw["names"]).items()}
+    else:
+        sd, meta = _extract(_torch_load(path), path)
+    if sd and all(k.startswith("module.") for k in sd):  # saved from DataParallel / DDP
+        sd = {k[len("module."):]: v for k, v in sd.items()}
+    return sd, meta
+
+
+def load_state_dict_file(path) -> dict:
+    """The model state dict (``model.0.conv.weight`` ...) held by ``path`` (.pt/.pth/.safetensors),
+    read without executing code from the file."""
+    return _read(path)[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# layout: scale, nc, and checks with clear messages
+# ---------------------------------------------------------------------------------------------
+def _scale_signature(scale: str) -> tuple[int, int]:
+    """(width of layer 0, number of A2C2f stages in layer 6) for ``scale``, from the config table."""
+    depth, width, max_ch = SCALES[scale]
+    c0 = _make_divisible(min(LAYERS[0][3][0], max_ch) * width, 8)
+    return c0, max(round(LAYERS[6][1] * depth), 1)
+
+
+def _count_children(sd: dict, prefix: str) -> int:
+    idx = {k[len(prefix):].split(".", 1)[0] for k in sd if k.startswith(prefix)}
+    return len({i for i in idx if i.isdigit()})
+
+
+def infer_layout(sd: dict) -> tuple[str, int]:
+    """(scale, nc) of a YOLO12 state dict; ``ValueError`` saying what was found if it is not one."""
+    if not sd:
+        raise ValueError("state dict: empty, no tensors found")
+    attn_keys = [k for k in sd if ".attn." in k]
+    if any(".attn.qk." in k for k in attn_keys) or any(".attn.v." in k for k in attn_keys):
+        found = sorted({k.split(".attn.")[1].split(".")[0] for k in attn_keys})
+        raise ValueError(
+            f"state dict: attention with separate convs {found} (e.g. "
+            f"{next(k for k in attn_keys if '.attn.qk.' in k or '.attn.v.' in k)}): this is the "
+            "YOLOv12 'turbo' / v1.0 layout; this model implements the YOLO12 layout with one fused "
+            "qkv conv (attn.qkv) and a 7x7 pe")
+    for k in attn_keys:
+        if k.endswith(".attn.pe.conv.weight") and tuple(sd[k].shape[-2:]) != (7, 7):
+            raise ValueError(f"state dict: {k} has a {sd[k].shape[-2]}x{sd[k].shape[-1]} position "
+                             "perceiver kernel; this model implements the YOLO12 layout with a 7x7 "
+                             f"pe (shape {tuple(sd[k].shape)} found)")
+    k0 = "model.0.conv.weight"
+    if k0 not in sd:
+        raise ValueError(f"state dict: no {k0!r}; not a YOLO12 detection model (first keys: "
+                         f"{list(sd)[:5]})")
+    found = (int(sd[k0].shape[0]), _count_children(sd, "model.6.m."))
+    scale = next((s for s in SCALES if _scale_signature(s) == found), None)
+    if scale is None:
+        known = {s: _scale_signature(s) for s in SCALES}
+        raise ValueError(f"state dict: layer 0 has {found[0]} channels and layer 6 has {found[1]} "
+                         f"A2C2f stages, which matches no YOLO12 scale (expected (width, stages): "
+                         f"{known})")
+    kc = "model.21.cv3.0.2.weight"
+    if kc not in sd:
+        raise ValueError(f"state dict: no {kc!r} (Detect class conv); not a YOLO12 detection head")
+    return scale, int(sd[kc].shape[0])
+
+
+def _check_against(model: YOLOv12, sd: dict) -> None:
+    """Raise ``ValueError`` listing missing / unexpected / mis-shaped keys (before loading)."""
+    want = model.state_dict()
+    missing = [k for k in want if k not in sd and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in sd if k not in want]
+    shapes = [f"{k}: file {tuple(sd[k].shape)} vs model {tuple(want[k].shape)}"
+              for k in want if k in sd and sd[k].shape != want[k].shape]
+    if missing or unexpected or shapes:
+        parts = []
+        for label, items in (("missing", missing), ("unexpected", unexpected),
+                             ("shape mismatch", shapes)):
+            if items:
+                more = f" (+{len(items) - 5} more)" if len(items) > 5 else ""
+                parts.append(f"{label} {len(items)}: {items[:5]}{more}")
+        raise ValueError(f"state dict: does not match YOLOv12-{model.scale} (nc={model.nc}): "
+                         + "; ".join(parts))
+
+
+def load_model(path, map_location="cpu") -> YOLOv12:
+    """A ``YOLOv12`` (eval mode) with the weights in ``path``; scale and nc come from the file.
+
+    Accepts public ultralytics YOLO12 ``.pt`` checkpoints, plain state dicts (``.pt``/``.pth``) and
+    ``.safetensors`` (ours, from ``save_safetensors``). Class names stored in the file, if any, are
+    kept on ``model.names``. Never executes code from the file.
+    """
+    sd, meta = _read(path)
+    scale, nc = infer_layout(sd)
+    for key, value in (("scale", scale), ("nc", nc)):
+        if key in meta and meta[key] != value:
+            raise ValueError(f"path: {path} metadata says {key}={meta[key]!r} but its tensors are "
+                             f"those of {key}={value!r}")
+    model = YOLOv12(scale, nc)
+    _check_against(model, sd)
+    want = model.state_dict()
+    # public checkpoints are float16: cast to the model's dtype; tolerate a missing BN step counter
+    sd = {k: v.to(want[k].dtype) for k, v in sd.items()}
+    for k in want:
+        if k.endswith("num_batches_tracked") and k not in sd:
+            sd[k] = want[k]
+    model.load_state_dict(sd, strict=True)
+    names = meta.get("names")
+    model.names = ({int(k): str(v) for k, v in names.items()} if names and len(names) == nc
+                   else None)
+    return model.to(map_location).eval()
+
+
+def save_safetensors(model: YOLOv12, path) -> None:
+    """Save ``model``'s weights as safetensors, with scale, nc (and class names) in the metadata.
+
+    The model must not be fused (a fused model has no BN tensors and would not load back)."""
+    try:
+        from safetensors.torch import save_file
+    except ImportError as e:
+        raise ValueError("path: saving .safetensors needs the safetensors package "
+                         "(pip install safetensors)") from e
+    if not isinstance(model, YOLOv12):
+        raise ValueError(f"model: expected a YOLOv12, got {type(model).__name__}")
+    if any(getattr(m, "bn", "absent") is None for m in model.modules()):
+        raise ValueError("model: is fused (BN folded into convs); save it before calling fuse()")
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise ValueError(f"path: expected a .safetensors file name, got {str(path)!r}")
+    meta = {"format": "yolov12-kernels", "scale": model.scale, "nc": str(model.nc)}
+    names = getattr(model, "names", None)
+    if names:
+        meta["names"] = json.dumps({str(k): v for k, v in names.items()})
+    sd = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    os.makedirs(path.parent or ".", exist_ok=True)
+    save_file(sd, str(path), metadata=meta)
