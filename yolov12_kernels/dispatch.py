@@ -21,6 +21,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import sys
 from types import ModuleType
 
 import torch
@@ -70,10 +71,14 @@ def load(name: str) -> tuple[ModuleType | None, str | None]:
     if name not in _MODULES:
         raise ValueError(f"backend: unknown backend {name!r}; choose one of "
                          f"{('auto',) + BACKENDS}")
-    try:
-        mod = importlib.import_module(_MODULES[name])
-    except ImportError as e:  # an optional dependency is missing
-        return None, f"cannot import {_MODULES[name]}: {e}"
+    # sys.modules first: torch.compile (dynamo) traces a dict lookup but not import_module, so
+    # once a backend is imported, select() adds no graph break in front of the op it picks
+    mod = sys.modules.get(_MODULES[name])
+    if mod is None:
+        try:
+            mod = importlib.import_module(_MODULES[name])
+        except ImportError as e:  # an optional dependency is missing
+            return None, f"cannot import {_MODULES[name]}: {e}"
     reason = mod.unavailable()
     return (None, reason) if reason else (mod, None)
 
