@@ -28,8 +28,11 @@ constexpr int kMaxK = 31;
 
 // K > 0: kernel size fixed at compile time (fully unrolled; the YOLOv12 7x7). K == 0: any odd
 // p.ksize up to kMaxK, read at run time.
+//
+// Launch bounds (256 threads, >= 3 CTAs/SM, i.e. <= 85 registers): a memory-bound kernel wants
+// occupancy; without the minimum ptxas 13.0 picked 32-40 registers on sm_80-89 and spilled.
 template <typename T, int K>
-__global__ void __launch_bounds__(kThreads) depthwise_conv_kernel(const y12_pe_params p,
+__global__ void __launch_bounds__(kThreads, 3) depthwise_conv_kernel(const y12_pe_params p,
                                                                   int tiles_x) {
   extern __shared__ float smem[];
   const int ks = K > 0 ? K : p.ksize;
