@@ -76,29 +76,33 @@ def _decode(pid, n_blocks, HEADS, AREA, N_AREA):
 @triton.jit
 def _dw_conv_tile(X, W_ptr, B_ptr, h, tok, row_mask, offs_d, sxy, sxx, sxd, swc, swy, swx,
                   IMG_H, IMG_W, ROWS: tl.constexpr, HEAD_DIM: tl.constexpr,
-                  HAS_BIAS: tl.constexpr, KS: tl.constexpr):
+                  HAS_BIAS: tl.constexpr, KS: tl.constexpr, TOKENS_2D: tl.constexpr):
     """Depthwise KS x KS conv ('same', zero padding at the image border) of the (tok, dim) tile of
     head h. X points at (batch b, head h, dim 0, y 0, x 0); channel = h*HEAD_DIM + dim. fp32 out.
 
-    Neighbours are gathered straight from X with real (y, x) strides: 49 small loads per tile for
-    7x7, all of them of data the attention loop just streamed through L1/L2."""
+    Neighbours are gathered straight from X: 49 small loads per tile for 7x7, of data the
+    attention loop has just streamed through L1/L2. A neighbour's address is the token's own
+    offset plus a constant shift (dy*sy + dx*sx), so with collapsed token strides the pointers stay
+    provably contiguous along tokens (coalesced, vectorisable loads); (y, x) only enter the
+    border masks."""
     c = h * HEAD_DIM + offs_d
     y = tok // IMG_W
     x = tok % IMG_W
-    d_off = offs_d[None, :] * sxd
+    base = X + _tok(tok, sxy, sxx, IMG_W, TOKENS_2D)[:, None] + offs_d[None, :] * sxd
     w_base = W_ptr + c * swc
     acc = tl.zeros([ROWS, HEAD_DIM], dtype=tl.float32)
     if HAS_BIAS:
         acc += tl.load(B_ptr + c).to(tl.float32)[None, :]
-    for ky in range(KS):  # row tests and offsets once per kernel row, not per tap
-        yy = y + (ky - KS // 2)
+    for ky in range(KS):  # row tests and shifts once per kernel row, not per tap
+        dy = ky - KS // 2
+        yy = y + dy
         row_ok = row_mask & (yy >= 0) & (yy < IMG_H)
-        row_ptr = X + yy.to(tl.int64) * sxy
+        row_base = base + dy * sxy
         for kx in range(KS):
-            xx = x + (kx - KS // 2)
+            dx = kx - KS // 2
+            xx = x + dx
             ok = row_ok & (xx >= 0) & (xx < IMG_W)
-            xv = tl.load((row_ptr + xx.to(tl.int64) * sxx)[:, None] + d_off, mask=ok[:, None],
-                         other=0.0)
+            xv = tl.load(row_base + dx * sxx, mask=ok[:, None], other=0.0)
             w = tl.load(w_base + ky * swy + kx * swx)
             acc += xv.to(tl.float32) * w.to(tl.float32)[None, :]
     return acc
@@ -162,7 +166,8 @@ def _fwd_kernel(Q, K, V, O, Out, Lse, Wpe, Bpe,
                  + offs_d[None, :] * sod, acc.to(O.dtype.element_ty), mask=m_mask[:, None])
     if FUSE_PE:  # epilogue: + pe(v), written once to the (B, C, H, W) output
         acc += _dw_conv_tile(v_base, Wpe, Bpe, h, tok_m, m_mask, offs_d, svy, svx, svd,
-                             swc, swy, swx, IMG_H, IMG_W, BLOCK_M, HEAD_DIM, HAS_BIAS, KS)
+                             swc, swy, swx, IMG_H, IMG_W, BLOCK_M, HEAD_DIM, HAS_BIAS, KS,
+                             TOKENS_2D)
         tl.store(Out + b * sub + h * suh + _tok(tok_m, suy, sux, IMG_W, TOKENS_2D)[:, None]
                  + offs_d[None, :] * sud, acc.to(Out.dtype.element_ty), mask=m_mask[:, None])
 
@@ -230,7 +235,7 @@ def _bwd_dkdv_kernel(Q, K, V, dO, Lse, Delta, dK, dV, Wpe,
                      sdob, sdoh, sdod, sdoy, sdox,
                      sdkb, sdkh, sdkd, sdky, sdkx,
                      sdvb, sdvh, sdvd, sdvy, sdvx,
-                     sdoy_img, sdox_img, swc, swy, swx,
+                     swc, swy, swx,
                      HEADS, AREA, N_AREA, IMG_H, IMG_W, qk_scale, sm_scale, P_BUCKET,
                      HEAD_DIM: tl.constexpr, TOKENS_2D: tl.constexpr, FUSE_PE: tl.constexpr,
                      KS: tl.constexpr, PREC: tl.constexpr,
@@ -238,8 +243,8 @@ def _bwd_dkdv_kernel(Q, K, V, dO, Lse, Delta, dK, dV, Wpe,
     """dK and dV for BLOCK_N keys of one problem, looping over the area's queries.
 
     FUSE_PE: dV also receives pe's input gradient, the depthwise conv of dO with the flipped
-    kernel (Wpe points at the flipped weights), gathered from dO at the image (y, x) strides
-    sdoy_img / sdox_img, so the fused path's dV is complete when written."""
+    kernel (Wpe points at the flipped weights), gathered from dO, so the fused path's dV is
+    complete when written."""
     prob, nblk, b, h, tok0 = _decode(tl.program_id(0), tl.cdiv(N_AREA, BLOCK_N), HEADS, AREA,
                                      N_AREA)
     offs_n = nblk * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -273,8 +278,8 @@ def _bwd_dkdv_kernel(Q, K, V, dO, Lse, Delta, dK, dV, Wpe,
         dk = tl.dot(dst.to(qt.dtype), tl.trans(qt), dk, input_precision=PREC)
     dk = dk * sm_scale
     if FUSE_PE:
-        dv += _dw_conv_tile(do_base, Wpe, Wpe, h, tok_n, n_mask, offs_d, sdoy_img, sdox_img,
-                            sdod, swc, swy, swx, IMG_H, IMG_W, BLOCK_N, HEAD_DIM, False, KS)
+        dv += _dw_conv_tile(do_base, Wpe, Wpe, h, tok_n, n_mask, offs_d, sdoy, sdox, sdod,
+                            swc, swy, swx, IMG_H, IMG_W, BLOCK_N, HEAD_DIM, False, KS, TOKENS_2D)
     tl.store(dK + b * sdkb + h * sdkh + _tok(tok_n, sdky, sdkx, IMG_W, TOKENS_2D)[:, None]
              + offs_d[None, :] * sdkd, dk.to(dK.dtype.element_ty), mask=n_mask[:, None])
     tl.store(dV + b * sdvb + h * sdvh + _tok(tok_n, sdvy, sdvx, IMG_W, TOKENS_2D)[:, None]
@@ -419,12 +424,10 @@ def forward(q: View, k: View, v: View, *, batch: int, heads: int, head_dim: int,
 
 def backward(q: View, k: View, v: View, o: View, do: View, lse: torch.Tensor, dq: View,
              dk: View, dv: View, *, batch: int, heads: int, head_dim: int, area: int, img_h: int,
-             img_w: int, scale: float, pe_weight: torch.Tensor | None = None,
-             do_image: View | None = None) -> None:
+             img_w: int, scale: float, pe_weight: torch.Tensor | None = None) -> None:
     """Run the backward kernels: dq, then dk/dv (which reads the Delta dq's kernel stored).
 
-    With ``pe_weight`` (the fused path), dv also gets pe's input gradient; ``do_image`` is dO
-    with its real (y, x) strides (the one in ``do`` may have had its token strides collapsed)."""
+    With ``pe_weight`` (the fused path), dv also gets pe's input gradient."""
     n_area = img_h * img_w // area
     n_problems = batch * area * heads
     delta = torch.empty((n_problems, n_area), device=lse.device, dtype=torch.float32)
@@ -442,12 +445,11 @@ def backward(q: View, k: View, v: View, o: View, do: View, lse: torch.Tensor, dq
         w = pe_weight.flip(-1, -2)
         swc, _, swy, swx = w.stride()
         ks = w.shape[-1]
-        sdoy, sdox = do_image.s[3], do_image.s[4]
     else:
-        w, swc, swy, swx, ks, sdoy, sdox = None, 0, 0, 0, 1, 0, 0
+        w, swc, swy, swx, ks = None, 0, 0, 0, 1
     _launch(_bwd_dkdv_kernel, "bwd_dkdv", n_problems, n_area, head_dim, "BLOCK_N",
             (q.ptr, k.ptr, v.ptr, do.ptr, lse, delta, dk.ptr, dv.ptr, w,
-             *q.s, *k.s, *v.s, *do.s, *dk.s, *dv.s, sdoy, sdox, swc, swy, swx,
+             *q.s, *k.s, *v.s, *do.s, *dk.s, *dv.s, swc, swy, swx,
              heads, area, n_area, img_h, img_w, qk_scale, scale, bucket),
             dict(common, FUSE_PE=pe_weight is not None, KS=ks))
 

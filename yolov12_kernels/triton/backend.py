@@ -138,7 +138,7 @@ def fused_backward_impl(dout, qkv, o, lse, pe_weight, num_heads, area, scale, dq
         K.backward(M(qkv, d, 0), M(qkv, d, 1), M(qkv, d, 2), K.nchw_view(o, d), do, lse,
                    M(dqkv, d, 0), M(dqkv, d, 1), M(dqkv, d, 2), batch=B, heads=num_heads,
                    head_dim=d, area=area, img_h=H, img_w=W, scale=scale,
-                   pe_weight=pe_weight, do_image=do)
+                   pe_weight=pe_weight)
     return dqkv
 
 
