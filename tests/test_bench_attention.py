@@ -1,0 +1,89 @@
+"""CPU smoke test of benchmarks/bench_attention.py: the baselines compute area attention (so the
+benchmark times the right thing), and the record/table code path works on fake timings."""
+import json
+
+import pytest
+import torch
+
+from benchmarks import bench_attention as BA
+from benchmarks.records import REQUIRED_FIELDS, summarize, validate_record
+from yolov12_kernels import reference
+
+
+@pytest.mark.parametrize("area", [1, 4])
+def test_eager_aattn_is_the_reference(area):
+    heads, d, H, W = 2, 8, 4, 6
+    C = heads * d
+    qkv = torch.randn(2, 3 * C, H, W, dtype=torch.float64)
+    w, b = torch.randn(C, 1, 7, 7, dtype=torch.float64), torch.randn(C, dtype=torch.float64)
+    torch.testing.assert_close(BA.eager_aattn(qkv, heads, area, w, b),
+                               reference.fused_area_attention(qkv, heads, area, w, b))
+
+
+def test_sdpa_area_is_the_reference():
+    q, k, v = (torch.randn(2, 24, 3, 8, dtype=torch.float64) for _ in range(3))
+    torch.testing.assert_close(BA.sdpa_area(q, k, v, 4), reference.area_attention(q, k, v, 4))
+
+
+def test_case_names_shapes_bytes():
+    c = BA.Case("area_attention", "P4", "n", 8, torch.float16, "fwd")
+    assert c.name == "area_attention/P4/n" and c.heads == 2 and c.shape == [8, 1600, 2, 32]
+    assert c.bytes_moved() == 4 * 8 * 1600 * 64 * 2
+    a = BA.Case("aattn", "P5", "x", 1, torch.bfloat16, "fwd+bwd")
+    assert a.name == "aattn/P5/x" and a.shape == [1, 3 * 12 * 32, 20, 20]
+    assert a.bytes_moved() == 12 * 400 * 384 * 2
+    assert len(list(BA.cases(["area_attention", "aattn"], ["P4", "P5"], list(BA.HEADS),
+                             [1, 8, 32], ["float16", "bfloat16"], BA.PASSES))) == 240
+
+
+def test_records_and_table_from_fake_timings(tmp_path):
+    case = BA.Case("aattn", "P4", "n", 32, torch.float16, "fwd")
+    results = [BA.Result("triton", summarize([1.0, 1.1, 0.9])),
+               BA.Result("eager", summarize([2.5, 2.4, 2.6])),
+               BA.Result("cuda", note="the CUDA extension is not built")]
+    recs = BA.build_records(case, results, "cpu", copy_bw=1e12)
+    assert [r["provider"] for r in recs] == ["triton", "eager"]
+    for r in recs:
+        validate_record(r)
+        assert set(REQUIRED_FIELDS) <= set(r) and r["pass"] == "fwd" and r["dtype"] == "float16"
+        json.dumps(r)
+    tri, eager = recs
+    assert tri["speedup_vs_best_other"] == 2.5 and eager["speedup_vs_best_other"] == 0.4
+    assert tri["roofline_fraction"] == pytest.approx(case.bytes_moved() / 1e12 / 1e-3, rel=1e-3)
+    lines = BA.format_rows(recs, [results[2]])
+    assert lines[0].split()[4] == "triton" and "2.50x" in lines[0]
+    assert "skipped: the CUDA extension is not built" in lines[-1]
+    assert BA.providers_for("area_attention") == BA.DROP_IN_PROVIDERS
+
+
+def test_timed_callable_fwd_bwd_does_not_accumulate():
+    case = BA.Case("aattn", "P5", "n", 1, torch.float32, "fwd+bwd")
+    ins = [tuple(t.requires_grad_() for t in (torch.randn(1, 96, 4, 4), torch.randn(32, 1, 7, 7),
+                                               torch.randn(32)))]
+    one = BA.timed_callable(lambda qkv, w, b: BA.eager_aattn(qkv, 1, 1, w, b), case, ins)
+    grads = one()
+    assert len(grads) == 3 and grads[0].shape == ins[0][0].shape
+    assert all(t.grad is None for t in ins[0])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU exit")
+def test_main_without_gpu(capsys, tmp_path):
+    assert BA.main(["--quick", "--out", str(tmp_path)]) == 0
+    assert "no CUDA GPU" in capsys.readouterr().out
+    assert not list(tmp_path.iterdir())
+
+
+def test_measure_case_machinery_on_cpu(monkeypatch):
+    """measure_case end to end on a tiny geometry with the providers that run on a CPU: the
+    result check, the ring of inputs, time_ms, and a skip with its reason."""
+    monkeypatch.setitem(BA.LEVELS, "P5", (4, 6, 2))
+    case = BA.Case("area_attention", "P5", "n", 2, torch.float32, "fwd+bwd")
+    res = BA.measure_case(case, torch.device("cpu"), rep=2, l2_bytes=1 << 12, graph=False,
+                          providers=("sdpa-math", "flash-attn"))
+    by = {r.provider: r for r in res}
+    assert by["sdpa-math"].timing is not None and by["sdpa-math"].timing["median_ms"] > 0
+    assert by["flash-attn"].timing is None and by["flash-attn"].note
+    case = BA.Case("aattn", "P5", "n", 1, torch.float32, "fwd")
+    res = BA.measure_case(case, torch.device("cpu"), rep=2, l2_bytes=1 << 12, graph=False,
+                          providers=("eager",))
+    assert res[0].timing is not None, res[0].note
