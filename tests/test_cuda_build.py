@@ -160,14 +160,25 @@ def test_no_register_spills(compiled):
 
 
 @needs_nvcc
-def test_ptx_only_build_contains_compute_75_ptx(compiled, tmp_path):
-    """The compute_75 PTX (what an H100 JIT-compiles to test the Turing path) is in the binary."""
-    tool = shutil.which("cuobjdump")
-    if tool is None:
-        pytest.skip("cuobjdump not found")
-    obj = compiled["out_dir"] / "area_attention.o"
-    out = subprocess.run([tool, "--list-ptx", str(obj)], capture_output=True, text=True)
-    assert "sm_75" in out.stdout, out.stdout + out.stderr
+@pytest.mark.parametrize("arch", [75, 80])
+def test_ptx_uses_the_mma_shape_of_the_arch(arch, tmp_path):
+    """compute_75 PTX (the Turing path; also what an H100 JIT-compiles when the extension is built
+    as compute_75 PTX only) must use m16n8k8 f16 MMAs and no bf16 MMA; compute_80 uses m16n8k16
+    for both fp16 and bf16."""
+    ptx = tmp_path / f"attn_{arch}.ptx"
+    proc = subprocess.run([NVCC, "-ptx", f"-arch=compute_{arch}", "-I", str(CSRC), "-std=c++17",
+                           "-O3", str(CSRC / "area_attention.cu"), "-o", str(ptx)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    text = ptx.read_text()
+    assert f".target sm_{arch}" in text
+    if arch == 75:
+        assert "mma.sync.aligned.m16n8k8.row.col.f32.f16.f16.f32" in text
+        assert "m16n8k16" not in text
+        assert "mma.sync.aligned.m16n8k16.row.col.f32.bf16" not in text
+    else:
+        assert "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32" in text
+        assert "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32" in text
 
 
 def test_c_api_header_is_plain_c(tmp_path):
