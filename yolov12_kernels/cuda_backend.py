@@ -6,7 +6,8 @@ Forward only. Where the extension comes from, in order:
    machine with a CUDA torch and nvcc; see docs/cuda.md);
 2. a JIT build from csrc/ (``_cuda_build.load``: ninja, cached under
    ``~/.cache/yolov12_kernels``, file-locked), controlled by ``YOLOV12_CUDA_JIT``:
-   ``auto`` (default) builds when a GPU is visible, ``1`` always tries, ``0`` never does.
+   ``auto`` (default) builds when a GPU is visible, ``1`` always tries, ``0`` never does,
+   ``force`` skips the AOT module and always JIT-builds (e.g. ``YOLOV12_CUDA_ARCHS=compute_75``).
 
 The first use of the backend may therefore take a minute or two on a GPU machine without the AOT
 build (the compile is cached afterwards). Supported: CUDA tensors; attention in float16 (any GPU
@@ -35,7 +36,10 @@ def _load() -> None:
     import importlib
     import importlib.util
 
-    if importlib.util.find_spec(__package__ + "._C") is None:
+    jit = os.environ.get(ENV_JIT, "auto").strip().lower() or "auto"
+    if jit == "force":  # ignore an AOT build (e.g. to test a compute_75 PTX-only JIT build)
+        aot = "ignored (YOLOV12_CUDA_JIT=force)"
+    elif importlib.util.find_spec(__package__ + "._C") is None:
         aot = "not built"
     else:
         try:
@@ -47,7 +51,6 @@ def _load() -> None:
         _state["reason"] = (f"CUDA extension yolov12_kernels._C {aot}, and torch "
                             f"{torch.__version__} has no CUDA, so it cannot be JIT-built either")
         return
-    jit = os.environ.get(ENV_JIT, "auto").strip().lower() or "auto"
     if jit in ("0", "false", "no", "off"):
         _state["reason"] = f"CUDA extension yolov12_kernels._C {aot}, and {ENV_JIT}={jit}"
         return
