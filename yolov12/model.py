@@ -170,6 +170,18 @@ class YOLOv12(nn.Module):
                 m.backend = backend
         return self
 
+    def optimize(self, device=None, dtype=None, *, backend: str = "auto",
+                 channels_last: bool | None = None):
+        """A fast inference copy of this model (``yolov12.fast.FastYOLOv12``); this one is unchanged.
+
+        Conv+BN folded, attention on the fastest backend (``backend``), weights in ``dtype``
+        (default float16 on CUDA, float32 on CPU) with the box decode in float32, channels-last
+        where it helps (``channels_last=None``: per device). ``.capture(batch, size)`` on the result
+        gives a CUDA-graph replay for a fixed shape; ``torch.compile`` takes it without graph breaks.
+        """
+        from .fast import optimize
+        return optimize(self, device, dtype, backend=backend, channels_last=channels_last)
+
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 

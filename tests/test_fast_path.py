@@ -1,0 +1,204 @@
+"""The fast inference path (``YOLOv12.optimize``) against the reference model.
+
+CPU: fp32 equality for several scales and sizes, bf16 against the framework's own bf16 error,
+channels-last, validation, and torch.compile without graph breaks. CUDA (skipped without a GPU):
+fp16/bf16 equality, CUDA-graph capture and replay, torch.compile with inductor.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from yolov12.fast import FastAAttn, FastYOLOv12, resolve_attention
+from yolov12.model import YOLOv12
+from yolov12.modules import AAttn
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def reference_model(scale: str) -> YOLOv12:
+    """A model whose outputs are sensitive to every layer: random BN statistics and affine
+    parameters (fresh BNs are nearly the identity, which would hide a wrong fold), and class
+    biases at 0 so that the class probabilities sit where sigmoid is steep, not at ~1e-5."""
+    model = YOLOv12(scale).eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+        for seq in model.model[-1].cv3:
+            seq[-1].bias.zero_()
+    return model
+
+
+def errors(out: torch.Tensor, ref: torch.Tensor, size: int) -> tuple[float, float]:
+    """(max box error as a fraction of the image side, max class-probability error)."""
+    assert out.shape == ref.shape and out.dtype == torch.float32
+    assert torch.isfinite(out).all()
+    d = (out.double() - ref.double()).abs()
+    return d[:, :4].max().item() / size, d[:, 4:].max().item()
+
+
+@pytest.mark.parametrize("scale,size", [("n", 64), ("n", (96, 160)), ("s", 128)])
+def test_fp32_matches_reference(scale, size):
+    model = reference_model(scale)
+    x = torch.rand(2, 3, *((size, size) if isinstance(size, int) else size))
+    with torch.inference_mode():
+        ref = model(x)
+        out = model.optimize("cpu", torch.float32)(x)
+    box, cls = errors(out, ref, x.shape[-1])
+    assert box < 1e-5 and cls < 1e-5, (box, cls)
+
+
+def test_optimize_leaves_model_and_state_dict_keys_alone():
+    model = reference_model("n")
+    keys = set(model.state_dict())
+    fast = model.optimize()
+    assert set(model.state_dict()) == keys, "optimize must not change the original model"
+    assert any(isinstance(m, AAttn) for m in model.modules())
+    fused_keys = set(YOLOv12("n").eval().fuse().state_dict())
+    assert set(fast.net.state_dict()) == fused_keys, "FastAAttn must keep AAttn's names"
+    assert all(not p.requires_grad for p in fast.parameters())
+    assert not any(isinstance(m, AAttn) for m in fast.modules())
+    assert isinstance(fast, FastYOLOv12) and fast.scale == "n"
+    assert fast.num_params() < model.num_params()  # BN parameters folded away
+
+
+def test_backends_and_channels_last_agree():
+    model = reference_model("n")
+    x = torch.rand(1, 3, 64, 64)
+    with torch.inference_mode():
+        ref = model(x)
+        for backend in ("reference", "sdpa"):
+            for cl in (False, True):
+                fast = model.optimize("cpu", torch.float32, backend=backend, channels_last=cl)
+                assert fast.attention_backend == backend
+                assert fast.channels_last is cl
+                box, cls = errors(fast(x), ref, 64)
+                assert box < 1e-5 and cls < 1e-5, (backend, cl, box, cls)
+
+
+def test_auto_backend_is_reported():
+    fast = YOLOv12("n").optimize("cpu")
+    from yolov12_kernels.dispatch import BACKENDS
+    assert fast.attention_backend in BACKENDS
+    assert fast.dtype == torch.float32 and fast.channels_last is False  # CPU defaults
+
+
+def _low_precision_check(model, x, dtype, device, factor=2.0):
+    """Fast path in ``dtype`` within ``factor`` x the error of the reference model run in the same
+    dtype (the flash-attention rule: no worse than the framework itself in low precision)."""
+    size = x.shape[-1]
+    with torch.inference_mode():
+        ref32 = model.to(device)(x.to(device))
+        ref_lo = model.to(device, dtype)(x.to(device, dtype)).float()
+        model.float()
+        out = model.optimize(device, dtype)(x.to(device))
+    assert out.dtype == torch.float32  # decode in fp32
+    box_lo, cls_lo = errors(ref_lo, ref32, size)
+    box, cls = errors(out, ref32, size)
+    floor_box, floor_cls = 2e-3, 2e-3
+    assert box <= max(factor * box_lo, floor_box), (box, box_lo)
+    assert cls <= max(factor * cls_lo, floor_cls), (cls, cls_lo)
+
+
+def test_bfloat16_on_cpu_within_framework_error():
+    _low_precision_check(reference_model("n"), torch.rand(1, 3, 64, 64), torch.bfloat16, "cpu")
+
+
+def test_bad_arguments_raise_naming_them():
+    model = YOLOv12("n")
+    with pytest.raises(ValueError, match="dtype"):
+        model.optimize("cpu", torch.int8)
+    with pytest.raises(ValueError, match="model"):
+        FastYOLOv12(nn.Conv2d(3, 3, 1))
+    fast = model.optimize("cpu")
+    with pytest.raises(ValueError, match="x: image sides"):
+        fast(torch.rand(1, 3, 50, 64))
+    with pytest.raises(RuntimeError, match="CUDA"):
+        fast.capture(1, 64)
+    with pytest.raises(ValueError, match="net: put the model in eval mode"):
+        resolve_attention(YOLOv12("n").train())
+
+
+def test_torch_compile_fullgraph_no_breaks():
+    """No graph break anywhere, the custom-op boundary included (fullgraph raises on a break).
+    The "eager" compile backend checks the trace without inductor's slow C++ build."""
+    model = reference_model("n")
+    fast = model.optimize("cpu")
+    x = torch.rand(1, 3, 64, 64)
+    torch._dynamo.reset()
+    compiled = torch.compile(fast, backend="eager", fullgraph=True)
+    with torch.inference_mode():
+        ref = model(x)
+        box, cls = errors(compiled(x), ref, 64)
+    assert box < 1e-5 and cls < 1e-5
+
+
+def test_compile_baseline_is_the_reference_in_one_graph():
+    """The bench's torch.compile baseline: the reference computation (BN unfolded, reference
+    attention, decode in the model's dtype) that dynamo traces whole."""
+    model = reference_model("n")
+    base = FastYOLOv12(model, "cpu", torch.float32, backend="reference", channels_last=False,
+                       fold_bn=False, fp32_decode=False)
+    assert any(m.bn is not None for m in base.modules() if hasattr(m, "bn"))
+    assert base.attention_backend == "reference"
+    x = torch.rand(1, 3, 64, 64)
+    torch._dynamo.reset()
+    compiled = torch.compile(base, backend="eager", fullgraph=True)
+    with torch.inference_mode():
+        box, cls = errors(compiled(x), model(x), 64)
+    assert box < 1e-6 and cls < 1e-6  # the same arithmetic
+
+
+# ----------------------------------------------------------------------------------------------
+# GPU (skipped without CUDA)
+
+@cuda
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("scale", ["n", "s"])
+def test_cuda_low_precision_matches_reference(scale, dtype):
+    _low_precision_check(reference_model(scale), torch.rand(2, 3, 160, 160), dtype, "cuda")
+
+
+@cuda
+def test_cuda_fp32_matches_reference():
+    model = reference_model("n").cuda()
+    x = torch.rand(2, 3, 128, 128, device="cuda")
+    with torch.inference_mode():
+        ref = model(x)
+        out = model.optimize("cuda", torch.float32)(x)
+    box, cls = errors(out, ref, 128)
+    # TF32 may be on for convs/matmuls: allow its 10-bit mantissa
+    assert box < 2e-3 and cls < 2e-3, (box, cls)
+
+
+@cuda
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_cuda_graph_replay_matches_forward(channels_last):
+    fast = reference_model("n").optimize("cuda", torch.float16, channels_last=channels_last)
+    graphed = fast.capture(2, (128, 160))
+    for _ in range(2):  # new inputs each call: the copy-in must take effect
+        x = torch.rand(2, 3, 128, 160, device="cuda", dtype=torch.float16)
+        with torch.inference_mode():
+            want = fast(x)
+        got = graphed(x).clone()
+        torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-2)
+    with pytest.raises(ValueError, match="captured for input shape"):
+        graphed(torch.rand(1, 3, 128, 160, device="cuda", dtype=torch.float16))
+
+
+@cuda
+def test_cuda_torch_compile_inductor_fullgraph():
+    fast = reference_model("n").optimize("cuda", torch.float16)
+    x = torch.rand(1, 3, 128, 128, device="cuda", dtype=torch.float16)
+    torch._dynamo.reset()
+    compiled = torch.compile(fast, fullgraph=True)
+    with torch.inference_mode():
+        want = fast(x)
+        got = compiled(x)
+    box, cls = errors(got, want, 128)
+    assert box < 5e-3 and cls < 5e-3, (box, cls)

@@ -1,0 +1,255 @@
+"""The fast inference path: ``YOLOv12.optimize(device, dtype)`` -> ``FastYOLOv12``.
+
+What ``optimize`` does to a *copy* of the model (the original is left untouched, so it stays the
+reference to compare against):
+
+1. eval mode, every Conv+BN folded into one conv (``YOLOv12.fuse``, in the model's fp32);
+2. attention on the fastest backend that supports the call (``backend="auto"``; the one that ran is
+   reported by ``attention_backend``);
+3. weights cast to ``dtype`` (float16 by default on CUDA). The box decode stays in float32: boxes are
+   in input pixels (up to 640 and more) where float16 has a step of 0.5 px, and the DFL softmax over
+   16 bins then a weighted sum loses the sub-bin precision the boxes need. The decode is a few
+   element-wise ops on (B, 144, 8400), so fp32 there costs nothing measurable;
+4. channels-last memory format where it helps (``channels_last=None`` picks per device: on CUDA
+   cuDNN's fp16/bf16 tensor-core convolutions are NHWC-native; on CPU it was measured slower for this
+   model, see benchmarks/README.md), and autograd switched off on every parameter.
+
+The result is a plain ``nn.Module`` whose forward has no Python-side state changes, so
+``torch.compile(fast)`` traces it in one graph (tested with ``fullgraph=True``), and
+``fast.capture(batch, size)`` records it into a CUDA graph for a fixed input shape.
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from .modules import AAttn, Detect, make_anchors
+
+_DEFAULT_DTYPE = {"cuda": torch.float16, "cpu": torch.float32}
+
+
+def default_channels_last(device: torch.device, dtype: torch.dtype) -> bool:
+    """channels-last by default only for CUDA half precision (cuDNN's NHWC tensor-core kernels).
+
+    On CPU (oneDNN, 2 threads) NCHW measured faster for YOLOv12-N at 640: the attention reshapes
+    turn NHWC activations back into copies, which costs more than the convs gain.
+    """
+    return device.type == "cuda" and dtype in (torch.float16, torch.bfloat16)
+
+
+def attention_backend(device: torch.device | str, dtype: torch.dtype, backend: str = "auto",
+                      head_dim: int = 32) -> str:
+    """Name of the backend ``backend`` resolves to for the model's attention on this device."""
+    from yolov12_kernels import dispatch
+    mod = dispatch.select("fused_area_attention", backend, torch.device(device), dtype, head_dim,
+                          False)
+    names = {module: name for name, module in dispatch._MODULES.items()}
+    return names.get(mod.__name__, mod.__name__)
+
+
+class FastAAttn(nn.Module):
+    """AAttn for inference with its attention backend resolved once, when the model is optimized.
+
+    The public op ``fused_area_attention(..., backend=...)`` asks the dispatcher on every call,
+    which imports backend modules: that costs Python time per call and breaks ``torch.compile``'s
+    graph. This module calls the chosen backend's function directly (the Triton backend's is a
+    ``torch.library`` custom op, one node in a compiled graph). Submodule names (``qkv``, ``proj``,
+    ``pe``) are AAttn's, so state-dict keys do not change.
+    """
+
+    def __init__(self, attn: AAttn, core, backend: str):
+        super().__init__()
+        self.qkv, self.proj, self.pe = attn.qkv, attn.proj, attn.pe
+        self.num_heads, self.head_dim, self.area = attn.num_heads, attn.head_dim, attn.area
+        self.backend = backend
+        self._core = core
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, C, H, W = x.shape
+        if (H * W) % self.area:
+            raise ValueError(f"x: area={self.area} does not divide H*W={H * W} tokens "
+                             f"(feature map {H}x{W})")
+        qkv = self.qkv(x)
+        # pe's weight and bias with its BN folded (the conv's own after fuse(); computed from the
+        # BN here when the model was not fused, e.g. the torch.compile baseline) — AAttn's helper
+        pe_w, pe_b = AAttn._pe_weight_bias(self)
+        out = self._core(qkv, self.num_heads, self.area, pe_w, pe_b, None)
+        return self.proj(out)
+
+
+def resolve_attention(net: nn.Module, backend: str = "auto", device=None, dtype=None) -> nn.Module:
+    """Replace, in place, every AAttn of ``net`` (in eval mode) by a FastAAttn calling ``backend``
+    directly; returns ``net``. Device and dtype default to the model's: give the ones it will run
+    with, since the backend is chosen for them."""
+    from yolov12_kernels import dispatch
+    if net.training:
+        raise ValueError("net: put the model in eval mode first (FastAAttn is inference-only)")
+    p = next(net.parameters())
+    device = torch.device(device) if device is not None else p.device
+    dtype = dtype or p.dtype
+    names = {module: name for name, module in dispatch._MODULES.items()}
+    for parent in list(net.modules()):
+        for child_name, child in list(parent.named_children()):
+            if isinstance(child, AAttn):
+                mod = dispatch.select("fused_area_attention", backend, device, dtype,
+                                      child.head_dim, False)
+                setattr(parent, child_name, FastAAttn(child, mod.fused_area_attention,
+                                                      names.get(mod.__name__, mod.__name__)))
+    return net
+
+
+class FastYOLOv12(nn.Module):
+    """Inference-only YOLOv12 (see the module docstring). Build it with ``YOLOv12.optimize``.
+
+    ``fold_bn=False, fp32_decode=False, backend="reference", channels_last=False`` compute exactly
+    what the reference model does, only in a form torch.compile traces as one graph (the reference
+    Detect's ``stride.tolist()`` and the dispatcher's lookups each break the graph, which splits a
+    compiled reference into one graph per layer): the benchmark's torch.compile baseline.
+
+    ``forward(x)`` takes (B, 3, H, W), H and W multiples of 32, any float dtype (cast to the model's
+    dtype and memory format, a no-op when already right) and returns float32 (B, 4 + nc, anchors)
+    like the reference model in eval mode (in the model's dtype with ``fp32_decode=False``).
+    """
+
+    def __init__(self, model, device=None, dtype=None, *, backend: str = "auto",
+                 channels_last: bool | None = None, fold_bn: bool = True,
+                 fp32_decode: bool = True):
+        super().__init__()
+        from .model import YOLOv12
+        if not isinstance(model, YOLOv12):
+            raise ValueError(f"model: expected a YOLOv12, got {type(model).__name__}")
+        device = torch.device(device) if device is not None else next(model.parameters()).device
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError("device: cuda requested but torch sees no CUDA device")
+        if dtype is None:
+            dtype = _DEFAULT_DTYPE.get(device.type, torch.float32)
+        if dtype not in (torch.float32, torch.float16, torch.bfloat16):
+            raise ValueError(f"dtype: expected torch.float32, float16 or bfloat16, got {dtype}")
+        if channels_last is None:
+            channels_last = default_channels_last(device, dtype)
+        self.device, self.dtype, self.channels_last = device, dtype, bool(channels_last)
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+
+        net = copy.deepcopy(model).eval()
+        if fold_bn:
+            net.fuse()  # in fp32, before any down-cast
+        net = net.to(device=device, dtype=dtype)
+        resolve_attention(net, backend, device, dtype)
+        head = net.model[-1]
+        if not isinstance(head, Detect):
+            raise ValueError("model: its last layer is not a Detect head")
+        self.fp32_decode = fp32_decode
+        if fp32_decode:
+            head.dfl.float()  # the decode runs in fp32 (module docstring, point 3)
+        if channels_last:
+            net = net.to(memory_format=torch.channels_last)
+        net.requires_grad_(False)
+        self.net = net
+        self.backend = backend
+        # python floats, not the stride buffer: .tolist() on a tensor would break torch.compile's
+        # graph, and these never change
+        self._strides = [float(s) for s in head.stride.tolist()]
+
+    # ----------------------------------------------------------------------------------------
+    @property
+    def attention_backend(self) -> str:
+        """The attention backend(s) that run in this model, e.g. "sdpa" or "triton"."""
+        names = sorted({m.backend for m in self.net.modules() if isinstance(m, FastAAttn)})
+        return "+".join(names) or "none"
+
+    @property
+    def scale(self) -> str:
+        return self.net.scale
+
+    def num_params(self) -> int:
+        return self.net.num_params()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.net.check_input(x)
+        x = x.to(device=self.device, dtype=self.dtype, memory_format=self.memory_format)
+        layers, froms, save = self.net.model, self.net._froms, self.net._save
+        outputs = []
+        last = len(layers) - 1
+        for i, (layer, f) in enumerate(zip(layers, froms)):
+            if f != -1:
+                x = outputs[f] if isinstance(f, int) else [x if j == -1 else outputs[j] for j in f]
+            x = self._head(layer, x) if i == last else layer(x)
+            outputs.append(x if i in save else None)
+        return x
+
+    def _head(self, head: Detect, feats: list[torch.Tensor]) -> torch.Tensor:
+        """Detect in eval mode: the convs in ``dtype``, then the box/class decode in float32."""
+        maps = [torch.cat((head.cv2[i](feats[i]), head.cv3[i](feats[i])), 1)
+                for i in range(head.nl)]
+        if self.fp32_decode:
+            maps = [m.float() for m in maps]
+        B = maps[0].shape[0]
+        x_cat = torch.cat([m.reshape(B, head.no, -1) for m in maps], 2)
+        anchors, strides = (t.transpose(0, 1) for t in make_anchors(maps, self._strides))
+        box, cls = x_cat.split((head.reg_max * 4, head.nc), 1)
+        lt, rb = head.dfl(box.contiguous()).chunk(2, 1)
+        x1y1, x2y2 = anchors.unsqueeze(0) - lt, anchors.unsqueeze(0) + rb
+        dbox = torch.cat(((x1y1 + x2y2) / 2, x2y2 - x1y1), 1) * strides
+        return torch.cat((dbox, cls.sigmoid()), 1)
+
+    # ----------------------------------------------------------------------------------------
+    def capture(self, batch: int = 1, size: int | tuple[int, int] = 640,
+                warmup: int = 3) -> "CapturedForward":
+        """This model's forward recorded into a CUDA graph for input (batch, 3, H, W).
+
+        Returns a callable: ``graphed(x)`` copies ``x`` into the graph's static input, replays the
+        graph and returns the static output (overwritten by the next call: ``.clone()`` it to keep
+        it). Any other input shape raises ``ValueError``; capture another graph for it.
+        """
+        return CapturedForward(self, batch, size, warmup)
+
+
+class CapturedForward:
+    """A ``FastYOLOv12`` forward replayed from a CUDA graph (see ``FastYOLOv12.capture``)."""
+
+    def __init__(self, model: FastYOLOv12, batch: int, size, warmup: int = 3):
+        if model.device.type != "cuda":
+            raise RuntimeError(f"capture: CUDA graphs need a CUDA model, this one is on "
+                               f"{model.device}; optimize(device='cuda') first")
+        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+            raise ValueError(f"batch: expected a positive int, got {batch!r}")
+        h, w = (size, size) if isinstance(size, int) else tuple(size)
+        self.model = model
+        self.shape = (batch, 3, h, w)
+        self.static_input = torch.zeros(self.shape, device=model.device, dtype=model.dtype
+                                        ).contiguous(memory_format=model.memory_format)
+        model.net.check_input(self.static_input)  # bad sizes fail here, not inside the capture
+        # Warm up on a side stream (PyTorch's recipe): lazy initialisation (cuDNN plans, Triton
+        # autotuning and JIT compiles, the dispatcher's first-call logging) must not be captured.
+        stream = torch.cuda.Stream(model.device)
+        stream.wait_stream(torch.cuda.current_stream(model.device))
+        with torch.cuda.stream(stream), torch.inference_mode():
+            for _ in range(max(warmup, 1)):
+                model(self.static_input)
+        torch.cuda.current_stream(model.device).wait_stream(stream)
+        torch.cuda.synchronize(model.device)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.inference_mode(), torch.cuda.graph(self.graph):
+            self.static_output = model(self.static_input)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor) or tuple(x.shape) != self.shape:
+            got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"x: this CUDA graph was captured for input shape {self.shape}, got "
+                             f"{got}; call model.capture(batch, size) for that shape")
+        self.static_input.copy_(x)
+        self.graph.replay()
+        return self.static_output
+
+    def replay(self) -> torch.Tensor:
+        """Replay on whatever is in ``static_input`` (no copy-in): what the benchmark times."""
+        self.graph.replay()
+        return self.static_output
+
+
+def optimize(model, device=None, dtype=None, *, backend: str = "auto",
+             channels_last: bool | None = None) -> FastYOLOv12:
+    """``model``'s fast inference path; see the module docstring. The model itself is unchanged."""
+    return FastYOLOv12(model, device, dtype, backend=backend, channels_last=channels_last)
