@@ -54,6 +54,12 @@ def unsupported(op, device, dtype, head_dim, needs_grad):
         return f"no Triton kernel for {op}"
     device = torch.device(device)
     K = _kernels()
+    # what the kernels cannot compute at all first, then where they cannot run
+    if dtype not in _DTYPES:
+        return (f"the Triton kernels take float16/bfloat16/float32, got {dtype} "
+                "(use the reference backend for float64)")
+    if head_dim is not None and head_dim not in K.HEAD_DIMS:
+        return f"the Triton kernels take head_dim in {K.HEAD_DIMS}, got {head_dim}"
     if device.type == "cpu":
         if not K.INTERPRET:
             return ("CPU tensors run only in Triton's interpreter: set TRITON_INTERPRET=1 before "
@@ -65,11 +71,6 @@ def unsupported(op, device, dtype, head_dim, needs_grad):
             return "Triton emits no tensor-core code below sm_80, use the cuda backend"
     else:
         return f"the Triton kernels need a CUDA tensor (or a CPU one, interpreted), got {device}"
-    if dtype not in _DTYPES:
-        return (f"the Triton kernels take float16/bfloat16/float32, got {dtype} "
-                "(use the reference backend for float64)")
-    if head_dim is not None and head_dim not in K.HEAD_DIMS:
-        return f"the Triton kernels take head_dim in {K.HEAD_DIMS}, got {head_dim}"
     return None
 
 
