@@ -1,102 +1,243 @@
-"""``python -m yolov12 bench``: forward-pass latency of each scale on the device at hand.
+"""``python -m yolov12 bench``: the latency suite — the paper's tables measured on this device.
 
-Method (like the paper's forward-only latency): random input of the given batch and size, model in
-eval mode under ``torch.inference_mode``, ``--warmup`` untimed calls, then ``--runs`` timed calls
-(CUDA events on a GPU, ``perf_counter`` on the CPU); median and 20th/80th percentiles reported.
-No pre/post-processing and no NMS are timed. Records go to ``benchmarks/results/`` (``--out``).
+Suites (``--suite``, comma-separated, or ``all``):
+  baselines  every scale at --batch: the eager reference model, torch.compile of it (default and
+             max-autotune), our fast path (``model.optimize``) and, on CUDA, the fast path replayed
+             from a CUDA graph — side by side, with speed-ups; feeds Tables 1 and 4 and the plot
+  ablations  area vs global attention at P4, fused vs unfused attention, position-perceiver
+             kernel 1..9 and MLP ratio 1.0..4.0 as latency / params / GFLOPs rows
+  batch      batch sweep (--batches) with images/s and peak GPU memory
+
+Method (like the paper's forward-only latency): random input already in the model's dtype and
+layout, eval mode under ``torch.inference_mode``; ``--warmup`` untimed calls per provider, then
+``--runs`` timed single calls per provider interleaved over ``--rounds`` rounds (CUDA events on a
+GPU, ``perf_counter`` on the CPU); median and 20th/80th percentiles. No pre/post-processing and no
+NMS are timed. Records are appended to ``<--out>/e2e.jsonl`` (default ``benchmarks/results``);
+``--report`` re-renders the tables and the plot from the records there without timing anything.
+See benchmarks/README.md.
 """
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 import torch
 
 from .cli_info import parse_scales
-from .model import PAPER, YOLOv12
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
           "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+SUITES = ("baselines", "ablations", "batch")
+PLOT_NAME = "latency_vs_params.png"
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("bench", help="latency of the model per scale on this device",
+    p = sub.add_parser("bench", help="latency suite: the paper's tables measured on this device",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", "--scale", dest="scales", default="all",
-                   help="scales, comma-separated, or 'all' (default)")
+    p.add_argument("--model", "--scale", dest="scales", default=None,
+                   help="scales, comma-separated, or 'all' (default: all; n with --quick)")
+    p.add_argument("--suite", default=None,
+                   help=f"comma-separated from {','.join(SUITES)}, or 'all' "
+                        "(default: baselines; all with --quick)")
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when present)")
-    p.add_argument("--dtype", default=None, choices=sorted(DTYPES),
-                   help="default: float16 on CUDA, float32 on CPU")
-    p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--imgsz", type=int, nargs="+", default=[640],
-                   help="image size: one value (square) or H W; multiples of 32")
-    p.add_argument("--warmup", type=int, default=None, help="untimed calls (default 10 CPU / 50 GPU)")
-    p.add_argument("--runs", type=int, default=None, help="timed calls (default 20 CPU / 200 GPU)")
-    p.add_argument("--out", default=None, help="directory for the JSONL records "
+    p.add_argument("--dtype", default=None,
+                   help="float32, float16, bfloat16 (or fp32/fp16/bf16), comma-separated to run "
+                        "several, e.g. float32,float16 for Table 4 (default: float16 on CUDA, "
+                        "float32 on CPU)")
+    p.add_argument("--batch", type=int, default=1, help="batch for baselines/ablations (default 1)")
+    p.add_argument("--batches", default=None,
+                   help="batch sweep sizes, comma-separated (default 1,2,4,8,16,32,64 on CUDA, "
+                        "1,2,4,8 on CPU, 1,2,4 with --quick)")
+    p.add_argument("--imgsz", type=int, nargs="+", default=None,
+                   help="image size: one value (square) or H W; multiples of 32 "
+                        "(default 640; 160 with --quick)")
+    p.add_argument("--warmup", type=int, default=None,
+                   help="untimed calls per provider (default 10 CPU / 50 GPU)")
+    p.add_argument("--runs", type=int, default=None,
+                   help="timed calls per provider (default 20 CPU / 200 GPU)")
+    p.add_argument("--rounds", type=int, default=5,
+                   help="the runs are interleaved across providers in this many rounds (default 5)")
+    p.add_argument("--providers", default=None,
+                   help="baseline providers, comma-separated from eager,compile,"
+                        "compile-max-autotune,fast,fast-graph (default: all that run here)")
+    p.add_argument("--compile", dest="compile", action="store_true", default=None,
+                   help="time the torch.compile baselines (default on CUDA; off on CPU, where "
+                        "inductor's C++ build takes minutes)")
+    p.add_argument("--no-compile", dest="compile", action="store_false",
+                   help="skip the torch.compile baselines")
+    p.add_argument("--channels-last", choices=("auto", "on", "off"), default="auto",
+                   help="memory format of the fast path (default auto: on for CUDA fp16/bf16)")
+    p.add_argument("--fast-compile", default=None,
+                   choices=("default", "reduce-overhead", "max-autotune",
+                            "max-autotune-no-cudagraphs"),
+                   help="also torch.compile the fast path with this mode (recorded as "
+                        "fast_compile; fast-graph is then skipped)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for PyTorch (torch.set_num_threads; default: PyTorch's). "
+                        "On a busy machine fewer threads than cores avoids OpenMP threads waiting "
+                        "on each other; recorded in every record")
+    p.add_argument("--quick", action="store_true",
+                   help="about a minute on a CPU: scale n, 160x160, every suite, few runs")
+    p.add_argument("--label", default="", help="free text stored in every record")
+    p.add_argument("--out", default=None, help="directory for the JSONL records and the plot "
                    "(default benchmarks/results; 'none' to skip writing)")
+    p.add_argument("--plot", default=None,
+                   help=f"PNG path for latency vs params (default <out>/{PLOT_NAME})")
+    p.add_argument("--report", action="store_true",
+                   help="no timing: render the tables and the plot from the records in --out "
+                        "(and any --results files)")
+    p.add_argument("--results", nargs="*", default=[],
+                   help="extra .jsonl files or directories to merge into --report")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
+# --------------------------------------------------------------------------------------------
+
+def _csv(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
 def resolve(args):
+    """Validated settings from the parsed arguments (SystemExit naming the option at fault)."""
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device: cuda requested but torch sees no CUDA device")
-    dtype = DTYPES[args.dtype] if args.dtype else (
-        torch.float16 if device.type == "cuda" else torch.float32)
-    if len(args.imgsz) not in (1, 2):
+    gpu = device.type == "cuda"
+    if args.dtype:
+        bad = [d for d in _csv(args.dtype) if d not in DTYPES]
+        if bad or not _csv(args.dtype):
+            raise SystemExit(f"--dtype: unknown {bad or args.dtype!r}; choose from "
+                             f"{', '.join(sorted(DTYPES))}")
+        dtypes = list(dict.fromkeys(DTYPES[d] for d in _csv(args.dtype)))
+    else:
+        dtypes = [torch.float16 if gpu else torch.float32]
+    if not gpu and any(d == torch.float16 for d in dtypes):
+        print("note: float16 on the CPU is emulated and slow; it is measured as asked",
+              file=sys.stderr)
+    imgsz = args.imgsz or ([160] if args.quick else [640])
+    if len(imgsz) not in (1, 2):
         raise SystemExit("--imgsz: give one size (square) or two (H W)")
-    h, w = (args.imgsz * 2)[:2]
+    h, w = (imgsz * 2)[:2]
     if h % 32 or w % 32 or h <= 0 or w <= 0:
         raise SystemExit(f"--imgsz: sides must be positive multiples of 32, got {h}x{w}")
     if args.batch < 1:
         raise SystemExit(f"--batch: must be >= 1, got {args.batch}")
-    gpu = device.type == "cuda"
-    warmup = args.warmup if args.warmup is not None else (50 if gpu else 10)
-    runs = args.runs if args.runs is not None else (200 if gpu else 20)
+    warmup = args.warmup if args.warmup is not None else (2 if args.quick else 50 if gpu else 10)
+    runs = args.runs if args.runs is not None else (5 if args.quick else 200 if gpu else 20)
     if runs < 1 or warmup < 0:
         raise SystemExit("--runs must be >= 1 and --warmup >= 0")
-    return device, dtype, (h, w), warmup, runs
+    if args.rounds < 1:
+        raise SystemExit(f"--rounds: must be >= 1, got {args.rounds}")
+    scales = parse_scales(args.scales or ("n" if args.quick else "all"))
+    suites = _csv(args.suite or ("all" if args.quick else "baselines"))
+    suites = list(SUITES) if suites == ["all"] else suites
+    bad = [s for s in suites if s not in SUITES]
+    if bad or not suites:
+        raise SystemExit(f"--suite: unknown {bad or args.suite!r}; choose from "
+                         f"{','.join(SUITES)} or 'all'")
+    from benchmarks.e2e import DEFAULT_BATCHES, PROVIDERS
+    providers = _csv(args.providers) if args.providers else list(PROVIDERS)
+    bad = [p for p in providers if p not in PROVIDERS]
+    if bad or not providers:
+        raise SystemExit(f"--providers: unknown {bad or args.providers!r}; choose from "
+                         f"{','.join(PROVIDERS)}")
+    if args.batches:
+        try:
+            batches = [int(b) for b in _csv(args.batches)]
+        except ValueError:
+            raise SystemExit(f"--batches: expected comma-separated ints, got {args.batches!r}")
+        if not batches or min(batches) < 1:
+            raise SystemExit(f"--batches: sizes must be >= 1, got {args.batches!r}")
+    else:
+        batches = [1, 2, 4] if args.quick else list(DEFAULT_BATCHES) if gpu else [1, 2, 4, 8]
+    if args.threads is not None:
+        if args.threads < 1:
+            raise SystemExit(f"--threads: must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    compile_ok = gpu if args.compile is None else args.compile
+    channels_last = {"auto": None, "on": True, "off": False}[args.channels_last]
+    return dict(device=device, dtypes=dtypes, size=(h, w), warmup=warmup, runs=runs,
+                scales=scales, suites=suites, providers=providers, batches=batches,
+                compile_ok=compile_ok, channels_last=channels_last)
+
+
+def _out_dir(args) -> Path | None:
+    if args.out == "none":
+        return None
+    from benchmarks.records import RESULTS_DIR
+    return Path(args.out) if args.out else RESULTS_DIR
 
 
 def run(args) -> int:
+    if args.report:
+        return report(args)
     from tqdm import tqdm
 
-    from benchmarks.records import append_records, make_record, time_ms
-    scales = parse_scales(args.scales)
-    device, dtype, (h, w), warmup, runs = resolve(args)
-    rows, records = [], []
-    bar = tqdm(total=len(scales) * runs, desc="bench", unit="run", disable=args.no_progress)
-    for scale in scales:
-        bar.set_postfix_str(f"{scale} {dtype} b{args.batch} {h}x{w}")
-        model = YOLOv12(scale)
-        info = model.info(640, print_fn=lambda *_: None)
-        model = model.to(device=device, dtype=dtype).eval()
-        x = torch.randn(args.batch, 3, h, w, device=device, dtype=dtype)
-        with torch.inference_mode():
-            t = time_ms(lambda: model(x), device, warmup, runs, progress=bar.update)
-        rows.append((scale, info, t))
-        records.append(make_record(suite="e2e", name=scale, provider="eager", device=device,
-                                   dtype=dtype, batch=args.batch, shape=[args.batch, 3, h, w],
-                                   timing=t, runs=t["runs"], warmup=warmup,
-                                   params=info["params"], gflops=info["gflops"]))
-        del model, x
+    from benchmarks import e2e, tables
+    from benchmarks.records import append_records
+    s = resolve(args)
+    out = _out_dir(args)
+    records: list[dict] = []
+    n_runs = e2e.count_runs(s["scales"], s["runs"], s["suites"],
+                            s["providers"], s["batches"])
+    bar = tqdm(total=n_runs * len(s["dtypes"]), desc="bench", unit="run",
+               disable=args.no_progress)
+    log = (lambda msg: bar.write(msg)) if not args.no_progress else print
+    run_id = None
+    for dtype in s["dtypes"]:
+        cfg = e2e.Config(device=s["device"], dtype=dtype, size=s["size"], batch=args.batch,
+                         warmup=s["warmup"], runs=s["runs"], rounds=args.rounds,
+                         compile_ok=s["compile_ok"], channels_last=s["channels_last"],
+                         fast_compile=args.fast_compile, progress=bar.update, log=log,
+                         label=args.label)
+        if run_id:
+            cfg.run_id = run_id  # one id for the whole invocation
+        run_id = cfg.run_id
+        bar.set_postfix_str(f"{str(dtype).replace('torch.', '')} {s['size'][0]}x{s['size'][1]}")
+        if "baselines" in s["suites"]:
+            records += e2e.run_baselines(s["scales"], cfg, s["providers"])
+        if "ablations" in s["suites"]:
+            records += e2e.run_ablations(s["scales"], cfg)
+        if "batch" in s["suites"]:
+            records += e2e.run_batch_sweep(s["scales"], cfg, s["batches"])
     bar.close()
-    print_table(rows, device, dtype, args.batch, (h, w))
-    if args.out != "none":
-        path = append_records(records, "e2e", args.out, stem="e2e")
+    print()
+    print(tables.render_all(records, with_table4=out is None))
+    if out is not None and records:
+        path = append_records(records, "e2e", out, stem="e2e")
         print(f"\n{len(records)} records appended to {path}")
+        _merged_outputs(args, out)
     return 0
 
 
-def print_table(rows, device, dtype, batch, size) -> None:
-    from benchmarks.records import device_name
-    print(f"\nYOLOv12 reference model (eager PyTorch), {device_name(device)}, "
-          f"{str(dtype).replace('torch.', '')}, batch {batch}, {size[0]}x{size[1]}")
-    print("| scale | params | params (paper) | GFLOPs@640 convs | GFLOPs (paper) | "
-          "latency ms median | p20–p80 | paper T4 TRT fp16 ms | paper mAP |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for scale, info, t in rows:
-        p = PAPER[scale]
-        print(f"| {scale} | {info['params'] / 1e6:.2f} M | {p['params_M']} M | "
-              f"{info['gflops_conv']:.1f} | {p['gflops']} | {t['median_ms']:.2f} | "
-              f"{t['p20_ms']:.2f}–{t['p80_ms']:.2f} | {p['t4_ms']} | {p['mAP']} |")
+def _merged_outputs(args, out: Path) -> None:
+    """Table 4 and the plot from every record in ``out`` (all runs, all devices)."""
+    from benchmarks import tables
+    from benchmarks.plot import plot_latency_vs_params
+    from benchmarks.records import load_records
+    recs = load_records([out, *args.results])
+    t4 = tables.table4(recs)
+    if t4:
+        print(f"\nAll records in {out}:\n\n{t4}")
+    path = plot_latency_vs_params(recs, args.plot or out / PLOT_NAME)
+    if path:
+        print(f"\nplot: {path}")
+
+
+def report(args) -> int:
+    """Tables and plot from recorded results only."""
+    from benchmarks import tables
+    from benchmarks.plot import plot_latency_vs_params
+    from benchmarks.records import RESULTS_DIR, load_records
+    out = Path(args.out) if args.out and args.out != "none" else RESULTS_DIR
+    sources = [p for p in [out, *map(Path, args.results)] if p.exists()]
+    recs = load_records(sources)
+    if not any(r.get("suite") == "e2e" for r in recs):
+        raise SystemExit(f"--report: no e2e records in {', '.join(map(str, sources)) or out}")
+    print(tables.render_all(recs))
+    path = plot_latency_vs_params(recs, args.plot or out / PLOT_NAME)
+    if path:
+        print(f"\nplot: {path}")
+    return 0

@@ -1,0 +1,300 @@
+"""End-to-end latency suite: baselines, ablations and a batch sweep of the YOLOv12 model.
+
+Every experiment builds its providers (the same network run different ways, see ``PROVIDERS``),
+warms each up, then times them *interleaved*: ``rounds`` rounds, each timing every provider in turn
+for ``runs / rounds`` single calls. A slow spell of the machine (another process, clock or thermal
+change) then hits every provider alike instead of whichever happened to run during it, which is
+what "measured side by side in one run" has to mean on a shared machine. Each call is timed alone
+by ``benchmarks.records.time_ms`` (CUDA events around one call, synchronised before and after, so
+launch overhead counts as it does for one image at a time; ``perf_counter`` on the CPU).
+
+The input is made once, already in the provider's dtype and memory format: conversion, letterbox,
+decoding to boxes beyond the head, and NMS are not timed (the paper's forward-only latency).
+"""
+from __future__ import annotations
+
+import copy
+import gc
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from benchmarks.records import make_record, summarize, time_ms
+
+PROVIDERS = ("eager", "compile", "compile-max-autotune", "fast", "fast-graph")
+EXPERIMENTS = ("baseline", "ablation", "batch")
+DEFAULT_BATCHES = (1, 2, 4, 8, 16, 32, 64)
+
+
+class Skip(Exception):
+    """A provider that cannot run here (the message says why); the suite goes on without it."""
+
+
+@dataclass
+class Config:
+    device: torch.device
+    dtype: torch.dtype
+    size: tuple[int, int] = (640, 640)
+    batch: int = 1
+    warmup: int = 10
+    runs: int = 20
+    rounds: int = 5
+    compile_ok: bool = True          # False: skip the torch.compile providers (slow on CPU)
+    channels_last: bool | None = None  # fast path's layout; None: per device (yolov12.fast)
+    fast_compile: str | None = None  # torch.compile mode for the fast path itself, or None
+    progress: Callable[[int], object] | None = None
+    log: Callable[[str], object] = print
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    label: str = ""                  # free text carried in every record (e.g. "CPU figure")
+
+
+# --------------------------------------------------------------------------------------------
+# timing
+
+def interleaved(fns: dict[str, Callable[[], object]], device, warmup: int, runs: int,
+                rounds: int = 5, progress: Callable[[int], object] | None = None) -> dict:
+    """Timings (``records.summarize`` dicts) of each fn, ``runs`` calls each, interleaved in rounds.
+
+    Warm-up: ``warmup`` untimed calls of each fn first. Returns {name: summary}.
+    """
+    if runs < 1 or warmup < 0 or rounds < 1:
+        raise ValueError(f"runs/warmup/rounds: expected runs >= 1, warmup >= 0, rounds >= 1, got "
+                         f"{runs}/{warmup}/{rounds}")
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    rounds = min(rounds, runs)
+    per_round = [runs // rounds + (1 if r < runs % rounds else 0) for r in range(rounds)]
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for n in per_round:
+        for name, fn in fns.items():
+            for _ in range(n):
+                times[name].append(time_ms(fn, device, warmup=0, rep=1)["median_ms"])
+                if progress:
+                    progress(1)
+    return {name: summarize(t) for name, t in times.items()}
+
+
+# --------------------------------------------------------------------------------------------
+# providers
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def build(provider: str, model, cfg: Config, batch: int | None = None,
+          attention: str = "auto"):
+    """(fn, extra record fields) timing ``provider`` on ``model`` (a CPU YOLOv12, left untouched).
+
+    ``attention`` is the fast path's attention backend ("auto"; "reference" for the unfused row).
+
+    Raises ``Skip`` when the provider cannot run here.
+    """
+    from yolov12.fast import FastYOLOv12, optimize
+    dev, dtype = cfg.device, cfg.dtype
+    batch = batch or cfg.batch
+    h, w = cfg.size
+    x = torch.randn(batch, 3, h, w, device=dev).to(dtype)
+    extra: dict = {}
+    if provider == "eager":
+        # the reference model as users run it: BN unfolded, reference attention, NCHW
+        m = copy.deepcopy(model).to(device=dev, dtype=dtype).eval().requires_grad_(False)
+        extra["attention_backend"] = "reference"
+        return (lambda: m(x)), extra
+    if provider in ("compile", "compile-max-autotune"):
+        if not cfg.compile_ok:
+            raise Skip("torch.compile skipped (pass --compile; inductor's C++ build is slow on CPU)")
+        # The reference computation (BN unfolded, reference attention, decode in the model's
+        # dtype), wrapped so that dynamo sees one graph: compiling the reference model as is would
+        # break at every attention (the dispatcher) and at the decode, one graph per layer — a
+        # weaker baseline than torch.compile deserves.
+        m = FastYOLOv12(model, dev, dtype, backend="reference", channels_last=False,
+                        fold_bn=False, fp32_decode=False)
+        mode = "max-autotune" if provider == "compile-max-autotune" else None
+        cm = torch.compile(m, mode=mode)
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            cm(x)
+        _sync(dev)
+        extra.update(attention_backend="reference", compile_s=round(time.perf_counter() - t0, 1))
+        return (lambda: cm(x)), extra
+    if provider in ("fast", "fast-graph"):
+        if provider == "fast-graph" and dev.type != "cuda":
+            raise Skip("fast-graph needs CUDA (CUDA graphs); skipped on CPU")
+        f = optimize(model, dev, dtype, backend=attention, channels_last=cfg.channels_last)
+        extra.update(attention_backend=f.attention_backend, channels_last=f.channels_last)
+        xf = x.contiguous(memory_format=f.memory_format)
+        fn = f
+        if cfg.fast_compile:
+            fn = torch.compile(f, mode=None if cfg.fast_compile == "default" else cfg.fast_compile)
+            extra["fast_compile"] = cfg.fast_compile
+        if provider == "fast":
+            return (lambda: fn(xf)), extra
+        if cfg.fast_compile:
+            raise Skip("fast-graph of a compiled fast path: use a compile mode without CUDA graphs")
+        g = f.capture(batch, (h, w))
+        g.static_input.copy_(xf)
+        return g.replay, extra
+    raise ValueError(f"provider: expected one of {PROVIDERS}, got {provider!r}")
+
+
+def _peak_memory(device: torch.device, make: Callable[[], tuple]) -> tuple[tuple, float | None]:
+    """(make(), MiB allocated at the peak while building it and running it once) on CUDA.
+
+    Measured from what was allocated before, so other providers alive at the time do not count:
+    weights + workspace + activations (+ the CUDA graph's pool) of this provider. On CPU PyTorch
+    offers no per-allocation peak, so None ("not measured").
+    """
+    if device.type != "cuda":
+        return make(), None
+    gc.collect()
+    torch.cuda.synchronize(device)
+    base = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    built = make()
+    with torch.inference_mode():
+        built[0]()
+    torch.cuda.synchronize(device)
+    return built, (torch.cuda.max_memory_allocated(device) - base) / 2**20
+
+
+# --------------------------------------------------------------------------------------------
+# experiments
+
+_FLOPS_CACHE: dict = {}
+
+
+def model_info(model, key) -> dict:
+    """params and GFLOPs at 640 (convs, attention, total) of a YOLOv12, cached by ``key``.
+
+    Counted at 64x64 and scaled: for input sides that are multiples of 32 every conv's output grid
+    scales with H*W, so conv FLOPs scale by (640/64)^2; attention FLOPs scale with tokens^2 / areas,
+    i.e. by (640/64)^4 (exact; a test checks it against a count at 640/5 = 128). Counting at 640
+    directly costs seconds per model on a CPU.
+    """
+    if key not in _FLOPS_CACHE:
+        gf = model.gflops(64)
+        conv, att = gf["conv"] * 100, gf["attention"] * 10_000
+        _FLOPS_CACHE[key] = {"params": model.num_params(), "gflops": conv + att,
+                             "gflops_conv": conv, "gflops_attention": att}
+    return dict(_FLOPS_CACHE[key])
+
+
+def _records(results: dict, specs: dict, cfg: Config, experiment: str, batch: int) -> list[dict]:
+    recs = []
+    h, w = cfg.size
+    for key, t in results.items():
+        name, provider, extra = specs[key]
+        rec_extra = dict(extra)
+        rec_extra.update(experiment=experiment, run_id=cfg.run_id, imgsz=[h, w], runs=t["runs"],
+                         warmup=cfg.warmup, rounds=cfg.rounds,
+                         images_per_s=batch * 1e3 / t["median_ms"])
+        if cfg.device.type == "cpu":
+            rec_extra["threads"] = torch.get_num_threads()
+        if cfg.label:
+            rec_extra["label"] = cfg.label
+        recs.append(make_record(suite="e2e", name=name, provider=provider, device=cfg.device,
+                                dtype=cfg.dtype, batch=batch, shape=[batch, 3, h, w], timing=t,
+                                **rec_extra))
+    return recs
+
+
+def _measure(group: list[tuple[str, str, str, str]], cfg: Config, experiment: str,
+             batch: int | None = None, memory: bool = False) -> list[dict]:
+    """Build and time side by side a group of (name, scale, variant, provider[:attention]) rows."""
+    from benchmarks.ablations import build_variant
+    batch = batch or cfg.batch
+    fns, specs = {}, {}
+    base_models: dict = {}
+    for name, scale, variant, provider in group:
+        provider, _, attention = provider.partition(":")
+        if (scale, variant) not in base_models:
+            base_models[(scale, variant)] = build_variant(scale, variant).eval()
+        model = base_models[(scale, variant)]
+        try:
+            (fn, extra), mem = _peak_memory(
+                cfg.device, lambda: build(provider, model, cfg, batch, attention or "auto"))
+        except Skip as e:
+            cfg.log(f"  skipped {name} {provider}: {e}")
+            if cfg.progress:
+                cfg.progress(cfg.runs)
+            continue
+        extra.update(model_info(model, (scale, variant)), variant=variant)
+        if memory:
+            extra["peak_mem_mb"] = mem
+            extra["peak_mem_note"] = ("torch.cuda.max_memory_allocated while building and running "
+                                      "once, minus what was allocated before" if mem is not None
+                                      else "not measured on CPU")
+        key = f"{name}|{provider}"
+        fns[key], specs[key] = fn, (name, provider, extra)
+    if not fns:
+        return []
+    with torch.inference_mode():
+        results = interleaved(fns, cfg.device, cfg.warmup, cfg.runs, cfg.rounds, cfg.progress)
+    recs = _records(results, specs, cfg, experiment, batch)
+    del fns
+    gc.collect()
+    if cfg.device.type == "cuda":
+        torch.cuda.empty_cache()
+    return recs
+
+
+def baseline_rows(scale: str, providers=PROVIDERS) -> list[tuple]:
+    return [(scale, scale, "", p) for p in providers]
+
+
+def ablation_groups(scale: str) -> list[list[tuple]]:
+    """Side-by-side groups: attention (area vs global, fused vs unfused), pe kernel, MLP ratio."""
+    from benchmarks.ablations import MLP_RATIOS, PE_KERNELS
+    attention = [(scale, scale, "", "eager"), (scale, scale, "", "fast"),
+                 (f"{scale}/p4-global", scale, "p4-global", "eager"),
+                 (f"{scale}/p4-global", scale, "p4-global", "fast"),
+                 (f"{scale}/attn-reference", scale, "", "fast:reference")]
+    pe = [(f"{scale}/pe{k}", scale, f"pe{k}", "fast") for k in PE_KERNELS]
+    mlp = [(f"{scale}/mlp{r:g}", scale, f"mlp{r:g}", "fast") for r in MLP_RATIOS]
+    return [attention, pe, mlp]
+
+
+def run_baselines(scales, cfg: Config, providers=PROVIDERS) -> list[dict]:
+    recs = []
+    for scale in scales:
+        cfg.log(f"baselines {scale}: {', '.join(providers)}")
+        recs += _measure(baseline_rows(scale, providers), cfg, "baseline")
+    return recs
+
+
+def run_ablations(scales, cfg: Config) -> list[dict]:
+    recs = []
+    for scale in scales:
+        for group in ablation_groups(scale):
+            cfg.log(f"ablation {scale}: {', '.join(sorted({g[0] for g in group}))}")
+            recs += _measure(group, cfg, "ablation")
+    return recs
+
+
+def run_batch_sweep(scales, cfg: Config, batches=DEFAULT_BATCHES,
+                    providers=("eager", "fast", "fast-graph")) -> list[dict]:
+    recs = []
+    for scale in scales:
+        for b in batches:
+            cfg.log(f"batch sweep {scale}: batch {b}")
+            recs += _measure(baseline_rows(scale, providers), cfg, "batch", batch=b, memory=True)
+    return recs
+
+
+def count_runs(scales, runs: int, suites, providers=PROVIDERS, batches=DEFAULT_BATCHES,
+               batch_providers=("eager", "fast", "fast-graph")) -> int:
+    """Timed calls the suites will make (for the progress bar's total)."""
+    n = 0
+    for _ in scales:
+        if "baselines" in suites:
+            n += len(providers)
+        if "ablations" in suites:
+            n += sum(len(g) for g in ablation_groups("n"))
+        if "batch" in suites:
+            n += len(batches) * len(batch_providers)
+    return n * runs

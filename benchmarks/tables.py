@@ -1,0 +1,262 @@
+"""Markdown tables in the paper's layouts, rendered from e2e records only (no timing here).
+
+* ``table1`` — per scale at batch 1: params, GFLOPs (convs, as the paper counts, + attention),
+  latency of our fast path (median, p20-p80) beside the paper's mAP / params / GFLOPs / T4 latency;
+* ``table4`` — FP32 and FP16 latency per scale, one column pair per device, merged from every
+  record given (several runs, several machines);
+* ``baselines`` — eager / compile / compile-max-autotune / fast / fast-graph side by side, with
+  speed-ups as ratios;
+* ``ablations`` — area vs global attention at P4, fused vs unfused attention, position-perceiver
+  kernel size and MLP ratio (latency / params / GFLOPs measured, mAP from the paper);
+* ``batch_sweep`` — latency, images/s and peak memory per batch size.
+
+Where several records share a key (same device, name, provider, dtype, batch, shape, experiment),
+the newest (``date``) wins, so re-running a measurement updates the tables.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+
+from yolov12.model import PAPER, SCALES
+
+FAST_PROVIDERS = ("fast-graph", "fast")  # our fast path, preferred first
+SHORT_DTYPE = {"float32": "FP32", "float16": "FP16", "bfloat16": "BF16"}
+
+
+def _key(r: dict) -> tuple:
+    return (r["device"], r["name"], r["provider"], r["dtype"], r["batch"], tuple(r["shape"]),
+            r.get("experiment", "baseline"))
+
+
+def latest(records: list[dict]) -> list[dict]:
+    """One record per key: the newest."""
+    best: dict = {}
+    for r in records:
+        if r.get("suite") != "e2e":
+            continue
+        k = _key(r)
+        if k not in best or r.get("date", "") >= best[k].get("date", ""):
+            best[k] = r
+    return list(best.values())
+
+
+def _ms(t: float | None) -> str:
+    if t is None:
+        return "–"
+    return f"{t:.3g}" if t < 10 else f"{t:.1f}" if t < 100 else f"{t:.0f}"
+
+
+def _spread(r: dict) -> str:
+    return f"{_ms(r['p20_ms'])}–{_ms(r['p80_ms'])}"
+
+
+def _size(r: dict) -> str:
+    return "x".join(str(s) for s in r["shape"][2:])
+
+
+def _fast(rows: list[dict]) -> dict | None:
+    """Our fast path's record among rows: fast-graph when measured, else fast."""
+    for p in FAST_PROVIDERS:
+        for r in rows:
+            if r["provider"] == p:
+                return r
+    return None
+
+
+def _groups(records, experiment: str) -> dict:
+    """{(device, dtype, size, batch): [records]} of one experiment."""
+    out = defaultdict(list)
+    for r in latest(records):
+        if r.get("experiment", "baseline") == experiment:
+            out[(r["device"], r["dtype"], _size(r), r["batch"])].append(r)
+    return out
+
+
+def _header(cols: list[str]) -> list[str]:
+    return ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+
+
+# --------------------------------------------------------------------------------------------
+
+def table1(records: list[dict]) -> str:
+    """Table 1 layout, one table per (device, dtype, size) at batch 1."""
+    out = []
+    for (device, dtype, size, batch), rows in sorted(_groups(records, "baseline").items()):
+        if batch != 1:
+            continue
+        lines = [f"**Table 1 layout** — {device}, {dtype}, batch 1, {size} "
+                 "(latency: our fast path; paper: COCO mAP, T4 TensorRT FP16)", ""]
+        lines += _header(["model", "params (M)", "GFLOPs@640 convs", "+ attention",
+                          "latency ms (median)", "p20–p80", "provider", "paper mAP",
+                          "paper params (M)", "paper GFLOPs", "paper T4 ms"])
+        for scale in SCALES:
+            r = _fast([x for x in rows if x["name"] == scale])
+            if r is None:
+                continue
+            p = PAPER[scale]
+            lines.append(
+                f"| YOLOv12-{scale.upper()} | {r.get('params', 0) / 1e6:.2f} | "
+                f"{r.get('gflops_conv', float('nan')):.1f} | "
+                f"{r.get('gflops_attention', float('nan')):.2f} | {_ms(r['median_ms'])} | "
+                f"{_spread(r)} | {r['provider']} | {p['mAP']} | {p['params_M']} | {p['gflops']} | "
+                f"{p['t4_ms']} |")
+        if len(lines) > 4:
+            out.append("\n".join(lines))
+    return "\n\n".join(out)
+
+
+def table4(records: list[dict], size: str | None = None) -> str:
+    """Table 4 layout: rows scales, a FP32 and a FP16 column per device (our fast path, batch 1).
+
+    ``size`` ("HxW"): the input size to show; default 640x640 when measured, else the largest.
+    """
+    if size is None:
+        sizes = {k[2] for k, rows in _groups(records, "baseline").items() if k[3] == 1}
+        if not sizes:
+            return ""
+        size = "640x640" if "640x640" in sizes else max(
+            sizes, key=lambda s: int(s.split("x")[0]) * int(s.split("x")[1]))
+    cells: dict = {}
+    devices: list[str] = []
+    for (device, dtype, sz, batch), rows in _groups(records, "baseline").items():
+        if batch != 1 or sz != size:
+            continue
+        for scale in SCALES:
+            r = _fast([x for x in rows if x["name"] == scale])
+            if r is not None:
+                cells[(scale, device, dtype)] = r
+                if device not in devices:
+                    devices.append(device)
+    if not cells:
+        return ""
+    devices.sort()
+    dtypes = ["float32", "float16"]
+    if any(k[2] == "bfloat16" for k in cells):
+        dtypes.append("bfloat16")
+    cols = ["model"] + [f"{d} {SHORT_DTYPE[t]}" for d in devices for t in dtypes] + \
+        ["paper T4 TRT FP16"]
+    lines = [f"**Table 4 layout** — latency ms (median) of our fast path at batch 1, {size}; "
+             "† = replayed from a CUDA graph (fast-graph)", ""] + _header(cols)
+    for scale in SCALES:
+        vals = []
+        for d in devices:
+            for t in dtypes:
+                r = cells.get((scale, d, t))
+                vals.append("–" if r is None else
+                            _ms(r["median_ms"]) + ("†" if r["provider"] == "fast-graph" else ""))
+        if any(v != "–" for v in vals):
+            lines.append(f"| YOLOv12-{scale.upper()} | " + " | ".join(vals) +
+                         f" | {PAPER[scale]['t4_ms']} |")
+    return "\n".join(lines)
+
+
+def baselines(records: list[dict]) -> str:
+    """Providers side by side (same run), with speed-ups over eager and over compile-max-autotune."""
+    from benchmarks.e2e import PROVIDERS
+    out = []
+    for (device, dtype, size, batch), rows in sorted(_groups(records, "baseline").items()):
+        lines = [f"**Baselines** — {device}, {dtype}, batch {batch}, {size}: latency ms "
+                 "(median, p20–p80)", ""]
+        lines += _header(["model"] + list(PROVIDERS) +
+                         ["fast vs eager", "fast vs compile-max-autotune"])
+        for scale in SCALES:
+            by = {r["provider"]: r for r in rows if r["name"] == scale}
+            if not by:
+                continue
+            cells = [f"{_ms(by[p]['median_ms'])} ({_spread(by[p])})" if p in by else "–"
+                     for p in PROVIDERS]
+            best = _fast(list(by.values()))
+            ratio = []
+            for ref in ("eager", "compile-max-autotune"):
+                ratio.append(f"{by[ref]['median_ms'] / best['median_ms']:.2f}×"
+                             if best and ref in by else "–")
+            lines.append(f"| {scale} | " + " | ".join(cells + ratio) + " |")
+        if len(lines) > 4:
+            out.append("\n".join(lines))
+    return "\n\n".join(out)
+
+
+def ablations(records: list[dict]) -> str:
+    """The paper's ablations as latency rows (one block per device/dtype/size/batch)."""
+    from benchmarks.ablations import PAPER_AREA, PAPER_FLASH, PAPER_MLP, PAPER_PE
+    out = []
+    for (device, dtype, size, batch), rows in sorted(_groups(records, "ablation").items()):
+        by = {(r["name"], r["provider"]): r for r in rows}
+        scales = [s for s in SCALES if (s, "fast") in by or (s, "eager") in by]
+        for scale in scales:
+            lines = [f"**Ablations, YOLOv12-{scale.upper()}** — {device}, {dtype}, batch {batch}, "
+                     f"{size}: latency ms (median, p20–p80), measured side by side", ""]
+            lines += _header(["what", "setting", "provider", "latency ms", "p20–p80", "ratio",
+                              "params (M)", "GFLOPs@640", "paper"])
+
+            def row(what, setting, name, provider, ratio="", paper=""):
+                r = by.get((name, provider))
+                if r is None:
+                    return
+                lines.append(f"| {what} | {setting} | {provider} | {_ms(r['median_ms'])} | "
+                             f"{_spread(r)} | {ratio} | {r.get('params', 0) / 1e6:.2f} | "
+                             f"{r.get('gflops', float('nan')):.2f} | {paper} |")
+
+            def ratio(slow, fast):
+                a, b = by.get(slow), by.get(fast)
+                return f"{a['median_ms'] / b['median_ms']:.2f}× faster" if a and b else ""
+
+            for prov in ("eager", "fast"):
+                row("P4 attention", "area (4 areas)", scale, prov,
+                    ratio((f"{scale}/p4-global", prov), (scale, prov)), PAPER_AREA)
+                row("P4 attention", "global (area 1)", f"{scale}/p4-global", prov)
+            auto = by.get((scale, "fast"))
+            row("attention kernel", f"fused ({auto.get('attention_backend', '?')})" if auto
+                else "fused", scale, "fast",
+                ratio((f"{scale}/attn-reference", "fast"), (scale, "fast")), PAPER_FLASH)
+            row("attention kernel", "unfused (reference)", f"{scale}/attn-reference", "fast")
+            for k, p in PAPER_PE.items():
+                row("pe kernel", f"{k}×{k}", f"{scale}/pe{k}", "fast",
+                    paper=f"T4 {p['t4_ms']} ms, mAP {p['mAP']}" if scale == "n" else "")
+            for m, p in PAPER_MLP.items():
+                row("MLP ratio", f"{m:g}", f"{scale}/mlp{m:g}", "fast",
+                    paper=(f"{p['gflops']} GFLOPs, {p['params_M']} M, mAP {p['mAP']}"
+                           if scale == "n" else ""))
+            if len(lines) > 4:
+                out.append("\n".join(lines))
+    return "\n\n".join(out)
+
+
+def batch_sweep(records: list[dict]) -> str:
+    """Latency, throughput and peak memory per batch size, eager vs our fast path."""
+    per = defaultdict(dict)  # (device, dtype, size, scale) -> {(batch, provider): record}
+    for r in latest(records):
+        if r.get("experiment") == "batch":
+            per[(r["device"], r["dtype"], _size(r), r["name"])][(r["batch"], r["provider"])] = r
+    out = []
+    for (device, dtype, size, scale), by in sorted(per.items()):
+        providers = [p for p in ("eager", "fast", "fast-graph") if any(k[1] == p for k in by)]
+        lines = [f"**Batch sweep, YOLOv12-{scale.upper()}** — {device}, {dtype}, {size}: "
+                 "latency ms (median) / images/s / peak memory MiB", ""]
+        cols = ["batch"]
+        for p in providers:
+            cols += [f"{p} ms", f"{p} img/s", f"{p} MiB"]
+        lines += _header(cols + ["fast img/s vs eager"])
+        for b in sorted({k[0] for k in by}):
+            cells = [str(b)]
+            for p in providers:
+                r = by.get((b, p))
+                mem = r.get("peak_mem_mb") if r else None
+                cells += ["–", "–", "–"] if r is None else [
+                    _ms(r["median_ms"]), f"{b * 1e3 / r['median_ms']:.1f}",
+                    "n/m" if mem is None else f"{mem:.0f}"]
+            fast = _fast([by[k] for k in by if k[0] == b and k[1] != "eager"])
+            eager = by.get((b, "eager"))
+            cells.append(f"{eager['median_ms'] / fast['median_ms']:.2f}×"
+                         if fast and eager else "–")
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+        lines.append("n/m: not measured (PyTorch keeps no allocation peak on the CPU).")
+        out.append("\n".join(lines))
+    return "\n\n".join(out)
+
+
+def render_all(records: list[dict], with_table4: bool = True) -> str:
+    parts = [table1(records), baselines(records), table4(records) if with_table4 else "",
+             ablations(records), batch_sweep(records)]
+    return "\n\n".join(p for p in parts if p)

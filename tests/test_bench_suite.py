@@ -1,0 +1,197 @@
+"""The latency suite (``python -m yolov12 bench``): end to end on CPU, records, tables, plot.
+
+No speed is asserted here (timings in unit tests are noise); the suite's figures come from running
+it, see benchmarks/README.md.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from benchmarks import tables
+from benchmarks.ablations import build_variant, variant_names
+from benchmarks.e2e import interleaved, model_info
+from benchmarks.plot import plot_latency_vs_params
+from benchmarks.records import REQUIRED_FIELDS, load_records, validate_record
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def bench(*args: str) -> subprocess.CompletedProcess:
+    # A subprocess: the CLI sets torch's thread count, which must not leak into this process.
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run([sys.executable, "-m", "yolov12", "bench", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def test_quick_suite_end_to_end(tmp_path):
+    out = tmp_path / "results"
+    proc = bench("--quick", "--imgsz", "64", "--runs", "2", "--warmup", "1", "--rounds", "2",
+                 "--threads", "1", "--out", str(out), "--no-progress")
+    text = proc.stdout
+    for heading in ("Table 1 layout", "Baselines", "Ablations, YOLOv12-N", "Batch sweep",
+                    "Table 4 layout"):
+        assert heading in text, heading
+    recs = load_records([out / "e2e.jsonl"])
+    for r in recs:
+        validate_record(r)
+        json.dumps(r)  # plain JSON types only
+        assert r["suite"] == "e2e" and r["dtype"] == "float32" and r["threads"] == 1
+        assert r["median_ms"] > 0 and r["p20_ms"] <= r["median_ms"] <= r["p80_ms"]
+    names = {(r["name"], r["provider"], r["experiment"]) for r in recs}
+    assert ("n", "eager", "baseline") in names and ("n", "fast", "baseline") in names
+    for v in variant_names("n"):
+        assert (f"n/{v}", "fast", "ablation") in names, v
+    assert ("n/p4-global", "eager", "ablation") in names
+    assert ("n/attn-reference", "fast", "ablation") in names
+    assert {r["batch"] for r in recs if r["experiment"] == "batch"} == {1, 2, 4}
+    assert all(r["provider"] != "fast-graph" for r in recs)  # CPU: skipped, not faked
+    assert len({r["run_id"] for r in recs}) == 1
+    plot = out / "latency_vs_params.png"
+    assert plot.stat().st_size > 1000 and plot.read_bytes()[:4] == b"\x89PNG"
+
+    # --report: the same tables from the records alone
+    plot.unlink()
+    rep = bench("--report", "--out", str(out))
+    assert "Table 1 layout" in rep.stdout and "Ablations, YOLOv12-N" in rep.stdout
+    assert plot.exists()
+
+
+def test_original_options_still_work(tmp_path):
+    bench("--model", "n", "--imgsz", "64", "--runs", "2", "--warmup", "1", "--out", str(tmp_path),
+          "--no-progress")
+    recs = load_records([tmp_path / "e2e.jsonl"])
+    assert {r["provider"] for r in recs} == {"eager", "fast"}
+    assert all(r["name"] == "n" and r["shape"] == [1, 3, 64, 64] for r in recs)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--imgsz", "50"], "--imgsz"), (["--suite", "bogus"], "--suite"),
+    (["--providers", "tensorrt"], "--providers"), (["--dtype", "int8"], "--dtype"),
+    (["--batches", "0"], "--batches"), (["--model", "z"], "--model"),
+])
+def test_bad_options_name_themselves(args, message):
+    from yolov12.__main__ import build_parser
+    from yolov12.bench import resolve
+    with pytest.raises(SystemExit, match=message):
+        resolve(build_parser().parse_args(["bench", *args]))
+
+
+# ----------------------------------------------------------------------------------------------
+# tables and plot from hand-made records
+
+def record(device, name, provider, dtype, median, batch=1, size=640, date="2026-01-01T00:00:00",
+           experiment="baseline", **extra):
+    r = {"suite": "e2e", "name": name, "provider": provider, "device": device, "dtype": dtype,
+         "batch": batch, "shape": [batch, 3, size, size], "median_ms": median,
+         "p20_ms": median * 0.9, "p80_ms": median * 1.1, "torch": "2.x", "triton": None,
+         "cuda": None, "date": date, "git": "abc", "experiment": experiment,
+         "params": 2_600_000, "gflops": 7.5, "gflops_conv": 6.5, "gflops_attention": 1.0}
+    r.update(extra)
+    assert set(REQUIRED_FIELDS) <= set(r)
+    return r
+
+
+def test_table4_merges_devices_and_latest_wins():
+    recs = [record("NVIDIA H100", "n", "fast", "float16", 1.5),
+            record("NVIDIA H100", "n", "fast-graph", "float16", 0.9),
+            record("NVIDIA H100", "n", "fast", "float32", 2.0),
+            record("Tesla T4", "n", "fast", "float16", 3.0),
+            record("Tesla T4", "n", "fast", "float16", 2.5, date="2026-02-01T00:00:00"),  # newer
+            record("Tesla T4", "s", "fast", "float32", 7.25),
+            record("Tesla T4", "s", "eager", "float32", 70.0)]  # eager is not Table 4
+    t4 = tables.table4(recs)
+    header = next(line for line in t4.splitlines() if line.startswith("| model"))
+    assert header.split(" | ")[1:5] == ["NVIDIA H100 FP32", "NVIDIA H100 FP16", "Tesla T4 FP32",
+                                        "Tesla T4 FP16"]
+    row_n = next(line for line in t4.splitlines() if line.startswith("| YOLOv12-N"))
+    assert row_n.split(" | ")[1:5] == ["2", "0.9†", "–", "2.5"]  # graph preferred, newest kept
+    row_s = next(line for line in t4.splitlines() if line.startswith("| YOLOv12-S"))
+    assert row_s.split(" | ")[1:5] == ["–", "–", "7.25", "–"]
+    assert "YOLOv12-M" not in t4
+
+
+def test_table1_and_baseline_ratios():
+    recs = [record("gpu", "n", p, "float16", t) for p, t in
+            (("eager", 10.0), ("compile", 6.0), ("compile-max-autotune", 4.0), ("fast", 2.5),
+             ("fast-graph", 2.0))]
+    t1 = tables.table1(recs)
+    assert "| YOLOv12-N | 2.60 | 6.5 | 1.00 | 2 | 1.8–2.2 | fast-graph | 40.6 | 2.6 | 6.5 | 1.64 |" \
+        in t1
+    base = tables.baselines(recs)
+    row = next(line for line in base.splitlines() if line.startswith("| n |"))
+    assert row.endswith("| 5.00× | 2.00× |")  # best fast path vs eager, vs max-autotune
+
+
+def test_ablation_and_batch_tables():
+    a = dict(experiment="ablation")
+    recs = [record("cpu", "n", "fast", "float32", 100.0, attention_backend="sdpa", **a),
+            record("cpu", "n/p4-global", "fast", "float32", 200.0, **a),
+            record("cpu", "n/attn-reference", "fast", "float32", 125.0, **a),
+            record("cpu", "n/pe3", "fast", "float32", 90.0, **a),
+            record("cpu", "n/mlp1.5", "fast", "float32", 95.0, **a)]
+    text = tables.ablations(recs)
+    assert "| P4 attention | area (4 areas) | fast | 100 |" in text and "2.00× faster" in text
+    assert "fused (sdpa)" in text and "1.25× faster" in text
+    assert "| pe kernel | 3×3 | fast | 90.0 |" in text and "mAP 40.2" in text
+    assert "| MLP ratio | 1.5 | fast | 95.0 |" in text and "mAP 40.4" in text
+    b = dict(experiment="batch")
+    recs = [record("cpu", "n", "eager", "float32", 40.0, batch=4, peak_mem_mb=None, **b),
+            record("cpu", "n", "fast", "float32", 20.0, batch=4, peak_mem_mb=None, **b)]
+    text = tables.batch_sweep(recs)
+    assert "| 4 | 40.0 | 100.0 | n/m | 20.0 | 200.0 | n/m | 2.00× |" in text
+
+
+def test_plot_is_written(tmp_path):
+    recs = [record("cpu", s, "fast", "float32", t, params=p) for s, t, p in
+            (("n", 50.0, 2.6e6), ("s", 120.0, 9.3e6))]
+    path = plot_latency_vs_params(recs, tmp_path / "plot.png")
+    assert path.stat().st_size > 1000 and path.read_bytes()[:4] == b"\x89PNG"
+    assert plot_latency_vs_params([], tmp_path / "none.png") is None
+
+
+# ----------------------------------------------------------------------------------------------
+# pieces
+
+def test_interleaved_rounds_and_counts():
+    calls = []
+    fns = {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}
+    res = interleaved(fns, "cpu", warmup=1, runs=5, rounds=2)
+    assert calls[:2] == ["a", "b"]  # warm-up of each
+    assert calls[2:] == list("aaabbbaabb")  # 3 + 2 runs, alternating rounds
+    assert res["a"]["runs"] == res["b"]["runs"] == 5
+    with pytest.raises(ValueError, match="runs"):
+        interleaved(fns, "cpu", warmup=0, runs=0)
+
+
+def test_flops_scaling_is_exact():
+    """model_info counts at 64 and scales to 640: check the rule against a count at 128."""
+    model = YOLOv12n = build_variant("n")
+    info = model_info(model, ("test", "n"))
+    at128 = YOLOv12n.gflops(128)
+    assert info["gflops_conv"] == pytest.approx(at128["conv"] * 25, rel=1e-9)
+    assert info["gflops_attention"] == pytest.approx(at128["attention"] * 625, rel=1e-9)
+    assert info["params"] == model.num_params()
+
+
+def test_variants():
+    from yolov12.modules import AAttn, ABlock
+    pe5 = build_variant("n", "pe5")
+    assert {m.pe.conv.kernel_size for m in pe5.modules() if isinstance(m, AAttn)} == {(5, 5)}
+    g = build_variant("n", "p4-global")
+    assert {m.area for m in g.model[6].modules() if isinstance(m, AAttn)} == {1}
+    mlp = build_variant("n", "mlp4")
+    blk = next(m for m in mlp.modules() if isinstance(m, ABlock))
+    assert blk.mlp[0].conv.out_channels == 4 * blk.mlp[0].conv.in_channels
+    with torch.inference_mode():
+        assert mlp.eval()(torch.rand(1, 3, 64, 64)).shape == (1, 84, 84)
+    with pytest.raises(ValueError, match="variant"):
+        build_variant("n", "pe")
