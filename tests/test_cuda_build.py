@@ -39,6 +39,10 @@ CU_FILES = sorted(CSRC.glob("*.cu"))
 # every arch of the default list as SASS, plus compute_75 PTX (what the driver JIT-compiles for the
 # sm_75 path on a newer GPU)
 CI_ARCHS = _cuda_build.DEFAULT_ARCHS + ";compute_75"
+# what torch's CUDAExtension adds to every nvcc command: the kernels must not rely on implicit
+# half/bf16 conversions or operators
+TORCH_NVCC_DEFINES = ["-D__CUDA_NO_HALF_OPERATORS__", "-D__CUDA_NO_HALF_CONVERSIONS__",
+                      "-D__CUDA_NO_BFLOAT16_CONVERSIONS__", "-D__CUDA_NO_HALF2_OPERATORS__"]
 
 
 def _cuda_include() -> Path | None:
@@ -93,7 +97,8 @@ def parse_ptxas(log: str) -> list[dict]:
 
 def _compile(cu: Path, out_dir: Path) -> dict:
     cmd = [NVCC, "-c", str(cu), "-o", str(out_dir / (cu.stem + ".o")), "-I", str(CSRC),
-           "-std=c++17", "-Xptxas", "-v", "--threads", "1"] + _cuda_build.nvcc_common_flags() \
+           "-std=c++17", "-Xptxas", "-v", "--threads", "1"] + TORCH_NVCC_DEFINES \
+        + _cuda_build.nvcc_common_flags() \
         + _cuda_build.gencode_flags(CI_ARCHS)
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
