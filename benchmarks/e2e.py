@@ -247,7 +247,10 @@ def baseline_rows(scale: str, providers=PROVIDERS) -> list[tuple]:
     return [(scale, scale, "", p) for p in providers]
 
 
-def ablation_groups(scale: str) -> list[list[tuple]]:
+ABLATION_GROUPS = ("attention", "pe", "mlp")
+
+
+def ablation_groups(scale: str, which=ABLATION_GROUPS) -> list[list[tuple]]:
     """Side-by-side groups: attention (area vs global, fused vs unfused), pe kernel, MLP ratio."""
     from benchmarks.ablations import MLP_RATIOS, PE_KERNELS
     attention = [(scale, scale, "", "eager"), (scale, scale, "", "fast"),
@@ -256,7 +259,8 @@ def ablation_groups(scale: str) -> list[list[tuple]]:
                  (f"{scale}/attn-reference", scale, "", "fast:reference")]
     pe = [(f"{scale}/pe{k}", scale, f"pe{k}", "fast") for k in PE_KERNELS]
     mlp = [(f"{scale}/mlp{r:g}", scale, f"mlp{r:g}", "fast") for r in MLP_RATIOS]
-    return [attention, pe, mlp]
+    groups = {"attention": attention, "pe": pe, "mlp": mlp}
+    return [groups[w] for w in which]
 
 
 def run_baselines(scales, cfg: Config, providers=PROVIDERS) -> list[dict]:
@@ -267,10 +271,10 @@ def run_baselines(scales, cfg: Config, providers=PROVIDERS) -> list[dict]:
     return recs
 
 
-def run_ablations(scales, cfg: Config) -> list[dict]:
+def run_ablations(scales, cfg: Config, which=ABLATION_GROUPS) -> list[dict]:
     recs = []
     for scale in scales:
-        for group in ablation_groups(scale):
+        for group in ablation_groups(scale, which):
             cfg.log(f"ablation {scale}: {', '.join(sorted({g[0] for g in group}))}")
             recs += _measure(group, cfg, "ablation")
     return recs
@@ -287,14 +291,14 @@ def run_batch_sweep(scales, cfg: Config, batches=DEFAULT_BATCHES,
 
 
 def count_runs(scales, runs: int, suites, providers=PROVIDERS, batches=DEFAULT_BATCHES,
-               batch_providers=("eager", "fast", "fast-graph")) -> int:
+               batch_providers=("eager", "fast", "fast-graph"), ablations=ABLATION_GROUPS) -> int:
     """Timed calls the suites will make (for the progress bar's total)."""
     n = 0
     for _ in scales:
         if "baselines" in suites:
             n += len(providers)
         if "ablations" in suites:
-            n += sum(len(g) for g in ablation_groups("n"))
+            n += sum(len(g) for g in ablation_groups("n", ablations))
         if "batch" in suites:
             n += len(batches) * len(batch_providers)
     return n * runs

@@ -199,11 +199,15 @@ def ablations(records: list[dict]) -> str:
 
             def ratio(slow, fast):
                 a, b = by.get(slow), by.get(fast)
-                return f"{a['median_ms'] / b['median_ms']:.2f}× faster" if a and b else ""
+                if not (a and b):
+                    return ""
+                q = a["median_ms"] / b["median_ms"]
+                return f"{q:.2f}× faster" if q >= 1 else f"{1 / q:.2f}× slower"
 
             for prov in ("eager", "fast"):
                 row("P4 attention", "area (4 areas)", scale, prov,
-                    ratio((f"{scale}/p4-global", prov), (scale, prov)), PAPER_AREA)
+                    ratio((f"{scale}/p4-global", prov), (scale, prov)),
+                    PAPER_AREA if prov == "eager" else "")
                 row("P4 attention", "global (area 1)", f"{scale}/p4-global", prov)
             auto = by.get((scale, "fast"))
             row("attention kernel", f"fused ({auto.get('attention_backend', '?')})" if auto

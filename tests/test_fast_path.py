@@ -85,7 +85,7 @@ def test_auto_backend_is_reported():
     fast = YOLOv12("n").optimize("cpu")
     from yolov12_kernels.dispatch import BACKENDS
     assert fast.attention_backend in BACKENDS
-    assert fast.dtype == torch.float32 and fast.channels_last is False  # CPU defaults
+    assert fast.dtype == torch.float32 and fast.channels_last is True  # CPU defaults
 
 
 def _low_precision_check(model, x, dtype, device, factor=2.0):

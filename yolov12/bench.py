@@ -66,8 +66,11 @@ def add_parser(sub) -> None:
                         "inductor's C++ build takes minutes)")
     p.add_argument("--no-compile", dest="compile", action="store_false",
                    help="skip the torch.compile baselines")
+    p.add_argument("--ablations", default="attention,pe,mlp",
+                   help="ablation groups to run, comma-separated (default attention,pe,mlp): "
+                        "attention = area vs global at P4 and fused vs unfused attention")
     p.add_argument("--channels-last", choices=("auto", "on", "off"), default="auto",
-                   help="memory format of the fast path (default auto: on for CUDA fp16/bf16)")
+                   help="memory format of the fast path (default auto: on for CPU, off for CUDA)")
     p.add_argument("--fast-compile", default=None,
                    choices=("default", "reduce-overhead", "max-autotune",
                             "max-autotune-no-cudagraphs"),
@@ -156,11 +159,17 @@ def resolve(args):
         if args.threads < 1:
             raise SystemExit(f"--threads: must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
+    from benchmarks.e2e import ABLATION_GROUPS
+    ablations = _csv(args.ablations)
+    bad = [a for a in ablations if a not in ABLATION_GROUPS]
+    if bad or not ablations:
+        raise SystemExit(f"--ablations: unknown {bad or args.ablations!r}; choose from "
+                         f"{','.join(ABLATION_GROUPS)}")
     compile_ok = gpu if args.compile is None else args.compile
     channels_last = {"auto": None, "on": True, "off": False}[args.channels_last]
     return dict(device=device, dtypes=dtypes, size=(h, w), warmup=warmup, runs=runs,
                 scales=scales, suites=suites, providers=providers, batches=batches,
-                compile_ok=compile_ok, channels_last=channels_last)
+                compile_ok=compile_ok, channels_last=channels_last, ablations=ablations)
 
 
 def _out_dir(args) -> Path | None:
@@ -181,7 +190,7 @@ def run(args) -> int:
     out = _out_dir(args)
     records: list[dict] = []
     n_runs = e2e.count_runs(s["scales"], s["runs"], s["suites"],
-                            s["providers"], s["batches"])
+                            s["providers"], s["batches"], ablations=s["ablations"])
     bar = tqdm(total=n_runs * len(s["dtypes"]), desc="bench", unit="run",
                disable=args.no_progress)
     log = (lambda msg: bar.write(msg)) if not args.no_progress else print
@@ -199,7 +208,7 @@ def run(args) -> int:
         if "baselines" in s["suites"]:
             records += e2e.run_baselines(s["scales"], cfg, s["providers"])
         if "ablations" in s["suites"]:
-            records += e2e.run_ablations(s["scales"], cfg)
+            records += e2e.run_ablations(s["scales"], cfg, s["ablations"])
         if "batch" in s["suites"]:
             records += e2e.run_batch_sweep(s["scales"], cfg, s["batches"])
     bar.close()

@@ -10,9 +10,8 @@ reference to compare against):
    in input pixels (up to 640 and more) where float16 has a step of 0.5 px, and the DFL softmax over
    16 bins then a weighted sum loses the sub-bin precision the boxes need. The decode is a few
    element-wise ops on (B, 144, 8400), so fp32 there costs nothing measurable;
-4. channels-last memory format where it helps (``channels_last=None`` picks per device: on CUDA
-   cuDNN's fp16/bf16 tensor-core convolutions are NHWC-native; on CPU it was measured slower for this
-   model, see benchmarks/README.md), and autograd switched off on every parameter.
+4. channels-last memory format where it helps (``channels_last=None`` picks per device, see
+   ``default_channels_last``), and autograd switched off on every parameter.
 
 The result is a plain ``nn.Module`` whose forward has no Python-side state changes, so
 ``torch.compile(fast)`` traces it in one graph (tested with ``fullgraph=True``), and
@@ -31,12 +30,16 @@ _DEFAULT_DTYPE = {"cuda": torch.float16, "cpu": torch.float32}
 
 
 def default_channels_last(device: torch.device, dtype: torch.dtype) -> bool:
-    """channels-last by default only for CUDA half precision (cuDNN's NHWC tensor-core kernels).
+    """The fast path's default memory format: channels-last on the CPU, NCHW on CUDA.
 
-    On CPU (oneDNN, 2 threads) NCHW measured faster for YOLOv12-N at 640: the attention reshapes
-    turn NHWC activations back into copies, which costs more than the convs gain.
+    CPU (measured, YOLOv12-N at 640, fp32): channels-last is ~25% faster end to end. oneDNN's convs
+    prefer NHWC, and with NHWC activations the q/k/v views of the qkv conv output have a contiguous
+    head dimension, which SDPA's CPU kernel needs (from NCHW it copies every q, k and v first).
+    CUDA: not measured yet (no GPU in the session that wrote this); the attention kernels read the
+    NCHW conv output in place, so NCHW stays the default until the benchmark says otherwise
+    (``bench --channels-last on``).
     """
-    return device.type == "cuda" and dtype in (torch.float16, torch.bfloat16)
+    return device.type == "cpu"
 
 
 def attention_backend(device: torch.device | str, dtype: torch.dtype, backend: str = "auto",
