@@ -45,6 +45,7 @@ class Config:
     compile_ok: bool = True          # False: skip the torch.compile providers (slow on CPU)
     channels_last: bool | None = None  # fast path's layout; None: per device (yolov12.fast)
     fast_compile: str | None = None  # torch.compile mode for the fast path itself, or None
+    compile_backend: str = "inductor"  # "eager"/"aot_eager" only check tracing (tests)
     progress: Callable[[int], object] | None = None
     log: Callable[[str], object] = print
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
@@ -114,13 +115,14 @@ def build(provider: str, model, cfg: Config, batch: int | None = None,
         # weaker baseline than torch.compile deserves.
         m = FastYOLOv12(model, dev, dtype, backend="reference", channels_last=False,
                         fold_bn=False, fp32_decode=False)
-        mode = "max-autotune" if provider == "compile-max-autotune" else None
-        cm = torch.compile(m, mode=mode)
+        cm = _compile(m, cfg, "max-autotune" if provider == "compile-max-autotune" else None)
         t0 = time.perf_counter()
         with torch.inference_mode():
             cm(x)
         _sync(dev)
         extra.update(attention_backend="reference", compile_s=round(time.perf_counter() - t0, 1))
+        if cfg.compile_backend != "inductor":
+            extra["compile_backend"] = str(cfg.compile_backend)
         return (lambda: cm(x)), extra
     if provider in ("fast", "fast-graph"):
         if provider == "fast-graph" and dev.type != "cuda":
@@ -130,7 +132,7 @@ def build(provider: str, model, cfg: Config, batch: int | None = None,
         xf = x.contiguous(memory_format=f.memory_format)
         fn = f
         if cfg.fast_compile:
-            fn = torch.compile(f, mode=None if cfg.fast_compile == "default" else cfg.fast_compile)
+            fn = _compile(f, cfg, None if cfg.fast_compile == "default" else cfg.fast_compile)
             extra["fast_compile"] = cfg.fast_compile
         if provider == "fast":
             return (lambda: fn(xf)), extra
@@ -140,6 +142,20 @@ def build(provider: str, model, cfg: Config, batch: int | None = None,
         g.static_input.copy_(xf)
         return g.replay, extra
     raise ValueError(f"provider: expected one of {PROVIDERS}, got {provider!r}")
+
+
+def _compile(module, cfg: Config, mode: str | None):
+    """torch.compile with the suite's settings. Every compiled instance of FastYOLOv12 adds a cache
+    entry to the same forward code object; past dynamo's recompile limit (8) further models would
+    silently run uncompiled, so the limit is raised (a group compiles at most 3, and each group
+    starts from a reset cache, see ``_measure``)."""
+    conf = torch._dynamo.config
+    for name in ("recompile_limit", "cache_size_limit"):  # renamed across torch versions
+        if hasattr(conf, name):
+            setattr(conf, name, max(getattr(conf, name), 64))
+    if cfg.compile_backend != "inductor":  # mode applies to inductor only
+        return torch.compile(module, backend=cfg.compile_backend)
+    return torch.compile(module, mode=mode)
 
 
 def _peak_memory(device: torch.device, make: Callable[[], tuple]) -> tuple[tuple, float | None]:
@@ -210,6 +226,8 @@ def _measure(group: list[tuple[str, str, str, str]], cfg: Config, experiment: st
     batch = batch or cfg.batch
     fns, specs = {}, {}
     base_models: dict = {}
+    if cfg.fast_compile or any(p.startswith("compile") for *_, p in group):
+        torch._dynamo.reset()  # the previous group's compiled models are gone: drop their caches
     for name, scale, variant, provider in group:
         provider, _, attention = provider.partition(":")
         if (scale, variant) not in base_models:

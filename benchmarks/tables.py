@@ -86,20 +86,19 @@ def table1(records: list[dict]) -> str:
             continue
         lines = [f"**Table 1 layout** — {device}, {dtype}, batch 1, {size} "
                  "(latency: our fast path; paper: COCO mAP, T4 TensorRT FP16)", ""]
-        lines += _header(["model", "params (M)", "GFLOPs@640 convs", "+ attention",
-                          "latency ms (median)", "p20–p80", "provider", "paper mAP",
-                          "paper params (M)", "paper GFLOPs", "paper T4 ms"])
+        lines += _header(["model", "params", "params (paper)", "GFLOPs@640 convs",
+                          "GFLOPs (paper)", "+ attention", "latency ms (median)", "p20–p80",
+                          "provider", "paper T4 TRT fp16 ms", "paper mAP"])
         for scale in SCALES:
             r = _fast([x for x in rows if x["name"] == scale])
             if r is None:
                 continue
             p = PAPER[scale]
             lines.append(
-                f"| YOLOv12-{scale.upper()} | {r.get('params', 0) / 1e6:.2f} | "
-                f"{r.get('gflops_conv', float('nan')):.1f} | "
+                f"| {scale} | {r.get('params', 0) / 1e6:.2f} M | {p['params_M']} M | "
+                f"{r.get('gflops_conv', float('nan')):.1f} | {p['gflops']} | "
                 f"{r.get('gflops_attention', float('nan')):.2f} | {_ms(r['median_ms'])} | "
-                f"{_spread(r)} | {r['provider']} | {p['mAP']} | {p['params_M']} | {p['gflops']} | "
-                f"{p['t4_ms']} |")
+                f"{_spread(r)} | {r['provider']} | {p['t4_ms']} | {p['mAP']} |")
         if len(lines) > 4:
             out.append("\n".join(lines))
     return "\n\n".join(out)

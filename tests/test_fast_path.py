@@ -138,19 +138,17 @@ def test_torch_compile_fullgraph_no_breaks():
     assert box < 1e-5 and cls < 1e-5
 
 
-def test_compile_baseline_is_the_reference_in_one_graph():
-    """The bench's torch.compile baseline: the reference computation (BN unfolded, reference
-    attention, decode in the model's dtype) that dynamo traces whole."""
+def test_unfused_variant_is_the_reference_computation():
+    """What the bench compiles as the torch.compile baseline computes what the reference does
+    (BN unfolded, reference attention, decode in the model's dtype)."""
     model = reference_model("n")
     base = FastYOLOv12(model, "cpu", torch.float32, backend="reference", channels_last=False,
                        fold_bn=False, fp32_decode=False)
-    assert any(m.bn is not None for m in base.modules() if hasattr(m, "bn"))
+    assert any(getattr(m, "bn", None) is not None for m in base.modules())
     assert base.attention_backend == "reference"
     x = torch.rand(1, 3, 64, 64)
-    torch._dynamo.reset()
-    compiled = torch.compile(base, backend="eager", fullgraph=True)
     with torch.inference_mode():
-        box, cls = errors(compiled(x), model(x), 64)
+        box, cls = errors(base(x), model(x), 64)
     assert box < 1e-6 and cls < 1e-6  # the same arithmetic
 
 

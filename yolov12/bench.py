@@ -69,6 +69,9 @@ def add_parser(sub) -> None:
     p.add_argument("--ablations", default="attention,pe,mlp",
                    help="ablation groups to run, comma-separated (default attention,pe,mlp): "
                         "attention = area vs global at P4 and fused vs unfused attention")
+    p.add_argument("--compile-backend", default="inductor",
+                   help="torch.compile backend of the compile baselines (default inductor; "
+                        "'eager' or 'aot_eager' check tracing only, e.g. in tests)")
     p.add_argument("--channels-last", choices=("auto", "on", "off"), default="auto",
                    help="memory format of the fast path (default auto: on for CPU, off for CUDA)")
     p.add_argument("--fast-compile", default=None,
@@ -199,7 +202,8 @@ def run(args) -> int:
         cfg = e2e.Config(device=s["device"], dtype=dtype, size=s["size"], batch=args.batch,
                          warmup=s["warmup"], runs=s["runs"], rounds=args.rounds,
                          compile_ok=s["compile_ok"], channels_last=s["channels_last"],
-                         fast_compile=args.fast_compile, progress=bar.update, log=log,
+                         fast_compile=args.fast_compile, compile_backend=args.compile_backend,
+                         progress=bar.update, log=log,
                          label=args.label)
         if run_id:
             cfg.run_id = run_id  # one id for the whole invocation
