@@ -199,8 +199,9 @@ def drop_in_fn(provider: str, case: Case, device="cuda") -> Callable:
         def run(q, k, v):
             B, N, heads, d = q.shape
             n = N // area
-            out = flash_attn_func(q.reshape(B * area, n, heads, d), k.reshape(B * area, n, heads, d),
-                                  v.reshape(B * area, n, heads, d))
+            def chunks(t):
+                return t.reshape(B * area, n, heads, d)
+            out = flash_attn_func(chunks(q), chunks(k), chunks(v))
             return out.reshape(B, N, heads, d)
         return run
     raise ValueError(f"provider: unknown drop-in provider {provider!r}")

@@ -1,8 +1,9 @@
 """The Triton area-attention kernels against the reference ops.
 
 Without a GPU they run in Triton's interpreter (conftest sets TRITON_INTERPRET=1 before import), in
-float32 and float16 at modest shapes; the interpreter's bfloat16 ``tl.dot`` is not exact, so bfloat16,
-the full YOLOv12 shape table and the large grids run only on a GPU (skipped here with a reason).
+float32 and float16 at modest shapes; the interpreter's bfloat16 ``tl.dot`` is not exact, so
+bfloat16, the full YOLOv12 shape table and the large grids run only on a GPU (skipped here, with
+a reason).
 
 Every comparison is against the reference in float64 with a tolerance of twice the reference's own
 error in the tested dtype (``_utils.assert_close_to_reference``).

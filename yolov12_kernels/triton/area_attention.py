@@ -1,4 +1,4 @@
-"""Triton kernels for area attention: forward (online softmax) and backward (flash-attention-2 style).
+"""Triton kernels for area attention: forward (online softmax), backward (flash-attention-2 style).
 
 One *problem* is one (batch, area, head): softmax(q k^T * scale) v over the ``n = N / area``
 contiguous tokens of that area. All problems of a call run in ONE launch: grid axis 0 enumerates

@@ -2,8 +2,8 @@
 
 Both ops are ``torch.library`` custom ops in the ``yolov12`` namespace, each with a fake (meta)
 implementation and an autograd formula (``register_autograd``, which wraps them in a
-``torch.autograd.Function``): eager autograd works, and ``torch.compile`` sees one opaque op per call
-instead of a graph break inside the Triton launcher.
+``torch.autograd.Function``): eager autograd works, and ``torch.compile`` sees one opaque op per
+call instead of a graph break inside the Triton launcher.
 
 * ``yolov12::triton_area_attention_fwd(q, k, v, area, scale, need_lse) -> (out, lse)``
 * ``yolov12::triton_area_attention_bwd(dout, q, k, v, out, lse, area, scale) -> (dq, dk, dv)``
