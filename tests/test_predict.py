@@ -1,0 +1,172 @@
+"""Prediction pieces: NMS against a brute-force reference, letterbox round trips, postprocess, and
+the predict CLI end to end on generated images."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from yolov12 import YOLOv12
+from yolov12.__main__ import main
+from yolov12.coco import NAMES
+from yolov12.predict import (
+    Letterbox,
+    Predictor,
+    batched_nms,
+    letterbox,
+    nms,
+    postprocess,
+    scale_boxes,
+)
+
+Image = pytest.importorskip("PIL.Image", reason="Pillow not installed")
+
+
+def _random_boxes(n, size=100.0):
+    xy = torch.rand(n, 2) * size
+    wh = torch.rand(n, 2) * size / 3 + 1
+    return torch.cat((xy, xy + wh), 1)
+
+
+def _iou_py(a, b):
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union
+
+
+def _brute_force_nms(boxes, scores, labels, thr):
+    """Textbook greedy NMS, one box at a time in Python floats."""
+    order = sorted(range(len(scores)), key=lambda i: -scores[i])
+    keep = []
+    for i in order:
+        if all(labels[i] != labels[j] or _iou_py(boxes[i], boxes[j]) <= thr for j in keep):
+            keep.append(i)
+    return keep
+
+
+@pytest.mark.parametrize("thr", [0.3, 0.5, 0.7])
+@pytest.mark.parametrize("n,classes", [(1, 1), (60, 1), (300, 5)])
+def test_batched_nms_matches_brute_force(n, classes, thr):
+    boxes = _random_boxes(n)
+    scores = torch.rand(n)
+    labels = torch.randint(0, classes, (n,))
+    want = _brute_force_nms(boxes.double().tolist(), scores.tolist(), labels.tolist(), thr)
+    got = batched_nms(boxes, scores, labels, thr, use_torchvision=False)
+    assert got.tolist() == want
+    try:
+        import torchvision  # noqa: F401
+    except Exception:
+        return
+    assert batched_nms(boxes, scores, labels, thr, use_torchvision=True).tolist() == want
+
+
+def test_nms_negative_coordinates_and_empty():
+    # class offsets must keep classes apart even for boxes left of / above the origin
+    boxes = torch.tensor([[-50.0, -50, -10, -10], [-49, -49, -11, -11], [-50, -50, -10, -10]])
+    scores = torch.tensor([0.9, 0.8, 0.7])
+    labels = torch.tensor([0, 0, 1])
+    assert batched_nms(boxes, scores, labels, 0.5, use_torchvision=False).tolist() == [0, 2]
+    assert nms(torch.zeros(0, 4), torch.zeros(0), 0.5).numel() == 0
+    assert batched_nms(torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.long),
+                       0.5).numel() == 0
+
+
+@pytest.mark.parametrize("hw", [(37, 101), (480, 640), (640, 480), (1000, 50), (64, 64)])
+@pytest.mark.parametrize("imgsz", [64, 160])
+def test_letterbox_round_trip(hw, imgsz):
+    h, w = hw
+    x, lb = letterbox(np.zeros((h, w, 3), np.uint8), imgsz)
+    H, W = x.shape[1:]
+    assert H % 32 == 0 and W % 32 == 0 and max(H, W) <= imgsz + 31
+    assert lb.orig_shape == (h, w) and lb.shape == (H, W)
+    # boxes in the original -> input pixels (the forward map) -> back with scale_boxes
+    b = torch.tensor([[0.0, 0.0, w, h], [w * 0.25, h * 0.1, w * 0.5, h * 0.9]])
+    fwd = b.clone()
+    fwd[:, [0, 2]] = b[:, [0, 2]] * lb.ratio[0] + lb.pad[0]
+    fwd[:, [1, 3]] = b[:, [1, 3]] * lb.ratio[1] + lb.pad[1]
+    assert fwd[:, [0, 2]].max() <= W + 1e-3 and fwd[:, [1, 3]].max() <= H + 1e-3
+    torch.testing.assert_close(scale_boxes(fwd, lb), b, atol=1e-3, rtol=0)
+
+
+def test_letterbox_places_the_image_where_the_box_map_says():
+    """A red square in the original shows up where the forward map puts its box."""
+    img = np.zeros((310, 500, 3), np.uint8)  # 160 wide -> 99 high, padded to 128
+    img[100:200, 300:400] = (255, 0, 0)
+    x, lb = letterbox(img, 160)
+    x0, y0 = 300 * lb.ratio[0] + lb.pad[0], 100 * lb.ratio[1] + lb.pad[1]
+    x1, y1 = 400 * lb.ratio[0] + lb.pad[0], 200 * lb.ratio[1] + lb.pad[1]
+    inside = x[:, int(y0) + 2:int(y1) - 2, int(x0) + 2:int(x1) - 2]
+    assert torch.allclose(inside[0], torch.ones(())) and inside[1:].abs().max() < 1e-6
+    assert lb.pad[1] > 0 and abs(x[0, 0, 0].item() - 114 / 255) < 1e-6  # grey padding above
+
+
+def test_scale_boxes_clips_to_the_image():
+    lb = Letterbox((0.5, 0.5), (0, 16), (100, 200), (96, 128))
+    out = scale_boxes(torch.tensor([[-10.0, 0.0, 200.0, 200.0]]), lb)
+    assert out.tolist() == [[0.0, 0.0, 200.0, 100.0]]
+
+
+def test_postprocess_decodes_and_suppresses():
+    nc = 3
+    preds = torch.zeros(1, 4 + nc, 4)
+    preds[0, :4, 0] = torch.tensor([50.0, 50, 20, 20])   # class 1, 0.9
+    preds[0, :4, 1] = torch.tensor([51.0, 50, 20, 20])   # same place, class 1, 0.8: suppressed
+    preds[0, :4, 2] = torch.tensor([51.0, 50, 20, 20])   # same place, class 2: kept
+    preds[0, :4, 3] = torch.tensor([10.0, 10, 4, 4])     # below conf
+    preds[0, 4 + 1, 0], preds[0, 4 + 1, 1], preds[0, 4 + 2, 2], preds[0, 4, 3] = 0.9, 0.8, 0.6, 0.1
+    (boxes, scores, labels), = postprocess(preds, conf=0.25, iou=0.7)
+    assert labels.tolist() == [1, 2]
+    torch.testing.assert_close(boxes[0], torch.tensor([40.0, 40, 60, 60]))
+    torch.testing.assert_close(scores, torch.tensor([0.9, 0.6]))
+    with pytest.raises(ValueError, match="conf"):
+        postprocess(preds, conf=2.0)
+
+
+def test_predictor_batches_images_of_different_sizes():
+    model = YOLOv12("n").eval()
+    pred = Predictor(model, imgsz=64, conf=0.0, max_det=5)
+    ims = [Image.new("RGB", (90, 40), (10, 200, 30)), Image.new("RGB", (40, 70), (200, 10, 30))]
+    dets = pred(ims)
+    assert len(dets) == 2
+    for det, im in zip(dets, ims):
+        assert det.boxes.shape == (5, 4)
+        assert det.boxes[:, [0, 2]].max() <= im.size[0] and det.boxes[:, [1, 3]].max() <= im.size[1]
+    # batching must not change an image's detections (padding goes after the image)
+    alone = pred([ims[1]])[0]
+    torch.testing.assert_close(alone.boxes, dets[1].boxes, atol=1e-3, rtol=1e-4)
+
+
+def test_predict_cli_end_to_end(tmp_path, capsys):
+    img = tmp_path / "scene.png"
+    Image.new("RGB", (120, 80), (90, 120, 200)).save(img)
+    weights = tmp_path / "w.pt"
+    torch.save(YOLOv12("n").state_dict(), weights)
+    out = tmp_path / "out"
+    rc = main(["predict", str(img), "--weights", str(weights), "--imgsz", "64", "--conf", "0.0",
+               "--max-det", "7", "--out", str(out), "--device", "cpu"])
+    assert rc == 0
+    drawn = Image.open(out / "scene.png")
+    assert drawn.size == (120, 80)
+    records = json.loads((out / "predictions.json").read_text())
+    assert len(records) == 1 and records[0]["width"] == 120 and records[0]["height"] == 80
+    dets = records[0]["detections"]
+    assert len(dets) == 7
+    for d in dets:
+        x1, y1, x2, y2 = d["box"]
+        assert 0 <= x1 <= x2 <= 120 and 0 <= y1 <= y2 <= 80
+        assert d["class_name"] == NAMES[d["class_id"]] and 0.0 <= d["score"] <= 1.0
+
+
+def test_predict_cli_needs_weights(tmp_path):
+    img = tmp_path / "a.png"
+    Image.new("RGB", (64, 64)).save(img)
+    with pytest.raises(SystemExit, match="--weights"):
+        main(["predict", str(img), "--out", str(tmp_path)])
+    with pytest.warns(UserWarning, match="noise"):
+        main(["predict", str(img), "--model", "n", "--imgsz", "64", "--out", str(tmp_path / "o")])
+    with pytest.raises(SystemExit, match="no such file"):
+        main(["predict", str(tmp_path / "missing.png"), "--model", "n"])

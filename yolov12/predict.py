@@ -1,0 +1,361 @@
+"""Detections on images: letterbox -> model -> class-aware NMS -> boxes in original pixels.
+
+``python -m yolov12 predict IMAGE... --weights yolo12n.pt`` writes each image with its boxes drawn
+and ``predictions.json`` (boxes as [x1, y1, x2, y2] in original pixels, score, class id and name).
+
+Library use::
+
+    from yolov12 import YOLOv12
+    from yolov12.predict import Predictor, load_image
+    pred = Predictor(YOLOv12.load("yolo12n.pt"), imgsz=640, conf=0.25)
+    det = pred([load_image("bus.jpg")])[0]        # det.boxes (n, 4), det.scores, det.labels
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .coco import class_names
+from .model import SCALES, STRIDE, YOLOv12
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+PAD_VALUE = 114  # grey padding, what the public models were trained with
+
+
+# ---------------------------------------------------------------------------------------------
+# images and letterbox
+# ---------------------------------------------------------------------------------------------
+def load_image(path):
+    """An RGB ``PIL.Image``, rotated upright per its EXIF orientation (as phones store photos)."""
+    from PIL import Image, ImageOps
+    try:
+        with Image.open(path) as im:
+            return ImageOps.exif_transpose(im).convert("RGB")
+    except (OSError, ValueError) as e:
+        raise ValueError(f"image: cannot read {str(path)!r}: {e}") from e
+
+
+@dataclass
+class Letterbox:
+    """How an image was fitted into the network input: ``x_in = x_orig * ratio[0] + pad[0]``."""
+    ratio: tuple[float, float]   # (x, y) scale factors, exact after rounding the resized size
+    pad: tuple[int, int]         # (left, top) padding in input pixels
+    orig_shape: tuple[int, int]  # (h, w) of the original image
+    shape: tuple[int, int]       # (h, w) of the letterboxed input
+
+
+def letterbox(image, imgsz: int = 640, stride: int = STRIDE) -> tuple[torch.Tensor, Letterbox]:
+    """Resize ``image`` (PIL image or HWC uint8 array) so its long side is ``imgsz``, keeping the
+    aspect ratio, and pad it (grey, centred) to the next multiple of ``stride`` on each side.
+
+    Returns a (3, H, W) float32 tensor in [0, 1] and the ``Letterbox`` to map boxes back.
+    """
+    from PIL import Image
+    if isinstance(imgsz, bool) or not isinstance(imgsz, int) or imgsz < stride:
+        raise ValueError(f"imgsz: expected an int >= {stride}, got {imgsz!r}")
+    if isinstance(image, np.ndarray):
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"image: expected an HxWx3 uint8 array, got {image.shape} "
+                             f"{image.dtype}")
+        image = Image.fromarray(image)
+    if not isinstance(image, Image.Image):
+        raise ValueError(f"image: expected a PIL image or an array, got {type(image).__name__}")
+    image = image.convert("RGB")
+    w, h = image.size
+    r = min(imgsz / h, imgsz / w)
+    nw, nh = max(1, round(w * r)), max(1, round(h * r))
+    if (nw, nh) != (w, h):
+        image = image.resize((nw, nh), Image.BILINEAR)
+    H, W = math.ceil(nh / stride) * stride, math.ceil(nw / stride) * stride
+    left, top = (W - nw) // 2, (H - nh) // 2
+    canvas = np.full((H, W, 3), PAD_VALUE, dtype=np.uint8)
+    canvas[top:top + nh, left:left + nw] = np.asarray(image)
+    x = torch.from_numpy(canvas).permute(2, 0, 1).float().div_(255.0)
+    return x, Letterbox((nw / w, nh / h), (left, top), (h, w), (H, W))
+
+
+def pad_batch(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """Stack (3, H_i, W_i) inputs into one batch, padding right/bottom to the largest H and W (the
+    padding is after the image, so each image's Letterbox stays valid)."""
+    H = max(t.shape[1] for t in tensors)
+    W = max(t.shape[2] for t in tensors)
+    out = torch.full((len(tensors), 3, H, W), PAD_VALUE / 255.0)
+    for i, t in enumerate(tensors):
+        out[i, :, : t.shape[1], : t.shape[2]] = t
+    return out
+
+
+def scale_boxes(boxes: torch.Tensor, lb: Letterbox) -> torch.Tensor:
+    """xyxy boxes in letterboxed-input pixels -> original-image pixels, clipped to the image."""
+    rx, ry = lb.ratio
+    px, py = lb.pad
+    out = boxes.clone()
+    out[:, [0, 2]] = ((boxes[:, [0, 2]] - px) / rx).clamp(0, lb.orig_shape[1])
+    out[:, [1, 3]] = ((boxes[:, [1, 3]] - py) / ry).clamp(0, lb.orig_shape[0])
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# NMS
+# ---------------------------------------------------------------------------------------------
+def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """IoU matrix (len(a), len(b)) of xyxy boxes."""
+    area_a = (a[:, 2] - a[:, 0]).clamp(min=0) * (a[:, 3] - a[:, 1]).clamp(min=0)
+    area_b = (b[:, 2] - b[:, 0]).clamp(min=0) * (b[:, 3] - b[:, 1]).clamp(min=0)
+    lt = torch.maximum(a[:, None, :2], b[None, :, :2])
+    rb = torch.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = (rb - lt).clamp(min=0).prod(-1)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return inter / union.clamp(min=torch.finfo(inter.dtype).tiny)
+
+
+def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
+    """Greedy NMS in plain torch: indices of kept boxes, highest score first. A box is dropped
+    when its IoU with a kept, higher-scoring box is > ``iou_threshold`` (torchvision's rule)."""
+    order = torch.sort(scores, descending=True, stable=True).indices
+    keep = []
+    # one pass per *kept* box, each vectorised over the boxes still in play
+    while order.numel():
+        i = order[0]
+        keep.append(i)
+        rest = order[1:]
+        if not rest.numel():
+            break
+        iou = box_iou(boxes[i].unsqueeze(0), boxes[rest])[0]
+        order = rest[iou <= iou_threshold]
+    return torch.stack(keep) if keep else order.new_empty(0)
+
+
+def _torchvision_ops():
+    try:
+        from torchvision import ops
+        return ops
+    except Exception:  # not installed, or installed for another torch build
+        return None
+
+
+def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor,
+                iou_threshold: float, use_torchvision: bool | None = None) -> torch.Tensor:
+    """Class-aware NMS: boxes of different ``idxs`` never suppress each other. Kept indices,
+    highest score first. Uses ``torchvision.ops.batched_nms`` when importable (faster, same rule).
+    """
+    if boxes.numel() == 0:
+        return torch.empty(0, dtype=torch.long, device=boxes.device)
+    ops = _torchvision_ops() if use_torchvision in (None, True) else None
+    if use_torchvision and ops is None:
+        raise ValueError("use_torchvision: True but torchvision cannot be imported")
+    if ops is not None:
+        return ops.batched_nms(boxes.float(), scores.float(), idxs, iou_threshold)
+    # shift each class into its own disjoint region, then one plain NMS does all classes at once
+    span = (boxes.max() - boxes.min() + 1).to(boxes.dtype)
+    shifted = boxes + (idxs.to(boxes.dtype) * span)[:, None]
+    return nms(shifted.float(), scores.float(), iou_threshold)
+
+
+def postprocess(preds: torch.Tensor, conf: float = 0.25, iou: float = 0.7, max_det: int = 300,
+                multi_label: bool = False, max_nms: int = 30000):
+    """Model output (B, 4+nc, anchors), xywh + class probabilities -> per image
+    ``(boxes xyxy (n, 4), scores (n,), labels (n,))`` in input pixels, after class-aware NMS.
+
+    ``multi_label``: an anchor may yield a box for every class above ``conf`` (what COCO mAP
+    evaluation wants); otherwise only its best class (what a user looking at pictures wants).
+    """
+    if preds.dim() != 3 or preds.shape[1] < 5:
+        raise ValueError(f"preds: expected (B, 4+nc, anchors), got {tuple(preds.shape)}")
+    if not 0.0 <= conf <= 1.0:
+        raise ValueError(f"conf: expected a value in [0, 1], got {conf}")
+    if not 0.0 <= iou <= 1.0:
+        raise ValueError(f"iou: expected a value in [0, 1], got {iou}")
+    out = []
+    for p in preds.float().transpose(1, 2):  # (anchors, 4+nc)
+        xy, wh, cls = p[:, :2], p[:, 2:4], p[:, 4:]
+        boxes = torch.cat((xy - wh / 2, xy + wh / 2), 1)
+        if multi_label:
+            a, c = (cls > conf).nonzero(as_tuple=True)
+            boxes, scores, labels = boxes[a], cls[a, c], c
+        else:
+            scores, labels = cls.max(1)
+            m = scores > conf
+            boxes, scores, labels = boxes[m], scores[m], labels[m]
+        if scores.numel() > max_nms:  # bound NMS work on near-empty-threshold runs
+            top = scores.topk(max_nms).indices
+            boxes, scores, labels = boxes[top], scores[top], labels[top]
+        keep = batched_nms(boxes, scores, labels, iou)[:max_det]
+        out.append((boxes[keep], scores[keep], labels[keep]))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# the predictor
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class Detections:
+    boxes: torch.Tensor   # (n, 4) xyxy in original-image pixels
+    scores: torch.Tensor  # (n,)
+    labels: torch.Tensor  # (n,) class index 0..nc-1
+
+
+class Predictor:
+    """A callable ``images -> list[Detections]`` (PIL images in, boxes in their own pixels out).
+
+    val.py takes any callable with this signature, so tests can substitute a stub.
+    """
+
+    def __init__(self, model: YOLOv12, imgsz: int = 640, conf: float = 0.25, iou: float = 0.7,
+                 max_det: int = 300, multi_label: bool = False, device=None, half: bool = False):
+        if not isinstance(model, torch.nn.Module):
+            raise ValueError(f"model: expected a YOLOv12 module, got {type(model).__name__}")
+        self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        self.dtype = torch.float16 if half else torch.float32
+        if half and self.device.type != "cuda":
+            raise ValueError("half: float16 inference needs a CUDA device")
+        self.model = model.to(self.device, self.dtype).eval()
+        self.imgsz, self.conf, self.iou = imgsz, conf, iou
+        self.max_det, self.multi_label = max_det, multi_label
+        self.names = class_names(getattr(model, "nc", 80), getattr(model, "names", None))
+
+    @torch.inference_mode()
+    def __call__(self, images) -> list[Detections]:
+        if not images:
+            return []
+        xs, lbs = zip(*(letterbox(im, self.imgsz) for im in images))
+        x = pad_batch(list(xs)).to(self.device, self.dtype)
+        preds = self.model(x)
+        out = []
+        for (boxes, scores, labels), lb in zip(
+                postprocess(preds, self.conf, self.iou, self.max_det, self.multi_label), lbs):
+            out.append(Detections(scale_boxes(boxes, lb).cpu(), scores.cpu(), labels.cpu()))
+        return out
+
+
+def draw(image, det: Detections, names: dict[int, str]):
+    """A copy of ``image`` with each box and "name score" drawn on it."""
+    from PIL import ImageDraw, ImageFont
+    im = image.copy()
+    d = ImageDraw.Draw(im)
+    font = ImageFont.load_default()
+    lw = max(2, round(0.003 * max(im.size)))
+    for box, score, label in zip(det.boxes.tolist(), det.scores.tolist(), det.labels.tolist()):
+        color = _PALETTE[int(label) % len(_PALETTE)]
+        d.rectangle(box, outline=color, width=lw)
+        text = f"{names.get(int(label), label)} {score:.2f}"
+        l, t, r, b = d.textbbox((0, 0), text, font=font)
+        y = max(0, box[1] - (b - t) - 2)
+        d.rectangle((box[0], y, box[0] + (r - l) + 4, y + (b - t) + 2), fill=color)
+        d.text((box[0] + 2, y), text, fill=(255, 255, 255), font=font)
+    return im
+
+
+_PALETTE = [(255, 56, 56), (255, 157, 151), (255, 112, 31), (255, 178, 29), (207, 210, 49),
+            (72, 249, 10), (146, 204, 23), (61, 219, 134), (26, 147, 52), (0, 212, 187),
+            (44, 153, 168), (0, 194, 255), (52, 69, 147), (100, 115, 255), (0, 24, 236),
+            (132, 56, 255), (82, 0, 133), (203, 56, 255), (255, 149, 200), (255, 55, 199)]
+
+
+# ---------------------------------------------------------------------------------------------
+# shared CLI helpers (predict, val, export)
+# ---------------------------------------------------------------------------------------------
+def add_model_args(p) -> None:
+    p.add_argument("--weights", default=None,
+                   help="checkpoint: public YOLO12 .pt, a state dict, or .safetensors")
+    p.add_argument("--model", "--scale", dest="scale", default=None, choices=list(SCALES),
+                   help="without --weights: a randomly initialised scale (smoke runs only)")
+    p.add_argument("--nc", type=int, default=80, help="classes for --model (default 80)")
+
+
+def model_from_args(args, command: str) -> YOLOv12:
+    """The model named by --weights, or (with a loud warning) a random one for --model."""
+    if args.weights:
+        try:
+            model = YOLOv12.load(args.weights)
+        except ValueError as e:
+            raise SystemExit(f"--weights: {e}") from e
+        if args.scale and args.scale != model.scale:
+            raise SystemExit(f"--model {args.scale} contradicts --weights, which holds scale "
+                             f"{model.scale}; drop --model")
+        return model
+    if not args.scale:
+        raise SystemExit(f"{command}: give --weights FILE (e.g. yolo12n.pt from the YOLO12 "
+                         "releases); --model SCALE alone builds a randomly initialised model "
+                         "for smoke tests")
+    warnings.warn(f"{command}: no --weights, using a randomly initialised YOLOv12-{args.scale}: "
+                  "its outputs are noise", stacklevel=2)
+    return YOLOv12(args.scale, nc=args.nc).eval()
+
+
+def pick_device(name: str | None) -> torch.device:
+    device = torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device: cuda requested but torch sees no CUDA device")
+    return device
+
+
+def _expand_images(paths) -> list[Path]:
+    files = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files.extend(sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES))
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise SystemExit(f"IMAGE: no such file or directory {str(p)!r}")
+    if not files:
+        raise SystemExit(f"IMAGE: no images found in {[str(p) for p in paths]}")
+    return files
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("predict", help="detect objects in images; write annotated images + JSON")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files or directories")
+    add_model_args(p)
+    p.add_argument("--conf", type=float, default=0.25, help="score threshold (default 0.25)")
+    p.add_argument("--iou", type=float, default=0.7, help="NMS IoU threshold (default 0.7)")
+    p.add_argument("--imgsz", type=int, default=640, help="long side of the input (default 640)")
+    p.add_argument("--max-det", type=int, default=300, help="boxes per image at most")
+    p.add_argument("--batch", type=int, default=1, help="images per forward pass")
+    p.add_argument("--out", default="runs/predict", help="output directory (default runs/predict)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    p.add_argument("--half", action="store_true", help="float16 (CUDA only)")
+    p.add_argument("--backend", default="auto", help="attention backend (default auto)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    for name, lo, hi in (("conf", 0, 1), ("iou", 0, 1)):
+        if not lo <= getattr(args, name) <= hi:
+            raise SystemExit(f"--{name}: expected a value in [{lo}, {hi}], got {getattr(args, name)}")
+    if args.imgsz < STRIDE or args.batch < 1 or args.max_det < 1:
+        raise SystemExit(f"--imgsz must be >= {STRIDE}, --batch and --max-det >= 1")
+    files = _expand_images(args.images)
+    model = model_from_args(args, "predict").fuse().set_attention_backend(args.backend)
+    pred = Predictor(model, args.imgsz, args.conf, args.iou, args.max_det,
+                     device=pick_device(args.device), half=args.half)
+    out_dir = Path(args.out)
+    os.makedirs(out_dir, exist_ok=True)
+    records, used = [], set()
+    for start in range(0, len(files), args.batch):
+        chunk = files[start:start + args.batch]
+        images = [load_image(f) for f in chunk]
+        for f, im, det in zip(chunk, images, pred(images)):
+            name = f.name if f.name not in used else f"{f.stem}_{len(used)}{f.suffix}"
+            used.add(name)
+            draw(im, det, pred.names).save(out_dir / name)
+            records.append({
+                "image": str(f), "output": str(out_dir / name), "width": im.size[0],
+                "height": im.size[1],
+                "detections": [{"box": [round(v, 2) for v in b], "score": round(s, 4),
+                                "class_id": int(c), "class_name": pred.names.get(int(c), str(c))}
+                               for b, s, c in zip(det.boxes.tolist(), det.scores.tolist(),
+                                                  det.labels.tolist())]})
+            print(f"{f}: {len(det.scores)} detections -> {out_dir / name}")
+    with open(out_dir / "predictions.json", "w") as fh:
+        json.dump(records, fh, indent=1)
+    print(f"wrote {out_dir / 'predictions.json'}")
+    return 0
