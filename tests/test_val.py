@@ -1,0 +1,149 @@
+"""COCO evaluation end to end on a tiny synthetic COCO-format dataset made here: non-contiguous
+category ids, images of different sizes, one image without annotations."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+pytest.importorskip("pycocotools", reason="pycocotools not installed")
+Image = pytest.importorskip("PIL.Image", reason="Pillow not installed")
+
+from yolov12.__main__ import main  # noqa: E402
+from yolov12.coco import COCO80_TO_91, category_map  # noqa: E402
+from yolov12.predict import Detections  # noqa: E402
+from yolov12.val import METRICS, evaluate  # noqa: E402
+
+CATEGORIES = [{"id": 42, "name": "widget"}, {"id": 3, "name": "gadget"},
+              {"id": 7, "name": "gizmo"}]  # listed out of order on purpose
+# (file, width, height, [(x, y, w, h, category id)]) — sizes unique so the stub can tell them apart
+IMAGES = [
+    ("a.jpg", 160, 120, [(10, 20, 40, 30, 3), (90, 50, 60, 60, 42)]),
+    ("b.png", 96, 128, [(5, 5, 80, 100, 7)]),
+    ("c.jpg", 200, 90, [(0, 0, 20, 20, 3), (150, 30, 45, 55, 7), (60, 10, 30, 70, 42)]),
+    ("d.png", 70, 70, []),  # no annotations: any detection here is a false positive
+]
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    img_dir = tmp_path / "images"
+    img_dir.mkdir()
+    images, anns = [], []
+    for i, (name, w, h, boxes) in enumerate(IMAGES):
+        image_id = 1000 + 7 * i  # non-contiguous image ids too
+        Image.new("RGB", (w, h), (40 * i, 100, 200)).save(img_dir / name)
+        images.append({"id": image_id, "file_name": name, "width": w, "height": h})
+        for x, y, bw, bh, cat in boxes:
+            anns.append({"id": len(anns) + 1, "image_id": image_id, "category_id": cat,
+                         "bbox": [x, y, bw, bh], "area": bw * bh, "iscrowd": 0})
+    ann_file = tmp_path / "instances.json"
+    ann_file.write_text(json.dumps({"images": images, "annotations": anns,
+                                    "categories": CATEGORIES}))
+    return img_dir, ann_file
+
+
+class StubPredictor:
+    """Returns each image's ground-truth boxes (optionally shifted, plus optional extra boxes)."""
+
+    def __init__(self, shift=0.0, extra=None):
+        self.ids = category_map(CATEGORIES)  # class index -> category id
+        self.by_size = {(w, h): boxes for _, w, h, boxes in IMAGES}
+        self.shift, self.extra = shift, extra or {}
+        self.calls = 0
+
+    def __call__(self, images):
+        self.calls += 1
+        out = []
+        for im in images:
+            boxes = [(x + self.shift * bw, y, x + self.shift * bw + bw, y + bh,
+                      self.ids.index(c)) for x, y, bw, bh, c in self.by_size[im.size]]
+            boxes += self.extra.get(im.size, [])
+            t = torch.tensor([b[:4] for b in boxes], dtype=torch.float32).reshape(-1, 4)
+            out.append(Detections(t, torch.full((len(boxes),), 0.9),
+                                  torch.tensor([b[4] for b in boxes], dtype=torch.long)))
+        return out
+
+
+def test_category_map_is_sorted_ids_and_coco_for_coco():
+    assert category_map(CATEGORIES) == [3, 7, 42]
+    coco_cats = [{"id": i, "name": str(i)} for i in reversed(COCO80_TO_91)]
+    assert tuple(category_map(coco_cats)) == COCO80_TO_91
+
+
+def test_val_ground_truth_gives_map_1(dataset, tmp_path):
+    img_dir, ann = dataset
+    stub = StubPredictor()
+    out = tmp_path / "results.json"
+    m = evaluate(img_dir, ann, stub, batch=3, out=out, progress=False, print_fn=lambda *_: None)
+    assert stub.calls == 2  # 4 images in batches of 3
+    assert m["images"] == 4 and m["detections"] == 6
+    assert m["AP"] == pytest.approx(1.0) and m["AP50"] == pytest.approx(1.0)
+    assert m["AR100"] == pytest.approx(1.0)
+    results = json.loads(out.read_text())
+    assert {r["category_id"] for r in results} == {3, 7, 42}
+    first = next(r for r in results if r["image_id"] == 1000 and r["category_id"] == 42)
+    assert first["bbox"] == [90, 50, 60, 60]  # xywh in original pixels
+
+
+def test_val_perturbed_boxes_score_lower(dataset):
+    img_dir, ann = dataset
+    quiet = dict(progress=False, print_fn=lambda *_: None)
+    shifted = evaluate(img_dir, ann, StubPredictor(shift=0.3), **quiet)
+    assert 0.0 < shifted["AP"] < 0.9  # IoU 0.54: counts at 0.5 but not at 0.75
+    assert shifted["AP50"] == pytest.approx(1.0) and shifted["AP75"] < 0.01
+    # a confident false positive on the image without annotations lowers precision
+    fp = StubPredictor(extra={(70, 70): [(5, 5, 60, 60, 0)]})
+    worse = evaluate(img_dir, ann, _Boosted(fp), **quiet)
+    assert worse["AP"] < 1.0
+
+
+class _Boosted:
+    """Gives the extra (false-positive) boxes the highest score, so they rank first."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def __call__(self, images):
+        dets = self.inner(images)
+        for im, d in zip(images, dets):
+            n_extra = len(self.inner.extra.get(im.size, []))
+            if n_extra:
+                d.scores[-n_extra:] = 0.99
+        return dets
+
+
+def test_val_no_detections_and_bad_inputs(dataset, tmp_path):
+    img_dir, ann = dataset
+    quiet = dict(progress=False, print_fn=lambda *_: None)
+    empty = evaluate(img_dir, ann, lambda ims: [Detections(torch.zeros(0, 4), torch.zeros(0),
+                                                           torch.zeros(0, dtype=torch.long))
+                                               for _ in ims], **quiet)
+    assert empty["detections"] == 0 and all(empty[k] == 0.0 for k in METRICS)
+
+    def too_many_classes(ims):
+        return [Detections(torch.tensor([[0.0, 0, 5, 5]]), torch.tensor([0.5]),
+                           torch.tensor([3])) for _ in ims]
+    with pytest.raises(ValueError, match="class indices"):
+        evaluate(img_dir, ann, too_many_classes, **quiet)
+    (img_dir / "b.png").unlink()
+    with pytest.raises(ValueError, match="1 of 4 images"):
+        evaluate(img_dir, ann, StubPredictor(), **quiet)
+    with pytest.raises(ValueError, match="annotations"):
+        evaluate(img_dir, tmp_path / "nope.json", StubPredictor(), **quiet)
+
+
+def test_val_cli_end_to_end(dataset, tmp_path, capsys):
+    img_dir, ann = dataset
+    out = tmp_path / "res.json"
+    with pytest.warns(UserWarning, match="noise"):
+        rc = main(["val", "--images", str(img_dir), "--annotations", str(ann), "--model", "n",
+                   "--nc", "3", "--imgsz", "64", "--batch", "2", "--workers", "0",
+                   "--out", str(out), "--device", "cpu"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all" in text
+    assert text.count("Average Recall") == 6 and text.count("Average Precision") == 6
+    results = json.loads(out.read_text())
+    assert results and {r["category_id"] for r in results} <= {3, 7, 42}
