@@ -1,0 +1,65 @@
+"""ONNX export: the exported fused model, run in onnxruntime, equals the PyTorch model."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+pytest.importorskip("onnx", reason="onnx not installed")
+pytest.importorskip("onnxruntime", reason="onnxruntime not installed")
+
+from yolov12 import YOLOv12  # noqa: E402
+from yolov12.__main__ import main  # noqa: E402
+from yolov12.export import check_onnx, export_onnx  # noqa: E402
+from _lively import lively  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """(unfused original model, ONNX file of it) — exported once, it takes seconds."""
+    model = lively(YOLOv12("n"))  # outputs that depend on the input, or equality proves little
+    original = copy.deepcopy(model)  # unfused, the model's own attention backend
+    path = export_onnx(model, tmp_path_factory.mktemp("onnx") / "n.onnx", imgsz=(64, 96),
+                       dynamic_batch=True)
+    return original, path
+
+
+def test_onnx_equals_pytorch_dynamic_batch(exported):
+    import onnxruntime as ort
+    original, path = exported
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for batch in (1, 2):
+        x = torch.rand(batch, 3, 64, 96)
+        got = torch.from_numpy(sess.run(None, {"images": x.numpy()})[0])
+        assert got.shape == (batch, 84, 2 * 3 + 4 * 6 + 8 * 12)
+        # ONNX vs a float64 run of the original (unfused) model: within 2x PyTorch fp32's error
+        report = check_onnx(copy.deepcopy(original), path, x, print_fn=lambda *_: None)
+        assert all(err <= allowed for err, allowed in report.values()), report
+    # no custom ops: everything is standard ONNX
+    import onnx
+    ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert "Softmax" in ops and "MatMul" in ops
+    assert all(n.domain in ("", "ai.onnx") for n in onnx.load(str(path)).graph.node)
+
+
+def test_check_onnx_passes_and_fails_loudly_on_a_wrong_file(exported):
+    original, path = exported
+    x = torch.rand(1, 3, 64, 96)
+    other = copy.deepcopy(original)
+    with torch.no_grad():
+        other.model[0].conv.weight.mul_(1.5)  # first conv changed: every output moves
+    with pytest.raises(RuntimeError, match="beyond fp32 tolerance"):
+        check_onnx(other, path, x, print_fn=lambda *_: None)
+
+
+def test_export_cli(tmp_path, capsys):
+    weights = tmp_path / "w.pt"
+    torch.save(YOLOv12("n").state_dict(), weights)
+    out = tmp_path / "model.onnx"
+    assert main(["export", "--format", "onnx", "--weights", str(weights), "--imgsz", "64",
+                 "--out", str(out)]) == 0
+    assert out.is_file()
+    assert "max abs diff" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="multiples of 32"):
+        main(["export", "--weights", str(weights), "--imgsz", "70", "--out", str(out)])

@@ -1,0 +1,146 @@
+"""ONNX export of the fused model, checked against PyTorch with onnxruntime.
+
+``python -m yolov12 export --format onnx --weights yolo12n.pt [--imgsz 640] [--dynamic-batch]``
+
+* BN is folded into the convs (``model.fuse()``) and area attention runs on the "reference" backend,
+  i.e. plain matmul/softmax/conv ops that every ONNX runtime has (custom kernels cannot be exported).
+* Exporter: the TorchScript-based ``torch.onnx.export(..., dynamo=False)``. It works on torch 2.11 and
+  2.13 for this model; the dynamo exporter (the default since torch 2.9) currently fails on the
+  Detect head (``make_anchors`` turns the stride buffer into Python floats, a data-dependent guard
+  under ``torch.export``). ``--exporter dynamo`` tries it anyway (needs onnxscript).
+* Input ``images`` (B, 3, H, W) float32 in [0, 1]; output ``output0`` (B, 4 + nc, anchors): xywh
+  boxes in input pixels, then class probabilities — the same as ``YOLOv12.forward`` in eval mode.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import torch
+
+from .model import STRIDE, YOLOv12
+
+# fp32 tolerance, the flash-attention rule (DESIGN.md): against a float64 run of the same model,
+# ONNX Runtime may err at most FACTOR times what PyTorch's own float32 runs err (the model as given
+# and BN-folded, whichever errs more), and never less than a floor. A fixed atol does not work: boxes are pixels computed as differences of ~imgsz-sized
+# terms, so their float32 error grows with the image size, while probabilities stay ~1e-6.
+FACTOR = 2.0
+FLOOR = {"boxes": 1e-3, "scores": 1e-5}  # pixels, probability
+
+
+def export_onnx(model: YOLOv12, path, imgsz=640, batch: int = 1, dynamic_batch: bool = False,
+                opset: int = 17, exporter: str = "torchscript") -> Path:
+    """Write ``model`` (fused, reference attention, eval) to ``path`` as ONNX; returns the path."""
+    if not isinstance(model, YOLOv12):
+        raise ValueError(f"model: expected a YOLOv12, got {type(model).__name__}")
+    h, w = (imgsz, imgsz) if isinstance(imgsz, int) else tuple(imgsz)
+    if h % STRIDE or w % STRIDE or h <= 0 or w <= 0:
+        raise ValueError(f"imgsz: sides must be positive multiples of {STRIDE}, got {h}x{w}")
+    if exporter not in ("torchscript", "dynamo"):
+        raise ValueError(f"exporter: expected 'torchscript' or 'dynamo', got {exporter!r}")
+    model = model.cpu().float().eval().fuse().set_attention_backend("reference")
+    x = torch.zeros(batch, 3, h, w)
+    path = Path(path)
+    os.makedirs(path.parent or ".", exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer / deprecation warnings: noise for users here
+        if exporter == "torchscript":
+            torch.onnx.export(
+                model, (x,), str(path), dynamo=False, opset_version=opset,
+                input_names=["images"], output_names=["output0"], do_constant_folding=True,
+                dynamic_axes=({"images": {0: "batch"}, "output0": {0: "batch"}}
+                              if dynamic_batch else None))
+        else:
+            shapes = ({0: torch.export.Dim("batch", min=1, max=1024)},) if dynamic_batch else None
+            torch.onnx.export(model, (x,), str(path), dynamo=True, opset_version=max(opset, 18),
+                              input_names=["images"], output_names=["output0"],
+                              dynamic_shapes=shapes)
+    return path
+
+
+def check_onnx(model: YOLOv12, path, x: torch.Tensor, print_fn=print) -> dict:
+    """Run ``path`` in onnxruntime on ``x`` and compare with ``model``: prints the max abs
+    difference to PyTorch float32 and returns ``{part: (onnx error, allowed)}`` with errors taken
+    against a float64 run of ``model``; raises ``RuntimeError`` when ONNX is beyond tolerance."""
+    import copy
+
+    import onnx
+    import onnxruntime as ort
+    onnx.checker.check_model(str(path))
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = torch.from_numpy(sess.run(None, {"images": x.float().numpy()})[0]).double()
+    model = model.cpu().float().eval()
+    # two equally valid float32 runs (BN folded or not) set the scale of float32 error
+    runs = [model] + ([copy.deepcopy(model).fuse()]
+                      if any(getattr(m, "bn", None) is not None for m in model.modules()) else [])
+    with torch.no_grad():
+        outs = [r(x.float()).double() for r in runs]
+        want = outs[0]
+        ref = copy.deepcopy(model).double()(x.double())
+    if got.shape != want.shape:
+        raise RuntimeError(f"onnx: output shape {tuple(got.shape)} != PyTorch {tuple(want.shape)}")
+    print_fn(f"onnxruntime vs PyTorch float32 on {tuple(x.shape)}: max abs diff "
+             f"{(got - want).abs().max().item():.3g} (boxes in pixels "
+             f"{(got - want)[:, :4].abs().max().item():.3g}, class probabilities "
+             f"{(got - want)[:, 4:].abs().max().item():.3g})")
+    report, bad = {}, []
+    for part, sl in (("boxes", slice(0, 4)), ("scores", slice(4, None))):
+        err = (got[:, sl] - ref[:, sl]).abs().max().item()
+        torch_err = max((o[:, sl] - ref[:, sl]).abs().max().item() for o in outs)
+        allowed = max(FLOOR[part], FACTOR * torch_err)
+        report[part] = (err, allowed)
+        if not err <= allowed:  # also catches NaN
+            bad.append(f"{part}: error {err:.3g} vs float64 > allowed {allowed:.3g}")
+    if bad:
+        raise RuntimeError("onnx: outputs differ from PyTorch beyond fp32 tolerance ("
+                           + "; ".join(bad) + f"; allowed = max(floor, {FACTOR} x PyTorch "
+                           "float32's own error)")
+    return report
+
+
+def add_parser(sub) -> None:
+    from .predict import add_model_args
+    p = sub.add_parser("export", help="export to ONNX and check it against PyTorch")
+    p.add_argument("--format", default="onnx", choices=["onnx"], help="only onnx for now")
+    add_model_args(p)
+    p.add_argument("--imgsz", type=int, nargs="+", default=[640],
+                   help="input size: one value (square) or H W, multiples of 32 (default 640)")
+    p.add_argument("--dynamic-batch", action="store_true", help="batch size as a dynamic axis")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    p.add_argument("--exporter", default="torchscript", choices=["torchscript", "dynamo"],
+                   help="torch.onnx exporter (default torchscript; see the module doc)")
+    p.add_argument("--out", default=None, help="output file (default: <weights stem>.onnx or "
+                   "yolov12<scale>.onnx)")
+    p.add_argument("--no-check", action="store_true", help="skip the onnxruntime comparison")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from .predict import model_from_args
+    if len(args.imgsz) not in (1, 2):
+        raise SystemExit("--imgsz: give one size (square) or two (H W)")
+    h, w = (args.imgsz * 2)[:2]
+    model = model_from_args(args, "export")
+    out = args.out or (Path(args.weights).with_suffix(".onnx").name if args.weights
+                       else f"yolov12{model.scale}.onnx")
+    try:
+        path = export_onnx(model, out, (h, w), dynamic_batch=args.dynamic_batch,
+                           opset=args.opset, exporter=args.exporter)
+    except ValueError as e:
+        raise SystemExit(f"--imgsz: {e}") from e
+    print(f"exported YOLOv12-{model.scale} (fused, reference attention ops) to {path} "
+          f"({path.stat().st_size / 1e6:.1f} MB, opset {args.opset}, {args.exporter} exporter)")
+    if not args.no_check:
+        try:
+            import onnx  # noqa: F401
+            import onnxruntime  # noqa: F401
+        except ImportError as e:
+            raise SystemExit(f"export: cannot check the file without onnx and onnxruntime ({e}); "
+                             "pip install onnx onnxruntime, or pass --no-check") from e
+        x = torch.rand(2 if args.dynamic_batch else 1, 3, h, w)
+        try:
+            check_onnx(model, path, x)
+        except RuntimeError as e:
+            raise SystemExit(str(e)) from e
+    return 0
