@@ -15,6 +15,7 @@ from .attention import area_attention, fused_area_attention
 from .dispatch import BACKENDS, available_backends
 from .perceiver import position_perceiver
 from .reference import fold_conv_bn
+from .patch import patch, unpatch  # drop-in for models with the AAttn layout (ultralytics)
 
 __version__ = "0.1.0"
 
@@ -24,6 +25,8 @@ __all__ = [
     "fused_area_attention",
     "position_perceiver",
     "fold_conv_bn",
+    "patch",
+    "unpatch",
     "available_backends",
     "BACKENDS",
 ]
