@@ -45,6 +45,13 @@ def _out(model, x):
         return model.eval()(x)
 
 
+def _assert_same_weights(a, b):
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        assert torch.equal(sa[k], sb[k]), k
+
+
 # ---------------------------------------------------------------------------------------------
 # round trips
 # ---------------------------------------------------------------------------------------------
@@ -53,6 +60,7 @@ def test_state_dict_pt_round_trip(tmp_path, model_n):
     torch.save(model_n.state_dict(), path)
     loaded = YOLOv12.load(path)
     assert (loaded.scale, loaded.nc) == ("n", 80)
+    _assert_same_weights(loaded, model_n)
     x = torch.rand(2, 3, 64, 96)
     assert torch.equal(_out(loaded, x), _out(model_n, x))
 
@@ -65,6 +73,7 @@ def test_safetensors_round_trip_keeps_scale_nc_names(tmp_path):
     save_safetensors(model, path)
     loaded = load_model(path)
     assert (loaded.scale, loaded.nc, loaded.names) == ("n", 3, model.names)
+    _assert_same_weights(loaded, model)
     x = torch.rand(1, 3, 64, 64)
     assert torch.equal(_out(loaded, x), _out(model, x))
     assert set(load_state_dict_file(path)) == set(model.state_dict())
@@ -160,6 +169,7 @@ def test_fake_ultralytics_checkpoint_loads_and_equals(tmp_path, model_n, fake_ul
     # the public files are float16: the result equals our model with float16-rounded weights
     expected = copy.deepcopy(model_n)
     expected.load_state_dict({k: v.half().to(v.dtype) for k, v in model_n.state_dict().items()})
+    _assert_same_weights(loaded, expected)
     x = torch.rand(1, 3, 64, 64)
     assert torch.equal(_out(loaded, x), _out(expected, x))
     sd = load_state_dict_file(path)
@@ -172,15 +182,13 @@ def test_fake_ultralytics_prefers_ema(tmp_path, model_n, fake_ultralytics):
     path = tmp_path / "last.pt"
     torch.save(_ultra_ckpt(fake_ultralytics(model_n, half=False),
                            ema=fake_ultralytics(other, half=False)), path)
-    x = torch.rand(1, 3, 64, 64)
-    assert torch.equal(_out(load_model(path), x), _out(other, x))
+    _assert_same_weights(load_model(path), other)
 
 
 def test_dict_with_model_state_dict(tmp_path, model_n):
     path = tmp_path / "ck.pth"
     torch.save({"model": model_n.state_dict(), "epoch": 3}, path)
-    x = torch.rand(1, 3, 64, 64)
-    assert torch.equal(_out(load_model(path), x), _out(model_n, x))
+    _assert_same_weights(load_model(path), model_n)
 
 
 # ---------------------------------------------------------------------------------------------
