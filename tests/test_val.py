@@ -17,7 +17,7 @@ from yolov12.val import METRICS, evaluate  # noqa: E402
 
 CATEGORIES = [{"id": 42, "name": "widget"}, {"id": 3, "name": "gadget"},
               {"id": 7, "name": "gizmo"}]  # listed out of order on purpose
-# (file, width, height, [(x, y, w, h, category id)]) — sizes unique so the stub can tell them apart
+# (file, width, height, [(x, y, w, h, category id)]); unique sizes let the stub tell them apart
 IMAGES = [
     ("a.jpg", 160, 120, [(10, 20, 40, 30, 3), (90, 50, 60, 60, 42)]),
     ("b.png", 96, 128, [(5, 5, 80, 100, 7)]),

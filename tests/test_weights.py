@@ -96,7 +96,8 @@ def test_missing_file_is_a_clear_error(tmp_path):
 # ---------------------------------------------------------------------------------------------
 _ULTRA_NAMES = {  # our class -> where ultralytics defines it
     M.Conv: "ultralytics.nn.modules.conv.Conv", M.DWConv: "ultralytics.nn.modules.conv.DWConv",
-    M.Concat: "ultralytics.nn.modules.conv.Concat", M.Bottleneck: "ultralytics.nn.modules.block.Bottleneck",
+    M.Concat: "ultralytics.nn.modules.conv.Concat",
+    M.Bottleneck: "ultralytics.nn.modules.block.Bottleneck",
     M.C3k: "ultralytics.nn.modules.block.C3k", M.C3k2: "ultralytics.nn.modules.block.C3k2",
     M.A2C2f: "ultralytics.nn.modules.block.A2C2f", M.ABlock: "ultralytics.nn.modules.block.ABlock",
     M.AAttn: "ultralytics.nn.modules.block.AAttn", M.DFL: "ultralytics.nn.modules.block.DFL",
@@ -152,7 +153,8 @@ def _ultra_ckpt(det, ema=None):
             "docs": "https://docs.ultralytics.com", "epoch": -1, "best_fitness": None,
             "model": det, "ema": ema, "updates": None, "optimizer": None,
             "train_args": {"model": "yolo12n.yaml", "epochs": 600, "imgsz": 640},
-            "train_metrics": {"metrics/mAP50-95(B)": np.float64(0.406), "fitness": np.float64(0.43)},
+            "train_metrics": {"metrics/mAP50-95(B)": np.float64(0.406),
+                              "fitness": np.float64(0.43)},
             "train_results": None}
 
 

@@ -3,9 +3,10 @@
 ``python -m yolov12 export --format onnx --weights yolo12n.pt [--imgsz 640] [--dynamic-batch]``
 
 * BN is folded into the convs (``model.fuse()``) and area attention runs on the "reference" backend,
-  i.e. plain matmul/softmax/conv ops that every ONNX runtime has (custom kernels cannot be exported).
-* Exporter: the TorchScript-based ``torch.onnx.export(..., dynamo=False)``. It works on torch 2.11 and
-  2.13 for this model; the dynamo exporter (the default since torch 2.9) currently fails on the
+  i.e. plain matmul/softmax/conv ops that every ONNX runtime has (custom kernels cannot be
+  exported).
+* Exporter: the TorchScript-based ``torch.onnx.export(..., dynamo=False)``. It works on torch 2.11
+  and 2.13 for this model; the dynamo exporter (the default since torch 2.9) currently fails on the
   Detect head (``make_anchors`` turns the stride buffer into Python floats, a data-dependent guard
   under ``torch.export``). ``--exporter dynamo`` tries it anyway (needs onnxscript).
 * Input ``images`` (B, 3, H, W) float32 in [0, 1]; output ``output0`` (B, 4 + nc, anchors): xywh
@@ -23,8 +24,9 @@ from .model import STRIDE, YOLOv12
 
 # fp32 tolerance, the flash-attention rule (DESIGN.md): against a float64 run of the same model,
 # ONNX Runtime may err at most FACTOR times what PyTorch's own float32 runs err (the model as given
-# and BN-folded, whichever errs more), and never less than a floor. A fixed atol does not work: boxes are pixels computed as differences of ~imgsz-sized
-# terms, so their float32 error grows with the image size, while probabilities stay ~1e-6.
+# and BN-folded, whichever errs more), and never less than a floor. A fixed atol does not work:
+# boxes are pixels computed as differences of ~imgsz-sized terms, so their float32 error grows
+# with the image size (and the network's gain), while probabilities stay ~1e-6.
 FACTOR = 2.0
 FLOOR = {"boxes": 1e-3, "scores": 1e-5}  # pixels, probability
 

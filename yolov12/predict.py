@@ -212,7 +212,8 @@ class Predictor:
                  max_det: int = 300, multi_label: bool = False, device=None, half: bool = False):
         if not isinstance(model, torch.nn.Module):
             raise ValueError(f"model: expected a YOLOv12 module, got {type(model).__name__}")
-        self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        self.device = (torch.device(device) if device is not None
+                       else next(model.parameters()).device)
         self.dtype = torch.float16 if half else torch.float32
         if half and self.device.type != "cuda":
             raise ValueError("half: float16 inference needs a CUDA device")
@@ -330,7 +331,8 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     for name, lo, hi in (("conf", 0, 1), ("iou", 0, 1)):
         if not lo <= getattr(args, name) <= hi:
-            raise SystemExit(f"--{name}: expected a value in [{lo}, {hi}], got {getattr(args, name)}")
+            raise SystemExit(f"--{name}: expected a value in [{lo}, {hi}], "
+                             f"got {getattr(args, name)}")
     if args.imgsz < STRIDE or args.batch < 1 or args.max_det < 1:
         raise SystemExit(f"--imgsz must be >= {STRIDE}, --batch and --max-det >= 1")
     files = _expand_images(args.images)

@@ -3,13 +3,13 @@
 Loading never executes code from the file:
 
 * ``.safetensors`` holds raw tensors only;
-* ``.pt`` / ``.pth`` go through ``torch.load(weights_only=True)`` — PyTorch's restricted unpickler,
-  which only rebuilds tensors and containers. Public ultralytics checkpoints pickle whole model
-  objects (``ultralytics.nn.tasks.DetectionModel``, ``torch.nn.Conv2d`` ...); for those class names
-  we allow-list *inert stand-ins* (``_Inert``): classes of our own that only store the pickled state,
-  so ultralytics is never imported and none of its (or anyone's) code runs. Before loading, the
-  pickle's globals are listed statically; any name outside the model-class namespaces (``os.system``,
-  ``builtins.eval`` ...) makes us refuse the file with a ``ValueError`` and load nothing.
+* ``.pt`` / ``.pth`` go through ``torch.load(weights_only=True)`` — PyTorch's restricted
+  unpickler, which only rebuilds tensors and containers. Public ultralytics checkpoints pickle
+  whole model objects (``ultralytics.nn.tasks.DetectionModel``, ``torch.nn.Conv2d`` ...); for those
+  class names we allow-list *inert stand-ins* (``_Inert``): classes of our own that only store the
+  pickled state, so ultralytics is never imported and none of its (or anyone's) code runs. Before
+  loading, the pickle's globals are listed statically; any name outside the model-class namespaces
+  (``os.system``, ``builtins.eval`` ...) makes us refuse the file with a ``ValueError``.
 
 The stand-ins are then walked like ``nn.Module.state_dict()`` would (``_parameters``, persistent
 ``_buffers``, ``_modules``) to get the public state dict (``model.0.conv.weight`` ...), from which
@@ -30,7 +30,7 @@ from .model import LAYERS, SCALES, YOLOv12, _make_divisible
 # Namespaces whose classes may appear in a model checkpoint; each gets an inert stand-in. Anything
 # else (os, subprocess, builtins.eval/exec/getattr, ...) is refused.
 _ALLOWED_PREFIXES = (
-    "ultralytics.",          # DetectionModel, Conv, C3k2, A2C2f, AAttn, Detect, IterableSimpleNamespace
+    "ultralytics.",          # DetectionModel, Conv, C3k2, A2C2f, AAttn, Detect, namespaces
     "torch.nn.modules.",     # Conv2d, BatchNorm2d, SiLU, Sequential, ModuleList, Upsample ...
     "pathlib.",              # PosixPath / WindowsPath in training arguments
     "numpy.",                # numpy scalars / dtypes in training metrics (stand-ins: never called)
@@ -197,7 +197,7 @@ def load_state_dict_file(path) -> dict:
 # layout: scale, nc, and checks with clear messages
 # ---------------------------------------------------------------------------------------------
 def _scale_signature(scale: str) -> tuple[int, int]:
-    """(width of layer 0, number of A2C2f stages in layer 6) for ``scale``, from the config table."""
+    """(width of layer 0, A2C2f stages in layer 6) for ``scale``, from the config table."""
     depth, width, max_ch = SCALES[scale]
     c0 = _make_divisible(min(LAYERS[0][3][0], max_ch) * width, 8)
     return c0, max(round(LAYERS[6][1] * depth), 1)
