@@ -92,10 +92,12 @@ def _low_precision_check(model, x, dtype, device, factor=2.0):
     """Fast path in ``dtype`` within ``factor`` x the error of the reference model run in the same
     dtype (the flash-attention rule: no worse than the framework itself in low precision)."""
     size = x.shape[-1]
+    import copy
+    model = model.to(device)
     with torch.inference_mode():
-        ref32 = model.to(device)(x.to(device))
-        ref_lo = model.to(device, dtype)(x.to(device, dtype)).float()
-        model.float()
+        ref32 = model(x.to(device))
+        # a copy: casting the model itself down and back up would round its fp32 weights
+        ref_lo = copy.deepcopy(model).to(dtype)(x.to(device, dtype)).float()
         out = model.optimize(device, dtype)(x.to(device))
     assert out.dtype == torch.float32  # decode in fp32
     box_lo, cls_lo = errors(ref_lo, ref32, size)
