@@ -3,6 +3,7 @@ import pytest
 import torch
 from torch import nn
 
+from _utils import randomize_bn
 from yolov12 import SCALES, YOLOv12
 from yolov12.modules import AAttn
 
@@ -10,18 +11,6 @@ from yolov12.modules import AAttn
 PARAMS = {"n": 2_602_288, "s": 9_284_096, "m": 20_199_168, "l": 26_450_784, "x": 59_210_784}
 # Attention heads at layer 6 (P4, area 4) / layer 8 (P5, area 1), from the paper's configuration.
 HEADS = {"n": (2, 4), "s": (4, 8), "m": (8, 8), "l": (8, 8), "x": (12, 12)}
-
-
-def randomize_bn(model):
-    """Non-default BN statistics, so fold/fuse and outputs are really exercised."""
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.normal_(0, 0.1)
-                m.running_var.uniform_(0.5, 1.5)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.normal_(0, 0.1)
-    return model
 
 
 def anchors(h, w):
@@ -184,3 +173,12 @@ def test_sdpa_backend_model_equals_reference():
         got = model.set_attention_backend("sdpa")(x)
     torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
     assert all(m.backend == "sdpa" for m in model.modules() if isinstance(m, AAttn))
+
+
+def test_reference_model_traces_as_one_graph():
+    """torch.compile sees the whole model, the attention dispatch and Detect's decode included."""
+    model = YOLOv12("n").eval()
+    with torch.no_grad():
+        explained = torch._dynamo.explain(model)(torch.rand(1, 3, 64, 64))
+    assert explained.graph_break_count == 0, [r.reason for r in explained.break_reasons]
+    assert explained.graph_count == 1

@@ -24,7 +24,7 @@ import copy
 import torch
 from torch import nn
 
-from .modules import AAttn, Detect, make_anchors
+from .modules import AAttn, Detect
 
 _DEFAULT_DTYPE = {"cuda": torch.float16, "cpu": torch.float32}
 
@@ -107,9 +107,9 @@ class FastYOLOv12(nn.Module):
     """Inference-only YOLOv12 (see the module docstring). Build it with ``YOLOv12.optimize``.
 
     ``fold_bn=False, fp32_decode=False, backend="reference", channels_last=False`` compute exactly
-    what the reference model does, only in a form torch.compile traces as one graph (the reference
-    Detect's ``stride.tolist()`` and the dispatcher's lookups each break the graph, which splits a
-    compiled reference into one graph per layer): the benchmark's torch.compile baseline.
+    what the reference model does, with the attention backend resolved once up front, so
+    torch.compile traces it as one graph even when a backend module would be first imported inside
+    the compiled region (an import breaks the graph): the benchmark's torch.compile baseline.
 
     ``forward(x)`` takes (B, 3, H, W), H and W multiples of 32, any float dtype (cast to the model's
     dtype and memory format, a no-op when already right) and returns float32 (B, 4 + nc, anchors)
@@ -151,9 +151,6 @@ class FastYOLOv12(nn.Module):
         net.requires_grad_(False)
         self.net = net
         self.backend = backend
-        # python floats, not the stride buffer: .tolist() on a tensor would break torch.compile's
-        # graph, and these never change
-        self._strides = [float(s) for s in head.stride.tolist()]
 
     # ----------------------------------------------------------------------------------------
     @property
@@ -186,16 +183,7 @@ class FastYOLOv12(nn.Module):
         """Detect in eval mode: the convs in ``dtype``, then the box/class decode in float32."""
         maps = [torch.cat((head.cv2[i](feats[i]), head.cv3[i](feats[i])), 1)
                 for i in range(head.nl)]
-        if self.fp32_decode:
-            maps = [m.float() for m in maps]
-        B = maps[0].shape[0]
-        x_cat = torch.cat([m.reshape(B, head.no, -1) for m in maps], 2)
-        anchors, strides = (t.transpose(0, 1) for t in make_anchors(maps, self._strides))
-        box, cls = x_cat.split((head.reg_max * 4, head.nc), 1)
-        lt, rb = head.dfl(box.contiguous()).chunk(2, 1)
-        x1y1, x2y2 = anchors.unsqueeze(0) - lt, anchors.unsqueeze(0) + rb
-        dbox = torch.cat(((x1y1 + x2y2) / 2, x2y2 - x1y1), 1) * strides
-        return torch.cat((dbox, cls.sigmoid()), 1)
+        return head.decode(maps, fp32=self.fp32_decode)
 
     # ----------------------------------------------------------------------------------------
     def capture(self, batch: int = 1, size: int | tuple[int, int] = 640,

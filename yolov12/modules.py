@@ -129,21 +129,12 @@ class AAttn(nn.Module):
         self.qkv = Conv(dim, all_head_dim * 3, 1, act=False)
         self.proj = Conv(all_head_dim, dim, 1, act=False)
         self.pe = Conv(all_head_dim, dim, 7, 1, 3, g=dim, act=False)
-        self.backend = "reference"
+        self.backend = "auto"
 
     def _pe_weight_bias(self):
-        """pe's depthwise weight and bias with BN folded (in autograd, so training works)."""
-        conv, bn = self.pe.conv, self.pe.bn
-        if bn is None:
-            return conv.weight, conv.bias
-        if bn.training:  # batch statistics: fold cannot express them, caller uses the module
-            return None
-        factor = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-        w = conv.weight * factor.view(-1, 1, 1, 1)
-        b = bn.bias - bn.running_mean * factor
-        if conv.bias is not None:
-            b = b + conv.bias * factor
-        return w, b
+        """pe's depthwise weight and bias with BN folded (in autograd, so training works), or
+        None while pe's BN is in training mode (batch statistics: run the module instead)."""
+        return reference.conv_bn_params(self.pe.conv, self.pe.bn)
 
     def forward(self, x):
         B, C, H, W = x.shape
@@ -264,8 +255,9 @@ class Detect(nn.Module):
         self.nl = len(ch)
         self.reg_max = 16
         self.no = nc + self.reg_max * 4
-        self.register_buffer("stride", torch.tensor(strides, dtype=torch.float32),
-                             persistent=False)
+        # python floats, not a tensor: the decode reads them on every call, and a tensor's
+        # .tolist() there would break torch.compile's graph (and torch.export)
+        self.stride = tuple(float(s) for s in strides)
         c2, c3 = max((16, ch[0] // 4, self.reg_max * 4)), max(ch[0], min(self.nc, 100))
         self.cv2 = nn.ModuleList(
             nn.Sequential(Conv(x, c2, 3), Conv(c2, c2, 3), nn.Conv2d(c2, 4 * self.reg_max, 1))
@@ -279,7 +271,7 @@ class Detect(nn.Module):
 
     def bias_init(self, imgsz=640):
         """Prior biases: box logits 1.0, class logits for ~5 objects per 640 image."""
-        for a, b, s in zip(self.cv2, self.cv3, self.stride.tolist()):
+        for a, b, s in zip(self.cv2, self.cv3, self.stride):
             a[-1].bias.data[:] = 1.0
             b[-1].bias.data[: self.nc] = math.log(5 / self.nc / (imgsz / s) ** 2)
 
@@ -289,12 +281,19 @@ class Detect(nn.Module):
             return x
         return self.decode(x)
 
-    def decode(self, x: list[torch.Tensor]) -> torch.Tensor:
+    def decode(self, x: list[torch.Tensor], fp32: bool = False) -> torch.Tensor:
+        """Per-level maps -> (B, 4 + nc, anchors): xywh boxes in input pixels, class scores.
+
+        ``fp32=True`` decodes in float32 whatever the maps' dtype (the DFL weights must then be
+        float32 too): boxes are in pixels, up to 640 and more, where float16's step is 0.5 px.
+        """
+        if fp32:
+            x = [xi.float() for xi in x]
         B = x[0].shape[0]
-        x_cat = torch.cat([xi.view(B, self.no, -1) for xi in x], 2)
-        anchors, strides = (t.transpose(0, 1) for t in make_anchors(x, self.stride.tolist()))
+        x_cat = torch.cat([xi.reshape(B, self.no, -1) for xi in x], 2)
+        anchors, strides = (t.transpose(0, 1) for t in make_anchors(x, self.stride))
         box, cls = x_cat.split((self.reg_max * 4, self.nc), 1)
-        lt, rb = self.dfl(box).chunk(2, 1)
+        lt, rb = self.dfl(box.contiguous()).chunk(2, 1)
         x1y1, x2y2 = anchors.unsqueeze(0) - lt, anchors.unsqueeze(0) + rb
         dbox = torch.cat(((x1y1 + x2y2) / 2, x2y2 - x1y1), 1) * strides
         return torch.cat((dbox, cls.sigmoid()), 1)
