@@ -8,7 +8,7 @@ A backend is a module exposing:
   particular call, or None;
 * one function per op it implements, named like the op (``area_attention``,
   ``fused_area_attention``, ``position_perceiver``), with the signature of the public op minus
-  ``backend``.
+  ``backend``; a backend without an op's function is simply not a candidate for that op.
 
 Choosing: an explicit ``backend=`` argument wins; else the environment variable
 ``YOLOV12_BACKEND`` (same values); else "auto", which walks ``auto_order(device)`` and takes the first
@@ -41,6 +41,10 @@ _MODULES = {
 }
 
 _logged: set = set()
+
+# The two backends with no optional dependency are imported up front: they are what "auto" picks
+# on a CPU, and a first import inside a torch.compile'd region would break its graph (see load).
+from . import reference_backend, sdpa_backend  # noqa: E402,F401
 
 
 def _log_once(msg: str) -> None:
@@ -95,7 +99,9 @@ def select(op: str, backend: str | None, device: torch.device, dtype: torch.dtyp
         backend = os.environ.get(ENV_VAR, "auto") or "auto"
     if backend != "auto":
         mod, reason = load(backend)
-        if mod is not None:
+        if mod is not None and not hasattr(mod, op):
+            reason = f"{backend} has no {op}"
+        elif mod is not None:
             reason = mod.unsupported(op, device, dtype, head_dim, needs_grad)
         if reason:
             raise RuntimeError(f"backend={backend!r} cannot run {op} here: {reason}")
@@ -103,6 +109,8 @@ def select(op: str, backend: str | None, device: torch.device, dtype: torch.dtyp
     first = None
     for name in auto_order(device):
         mod, reason = load(name)
+        if mod is not None and not hasattr(mod, op):
+            continue  # a backend without this op at all is no fall-back worth a log line
         if mod is not None:
             reason = mod.unsupported(op, device, dtype, head_dim, needs_grad)
         if not reason:

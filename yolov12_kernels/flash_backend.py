@@ -23,8 +23,6 @@ def unavailable():
 
 
 def unsupported(op, device, dtype, head_dim, needs_grad):
-    if op == "position_perceiver":
-        return "flash-attn has no depthwise conv"
     if device.type != "cuda":
         return f"flash-attn needs a CUDA tensor, got {device}"
     if torch.cuda.get_device_capability(device)[0] < 8:

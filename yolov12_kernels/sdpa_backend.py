@@ -6,7 +6,6 @@ Autograd comes from PyTorch.
 """
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 
 from . import reference
@@ -18,8 +17,6 @@ def unavailable():
 
 
 def unsupported(op, device, dtype, head_dim, needs_grad):
-    if op == "position_perceiver":
-        return "no SDPA form of a depthwise conv (use the reference)"
     return None
 
 
