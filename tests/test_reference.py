@@ -157,3 +157,15 @@ def test_bad_inputs_name_the_argument():
         reference.fused_area_attention(qkv, 2, 1, torch.randn(64, 1, 7, 7), torch.randn(3))
     with pytest.raises(ValueError, match="^weight: kernel size must be odd"):
         reference.position_perceiver(torch.randn(1, 4, 5, 5), torch.randn(4, 1, 4, 4))
+
+
+def test_conv_bn_params_match_fold_and_carry_gradients():
+    conv, bn = nn.Conv2d(6, 6, 7, padding=3, groups=6, bias=True), randomized_bn(6)
+    w, b = reference.conv_bn_params(conv, bn)
+    folded = reference.fold_conv_bn(conv, bn)
+    torch.testing.assert_close(w.detach(), folded.weight, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(b.detach(), folded.bias, atol=1e-6, rtol=1e-5)
+    (w.sum() + b.sum()).backward()
+    assert conv.weight.grad is not None and bn.weight.grad is not None
+    assert reference.conv_bn_params(conv, None) == (conv.weight, conv.bias)
+    assert reference.conv_bn_params(conv, bn.train()) is None

@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import types
 
-import torch
 from torch import nn
 
 from .attention import fused_area_attention
+from .reference import conv_bn_params
 
 _MARK = "_yolov12_kernels_patched"  # the backend a module was patched with
 
@@ -51,17 +51,8 @@ def is_area_attention(m: nn.Module) -> bool:
 def _pe_weight_bias(pe):
     """Depthwise weight and bias of ``pe`` with eval-mode BN folded in (differentiable), or None
     when BN is in training mode (batch statistics cannot be folded)."""
-    conv, bn = pe.conv, getattr(pe, "bn", None)
-    if not isinstance(bn, nn.BatchNorm2d):
-        return conv.weight, conv.bias
-    if bn.training or bn.running_var is None:
-        return None
-    factor = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-    w = conv.weight * factor.view(-1, 1, 1, 1)
-    b = bn.bias - bn.running_mean * factor
-    if conv.bias is not None:
-        b = b + conv.bias * factor
-    return w, b
+    bn = getattr(pe, "bn", None)
+    return conv_bn_params(pe.conv, bn if isinstance(bn, nn.BatchNorm2d) else None)
 
 
 def _fused_forward(self, x):

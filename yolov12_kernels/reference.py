@@ -32,6 +32,7 @@ __all__ = [
     "position_perceiver",
     "fused_area_attention",
     "fold_conv_bn",
+    "conv_bn_params",
 ]
 
 
@@ -105,6 +106,25 @@ def fused_area_attention(qkv: torch.Tensor, num_heads: int, area: int, pe_weight
     check_pe_params(v_nchw, pe_weight, pe_bias, name="pe_weight", bias_name="pe_bias")
     x = _to_nchw(area_attention(q, k, v, area, scale), H, W)
     return x + position_perceiver(v_nchw, pe_weight, pe_bias)
+
+
+def conv_bn_params(conv: nn.Conv2d, bn: nn.BatchNorm2d | None):
+    """(weight, bias) of ``bn(conv(x))`` as one conv, computed in autograd (gradients reach conv and
+    bn parameters), for ops that take the folded weights directly (the position perceiver).
+
+    ``bn=None`` (already folded) gives the conv's own; a BN in training mode gives None: batch
+    statistics cannot be folded, so the caller must run the modules.
+    """
+    if bn is None:
+        return conv.weight, conv.bias
+    if bn.training or bn.running_var is None:
+        return None
+    factor = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    w = conv.weight * factor.view(-1, 1, 1, 1)
+    b = bn.bias - bn.running_mean * factor
+    if conv.bias is not None:
+        b = b + conv.bias * factor
+    return w, b
 
 
 @torch.no_grad()
