@@ -27,3 +27,20 @@ def assert_close_to_reference(out: torch.Tensor, ref_hi: torch.Tensor,
     if ref_lo is not None:
         allowed = max(allowed, factor * (ref_lo.double() - ref_hi.double()).abs().max().item())
     assert err <= allowed, f"{name}: max abs error {err:.3g} > allowed {allowed:.3g} ({out.dtype})"
+
+
+def randomize_bn(model):
+    """Random, non-default BN statistics and affine parameters (returns ``model``).
+
+    Fresh BNs are nearly the identity, which would hide a wrong fold or a buffer loaded into the
+    wrong place; random ones make both change the output.
+    """
+    from torch import nn
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+    return model

@@ -10,7 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from yolov12.fast import FastAAttn, FastYOLOv12, resolve_attention
+from _utils import randomize_bn
+from yolov12.fast import FastYOLOv12, resolve_attention
 from yolov12.model import YOLOv12
 from yolov12.modules import AAttn
 
@@ -21,14 +22,8 @@ def reference_model(scale: str) -> YOLOv12:
     """A model whose outputs are sensitive to every layer: random BN statistics and affine
     parameters (fresh BNs are nearly the identity, which would hide a wrong fold), and class
     biases at 0 so that the class probabilities sit where sigmoid is steep, not at ~1e-5."""
-    model = YOLOv12(scale).eval()
+    model = randomize_bn(YOLOv12(scale)).eval()
     with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.2, 0.2)
-                m.running_var.uniform_(0.5, 2.0)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.2, 0.2)
         for seq in model.model[-1].cv3:
             seq[-1].bias.zero_()
     return model

@@ -13,6 +13,7 @@ import pytest
 import torch
 from torch import nn
 
+from _utils import randomize_bn
 from yolov12 import YOLOv12
 from yolov12 import modules as M
 from yolov12.weights import (
@@ -23,21 +24,9 @@ from yolov12.weights import (
 )
 
 
-def _randomize_bn(model):
-    """Non-trivial BN statistics, so a wrongly loaded buffer changes the output."""
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.1, 0.1)
-                m.running_var.uniform_(0.5, 1.5)
-                m.weight.uniform_(0.8, 1.2)
-                m.bias.uniform_(-0.1, 0.1)
-    return model
-
-
 @pytest.fixture(scope="module")
 def model_n():
-    return _randomize_bn(YOLOv12("n", nc=80)).eval()
+    return randomize_bn(YOLOv12("n", nc=80)).eval()
 
 
 def _out(model, x):
@@ -67,7 +56,7 @@ def test_state_dict_pt_round_trip(tmp_path, model_n):
 
 def test_safetensors_round_trip_keeps_scale_nc_names(tmp_path):
     pytest.importorskip("safetensors", reason="safetensors not installed")
-    model = _randomize_bn(YOLOv12("n", nc=3)).eval()
+    model = randomize_bn(YOLOv12("n", nc=3)).eval()
     model.names = {0: "cat", 1: "dog", 2: "bird"}
     path = tmp_path / "m.safetensors"
     save_safetensors(model, path)
@@ -180,7 +169,7 @@ def test_fake_ultralytics_checkpoint_loads_and_equals(tmp_path, model_n, fake_ul
 
 
 def test_fake_ultralytics_prefers_ema(tmp_path, model_n, fake_ultralytics):
-    other = _randomize_bn(YOLOv12("n", nc=80)).eval()
+    other = randomize_bn(YOLOv12("n", nc=80)).eval()
     path = tmp_path / "last.pt"
     torch.save(_ultra_ckpt(fake_ultralytics(model_n, half=False),
                            ema=fake_ultralytics(other, half=False)), path)

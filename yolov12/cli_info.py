@@ -25,8 +25,8 @@ def parse_scales(text: str) -> list[str]:
 def run(args) -> int:
     rows = [YOLOv12(s, nc=args.nc).info(args.imgsz, print_fn=lambda *_: None)
             for s in parse_scales(args.scales)]
-    print(f"| scale | params | params (paper) | GFLOPs convs | GFLOPs (paper) | "
-          f"GFLOPs attention | GFLOPs total |")
+    print("| scale | params | params (paper) | GFLOPs convs | GFLOPs (paper) | "
+          "GFLOPs attention | GFLOPs total |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['scale']} | {r['params']:,} | {r['paper']['params_M']} M | "
