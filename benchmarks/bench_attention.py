@@ -399,14 +399,11 @@ def main(argv=None) -> int:
     if not torch.cuda.is_available():
         print("bench_attention: no CUDA GPU visible; nothing to measure")
         return 0
-    from benchmarks.bench_pe import copy_bandwidth
+    from benchmarks.bench_pe import gpu_memory_context
 
     device = torch.device("cuda")
-    props = torch.cuda.get_device_properties(device)
-    l2 = int(getattr(props, "L2_cache_size", 50 << 20) or (50 << 20))
-    bw = copy_bandwidth(device)
-    print(f"{torch.cuda.get_device_name(device)}: copy bandwidth {bw / 1e9:.0f} GB/s, "
-          f"L2 {l2 >> 20} MiB, {'CUDA graphs' if args.graph else 'eager calls, rotated inputs'}")
+    l2, bw = gpu_memory_context(device)
+    print("timing: " + ("CUDA graphs" if args.graph else "eager calls, rotated inputs"))
     print(HEADER)
     all_records = []
     for case in cases(args.families, args.levels, args.scales, args.batches, args.dtypes,

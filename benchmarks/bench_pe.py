@@ -36,6 +36,13 @@ def copy_bandwidth(device, nbytes: int = 512 << 20) -> float:
     return 2 * nbytes / (t["median_ms"] * 1e-3)
 
 
+def gpu_memory_context(device) -> tuple[int, float]:
+    """(L2 size in bytes, measured copy bandwidth in bytes/s): what the roofline fractions and the
+    input rotation (enough sets to defeat L2) of the kernel benchmarks need. Prints both."""
+    l2, bw = gpu_memory_context(device)
+    return l2, bw
+
+
 def _ring(n_sets: int, make):
     items = [make() for _ in range(n_sets)]
     state = {"i": 0}
@@ -111,11 +118,7 @@ def main(argv=None) -> int:
         return 0
     ext = cuda_backend.extension()
     device = torch.device("cuda")
-    props = torch.cuda.get_device_properties(device)
-    l2 = int(getattr(props, "L2_cache_size", 50 << 20) or (50 << 20))
-    bw = copy_bandwidth(device)
-    print(f"{torch.cuda.get_device_name(device)}: copy bandwidth {bw / 1e9:.0f} GB/s, "
-          f"L2 {l2 >> 20} MiB")
+    l2, bw = gpu_memory_context(device)
     records = []
     print(f"{'name':<14} {'dtype':<9} {'batch':>5} {'cuda ms':>9} {'eager ms':>9} {'speedup':>7} "
           f"{'cuda roof':>9}")
