@@ -73,6 +73,20 @@ def test_main_without_gpu(capsys, tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+def test_gpu_memory_context_with_faked_cuda(monkeypatch, capsys):
+    """The GPU-only helper both kernel benchmarks start with, run on a CPU with the CUDA queries
+    faked: it once called itself (RecursionError on every GPU run)."""
+    from types import SimpleNamespace
+
+    from benchmarks import bench_pe
+    monkeypatch.setattr(torch.cuda, "get_device_properties",
+                        lambda d: SimpleNamespace(L2_cache_size=50 << 20))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda d: "fake GPU")
+    monkeypatch.setattr(bench_pe, "copy_bandwidth", lambda d: 2e12)
+    assert bench_pe.gpu_memory_context(torch.device("cuda")) == (50 << 20, 2e12)
+    assert "fake GPU: copy bandwidth 2000 GB/s, L2 50 MiB" in capsys.readouterr().out
+
+
 def test_measure_case_machinery_on_cpu(monkeypatch):
     """measure_case end to end on a tiny geometry with the providers that run on a CPU: the
     result check, the ring of inputs, time_ms, and a skip with its reason."""
