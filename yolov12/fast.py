@@ -212,18 +212,24 @@ class CapturedForward:
         self.static_input = torch.zeros(self.shape, device=model.device, dtype=model.dtype
                                         ).contiguous(memory_format=model.memory_format)
         model.net.check_input(self.static_input)  # bad sizes fail here, not inside the capture
-        # Warm up on a side stream (PyTorch's recipe): lazy initialisation (cuDNN plans, Triton
-        # autotuning and JIT compiles, the dispatcher's first-call logging) must not be captured.
-        stream = torch.cuda.Stream(model.device)
-        stream.wait_stream(torch.cuda.current_stream(model.device))
-        with torch.cuda.stream(stream), torch.inference_mode():
-            for _ in range(max(warmup, 1)):
-                model(self.static_input)
-        torch.cuda.current_stream(model.device).wait_stream(stream)
-        torch.cuda.synchronize(model.device)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.inference_mode(), torch.cuda.graph(self.graph):
-            self.static_output = model(self.static_input)
+        # Everything below on the model's device: torch.cuda.graph's default capture stream is
+        # created once per process on whatever device was current then (and cached on the class),
+        # so a model on cuda:1 would launch its kernels outside the capture. The warm-up stream,
+        # made on the model's device, is therefore also handed to the capture explicitly.
+        with torch.cuda.device(model.device):
+            # Warm up on a side stream (PyTorch's recipe): lazy initialisation (cuDNN plans, Triton
+            # autotuning and JIT compiles, the dispatcher's first-call logging) must not be
+            # captured (Triton's autotuner synchronises the device, which breaks a capture).
+            stream = torch.cuda.Stream(model.device)
+            stream.wait_stream(torch.cuda.current_stream(model.device))
+            with torch.cuda.stream(stream), torch.inference_mode():
+                for _ in range(max(warmup, 1)):
+                    model(self.static_input)
+            torch.cuda.current_stream(model.device).wait_stream(stream)
+            torch.cuda.synchronize(model.device)
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.inference_mode(), torch.cuda.graph(self.graph, stream=stream):
+                self.static_output = model(self.static_input)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if not isinstance(x, torch.Tensor) or tuple(x.shape) != self.shape:
