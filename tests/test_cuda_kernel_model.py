@@ -1,0 +1,478 @@
+"""CPU models of the csrc/ kernels' index math (no GPU, no nvcc needed).
+
+The CUDA kernels cannot run here, so their addressing is transcribed line by line into numpy and
+run against ``yolov12_kernels.reference``; the tensor-core MMAs are emulated from the fragment
+tables of the PTX ISA (written independently of the kernel: ``groupID = lane >> 2``,
+``threadID_in_group = lane % 4``; m16n8k16 A: a0 (g, 2t..2t+1), a1 (g+8, 2t..), a2 (g, 2t+8..),
+a3 (g+8, 2t+8..); B: b0 (2t..2t+1, g), b1 (2t+8.., g); C: c0,c1 (g, 2t..), c2,c3 (g+8, 2t..);
+m16n8k8: A a0 (g, 2t..), a1 (g+8, 2t..); B b0 (2t.., g)).
+
+What this catches: a wrong fragment / shared-memory index, a missing tail mask, NaN from a masked
+tile, a row stored past the area's end or a position never stored, a global read out of bounds,
+a 16-byte vector access on an unaligned address, a shared-memory read of a slot the tile load did
+not write, and bank conflicts of the fragment loads. What it cannot catch: races, compiler and
+hardware behaviour — those need the GPU tests of test_cuda_backend.py.
+
+Keep the transcriptions in sync with csrc/area_attention.cu and csrc/depthwise_conv.cu.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from yolov12_kernels import reference
+
+LANE = np.arange(32)
+G, TIG = LANE // 4, LANE % 4
+
+# area_attention.cu constants
+kWarps, kBlockN, kPad = 4, 64, 8
+kThreads, kBlockM = 32 * kWarps, 16 * kWarps
+kScalarDimFast, kScalarTokFast, kVecDim, kVecTok = 0, 1, 2, 3
+
+
+class Mem:
+    """A flat global buffer of 2-byte elements whose element 0 sits at byte address 2 * base."""
+
+    def __init__(self, data: np.ndarray, base: int):
+        self.data, self.base = data, base
+
+    def read(self, idx, vec=1):
+        idx = np.asarray(idx)
+        assert np.all(idx >= 0) and np.all(idx + vec <= self.data.size), "global read out of bounds"
+        if vec > 1:  # a 16-byte vector load must be 16-byte aligned
+            assert np.all(((self.base + idx) * 2) % 16 == 0), "misaligned 16-byte load"
+            return self.data[idx[..., None] + np.arange(vec)]
+        return self.data[idx]
+
+
+def aligned16(mem: Mem, off: int) -> bool:
+    return ((mem.base + off) * 2) % 16 == 0
+
+
+def load_mode(mem, off, sb, st, sh, sd, n):  # transcribed from area_attention.cu
+    if sd == 1:
+        if aligned16(mem, off) and sb % 8 == 0 and sh % 8 == 0 and st % 8 == 0:
+            return kVecDim
+        return kScalarDimFast
+    if st == 1 and aligned16(mem, off) and sb % 8 == 0 and sh % 8 == 0 and sd % 8 == 0 \
+            and n % 8 == 0:
+        return kVecTok
+    return kScalarTokFast
+
+
+def load_tile(D, DST_RS, DST_CS, mem, src, st, sd, r0, n, mode, dst):
+    """area_attention.cu load_tile for all 128 threads at once (src: element offset)."""
+    written = np.zeros(dst.size, bool)
+
+    def put(idx, val):
+        idx = np.asarray(idx)
+        assert not np.any(written[idx]), "shared slot written twice"
+        written[idx] = True
+        dst[idx] = val
+
+    tid = np.arange(kThreads)
+    if mode == kVecDim:
+        for i in range(0, kBlockN * (D // 8), kThreads):
+            ii = i + tid
+            ii = ii[ii < kBlockN * (D // 8)]
+            r, c = ii // (D // 8), (ii % (D // 8)) * 8
+            val = np.zeros((ii.size, 8))
+            ok = r0 + r < n
+            val[ok] = mem.read(src + (r0 + r[ok]) * st + c[ok], vec=8)
+            if DST_CS == 1:
+                assert np.all(((r * DST_RS + c) * 2) % 16 == 0), "misaligned shared vector store"
+            for j in range(8):
+                put(r * DST_RS + (c + j) * DST_CS, val[:, j])
+    elif mode == kVecTok:
+        for i in range(0, (kBlockN // 8) * D, kThreads):
+            ii = i + tid
+            ii = ii[ii < (kBlockN // 8) * D]
+            c, r = ii // (kBlockN // 8), (ii % (kBlockN // 8)) * 8
+            val = np.zeros((ii.size, 8))
+            full = r0 + r + 8 <= n
+            val[full] = mem.read(src + (r0 + r[full]) + c[full] * sd, vec=8)
+            for j in range(8):
+                part = ~full & (r0 + r + j < n)
+                val[part, j] = mem.read(src + (r0 + r[part] + j) + c[part] * sd)
+            if DST_RS == 1:
+                assert np.all(((r + c * DST_CS) * 2) % 16 == 0), "misaligned shared vector store"
+            for j in range(8):
+                put((r + j) * DST_RS + c * DST_CS, val[:, j])
+    else:
+        dim_fast = mode == kScalarDimFast
+        ii = np.arange(kBlockN * D)
+        r = ii // D if dim_fast else ii % kBlockN
+        c = ii % D if dim_fast else ii // kBlockN
+        val = np.zeros(ii.size)
+        ok = r0 + r < n
+        val[ok] = mem.read(src + (r0 + r[ok]) * st + c[ok] * sd)
+        put(r * DST_RS + c * DST_CS, val)
+
+
+def check_banks(word_idx):
+    """The 32 lanes of one 32-bit shared load hit 32 different banks."""
+    assert len(set((np.asarray(word_idx) % 32).tolist())) == 32, "bank conflict"
+
+
+def lds32(smem, elem_idx):
+    """One 32-bit shared load per lane: elements (idx, idx + 1), both must have been written."""
+    assert np.all(elem_idx % 2 == 0), "misaligned 32-bit shared load"
+    check_banks(elem_idx // 2)
+    out = np.stack([smem[elem_idx], smem[elem_idx + 1]], axis=1)
+    assert not np.any(np.isnan(out)), "read a shared slot the tile load did not write"
+    return out
+
+
+def mma_m16n8k16(c, a, b0, b1):
+    """PTX mma.m16n8k16.row.col f32 (A, B: (32, 2) pairs per register)."""
+    A, B = np.full((16, 16), np.nan), np.full((16, 8), np.nan)
+    A[G, 2 * TIG], A[G, 2 * TIG + 1] = a[0][:, 0], a[0][:, 1]
+    A[G + 8, 2 * TIG], A[G + 8, 2 * TIG + 1] = a[1][:, 0], a[1][:, 1]
+    A[G, 2 * TIG + 8], A[G, 2 * TIG + 9] = a[2][:, 0], a[2][:, 1]
+    A[G + 8, 2 * TIG + 8], A[G + 8, 2 * TIG + 9] = a[3][:, 0], a[3][:, 1]
+    B[2 * TIG, G], B[2 * TIG + 1, G] = b0[:, 0], b0[:, 1]
+    B[2 * TIG + 8, G], B[2 * TIG + 9, G] = b1[:, 0], b1[:, 1]
+    D = A @ B
+    c[:, 0] += D[G, 2 * TIG]
+    c[:, 1] += D[G, 2 * TIG + 1]
+    c[:, 2] += D[G + 8, 2 * TIG]
+    c[:, 3] += D[G + 8, 2 * TIG + 1]
+
+
+def mma_m16n8k8(c, a0, a1, b0):
+    A, B = np.full((16, 8), np.nan), np.full((8, 8), np.nan)
+    A[G, 2 * TIG], A[G, 2 * TIG + 1] = a0[:, 0], a0[:, 1]
+    A[G + 8, 2 * TIG], A[G + 8, 2 * TIG + 1] = a1[:, 0], a1[:, 1]
+    B[2 * TIG, G], B[2 * TIG + 1, G] = b0[:, 0], b0[:, 1]
+    D = A @ B
+    c[:, 0] += D[G, 2 * TIG]
+    c[:, 1] += D[G, 2 * TIG + 1]
+    c[:, 2] += D[G + 8, 2 * TIG]
+    c[:, 3] += D[G + 8, 2 * TIG + 1]
+
+
+def mma_16x8x16(c, a, b0, b1, sm75):  # mma_utils.cuh
+    if sm75:
+        mma_m16n8k8(c, a[0], a[1], b0)
+        mma_m16n8k8(c, a[2], a[3], b1)
+    else:
+        mma_m16n8k16(c, a, b0, b1)
+
+
+def attention_kernel(prm, sm75=False):
+    """area_attention_fwd_kernel<__half, D> over the whole grid; writes prm['o'] (a Mem)."""
+    D = prm["D"]
+    kKS, kNB, kDB = D // 16, kBlockN // 8, D // 8
+    kKRow, kVRow = D + kPad, kBlockN + kPad
+    n = prm["N"] // prm["area"]
+    memq, memk, memv, memo = prm["q"], prm["k"], prm["v"], prm["o"]
+    mode_k = load_mode(memk, prm["k_off"], *prm["k_s"], n)
+    mode_v = load_mode(memv, prm["v_off"], *prm["v_s"], n)
+    o_sb, o_st, o_sh, o_sd = prm["o_s"]
+    vec_store = o_sd == 1 and ((memo.base + prm["o_off"]) * 2) % 4 == 0 and o_sb % 2 == 0 \
+        and o_sh % 2 == 0 and o_st % 2 == 0
+    problems = prm["B"] * prm["area"] * prm["heads"]
+    q_tiles = (n + kBlockM - 1) // kBlockM
+    assert problems <= 2**31 - 1 and q_tiles <= 65535
+    stored = np.zeros(memo.data.size, np.int64)
+    scale_log2 = np.float32(prm["scale"] * 1.4426950408889634)
+    for prob in range(problems):
+        h = prob % prm["heads"]
+        ba = prob // prm["heads"]
+        a, b = ba % prm["area"], ba // prm["area"]
+        tok0 = a * n
+        qs, ks_, vs = prm["q_s"], prm["k_s"], prm["v_s"]
+        Q = prm["q_off"] + b * qs[0] + h * qs[2] + tok0 * qs[1]
+        K = prm["k_off"] + b * ks_[0] + h * ks_[2] + tok0 * ks_[1]
+        V = prm["v_off"] + b * vs[0] + h * vs[2] + tok0 * vs[1]
+        O = prm["o_off"] + b * o_sb + h * o_sh + tok0 * o_st  # noqa: E741 (the kernel's name)
+        for by in range(q_tiles):
+            # all 4 warps at once would interleave the smem tiles identically; run them one by
+            # one against the same tile contents (the kernel's two barriers make that exact)
+            warps = []
+            for warp in range(kWarps):
+                m0 = by * kBlockM + warp * 16
+                qf = []
+                for ks in range(kKS):
+                    regs = []
+                    for r in range(4):
+                        row = m0 + G + (8 if r & 1 else 0)
+                        col = ks * 16 + 2 * TIG + (8 if r & 2 else 0)
+                        lo, hi = np.zeros(32), np.zeros(32)
+                        ok = row < n
+                        lo[ok] = memq.read(Q + row[ok] * qs[1] + col[ok] * qs[3])
+                        hi[ok] = memq.read(Q + row[ok] * qs[1] + (col[ok] + 1) * qs[3])
+                        regs.append(np.stack([lo, hi], axis=1))
+                    qf.append(regs)
+                warps.append(dict(m0=m0, qf=qf, o=[np.zeros((32, 4)) for _ in range(kDB)],
+                                  row_max=[np.full(32, -np.inf)] * 2, row_sum=[np.zeros(32)] * 2))
+            for n0 in range(0, n, kBlockN):
+                Ks = np.full(kBlockN * kKRow, np.nan)
+                Vt = np.full(D * kVRow, np.nan)
+                load_tile(D, kKRow, 1, memk, K, ks_[1], ks_[3], n0, n, mode_k, Ks)
+                load_tile(D, 1, kVRow, memv, V, vs[1], vs[3], n0, n, mode_v, Vt)
+                for w in warps:
+                    s = []
+                    for nb in range(kNB):
+                        acc = np.zeros((32, 4))
+                        for ks in range(kKS):
+                            kw = (nb * 8 + G) * kKRow + ks * 16 + 2 * TIG
+                            mma_16x8x16(acc, w["qf"][ks], lds32(Ks, kw), lds32(Ks, kw + 8), sm75)
+                        s.append(acc.astype(np.float32))
+                    for nb in range(kNB):
+                        for i in range(4):
+                            key = n0 + nb * 8 + 2 * TIG + (i & 1)
+                            s[nb][:, i] = np.where(key < n, s[nb][:, i] * scale_log2, -np.inf)
+                    for r in range(2):
+                        mx = np.full(32, -np.inf, np.float32)
+                        for nb in range(kNB):
+                            mx = np.fmax(mx, np.fmax(s[nb][:, 2 * r], s[nb][:, 2 * r + 1]))
+                        mx = np.fmax(mx, mx[LANE ^ 1])
+                        mx = np.fmax(mx, mx[LANE ^ 2])
+                        new_max = np.fmax(w["row_max"][r], mx)
+                        alpha = np.exp2(w["row_max"][r] - new_max)
+                        assert not np.any(np.isnan(alpha)), "NaN rescale factor"
+                        w["row_max"][r] = new_max
+                        w["row_sum"][r] = w["row_sum"][r] * alpha
+                        for db in range(kDB):
+                            w["o"][db][:, 2 * r] *= alpha
+                            w["o"][db][:, 2 * r + 1] *= alpha
+                        for nb in range(kNB):
+                            s[nb][:, 2 * r] = np.exp2(s[nb][:, 2 * r] - new_max)
+                            s[nb][:, 2 * r + 1] = np.exp2(s[nb][:, 2 * r + 1] - new_max)
+                            w["row_sum"][r] = w["row_sum"][r] + s[nb][:, 2 * r] \
+                                + s[nb][:, 2 * r + 1]
+                    h16 = lambda x: x.astype(np.float16).astype(np.float64)  # noqa: E731
+                    for kk in range(kBlockN // 16):
+                        pa = [h16(s[2 * kk][:, 0:2]), h16(s[2 * kk][:, 2:4]),
+                              h16(s[2 * kk + 1][:, 0:2]), h16(s[2 * kk + 1][:, 2:4])]
+                        for db in range(kDB):
+                            vw = (db * 8 + G) * kVRow + kk * 16 + 2 * TIG
+                            mma_16x8x16(w["o"][db], pa, lds32(Vt, vw), lds32(Vt, vw + 8), sm75)
+            for w in warps:
+                for r in range(2):
+                    l_ = w["row_sum"][r]
+                    l_ = l_ + l_[LANE ^ 1]
+                    l_ = l_ + l_[LANE ^ 2]
+                    assert np.all(l_ >= 1 - 1e-6)
+                    inv = 1.0 / l_
+                    row = w["m0"] + G + 8 * r
+                    ok = row < n
+                    orow = O + row * o_st
+                    for db in range(kDB):
+                        col = db * 8 + 2 * TIG
+                        if vec_store:
+                            assert np.all(((memo.base + orow + col) * 2)[ok] % 4 == 0)
+                            idx0, idx1 = orow + col, orow + col + 1
+                        else:
+                            idx0, idx1 = orow + col * o_sd, orow + (col + 1) * o_sd
+                        for idx, val in ((idx0, w["o"][db][:, 2 * r]),
+                                         (idx1, w["o"][db][:, 2 * r + 1])):
+                            idx = idx[ok]
+                            assert np.all(idx >= 0) and np.all(idx < memo.data.size)
+                            memo.data[idx] = (val[ok] * inv[ok]).astype(np.float16)
+                            stored[idx] += 1
+    return stored
+
+
+def _buffer(t: torch.Tensor, base: int):
+    """A torch view -> (Mem over its whole storage, element offset, strides)."""
+    flat = t.untyped_storage()
+    data = torch.empty(0, dtype=t.dtype).set_(flat).float().numpy().astype(np.float64)
+    return Mem(data, base), t.storage_offset(), tuple(t.stride())
+
+
+def _drop_in(B, N, heads, d, area, view, base=0):
+    g = torch.Generator().manual_seed(B * 1000 + N * 10 + d)
+    mk = lambda: torch.randn(B, N, heads, d, generator=g).half()  # noqa: E731
+    if view == "contig":
+        q, k, v = mk(), mk(), mk()
+        o = torch.empty_like(q)
+    elif view == "offset1":  # storage offset of one element: nothing 16-byte aligned
+        q, k, v = (torch.randn(B * N * heads * d + 1, generator=g).half()[1:].view(B, N, heads, d)
+                   for _ in range(3))
+        o = torch.empty(B * N * heads * d + 1).half()[1:].view(B, N, heads, d)
+    elif view == "bhnd":  # (B, heads, N, d) memory, transposed to (B, N, heads, d)
+        q, k, v = (torch.randn(B, heads, N, d, generator=g).half().transpose(1, 2)
+                   for _ in range(3))
+        o = torch.empty(B, heads, N, d).half().transpose(1, 2)
+    elif view == "dimstride2":  # no unit stride at all
+        q, k, v = (torch.randn(B, N, heads, 2 * d, generator=g).half()[..., ::2] for _ in range(3))
+        o = torch.empty(B, N, heads, 2 * d).half()[..., ::2]
+    else:
+        raise ValueError(view)
+    prm = dict(B=B, N=N, heads=heads, D=d, area=area, scale=d ** -0.5)
+    for name, t in (("q", q), ("k", k), ("v", v), ("o", o)):
+        mem, off, st = _buffer(t, base)
+        prm[name], prm[name + "_off"], prm[name + "_s"] = mem, off, st
+    ref = reference.area_attention(q.double(), k.double(), v.double(), area)
+    return prm, ref, o
+
+
+def _run_and_check(prm, ref, o_view, sm75=False):
+    o_mem = prm["o"]
+    o_mem.data[:] = np.nan
+    stored = attention_kernel(prm, sm75=sm75)
+    # every output element stored exactly once, nothing else touched
+    want = np.zeros(o_mem.data.size, np.int64)
+    idx = torch.arange(o_mem.data.size).as_strided(o_view.shape, o_view.stride(),
+                                                    o_view.storage_offset())
+    want[idx.long().numpy().ravel()] = 1
+    assert np.array_equal(stored, want), "an output element stored twice, never, or out of place"
+    got = torch.as_strided(torch.from_numpy(o_mem.data), o_view.shape, o_view.stride(),
+                           o_view.storage_offset())
+    assert not torch.isnan(got).any()
+    torch.testing.assert_close(got, ref.to(got.dtype), atol=2e-3, rtol=2e-2)
+
+
+@pytest.mark.parametrize("view", ["contig", "offset1", "bhnd", "dimstride2"])
+@pytest.mark.parametrize("d", [32, 64])
+def test_attention_index_math_drop_in(view, d):
+    # N = 2 * 75: n = 75 tokens per area (two key tiles, the second a 11-key tail; two query tiles
+    # with a 53-row tail); B = 2, heads = 2
+    prm, ref, o = _drop_in(2, 150, 2, d, 2, view)
+    _run_and_check(prm, ref, o)
+
+
+@pytest.mark.parametrize("N,area", [(1, 1), (8, 1), (130, 1)])
+def test_attention_index_math_tails_sm75(N, area):
+    prm, ref, o = _drop_in(1, N, 1, 32, area, "contig")
+    _run_and_check(prm, ref, o, sm75=True)
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("H,W,area", [(8, 16, 2), (5, 7, 1), (6, 12, 4), (4, 6, 2)])
+def test_attention_index_math_model_layout(layout, H, W, area):
+    """The qkv (B, 3C, H, W) strides exactly as bindings.cpp's launch_qkv_attention sets them."""
+    B, heads, d = 2, 2, 32
+    C = heads * d
+    g = torch.Generator().manual_seed(H * W + area)
+    qkv = torch.randn(B, 3 * C, H, W, generator=g).half()
+    o = torch.empty(B, C, H, W).half()
+    if layout == "channels_last":
+        qkv = qkv.contiguous(memory_format=torch.channels_last)
+        o = o.contiguous(memory_format=torch.channels_last)
+    mem, off, _ = _buffer(qkv, 0)
+    cs = qkv.stride(1)
+    s_qkv = (qkv.stride(0), qkv.stride(3), 3 * d * cs, cs)  # (sb, st, sh, sd)
+    omem, ooff, _ = _buffer(o, 0)
+    prm = dict(B=B, N=H * W, heads=heads, D=d, area=area, scale=d ** -0.5,
+               q=mem, k=mem, v=mem, o=omem, q_off=off, k_off=off + d * cs,
+               v_off=off + 2 * d * cs, o_off=ooff, q_s=s_qkv, k_s=s_qkv, v_s=s_qkv,
+               o_s=(o.stride(0), o.stride(3), d * o.stride(1), o.stride(1)))
+    ref = reference.area_attention_qkv(qkv.double(), heads, area)
+    _run_and_check(prm, ref, o)
+
+
+def test_attention_load_modes_are_exercised():
+    """The cases above cover all four K/V load modes and both store modes."""
+    seen = set()
+    for view in ("contig", "offset1", "dimstride2"):
+        prm, _, _ = _drop_in(1, 64, 1, 32, 1, view)
+        seen.add(load_mode(prm["k"], prm["k_off"], *prm["k_s"], 64))
+    qkv = torch.zeros(1, 96, 8, 8).half()
+    mem, off, _ = _buffer(qkv, 0)
+    seen.add(load_mode(mem, off + 32 * 64, 96 * 64, 1, 96 * 64, 64, 64))
+    assert seen == {kScalarDimFast, kScalarTokFast, kVecDim, kVecTok}
+
+
+# ------------------------------------------------------------------------------------------------
+# depthwise_conv.cu
+kTileW = kTileH = 32
+kRowsPerThread = 4
+kConvThreads = kTileW * (kTileH // kRowsPerThread)
+
+
+def depthwise_kernel(p, src, dst):
+    """depthwise_conv_kernel<float, K> over its whole grid (src / dst: flat float arrays)."""
+    ks = p["ksize"]
+    rad, halo_w, halo_h = ks // 2, kTileW + ks - 1, kTileH + ks - 1
+    tiles_x = (p["W"] + kTileW - 1) // kTileW
+    tiles_y = (p["H"] + kTileH - 1) // kTileH
+    planes = p["B"] * p["C"]
+    grid_y = min(planes, 65535)
+    tid = np.arange(kConvThreads)
+    lx, ly = tid % kTileW, (tid // kTileW) * kRowsPerThread
+    written = np.zeros(dst.size, np.int64)
+    for bx in range(tiles_x * tiles_y):
+        x0, y0 = (bx % tiles_x) * kTileW, (bx // tiles_x) * kTileH
+        for by in range(grid_y):
+            for plane in range(by, planes, grid_y):
+                b, c = plane // p["C"], plane % p["C"]
+                base_in = b * p["in_sb"] + (c // p["in_group"]) * p["in_sg"] \
+                    + (c % p["in_group"]) * p["in_sc"]
+                base_out = b * p["out_sb"] + c * p["out_sc"]
+                w_s = p["weight"][c * ks * ks + np.arange(ks * ks)]
+                i = np.arange(halo_h * halo_w)
+                hy, hx = i // halo_w, i % halo_w
+                gy, gx = y0 - rad + hy, x0 - rad + hx
+                ok = (gy >= 0) & (gy < p["H"]) & (gx >= 0) & (gx < p["W"])
+                in_s = np.zeros(i.size)
+                idx = base_in + gy[ok] * p["in_sh"] + gx[ok] * p["in_sw"]
+                assert np.all(idx >= 0) and np.all(idx < src.size)
+                in_s[ok] = src[idx]
+                bias = p["bias"][c] if p["bias"] is not None else 0.0
+                acc = np.full((kConvThreads, kRowsPerThread), bias)
+                for ii in range(ks + kRowsPerThread - 1):
+                    row = (ly + ii) * halo_w + lx
+                    for j in range(ks):
+                        v = in_s[row + j]
+                        for r in range(kRowsPerThread):
+                            fy = ii - r
+                            if 0 <= fy < ks:
+                                acc[:, r] += w_s[fy * ks + j] * v
+                x = x0 + lx
+                for r in range(kRowsPerThread):
+                    y = y0 + ly + r
+                    ok = (y < p["H"]) & (x < p["W"])
+                    idx = base_out + y[ok] * p["out_sh"] + x[ok] * p["out_sw"]
+                    assert np.all(idx >= 0) and np.all(idx < dst.size)
+                    prev = dst[idx] if p["accumulate"] else 0.0
+                    dst[idx] = prev + acc[ok, r]
+                    written[idx] += 1
+    return written
+
+
+@pytest.mark.parametrize("H,W,k", [(5, 7, 7), (33, 40, 3), (40, 33, 5), (7, 3, 9)])
+def test_depthwise_index_math_plain(H, W, k):
+    B, C = 2, 3
+    g = torch.Generator().manual_seed(H * W * k)
+    v = torch.randn(B, C, H, W, generator=g, dtype=torch.float64)
+    w = torch.randn(C, 1, k, k, generator=g, dtype=torch.float64)
+    bias = torch.randn(C, generator=g, dtype=torch.float64)
+    out = torch.full((B, C, H, W), float("nan"), dtype=torch.float64)
+    p = dict(B=B, C=C, H=H, W=W, ksize=k, weight=w.reshape(-1).numpy(), bias=bias.numpy(),
+             in_sb=v.stride(0), in_sc=v.stride(1), in_sh=v.stride(2), in_sw=v.stride(3),
+             in_group=C, in_sg=0, out_sb=out.stride(0), out_sc=out.stride(1),
+             out_sh=out.stride(2), out_sw=out.stride(3), accumulate=0)
+    dst = out.view(-1).numpy()
+    written = depthwise_kernel(p, v.reshape(-1).numpy(), dst)
+    assert np.all(written == 1)
+    torch.testing.assert_close(out, reference.position_perceiver(v, w, bias))
+
+
+def test_depthwise_index_math_fused_qkv_accumulate():
+    """v read in place from qkv (in_group = d, in_sg = 3 d HW), added onto the attention output,
+    with the parameters bindings.cpp's fused_area_attention_fwd passes."""
+    B, heads, d, H, W, k = 2, 2, 32, 9, 6, 7
+    C = heads * d
+    g = torch.Generator().manual_seed(0)
+    qkv = torch.randn(B, 3 * C, H, W, generator=g, dtype=torch.float64)
+    w = torch.randn(C, 1, k, k, generator=g, dtype=torch.float64)
+    bias = torch.randn(C, generator=g, dtype=torch.float64)
+    x = torch.randn(B, C, H, W, generator=g, dtype=torch.float64)
+    out = x.clone()
+    cs = qkv.stride(1)
+    p = dict(B=B, C=C, H=H, W=W, ksize=k, weight=w.reshape(-1).numpy(), bias=bias.numpy(),
+             in_sb=qkv.stride(0), in_group=d, in_sg=3 * d * cs, in_sc=cs, in_sh=qkv.stride(2),
+             in_sw=qkv.stride(3), out_sb=out.stride(0), out_sc=out.stride(1),
+             out_sh=out.stride(2), out_sw=out.stride(3), accumulate=1)
+    src = qkv.reshape(-1).numpy()[2 * d * cs:]  # p.in = qkv + 2d channels
+    written = depthwise_kernel(p, src, out.view(-1).numpy())
+    assert np.all(written == 1)
+    _, _, v = reference.split_qkv(qkv, heads)  # (B, N, heads, d) views
+    v_nchw = v.reshape(B, H, W, C).permute(0, 3, 1, 2)
+    torch.testing.assert_close(out, x + F.conv2d(v_nchw, w, bias, padding=k // 2, groups=C))
