@@ -305,7 +305,14 @@ extern "C" cudaError_t y12_attention_ptx_arch(y12_dtype dtype, int* arch) {
   cudaFuncAttributes attr;
   const void* fn = dtype == Y12_BFLOAT16 ? kernel_for<__nv_bfloat16>(32) : kernel_for<__half>(32);
   cudaError_t err = cudaFuncGetAttributes(&attr, fn);
-  if (err != cudaSuccess) return err;
+  if (err != cudaSuccess) {
+    // e.g. cudaErrorNoKernelImageForDevice: the binary has no SASS/PTX this GPU can run. The
+    // failed call also left `err` as the runtime's last error, which the next unrelated
+    // cudaGetLastError() (torch's launch check after its own kernels) would report; clear it,
+    // the caller gets `err` from the return value.
+    (void)cudaGetLastError();
+    return err;
+  }
   *arch = attr.ptxVersion;
   return cudaSuccess;
 }

@@ -59,6 +59,37 @@ def test_unsupported_reasons():
     assert cuda_backend.unsupported("area_attention", gpu, torch.float16, 64, False) is None
 
 
+def test_no_kernel_image_for_the_gpu_is_a_reason_not_a_crash(monkeypatch):
+    """An extension without SASS/PTX for the GPU (e.g. the default AOT arch list, which has no
+    PTX, on a GPU newer than sm_90): attention_ptx_arch raises; unsupported() must turn that into
+    a reason for every op and dtype, so that "auto" moves on to another backend."""
+    class NoImage:
+        def attention_ptx_arch(self, device, bf16):
+            raise RuntimeError("attention kernel attributes: CUDA kernel launch failed: no kernel "
+                               "image is available for execution on the device (209)")
+
+    monkeypatch.setattr(cuda_backend, "_state", dict(cuda_backend._state, loaded=True,
+                                                     ext=NoImage(), reason=None, source="aot"))
+    monkeypatch.setattr(cuda_backend, "_arch_cache", {})
+    gpu = torch.device("cuda", 0)
+    for op, dtype, d in (("area_attention", torch.float16, 32),
+                         ("fused_area_attention", torch.bfloat16, 64),
+                         ("position_perceiver", torch.float32, None)):
+        reason = cuda_backend.unsupported(op, gpu, dtype, d, False)
+        assert reason and "no code for GPU 0" in reason and "no kernel image" in reason, reason
+
+
+def test_jit_cache_dir_is_keyed_by_python_torch_cuda_and_archs(monkeypatch, tmp_path):
+    from yolov12_kernels import _cuda_build
+
+    monkeypatch.setenv("YOLOV12_CUDA_CACHE", str(tmp_path))
+    a = _cuda_build.cache_dir("8.0;9.0+PTX")
+    assert a.parent == tmp_path
+    assert a.name.startswith(f"py{sys.version_info.major}{sys.version_info.minor}-torch")
+    assert a.name.endswith(f"-cu{torch.version.cuda}-sass80-sassptx90")
+    assert _cuda_build.cache_dir("compute_75") != a
+
+
 @pytest.mark.skipif(HAS_CUDA and cuda_backend.unavailable() is None,
                     reason="the extension is available here; covered by the GPU tests")
 def test_backend_cuda_without_extension_raises():

@@ -24,6 +24,8 @@ import torch
 from ._checks import check_area, check_drop_in_qkv, check_model_qkv
 
 ENV_JIT = "YOLOV12_CUDA_JIT"
+ENV_ARCHS_HINT = ("YOLOV12_CUDA_ARCHS including this GPU (or ending in '+PTX'), or set "
+                  "YOLOV12_CUDA_JIT=force for a JIT build for the GPUs visible now")
 
 _state: dict = {"loaded": False, "ext": None, "reason": None, "source": None}
 _arch_cache: dict = {}
@@ -85,10 +87,17 @@ def unavailable():
     return _state["reason"] if _state["ext"] is None else None
 
 
-def _ptx_arch(device: torch.device) -> int:
+def _ptx_arch(device: torch.device) -> int | str:
+    """The PTX arch the kernels run as on ``device`` (e.g. 75, 90), or why they cannot run there
+    at all (an AOT build whose arch list has no SASS or PTX for this GPU, e.g. the default list
+    on a GPU newer than sm_90): a reason string, so that "auto" moves on instead of raising."""
     index = device.index if device.index is not None else torch.cuda.current_device()
     if index not in _arch_cache:
-        _arch_cache[index] = int(extension().attention_ptx_arch(index, True))
+        try:
+            _arch_cache[index] = int(extension().attention_ptx_arch(index, True))
+        except RuntimeError as e:
+            _arch_cache[index] = (f"the {_state['source']} build of the extension has no code "
+                                  f"for GPU {index} ({e}); rebuild with {ENV_ARCHS_HINT}")
     return _arch_cache[index]
 
 
@@ -99,6 +108,10 @@ def unsupported(op, device, dtype, head_dim, needs_grad):
     if needs_grad:
         return ("forward only (no backward); run under torch.no_grad() / inference_mode, or use "
                 "the triton/sdpa backend for training")
+    if _state["ext"] is not None:  # (without it, unavailable() already gave the reason)
+        arch = _ptx_arch(device)
+        if isinstance(arch, str):
+            return arch
     if op == "position_perceiver":
         if dtype not in (torch.float32, torch.float16, torch.bfloat16):
             return f"dtype {dtype} not supported (float32, float16 or bfloat16)"
@@ -114,6 +127,8 @@ def unsupported(op, device, dtype, head_dim, needs_grad):
         return f"dtype {dtype} not supported (float16 or bfloat16)"
     if dtype == torch.bfloat16:
         arch = _ptx_arch(device)
+        if isinstance(arch, str):
+            return arch
         if arch < 80:
             return (f"bfloat16 needs kernels compiled for sm_80+, but this GPU runs the "
                     f"compute_{arch} code of the extension")
