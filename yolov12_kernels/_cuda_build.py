@@ -91,14 +91,21 @@ def _local_arch_spec() -> str:
 
 
 def cache_dir(arch_spec: str) -> Path:
-    """``$YOLOV12_CUDA_CACHE`` or ``~/.cache/yolov12_kernels/<torch>-cu<cuda>-<archs>``."""
+    """``<root>/py<XY>-torch<ver>-cu<cuda>-<archs>``, root ``$YOLOV12_CUDA_CACHE`` or
+    ``~/.cache/yolov12_kernels``. The Python version is part of the key (as in torch's own
+    ``torch_extensions/py<XY>_cu<cuda>``): the module links against one CPython ABI, and two
+    environments with the same torch but different Pythons must not rebuild over each other's
+    library in one shared directory."""
+    import sys
+
     import torch
 
     root = os.environ.get("YOLOV12_CUDA_CACHE") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "yolov12_kernels")
     tag = "-".join(f"{kind.replace('+', '')}{cc}" for cc, kind in parse_archs(arch_spec))
     torch_tag = torch.__version__.split("+")[0]
-    return Path(root) / f"torch{torch_tag}-cu{torch.version.cuda}-{tag}"
+    py_tag = f"py{sys.version_info.major}{sys.version_info.minor}"
+    return Path(root) / f"{py_tag}-torch{torch_tag}-cu{torch.version.cuda}-{tag}"
 
 
 class _FileLock:
