@@ -104,6 +104,9 @@ def build(provider: str, model, cfg: Config, batch: int | None = None,
     if provider == "eager":
         # the reference model as users run it: BN unfolded, reference attention, NCHW
         m = copy.deepcopy(model).to(device=dev, dtype=dtype).eval().requires_grad_(False)
+        # AAttn's backend defaults to "auto", which is SDPA on a CPU and the fused Triton kernel on
+        # an sm_80+ GPU: pin the reference attention the record (and README) says this row runs.
+        m.set_attention_backend("reference")
         extra["attention_backend"] = "reference"
         return (lambda: m(x)), extra
     if provider in ("compile", "compile-max-autotune"):

@@ -227,6 +227,27 @@ def test_compile_baseline_is_the_reference_in_one_graph():
     assert out.shape == (1, 84, 84) and torch.isfinite(out).all()
 
 
+def test_eager_baseline_runs_the_reference_attention(monkeypatch):
+    """The "eager" row is recorded as attention_backend="reference": it must not take "auto"'s
+    pick (SDPA on a CPU, the Triton kernel on a GPU), which the model's AAttn default would."""
+    import yolov12_kernels.reference_backend as R
+    import yolov12_kernels.sdpa_backend as S
+    from benchmarks.e2e import Config, build
+    calls = []
+    for mod, name in ((R, "reference"), (S, "sdpa")):
+        orig = mod.fused_area_attention
+        monkeypatch.setattr(mod, "fused_area_attention",
+                            lambda *a, _o=orig, _n=name, **k: calls.append(_n) or _o(*a, **k))
+    model = build_variant("n").eval()
+    fn, extra = build("eager", model, Config(device=torch.device("cpu"), dtype=torch.float32,
+                                             size=(64, 64)))
+    with torch.inference_mode():
+        fn()
+    assert extra["attention_backend"] == "reference"
+    assert calls and set(calls) == {"reference"}, calls
+    assert {m.backend for m in model.modules() if hasattr(m, "backend")} == {"auto"}  # untouched
+
+
 def test_flops_scaling_is_exact():
     """model_info counts at 64 and scales to 640: check the rule against a count at 128."""
     model = YOLOv12n = build_variant("n")
