@@ -9,6 +9,7 @@
 // headers): c10::cuda::getCurrentCUDAStream is the function at::cuda::getCurrentCUDAStream names.
 #include <torch/extension.h>
 
+#include <ATen/MemoryOverlap.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
@@ -98,6 +99,11 @@ at::Tensor area_attention_fwd(const at::Tensor& q, const at::Tensor& k, const at
     check_like(o, "out", q, "q");
     TORCH_CHECK(o.sizes() == q.sizes(), "out: shape ", o.sizes(), " does not match q's ",
                 q.sizes());
+    // every CTA of a (batch, area, head) problem reads all its K/V rows: an out that overlaps an
+    // input would be overwritten while other CTAs still read it (a race, not an in-place op)
+    at::assert_no_overlap(o, q);
+    at::assert_no_overlap(o, k);
+    at::assert_no_overlap(o, v);
   } else {
     o = at::empty(q.sizes(), q.options());
   }
@@ -153,6 +159,9 @@ at::Tensor make_out_nchw(std::optional<at::Tensor> out, const at::Tensor& like, 
   check_like(o, "out", like, like_name);
   TORCH_CHECK(o.dim() == 4 && o.size(0) == B && o.size(1) == C && o.size(2) == H && o.size(3) == W,
               "out: expected shape (", B, ", ", C, ", ", H, ", ", W, "), got ", o.sizes());
+  // the kernels read `like` (qkv, or v with its k x k halo) from other CTAs than the one writing
+  // an output element: out must not alias it (out = v, accumulate=True is not an in-place v + pe(v))
+  at::assert_no_overlap(o, like);
   return o;
 }
 

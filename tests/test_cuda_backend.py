@@ -371,6 +371,9 @@ def test_argument_errors_name_the_argument(ext):
         ext.area_attention_fwd(q, q, q, 3, 1.0)
     with pytest.raises(RuntimeError, match="out: shape"):
         ext.area_attention_fwd(q, q, q, 1, 1.0, q[:, :4])
+    # an out aliasing an input is a race (other CTAs still read it), not an in-place op
+    with pytest.raises(RuntimeError, match="single memory location"):
+        ext.area_attention_fwd(q, q.clone(), q.clone(), 1, 1.0, q)
     v = torch.randn(1, 4, 5, 5, device="cuda")
     with pytest.raises(RuntimeError, match="weight: expected a depthwise weight"):
         ext.position_perceiver_fwd(v, torch.randn(4, 1, 7, 5, device="cuda"))
@@ -378,6 +381,8 @@ def test_argument_errors_name_the_argument(ext):
         ext.position_perceiver_fwd(v, torch.randn(4, 1, 6, 6, device="cuda"))
     with pytest.raises(RuntimeError, match="bias: expected a CUDA tensor"):
         ext.position_perceiver_fwd(v, torch.randn(4, 1, 7, 7, device="cuda"), torch.randn(4))
+    with pytest.raises(RuntimeError, match="single memory location"):
+        ext.position_perceiver_fwd(v, torch.randn(4, 1, 7, 7, device="cuda"), None, v, True)
     with pytest.raises(RuntimeError, match="forward only"):
         x = q.clone().requires_grad_()
         yk.area_attention(x, x, x, backend="cuda")
