@@ -182,6 +182,10 @@ def drop_in_fn(provider: str, case: Case, device="cuda") -> Callable:
         def same_area(b, h, q_idx, kv_idx):
             return q_idx // n == kv_idx // n
         mask = create_block_mask(same_area, None, None, N, N, device=str(device))
+        # Every case compiles flex_attention's one code object again (new shape/dtype/grad mode);
+        # past dynamo's recompile limit (8) further cases would silently run it uncompiled, i.e.
+        # the unfused scores-materialising fallback. Each case starts from an empty cache instead.
+        torch._dynamo.reset()
         flex = torch.compile(flex_attention, dynamic=False)
 
         def run(q, k, v):  # flex takes (B, heads, N, d): transposed views, no copies

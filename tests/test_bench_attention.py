@@ -87,6 +87,24 @@ def test_gpu_memory_context_with_faked_cuda(monkeypatch, capsys):
     assert "fake GPU: copy bandwidth 2000 GB/s, L2 50 MiB" in capsys.readouterr().out
 
 
+def test_flex_is_compiled_for_every_case(monkeypatch):
+    """Every case compiles flex_attention's one code object again: past dynamo's recompile limit
+    the later cases would run it uncompiled (the unfused fallback) and time the wrong thing. Here
+    with the limit lowered to 2, a counting backend instead of inductor, and tiny CPU geometries."""
+    from torch._dynamo.testing import CompileCounter
+    cnt, compile_ = CompileCounter(), torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: compile_(fn, backend=cnt, **kw))
+    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 2)
+    geometries = [(4, 4, 2), (4, 6, 2), (2, 4, 2), (4, 8, 4)]
+    for geometry in geometries:
+        monkeypatch.setitem(BA.LEVELS, "P5", geometry)
+        case = BA.Case("area_attention", "P5", "n", 1, torch.float32, "fwd")
+        q, k, v = BA.make_inputs(case, "cpu")
+        out = BA.drop_in_fn("flex", case, "cpu")(q, k, v)
+        torch.testing.assert_close(out, BA.sdpa_area(q, k, v, geometry[2]))
+    assert cnt.frame_count == len(geometries)
+
+
 def test_measure_case_machinery_on_cpu(monkeypatch):
     """measure_case end to end on a tiny geometry with the providers that run on a CPU: the
     result check, the ring of inputs, time_ms, and a skip with its reason."""
