@@ -302,11 +302,16 @@ def _gpu_configs():
             for s in (2, 3)]
 
 
-def _default_config(head_dim: int, n_area: int) -> dict:
+def _default_config(head_dim: int, n_area: int, fp32: bool = False) -> dict:
     """The fixed configuration used under the interpreter and with the autotuner switched off."""
     if INTERPRET:
         # the interpreter runs each program in numpy: few large blocks are much faster
         return {"BLOCK_M": 64, "BLOCK_N": 64, "num_warps": 4, "num_stages": 1}
+    if fp32 and head_dim >= 128:
+        # fp32 tiles of 128 dims at 64 x 32 need ~105 KB of shared memory in the backward kernels
+        # (Triton 3.6, sm_80), over the 99 KB a block may have on sm_86/sm_89 (RTX 30xx/40xx, L4,
+        # A10): OutOfResources there. 32 x 32 needs ~70 KB. (The autotuner skips such configs.)
+        return {"BLOCK_M": 32, "BLOCK_N": 32, "num_warps": 4, "num_stages": 2}
     bn = 32 if head_dim >= 128 else 64
     return {"BLOCK_M": 64, "BLOCK_N": bn, "num_warps": 4, "num_stages": 2}
 
@@ -327,7 +332,7 @@ def _launch(kernel, name: str, n_problems: int, n_area: int, head_dim: int, bloc
     the switch off, or when a test pins FORCE_CONFIG, one fixed configuration runs."""
     fixed = FORCE_CONFIG
     if fixed is None and (INTERPRET or os.environ.get(AUTOTUNE_ENV, "1") == "0"):
-        fixed = _default_config(head_dim, n_area)
+        fixed = _default_config(head_dim, n_area, fp32=meta.get("PREC") == "ieee")
     if fixed is not None:
         cfg = dict(fixed)
         grid = (n_problems * triton.cdiv(n_area, cfg[block_key]),)
