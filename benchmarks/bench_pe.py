@@ -39,7 +39,6 @@ def copy_bandwidth(device, nbytes: int = 512 << 20) -> float:
 def gpu_memory_context(device) -> tuple[int, float]:
     """(L2 size in bytes, measured copy bandwidth in bytes/s): what the roofline fractions and the
     input rotation (enough sets to defeat L2) of the kernel benchmarks need. Prints both."""
-    # (this once called itself — infinite recursion on every GPU run; body as before the refactor)
     props = torch.cuda.get_device_properties(device)
     l2 = int(getattr(props, "L2_cache_size", 50 << 20) or (50 << 20))
     bw = copy_bandwidth(device)
