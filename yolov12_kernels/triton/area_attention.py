@@ -62,6 +62,18 @@ def _tok(t, sy, sx, IMG_W, TOKENS_2D: tl.constexpr):
 
 
 @triton.jit
+def _tile(base, tok, sy, sx, sd, offs_d, IMG_W, TOKENS_2D: tl.constexpr):
+    """Pointers of a (tokens, dims) tile: ``base`` + token offsets (rows) + dim offsets (cols)."""
+    return base + _tok(tok, sy, sx, IMG_W, TOKENS_2D)[:, None] + offs_d[None, :] * sd
+
+
+@triton.jit
+def _tile_t(base, tok, sy, sx, sd, offs_d, IMG_W, TOKENS_2D: tl.constexpr):
+    """The same tile transposed, (dims, tokens): the k^T / v^T / q^T operands of ``tl.dot``."""
+    return base + _tok(tok, sy, sx, IMG_W, TOKENS_2D)[None, :] + offs_d[:, None] * sd
+
+
+@triton.jit
 def _decode(pid, n_blocks, HEADS, AREA, N_AREA):
     """pid -> (problem, block, batch, head, first token of the area)."""
     prob = pid // n_blocks
@@ -88,7 +100,7 @@ def _dw_conv_tile(X, W_ptr, B_ptr, h, tok, row_mask, offs_d, sxy, sxx, sxd, swc,
     c = h * HEAD_DIM + offs_d
     y = tok // IMG_W
     x = tok % IMG_W
-    base = X + _tok(tok, sxy, sxx, IMG_W, TOKENS_2D)[:, None] + offs_d[None, :] * sxd
+    base = _tile(X, tok, sxy, sxx, sxd, offs_d, IMG_W, TOKENS_2D)
     w_base = W_ptr + c * swc
     acc = tl.zeros([ROWS, HEAD_DIM], dtype=tl.float32)
     if HAS_BIAS:
@@ -133,8 +145,8 @@ def _fwd_kernel(Q, K, V, O, Out, Lse, Wpe, Bpe,
     tok_m = tok0 + offs_m
     offs_d = tl.arange(0, HEAD_DIM)
 
-    q = tl.load(Q + b * sqb + h * sqh + _tok(tok_m, sqy, sqx, IMG_W, TOKENS_2D)[:, None]
-                + offs_d[None, :] * sqd, mask=m_mask[:, None], other=0.0)
+    q = tl.load(_tile(Q + b * sqb + h * sqh, tok_m, sqy, sqx, sqd, offs_d, IMG_W, TOKENS_2D),
+                mask=m_mask[:, None], other=0.0)
     k_base = K + b * skb + h * skh
     v_base = V + b * svb + h * svh
 
@@ -145,16 +157,16 @@ def _fwd_kernel(Q, K, V, O, Out, Lse, Wpe, Bpe,
         offs_n = start_n + tl.arange(0, BLOCK_N)
         n_mask = offs_n < N_AREA  # the area's tail: any n, not only multiples of the block
         tok_n = tok0 + offs_n
-        kt = tl.load(k_base + _tok(tok_n, sky, skx, IMG_W, TOKENS_2D)[None, :]
-                     + offs_d[:, None] * skd, mask=n_mask[None, :], other=0.0)
+        kt = tl.load(_tile_t(k_base, tok_n, sky, skx, skd, offs_d, IMG_W, TOKENS_2D),
+                     mask=n_mask[None, :], other=0.0)
         s = tl.dot(q, kt, input_precision=PREC) * qk_scale  # base-2 logits
         s = tl.where(n_mask[None, :], s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))  # finite: every block has >= 1 valid key
         alpha = tl.exp2(m_i - m_new)  # 0 on the first block (m_i = -inf)
         p = tl.exp2(s - m_new[:, None])
         l_i = l_i * alpha + tl.sum(p, 1)
-        v = tl.load(v_base + _tok(tok_n, svy, svx, IMG_W, TOKENS_2D)[:, None]
-                    + offs_d[None, :] * svd, mask=n_mask[:, None], other=0.0)
+        v = tl.load(_tile(v_base, tok_n, svy, svx, svd, offs_d, IMG_W, TOKENS_2D),
+                    mask=n_mask[:, None], other=0.0)
         acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None], input_precision=PREC)
         m_i = m_new
     acc = acc / l_i[:, None]
@@ -162,14 +174,16 @@ def _fwd_kernel(Q, K, V, O, Out, Lse, Wpe, Bpe,
     if STORE_LSE:  # only when a backward will follow
         tl.store(Lse + prob * N_AREA + offs_m, m_i + tl.log2(l_i), mask=m_mask)
     if STORE_O:  # the attention output alone (drop-in result, or saved for the fused backward)
-        tl.store(O + b * sob + h * soh + _tok(tok_m, soy, sox, IMG_W, TOKENS_2D)[:, None]
-                 + offs_d[None, :] * sod, acc.to(O.dtype.element_ty), mask=m_mask[:, None])
+        tl.store(_tile(O + b * sob + h * soh, tok_m, soy, sox, sod, offs_d, IMG_W, TOKENS_2D),
+                 acc.to(O.dtype.element_ty),
+                 mask=m_mask[:, None])
     if FUSE_PE:  # epilogue: + pe(v), written once to the (B, C, H, W) output
         acc += _dw_conv_tile(v_base, Wpe, Bpe, h, tok_m, m_mask, offs_d, svy, svx, svd,
                              swc, swy, swx, IMG_H, IMG_W, BLOCK_M, HEAD_DIM, HAS_BIAS, KS,
                              TOKENS_2D)
-        tl.store(Out + b * sub + h * suh + _tok(tok_m, suy, sux, IMG_W, TOKENS_2D)[:, None]
-                 + offs_d[None, :] * sud, acc.to(Out.dtype.element_ty), mask=m_mask[:, None])
+        tl.store(_tile(Out + b * sub + h * suh, tok_m, suy, sux, sud, offs_d, IMG_W, TOKENS_2D),
+                 acc.to(Out.dtype.element_ty),
+                 mask=m_mask[:, None])
 
 
 # ------------------------------------------------------------------------------------------------
@@ -196,12 +210,12 @@ def _bwd_dq_kernel(Q, K, V, O, dO, Lse, Delta, dQ,
     tok_m = tok0 + offs_m
     offs_d = tl.arange(0, HEAD_DIM)
 
-    q = tl.load(Q + b * sqb + h * sqh + _tok(tok_m, sqy, sqx, IMG_W, TOKENS_2D)[:, None]
-                + offs_d[None, :] * sqd, mask=m_mask[:, None], other=0.0)
-    do = tl.load(dO + b * sdob + h * sdoh + _tok(tok_m, sdoy, sdox, IMG_W, TOKENS_2D)[:, None]
-                 + offs_d[None, :] * sdod, mask=m_mask[:, None], other=0.0)
-    o = tl.load(O + b * sob + h * soh + _tok(tok_m, soy, sox, IMG_W, TOKENS_2D)[:, None]
-                + offs_d[None, :] * sod, mask=m_mask[:, None], other=0.0)
+    q = tl.load(_tile(Q + b * sqb + h * sqh, tok_m, sqy, sqx, sqd, offs_d, IMG_W, TOKENS_2D),
+                mask=m_mask[:, None], other=0.0)
+    do = tl.load(_tile(dO + b * sdob + h * sdoh, tok_m, sdoy, sdox, sdod, offs_d, IMG_W, TOKENS_2D),
+                 mask=m_mask[:, None], other=0.0)
+    o = tl.load(_tile(O + b * sob + h * soh, tok_m, soy, sox, sod, offs_d, IMG_W, TOKENS_2D),
+                mask=m_mask[:, None], other=0.0)
     delta = tl.sum(do.to(tl.float32) * o.to(tl.float32), 1)
     tl.store(Delta + prob * N_AREA + offs_m, delta, mask=m_mask)
     lse = tl.load(Lse + prob * N_AREA + offs_m, mask=m_mask, other=0.0)
@@ -213,18 +227,19 @@ def _bwd_dq_kernel(Q, K, V, O, dO, Lse, Delta, dQ,
         offs_n = start_n + tl.arange(0, BLOCK_N)
         n_mask = offs_n < N_AREA
         tok_n = tok0 + offs_n
-        kt = tl.load(k_base + _tok(tok_n, sky, skx, IMG_W, TOKENS_2D)[None, :]
-                     + offs_d[:, None] * skd, mask=n_mask[None, :], other=0.0)
-        vt = tl.load(v_base + _tok(tok_n, svy, svx, IMG_W, TOKENS_2D)[None, :]
-                     + offs_d[:, None] * svd, mask=n_mask[None, :], other=0.0)
+        kt = tl.load(_tile_t(k_base, tok_n, sky, skx, skd, offs_d, IMG_W, TOKENS_2D),
+                     mask=n_mask[None, :], other=0.0)
+        vt = tl.load(_tile_t(v_base, tok_n, svy, svx, svd, offs_d, IMG_W, TOKENS_2D),
+                     mask=n_mask[None, :], other=0.0)
         s = tl.dot(q, kt, input_precision=PREC) * qk_scale
         p = tl.where(n_mask[None, :], tl.exp2(s - lse[:, None]), 0.0)
         dp = tl.dot(do, vt, input_precision=PREC)
         ds = p * (dp - delta[:, None])
         dq = tl.dot(ds.to(kt.dtype), tl.trans(kt), dq, input_precision=PREC)
     dq = dq * sm_scale
-    tl.store(dQ + b * sdqb + h * sdqh + _tok(tok_m, sdqy, sdqx, IMG_W, TOKENS_2D)[:, None]
-             + offs_d[None, :] * sdqd, dq.to(dQ.dtype.element_ty), mask=m_mask[:, None])
+    tl.store(_tile(dQ + b * sdqb + h * sdqh, tok_m, sdqy, sdqx, sdqd, offs_d, IMG_W, TOKENS_2D),
+             dq.to(dQ.dtype.element_ty),
+             mask=m_mask[:, None])
 
 
 @triton.jit
@@ -252,10 +267,10 @@ def _bwd_dkdv_kernel(Q, K, V, dO, Lse, Delta, dK, dV, Wpe,
     tok_n = tok0 + offs_n
     offs_d = tl.arange(0, HEAD_DIM)
 
-    k = tl.load(K + b * skb + h * skh + _tok(tok_n, sky, skx, IMG_W, TOKENS_2D)[:, None]
-                + offs_d[None, :] * skd, mask=n_mask[:, None], other=0.0)
-    v = tl.load(V + b * svb + h * svh + _tok(tok_n, svy, svx, IMG_W, TOKENS_2D)[:, None]
-                + offs_d[None, :] * svd, mask=n_mask[:, None], other=0.0)
+    k = tl.load(_tile(K + b * skb + h * skh, tok_n, sky, skx, skd, offs_d, IMG_W, TOKENS_2D),
+                mask=n_mask[:, None], other=0.0)
+    v = tl.load(_tile(V + b * svb + h * svh, tok_n, svy, svx, svd, offs_d, IMG_W, TOKENS_2D),
+                mask=n_mask[:, None], other=0.0)
     q_base = Q + b * sqb + h * sqh
     do_base = dO + b * sdob + h * sdoh
     dk = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
@@ -264,10 +279,10 @@ def _bwd_dkdv_kernel(Q, K, V, dO, Lse, Delta, dK, dV, Wpe,
         offs_m = start_m + tl.arange(0, BLOCK_M)
         m_mask = offs_m < N_AREA
         tok_m = tok0 + offs_m
-        qt = tl.load(q_base + _tok(tok_m, sqy, sqx, IMG_W, TOKENS_2D)[None, :]
-                     + offs_d[:, None] * sqd, mask=m_mask[None, :], other=0.0)
-        do = tl.load(do_base + _tok(tok_m, sdoy, sdox, IMG_W, TOKENS_2D)[:, None]
-                     + offs_d[None, :] * sdod, mask=m_mask[:, None], other=0.0)
+        qt = tl.load(_tile_t(q_base, tok_m, sqy, sqx, sqd, offs_d, IMG_W, TOKENS_2D),
+                     mask=m_mask[None, :], other=0.0)
+        do = tl.load(_tile(do_base, tok_m, sdoy, sdox, sdod, offs_d, IMG_W, TOKENS_2D),
+                     mask=m_mask[:, None], other=0.0)
         lse = tl.load(Lse + prob * N_AREA + offs_m, mask=m_mask, other=0.0)
         delta = tl.load(Delta + prob * N_AREA + offs_m, mask=m_mask, other=0.0)
         st = tl.dot(k, qt, input_precision=PREC) * qk_scale  # S^T: (keys, queries)
@@ -280,10 +295,12 @@ def _bwd_dkdv_kernel(Q, K, V, dO, Lse, Delta, dK, dV, Wpe,
     if FUSE_PE:
         dv += _dw_conv_tile(do_base, Wpe, Wpe, h, tok_n, n_mask, offs_d, sdoy, sdox, sdod,
                             swc, swy, swx, IMG_H, IMG_W, BLOCK_N, HEAD_DIM, False, KS, TOKENS_2D)
-    tl.store(dK + b * sdkb + h * sdkh + _tok(tok_n, sdky, sdkx, IMG_W, TOKENS_2D)[:, None]
-             + offs_d[None, :] * sdkd, dk.to(dK.dtype.element_ty), mask=n_mask[:, None])
-    tl.store(dV + b * sdvb + h * sdvh + _tok(tok_n, sdvy, sdvx, IMG_W, TOKENS_2D)[:, None]
-             + offs_d[None, :] * sdvd, dv.to(dV.dtype.element_ty), mask=n_mask[:, None])
+    tl.store(_tile(dK + b * sdkb + h * sdkh, tok_n, sdky, sdkx, sdkd, offs_d, IMG_W, TOKENS_2D),
+             dk.to(dK.dtype.element_ty),
+             mask=n_mask[:, None])
+    tl.store(_tile(dV + b * sdvb + h * sdvh, tok_n, sdvy, sdvx, sdvd, offs_d, IMG_W, TOKENS_2D),
+             dv.to(dV.dtype.element_ty),
+             mask=n_mask[:, None])
 
 
 # ------------------------------------------------------------------------------------------------
