@@ -41,10 +41,10 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.records import append_records, make_record, time_ms
+from yolov12_kernels import shapes
+from yolov12_kernels.shapes import HEAD_DIM, HEADS
 
-HEAD_DIM = 32
-HEADS = {"n": (2, 4), "s": (4, 8), "m": (8, 8), "l": (8, 8), "x": (12, 12)}  # (P4, P5)
-LEVELS = {"P4": (40, 40, 4), "P5": (20, 20, 1)}  # (H, W, area) at 640x640
+LEVELS = {lvl: (side, side, area) for lvl, (side, area) in shapes.LEVELS.items()}  # (H, W, area)
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 PASSES = ("fwd", "fwd+bwd")
 DROP_IN_PROVIDERS = ("triton", "cuda", "sdpa-flash", "sdpa-efficient", "sdpa-cudnn", "sdpa-math",

@@ -118,12 +118,9 @@ def build(provider: str, model, cfg: Config, batch: int | None = None,
         # weaker baseline than torch.compile deserves.
         m = FastYOLOv12(model, dev, dtype, backend="reference", channels_last=False,
                         fold_bn=False, fp32_decode=False)
-        cm = _compile(m, cfg, "max-autotune" if provider == "compile-max-autotune" else None)
-        t0 = time.perf_counter()
-        with torch.inference_mode():
-            cm(x)
-        _sync(dev)
-        extra.update(attention_backend="reference", compile_s=round(time.perf_counter() - t0, 1))
+        cm, compile_s = _compile(
+            m, cfg, "max-autotune" if provider == "compile-max-autotune" else None, x)
+        extra.update(attention_backend="reference", compile_s=round(compile_s, 1))
         if cfg.compile_backend != "inductor":
             extra["compile_backend"] = str(cfg.compile_backend)
         return (lambda: cm(x)), extra
@@ -135,8 +132,9 @@ def build(provider: str, model, cfg: Config, batch: int | None = None,
         xf = x.contiguous(memory_format=f.memory_format)
         fn = f
         if cfg.fast_compile:
-            fn = _compile(f, cfg, None if cfg.fast_compile == "default" else cfg.fast_compile)
-            extra["fast_compile"] = cfg.fast_compile
+            fn, compile_s = _compile(
+                f, cfg, None if cfg.fast_compile == "default" else cfg.fast_compile, xf)
+            extra.update(fast_compile=cfg.fast_compile, compile_s=round(compile_s, 1))
         if provider == "fast":
             return (lambda: fn(xf)), extra
         if cfg.fast_compile:
@@ -147,18 +145,26 @@ def build(provider: str, model, cfg: Config, batch: int | None = None,
     raise ValueError(f"provider: expected one of {PROVIDERS}, got {provider!r}")
 
 
-def _compile(module, cfg: Config, mode: str | None):
-    """torch.compile with the suite's settings. Every compiled instance of FastYOLOv12 adds a cache
-    entry to the same forward code object; past dynamo's recompile limit (8) further models would
-    silently run uncompiled, so the limit is raised (a group compiles at most 3, and each group
-    starts from a reset cache, see ``_measure``)."""
-    conf = torch._dynamo.config
-    for name in ("recompile_limit", "cache_size_limit"):  # renamed across torch versions
-        if hasattr(conf, name):
-            setattr(conf, name, max(getattr(conf, name), 64))
+def _compile(module, cfg: Config, mode: str | None, x: torch.Tensor):
+    """torch.compile with the suite's settings, compiled by one first call on ``x``; returns the
+    compiled module and the seconds that first call took.
+
+    Every compiled instance of FastYOLOv12 adds a cache entry to the same forward code object; past
+    dynamo's recompile limit (8) further models would silently run uncompiled, so the limit is
+    raised for this compilation (a group compiles at most 3, and each group starts from a reset
+    cache, see ``_measure``). ``config.patch`` scopes it: nothing leaks to later code."""
     if cfg.compile_backend != "inductor":  # mode applies to inductor only
-        return torch.compile(module, backend=cfg.compile_backend)
-    return torch.compile(module, mode=mode)
+        compiled = torch.compile(module, backend=cfg.compile_backend)
+    else:
+        compiled = torch.compile(module, mode=mode)
+    conf = torch._dynamo.config
+    limits = {name: max(getattr(conf, name), 64)  # the name differs across torch versions
+              for name in ("recompile_limit", "cache_size_limit") if hasattr(conf, name)}
+    t0 = time.perf_counter()
+    with conf.patch(limits), torch.inference_mode():
+        compiled(x)
+    _sync(x.device)
+    return compiled, time.perf_counter() - t0
 
 
 def _peak_memory(device: torch.device, make: Callable[[], tuple]) -> tuple[tuple, float | None]:

@@ -23,12 +23,12 @@ from yolov12_kernels import (  # noqa: E402  (after the skip: nothing to import 
     available_backends,
     fused_area_attention,
     position_perceiver,
+    shapes,
 )
 
-# heads at P4 (40x40 tokens, 4 areas) and P5 (20x20, global) per scale, head_dim 32
-HEADS = {"n": (2, 4), "s": (4, 8), "m": (8, 8), "l": (8, 8), "x": (12, 12)}
-LEVELS = {"P4": (40, 4, 0), "P5": (20, 1, 1)}  # side, areas, index into HEADS
-HEAD_DIM = 32
+from yolov12_kernels.shapes import HEAD_DIM, HEADS  # noqa: E402
+
+LEVELS = {lvl: (side, area, i) for i, (lvl, (side, area)) in enumerate(shapes.LEVELS.items())}
 DTYPE = torch.float16
 CASES = [(lvl, s) for lvl in LEVELS for s in HEADS]
 

@@ -94,14 +94,16 @@ def test_flex_is_compiled_for_every_case(monkeypatch):
     from torch._dynamo.testing import CompileCounter
     cnt, compile_ = CompileCounter(), torch.compile
     monkeypatch.setattr(torch, "compile", lambda fn, **kw: compile_(fn, backend=cnt, **kw))
-    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 2)
     geometries = [(4, 4, 2), (4, 6, 2), (2, 4, 2), (4, 8, 4)]
-    for geometry in geometries:
-        monkeypatch.setitem(BA.LEVELS, "P5", geometry)
-        case = BA.Case("area_attention", "P5", "n", 1, torch.float32, "fwd")
-        q, k, v = BA.make_inputs(case, "cpu")
-        out = BA.drop_in_fn("flex", case, "cpu")(q, k, v)
-        torch.testing.assert_close(out, BA.sdpa_area(q, k, v, geometry[2]))
+    # dynamo's own context manager: a raw monkeypatch of the config module is undone by deleting
+    # the attribute under pytest 9, which breaks every later torch.compile in the process
+    with torch._dynamo.config.patch(recompile_limit=2):
+        for geometry in geometries:
+            monkeypatch.setitem(BA.LEVELS, "P5", geometry)
+            case = BA.Case("area_attention", "P5", "n", 1, torch.float32, "fwd")
+            q, k, v = BA.make_inputs(case, "cpu")
+            out = BA.drop_in_fn("flex", case, "cpu")(q, k, v)
+            torch.testing.assert_close(out, BA.sdpa_area(q, k, v, geometry[2]))
     assert cnt.frame_count == len(geometries)
 
 

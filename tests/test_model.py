@@ -6,11 +6,10 @@ from torch import nn
 from _utils import randomize_bn
 from yolov12 import SCALES, YOLOv12
 from yolov12.modules import AAttn
+from yolov12_kernels.shapes import HEADS  # (P4, P5) heads: layer 6 (area 4), layer 8 (area 1)
 
 # Exact parameter counts of the public YOLO12 models (80 classes, unfused).
 PARAMS = {"n": 2_602_288, "s": 9_284_096, "m": 20_199_168, "l": 26_450_784, "x": 59_210_784}
-# Attention heads at layer 6 (P4, area 4) / layer 8 (P5, area 1), from the paper's configuration.
-HEADS = {"n": (2, 4), "s": (4, 8), "m": (8, 8), "l": (8, 8), "x": (12, 12)}
 
 
 def anchors(h, w):

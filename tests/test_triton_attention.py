@@ -22,6 +22,7 @@ import yolov12_kernels  # noqa: E402
 from yolov12_kernels import dispatch, reference  # noqa: E402
 from yolov12_kernels.triton import area_attention as K  # noqa: E402
 from yolov12_kernels.triton import backend as T  # noqa: E402
+from yolov12_kernels.shapes import HEADS  # noqa: E402
 
 CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if CUDA else "cpu"
@@ -390,7 +391,6 @@ def test_torch_compile_fullgraph():
 # ------------------------------------------------------------------------------------------------
 # GPU only: the YOLOv12 shape table, bf16, random shapes, a grid past 65,535 problems
 # ------------------------------------------------------------------------------------------------
-HEADS = {"n": (2, 4), "s": (4, 8), "m": (8, 8), "l": (8, 8), "x": (12, 12)}  # (P4, P5)
 YOLO_SHAPES = [(scale, level) for scale in HEADS for level in ("P4", "P5")]
 GPU_DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 
