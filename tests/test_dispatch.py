@@ -51,7 +51,7 @@ def test_requesting_an_unusable_backend_raises_with_reason():
 
 
 def test_auto_skips_unusable_backends_and_logs_once(monkeypatch, caplog):
-    monkeypatch.setattr(dispatch, "auto_order", lambda device: ("flash", "sdpa"))
+    monkeypatch.setitem(dispatch.FALLBACK_ORDER, "cpu", ("flash", "sdpa"))
     dispatch._logged.clear()
     q, k, v = qkv_inputs()
     with caplog.at_level(logging.WARNING, logger="yolov12_kernels"):
@@ -76,3 +76,89 @@ def test_fused_public_op_checks_arguments():
         yk.fused_area_attention(qkv, 2, 3, torch.randn(64, 1, 7, 7))
     with pytest.raises(ValueError, match="^pe_weight"):
         yk.fused_area_attention(qkv, 2, 1, torch.randn(64, 1, 7, 5))
+
+
+def test_select_returns_the_backend_and_its_functions():
+    impl = dispatch.select("area_attention", "sdpa", torch.device("cpu"), torch.float32, 16, False)
+    from yolov12_kernels import sdpa_backend
+    assert impl.name == "sdpa" and impl.area_attention is sdpa_backend.area_attention
+    assert impl.position_perceiver is None  # the SDPA backend has no pe of its own
+    with pytest.raises(RuntimeError, match="sdpa has no position_perceiver"):
+        dispatch.select("position_perceiver", "sdpa", torch.device("cpu"), torch.float32, None,
+                        False)
+
+
+def test_arguments_are_checked_once(monkeypatch):
+    """The public op validates; the backend it picks gets the tensors and a float scale as they
+    are and checks nothing again (no second pass over the arguments, no stand-in tensors)."""
+    from yolov12_kernels import _checks, attention
+    calls = []
+    for name in ("check_drop_in_qkv", "check_area", "check_model_qkv", "check_pe_params"):
+        real = getattr(_checks, name)
+        wrapped = (lambda real, name: lambda *a, **kw: calls.append(name) or real(*a, **kw))(
+            real, name)
+        monkeypatch.setattr(attention, name, wrapped)
+    seen = {}
+    import yolov12_kernels.reference_backend as ref_backend
+    real_fused = ref_backend.fused_area_attention
+    monkeypatch.setattr(ref_backend, "fused_area_attention",
+                        lambda *a: seen.setdefault("args", a) and real_fused(*a))
+    qkv, w, b = torch.randn(1, 3 * 64, 4, 4), torch.randn(64, 1, 7, 7), torch.randn(64)
+    yk.fused_area_attention(qkv, 2, 2, w, b, backend="reference")
+    assert sorted(calls) == ["check_area", "check_model_qkv", "check_pe_params"]
+    assert seen["args"][:5] == (qkv, 2, 2, w, b) and seen["args"][5] == 32 ** -0.5
+    assert isinstance(seen["args"][5], float)
+
+
+def _cuda_cap(monkeypatch, cap):
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: cap)
+
+
+def test_auto_order_follows_the_measured_table_on_a_gpu(monkeypatch):
+    """On sm_90 the recorded H100 benchmarks rank CUDA first for the forward at batch-1 sizes and
+    Triton first for the fused core at l/x batch 32; training (no CUDA backward) goes to SDPA.
+    Backends never measured keep their place in the fixed order."""
+    from yolov12_kernels import dispatch_table
+    gpu = torch.device("cuda", 0)
+    _cuda_cap(monkeypatch, (9, 0))
+    n_b1 = 1 * 64 * 1600           # YOLOv12-N P4, batch 1: batch x channels x tokens
+    x_b32 = 32 * 384 * 1600        # YOLOv12-X P4, batch 32
+    assert dispatch_table.size_class(n_b1) == "S" and dispatch_table.size_class(x_b32) == "L"
+    assert dispatch.auto_order(gpu, "fused_area_attention", False, n_b1)[:2] == ("cuda", "triton")
+    assert dispatch.auto_order(gpu, "fused_area_attention", False, x_b32)[:2] == ("triton", "cuda")
+    assert dispatch.auto_order(gpu, "area_attention", False, n_b1)[0] == "cuda"
+    order = dispatch.auto_order(gpu, "area_attention", True, n_b1)
+    assert order.index("sdpa") < order.index("triton")
+    assert set(order) == set(dispatch.FALLBACK_ORDER["sm80+"])
+    # an architecture without measurements: the fixed order
+    _cuda_cap(monkeypatch, (8, 6))
+    assert dispatch.auto_order(gpu, "fused_area_attention", False, n_b1) == \
+        dispatch.FALLBACK_ORDER["sm80+"]
+    _cuda_cap(monkeypatch, (7, 5))
+    assert dispatch.auto_order(gpu, "area_attention", False, n_b1) == dispatch.FALLBACK_ORDER["sm75"]
+
+
+def test_dispatch_table_is_what_the_committed_records_give():
+    """The table is derived from benchmarks/results, not edited by hand: regenerate and compare."""
+    from benchmarks import make_dispatch_table
+    assert make_dispatch_table.main(["--check"]) == 0
+
+
+def test_dispatch_table_derivation():
+    """Rankings by summed median over a size class; sdpa credited with its slowest kernel."""
+    from benchmarks.make_dispatch_table import derive
+
+    def rec(name, provider, ms, batch=1, shape=(1, 192, 40, 40), **kw):
+        return dict(suite="kernel", name=name, provider=provider, median_ms=ms, batch=batch,
+                    shape=list(shape), dtype="float16", device="NVIDIA H100 80GB HBM3",
+                    date="2026-01-01", **kw)
+    recs = [rec("aattn/P4/n", "cuda", 0.1), rec("aattn/P4/n", "triton", 0.3),
+            rec("aattn/P4/n", "eager", 0.4),
+            rec("area_attention/P4/n", "sdpa-flash", 0.2, shape=(1, 1600, 2, 32), **{"pass": "fwd"}),
+            rec("area_attention/P4/n", "sdpa-cudnn", 0.1, shape=(1, 1600, 2, 32), **{"pass": "fwd"}),
+            rec("area_attention/P4/n", "triton", 0.15, shape=(1, 1600, 2, 32), **{"pass": "fwd"})]
+    rankings, evidence = derive(recs)
+    assert rankings[("sm90", "fused_area_attention", "fwd", "S")] == ("cuda", "triton",
+                                                                      "reference")
+    # sdpa = max(0.2, 0.1) = 0.2 > triton's 0.15
+    assert rankings[("sm90", "area_attention", "fwd", "S")] == ("triton", "sdpa")

@@ -197,3 +197,26 @@ def test_cuda_torch_compile_inductor_fullgraph():
         got = compiled(x)
     box, cls = errors(got, want, 128)
     assert box < 5e-3 and cls < 5e-3, (box, cls)
+
+
+def test_fast_aattn_picks_its_backend_by_problem_size():
+    """"auto" ranks backends per size class (batch 1 and batch 32 differ on a GPU): the fast
+    path resolves one backend per class when it is built, and each call's size picks among them."""
+    from yolov12_kernels import dispatch, dispatch_table
+    from yolov12.fast import FastAAttn
+    attn = AAttn(64, 2, area=4).eval()
+    calls = []
+
+    def fake(name):
+        def core(qkv, *args):
+            calls.append(name)
+            return qkv[:, :64]
+        return dispatch.Backend(name, None, core, None)
+    fa = FastAAttn(attn, {"S": fake("small"), "M": fake("medium"), "L": fake("large")})
+    assert fa.backend == "large+medium+small"
+    with torch.no_grad():
+        fa(torch.randn(1, 64, 8, 8))                       # 4,096 elements
+        side = 1 << 7                                      # 64 * 128 * 128 = 2^20: class M
+        fa(torch.randn(1, 64, side, side))
+    assert calls == ["small", "medium"]
+    assert dispatch_table.size_class(64 * side * side) == "M"

@@ -71,7 +71,9 @@ def test_model_layout_matches_public_eager_code(B, heads, H, W, area):
     want = ultralytics_style_aattn_core(qkv, heads, area, pe_w, pe_b)
     got = reference.fused_area_attention(qkv, heads, area, pe_w, pe_b)
     torch.testing.assert_close(got, want)
-    attn_only = reference.area_attention_qkv(qkv, heads, area)
+    # the composition helper every backend uses, with the pe left out
+    attn_only = reference.attention_plus_pe(
+        qkv, heads, lambda q, k, v: reference.area_attention(q, k, v, area), torch.zeros_like)
     torch.testing.assert_close(attn_only, want - F.conv2d(
         reference.split_qkv(qkv, heads)[2].reshape(B, H, W, -1).permute(0, 3, 1, 2),
         pe_w, pe_b, padding=3, groups=heads * d))
@@ -150,7 +152,7 @@ def test_bad_inputs_name_the_argument():
     with pytest.raises(ValueError, match="^qkv: channel count 192"):
         reference.fused_area_attention(qkv, 5, 1, torch.randn(64, 1, 7, 7))
     with pytest.raises(ValueError, match="^num_heads"):
-        reference.area_attention_qkv(qkv, 0)
+        reference.split_qkv(qkv, 0)
     with pytest.raises(ValueError, match="^pe_weight: expected a depthwise"):
         reference.fused_area_attention(qkv, 2, 1, torch.randn(32, 1, 7, 7))
     with pytest.raises(ValueError, match="^pe_bias: expected shape"):

@@ -24,6 +24,9 @@ import copy
 import torch
 from torch import nn
 
+from yolov12_kernels import dispatch, dispatch_table
+from yolov12_kernels.aattn import aattn_forward
+
 from .modules import AAttn, Detect
 
 _DEFAULT_DTYPE = {"cuda": torch.float16, "cpu": torch.float32}
@@ -35,71 +38,56 @@ def default_channels_last(device: torch.device, dtype: torch.dtype) -> bool:
     CPU (measured, YOLOv12-N at 640, fp32): channels-last is ~25% faster end to end. oneDNN's convs
     prefer NHWC, and with NHWC activations the q/k/v views of the qkv conv output have a contiguous
     head dimension, which SDPA's CPU kernel needs (from NCHW it copies every q, k and v first).
-    CUDA: not measured yet (no GPU in the session that wrote this); the attention kernels read the
-    NCHW conv output in place, so NCHW stays the default until the benchmark says otherwise
-    (``bench --channels-last on``).
+    CUDA: NCHW until a GPU measurement says otherwise (``bench --channels-last on`` measures it):
+    the attention kernels read the NCHW conv output in place.
     """
     return device.type == "cpu"
 
 
-def attention_backend(device: torch.device | str, dtype: torch.dtype, backend: str = "auto",
-                      head_dim: int = 32) -> str:
-    """Name of the backend ``backend`` resolves to for the model's attention on this device."""
-    from yolov12_kernels import dispatch
-    mod = dispatch.select("fused_area_attention", backend, torch.device(device), dtype, head_dim,
-                          False)
-    names = {module: name for name, module in dispatch._MODULES.items()}
-    return names.get(mod.__name__, mod.__name__)
+# "auto" ranks backends per problem-size class (dispatch_table): the smallest size of each class
+SIZE_CLASS_REPRESENTATIVES = {dispatch_table.size_class(s): s
+                              for s in (1, *dispatch_table.SIZE_BOUNDS)}
 
 
 class FastAAttn(nn.Module):
     """AAttn for inference with its attention backend resolved once, when the model is optimized.
 
-    The public op ``fused_area_attention(..., backend=...)`` asks the dispatcher on every call,
-    which imports backend modules: that costs Python time per call and breaks ``torch.compile``'s
-    graph. This module calls the chosen backend's function directly (the Triton backend's is a
-    ``torch.library`` custom op, one node in a compiled graph). Submodule names (``qkv``, ``proj``,
+    The public op ``fused_area_attention(..., backend=...)`` validates and asks the dispatcher on
+    every call; this module calls the chosen backend's function directly (the Triton and CUDA
+    backends' are ``torch.library`` custom ops, one node in a compiled graph). "auto"'s choice
+    depends on the problem size (``yolov12_kernels.dispatch_table``), so one backend is resolved
+    per size class and the call's size picks among them. Submodule names (``qkv``, ``proj``,
     ``pe``) are AAttn's, so state-dict keys do not change.
     """
 
-    def __init__(self, attn: AAttn, core, backend: str):
+    def __init__(self, attn: AAttn, cores: dict[str, dispatch.Backend]):
         super().__init__()
         self.qkv, self.proj, self.pe = attn.qkv, attn.proj, attn.pe
         self.num_heads, self.head_dim, self.area = attn.num_heads, attn.head_dim, attn.area
-        self.backend = backend
-        self._core = core
+        self._cores = {cls: b.fused_area_attention for cls, b in cores.items()}
+        self.backend = "+".join(sorted({b.name for b in cores.values()}))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, C, H, W = x.shape
-        if (H * W) % self.area:
-            raise ValueError(f"x: area={self.area} does not divide H*W={H * W} tokens "
-                             f"(feature map {H}x{W})")
-        qkv = self.qkv(x)
-        # pe's weight and bias with its BN folded (the conv's own after fuse(); computed from the
-        # BN here when the model was not fused, e.g. the torch.compile baseline) — AAttn's helper
-        pe_w, pe_b = AAttn._pe_weight_bias(self)
-        out = self._core(qkv, self.num_heads, self.area, pe_w, pe_b, None)
-        return self.proj(out)
+        core = self._cores[dispatch_table.size_class(x.numel())]  # qkv's C = x's C
+        return aattn_forward(self, x, core=core)
 
 
 def resolve_attention(net: nn.Module, backend: str = "auto", device=None, dtype=None) -> nn.Module:
     """Replace, in place, every AAttn of ``net`` (in eval mode) by a FastAAttn calling ``backend``
     directly; returns ``net``. Device and dtype default to the model's: give the ones it will run
     with, since the backend is chosen for them."""
-    from yolov12_kernels import dispatch
     if net.training:
         raise ValueError("net: put the model in eval mode first (FastAAttn is inference-only)")
     p = next(net.parameters())
     device = torch.device(device) if device is not None else p.device
     dtype = dtype or p.dtype
-    names = {module: name for name, module in dispatch._MODULES.items()}
     for parent in list(net.modules()):
         for child_name, child in list(parent.named_children()):
             if isinstance(child, AAttn):
-                mod = dispatch.select("fused_area_attention", backend, device, dtype,
-                                      child.head_dim, False)
-                setattr(parent, child_name, FastAAttn(child, mod.fused_area_attention,
-                                                      names.get(mod.__name__, mod.__name__)))
+                cores = {cls: dispatch.select("fused_area_attention", backend, device, dtype,
+                                              child.head_dim, False, size)
+                         for cls, size in SIZE_CLASS_REPRESENTATIVES.items()}
+                setattr(parent, child_name, FastAAttn(child, cores))
     return net
 
 
@@ -120,8 +108,10 @@ class FastYOLOv12(nn.Module):
                  channels_last: bool | None = None, fold_bn: bool = True,
                  fp32_decode: bool = True):
         super().__init__()
-        from .model import YOLOv12
-        if not isinstance(model, YOLOv12):
+        # a YOLOv12 (or a subclass): a network whose layer loop is ``run`` and whose last layer
+        # is the Detect head (checked by what it has: this module sits below yolov12.model)
+        if not (isinstance(model, nn.Module) and callable(getattr(model, "run", None))
+                and isinstance(getattr(model, "model", None), nn.Sequential)):
             raise ValueError(f"model: expected a YOLOv12, got {type(model).__name__}")
         device = torch.device(device) if device is not None else next(model.parameters()).device
         if device.type == "cuda" and not torch.cuda.is_available():
@@ -144,8 +134,9 @@ class FastYOLOv12(nn.Module):
         if not isinstance(head, Detect):
             raise ValueError("model: its last layer is not a Detect head")
         self.fp32_decode = fp32_decode
-        if fp32_decode:
-            head.dfl.float()  # the decode runs in fp32 (module docstring, point 3)
+        if fp32_decode:  # the decode runs in fp32 (module docstring, point 3)
+            head.dfl.float()
+            head.decode_fp32 = True
         if channels_last:
             net = net.to(memory_format=torch.channels_last)
         net.requires_grad_(False)
@@ -168,22 +159,8 @@ class FastYOLOv12(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.net.check_input(x)
-        x = x.to(device=self.device, dtype=self.dtype, memory_format=self.memory_format)
-        layers, froms, save = self.net.model, self.net._froms, self.net._save
-        outputs = []
-        last = len(layers) - 1
-        for i, (layer, f) in enumerate(zip(layers, froms)):
-            if f != -1:
-                x = outputs[f] if isinstance(f, int) else [x if j == -1 else outputs[j] for j in f]
-            x = self._head(layer, x) if i == last else layer(x)
-            outputs.append(x if i in save else None)
-        return x
-
-    def _head(self, head: Detect, feats: list[torch.Tensor]) -> torch.Tensor:
-        """Detect in eval mode: the convs in ``dtype``, then the box/class decode in float32."""
-        maps = [torch.cat((head.cv2[i](feats[i]), head.cv3[i](feats[i])), 1)
-                for i in range(head.nl)]
-        return head.decode(maps, fp32=self.fp32_decode)
+        return self.net.run(x.to(device=self.device, dtype=self.dtype,
+                                 memory_format=self.memory_format))
 
     # ----------------------------------------------------------------------------------------
     def capture(self, batch: int = 1, size: int | tuple[int, int] = 640,

@@ -137,6 +137,10 @@ class YOLOv12(nn.Module):
 
     def forward(self, x):
         self.check_input(x)
+        return self.run(x)
+
+    def run(self, x):
+        """The layer loop on a checked input: each layer reads the outputs it names (``froms``)."""
         outputs = []
         for i, (layer, f) in enumerate(zip(self.model, self._froms)):
             if f != -1:

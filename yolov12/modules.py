@@ -11,7 +11,8 @@ import math
 import torch
 from torch import nn
 
-from yolov12_kernels import area_attention, fold_conv_bn, fused_area_attention, reference
+from yolov12_kernels import fold_conv_bn
+from yolov12_kernels.aattn import aattn_forward
 
 
 def autopad(k: int, p: int | None = None, d: int = 1) -> int:
@@ -115,9 +116,10 @@ class C3k2(C2f):
 class AAttn(nn.Module):
     """Area attention: qkv 1x1 Conv+BN -> attention inside ``area`` stripes + pe(v) -> proj.
 
-    ``pe`` is the position perceiver, a 7x7 depthwise Conv+BN on v. The attention core (everything
-    between qkv and proj) is ``yolov12_kernels.fused_area_attention``; ``backend`` picks its
-    implementation ("auto": the fastest that supports the call; "reference": plain PyTorch).
+    ``pe`` is the position perceiver, a 7x7 depthwise Conv+BN on v. The forward is
+    ``yolov12_kernels.aattn.aattn_forward`` (shared with the fast path and ``patch``); ``backend``
+    picks the attention core's implementation ("auto": the fastest that supports the call;
+    "reference": plain PyTorch).
     """
 
     def __init__(self, dim, num_heads, area=1):
@@ -131,29 +133,8 @@ class AAttn(nn.Module):
         self.pe = Conv(all_head_dim, dim, 7, 1, 3, g=dim, act=False)
         self.backend = "auto"
 
-    def _pe_weight_bias(self):
-        """pe's depthwise weight and bias with BN folded (in autograd, so training works), or
-        None while pe's BN is in training mode (batch statistics: run the module instead)."""
-        return reference.conv_bn_params(self.pe.conv, self.pe.bn)
-
     def forward(self, x):
-        B, C, H, W = x.shape
-        N = H * W
-        if N % self.area:
-            raise ValueError(f"x: area={self.area} does not divide H*W={N} tokens "
-                             f"(feature map {H}x{W}); use an input size whose feature maps split "
-                             "into equal stripes")
-        qkv = self.qkv(x)
-        wb = self._pe_weight_bias()
-        if wb is None:  # training BN in pe: attention from the op, pe through the module
-            q, k, v = reference.split_qkv(qkv, self.num_heads)
-            attn = area_attention(q, k, v, self.area, backend=self.backend)
-            out = attn.reshape(B, H, W, C).permute(0, 3, 1, 2)
-            out = out + self.pe(v.reshape(B, H, W, C).permute(0, 3, 1, 2).contiguous())
-        else:
-            out = fused_area_attention(qkv, self.num_heads, self.area, wb[0], wb[1],
-                                       backend=self.backend)
-        return self.proj(out)
+        return aattn_forward(self, x, self.backend)
 
 
 class ABlock(nn.Module):
@@ -268,6 +249,8 @@ class Detect(nn.Module):
                           nn.Conv2d(c3, self.nc, 1))
             for x in ch)
         self.dfl = DFL(self.reg_max)
+        # decode in float32 whatever the maps' dtype (the fast path sets it, see ``decode``)
+        self.decode_fp32 = False
 
     def bias_init(self, imgsz=640):
         """Prior biases: box logits 1.0, class logits for ~5 objects per 640 image."""
@@ -279,7 +262,7 @@ class Detect(nn.Module):
         x = [torch.cat((self.cv2[i](x[i]), self.cv3[i](x[i])), 1) for i in range(self.nl)]
         if self.training:
             return x
-        return self.decode(x)
+        return self.decode(x, fp32=self.decode_fp32)
 
     def decode(self, x: list[torch.Tensor], fp32: bool = False) -> torch.Tensor:
         """Per-level maps -> (B, 4 + nc, anchors): xywh boxes in input pixels, class scores.

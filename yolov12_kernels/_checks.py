@@ -63,18 +63,24 @@ def check_model_qkv(qkv, num_heads):
     return B, C, H, W, C // num_heads
 
 
-def check_pe_params(v, weight, bias, name: str = "weight", bias_name: str = "bias") -> None:
-    """Depthwise conv weight (C, 1, k, k), odd k, on v (B, C, H, W); bias (C,) or None."""
-    check_tensor(v, "v", ndim=4)
+def check_pe_params(channels: int, weight, bias, name: str = "weight", bias_name: str = "bias",
+                    device: torch.device | None = None) -> None:
+    """Depthwise conv weight (C, 1, k, k), odd k, for ``channels`` = C; bias (C,) or None; both on
+    ``device`` when given. Any floating dtype: the ops compute pe in the input's precision (fp32
+    accumulation in the kernels), as autocast would."""
     check_tensor(weight, name, ndim=4)
-    C = v.shape[1]
+    C = channels
     if weight.shape[0] != C or weight.shape[1] != 1 or weight.shape[2] != weight.shape[3]:
         raise ValueError(f"{name}: expected a depthwise weight of shape ({C}, 1, k, k) for "
                          f"{C} channels, got {tuple(weight.shape)}")
     if weight.shape[2] % 2 != 1:
         raise ValueError(f"{name}: kernel size must be odd for 'same' padding, "
                          f"got {weight.shape[2]}")
+    if device is not None and weight.device != device:
+        raise ValueError(f"{name}: on {weight.device}, but the input is on {device}")
     if bias is not None:
         check_tensor(bias, bias_name, ndim=1)
         if bias.shape[0] != C:
             raise ValueError(f"{bias_name}: expected shape ({C},), got {tuple(bias.shape)}")
+        if device is not None and bias.device != device:
+            raise ValueError(f"{bias_name}: on {bias.device}, but the input is on {device}")

@@ -1,4 +1,4 @@
-"""Public area-attention ops: validate, pick a backend (see ``dispatch``), run.
+"""Public area-attention ops: validate once, pick a backend (see ``dispatch``), run.
 
 Two entry points:
 
@@ -6,6 +6,9 @@ Two entry points:
   / SDPA users;
 * ``fused_area_attention(qkv, num_heads, area, pe_weight, pe_bias)`` on the model's layout: the qkv
   conv output (B, 3C, H, W) -> attention + pe(v) in (B, C, H, W), which the model's AAttn calls.
+
+The arguments are checked here and nowhere after: backends receive validated tensors and a float
+``scale``.
 """
 from __future__ import annotations
 
@@ -13,6 +16,10 @@ import torch
 
 from . import dispatch
 from ._checks import check_area, check_drop_in_qkv, check_model_qkv, check_pe_params
+
+
+def _needs_grad(*tensors) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
 def area_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, area: int = 1, *,
@@ -25,9 +32,9 @@ def area_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, area: int 
     """
     B, N, heads, d = check_drop_in_qkv(q, k, v)
     check_area(area, N)
-    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
-    impl = dispatch.select("area_attention", backend, q.device, q.dtype, d, needs_grad)
-    return impl.area_attention(q, k, v, area, scale)
+    impl = dispatch.select("area_attention", backend, q.device, q.dtype, d,
+                           _needs_grad(q, k, v), B * N * heads * d)
+    return impl.area_attention(q, k, v, area, float(d ** -0.5 if scale is None else scale))
 
 
 def fused_area_attention(qkv: torch.Tensor, num_heads: int, area: int, pe_weight: torch.Tensor,
@@ -40,10 +47,9 @@ def fused_area_attention(qkv: torch.Tensor, num_heads: int, area: int, pe_weight
     """
     B, C, H, W, d = check_model_qkv(qkv, num_heads)
     check_area(area, H * W)
-    # pe acts on v in (B, C, H, W); check against a same-shaped stand-in without slicing qkv
-    check_pe_params(qkv.new_empty((1, C, 1, 1)), pe_weight, pe_bias,
-                    name="pe_weight", bias_name="pe_bias")
-    needs_grad = torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (qkv, pe_weight, pe_bias))
-    impl = dispatch.select("fused_area_attention", backend, qkv.device, qkv.dtype, d, needs_grad)
-    return impl.fused_area_attention(qkv, num_heads, area, pe_weight, pe_bias, scale)
+    check_pe_params(C, pe_weight, pe_bias, name="pe_weight", bias_name="pe_bias",
+                    device=qkv.device)
+    impl = dispatch.select("fused_area_attention", backend, qkv.device, qkv.dtype, d,
+                           _needs_grad(qkv, pe_weight, pe_bias), B * C * H * W)
+    return impl.fused_area_attention(qkv, num_heads, area, pe_weight, pe_bias,
+                                     float(d ** -0.5 if scale is None else scale))

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from . import reference
-from ._checks import check_area, check_drop_in_qkv, check_model_qkv
+from .reference import _position_perceiver, attention_plus_pe
 
 try:
     from flash_attn import flash_attn_func
@@ -34,9 +33,8 @@ def unsupported(op, device, dtype, head_dim, needs_grad):
     return None
 
 
-def area_attention(q, k, v, area=1, scale=None):
-    B, N, heads, d = check_drop_in_qkv(q, k, v)
-    check_area(area, N)
+def area_attention(q, k, v, area, scale):
+    B, N, heads, d = q.shape
     n = N // area
 
     def chunks(t):
@@ -47,9 +45,6 @@ def area_attention(q, k, v, area=1, scale=None):
     return out.reshape(B, N, heads, d)
 
 
-def fused_area_attention(qkv, num_heads, area, pe_weight, pe_bias=None, scale=None):
-    B, C, H, W, d = check_model_qkv(qkv, num_heads)
-    q, k, v = reference.split_qkv(qkv, num_heads)
-    x = area_attention(q, k, v, area, scale).reshape(B, H, W, C).permute(0, 3, 1, 2)
-    v_nchw = v.reshape(B, H, W, C).permute(0, 3, 1, 2)
-    return x + reference.position_perceiver(v_nchw, pe_weight, pe_bias)
+def fused_area_attention(qkv, num_heads, area, pe_weight, pe_bias, scale):
+    return attention_plus_pe(qkv, num_heads, lambda q, k, v: area_attention(q, k, v, area, scale),
+                             lambda v: _position_perceiver(v, pe_weight, pe_bias))

@@ -10,7 +10,8 @@ Example (ultralytics installed; it is not a dependency of this package)::
 works on any module shaped like the public ``AAttn``: ``qkv``, ``proj`` and ``pe`` each a Conv
 wrapper with ``.conv`` (``nn.Conv2d``) and optionally ``.bn`` (absent or None once fused), integers
 ``num_heads``, ``head_dim`` and ``area``, and ``pe`` a depthwise conv. Each match gets an instance
-``forward`` that calls ``yolov12_kernels.fused_area_attention``; weights are untouched, so
+``forward`` that runs ``yolov12_kernels.aattn.aattn_forward`` (the fused op; with a training-mode
+BN in pe, attention from the op and pe through the module); weights are untouched, so
 ``state_dict()`` and saving are unchanged, and ``unpatch`` restores the original forward.
 """
 from __future__ import annotations
@@ -19,8 +20,8 @@ import types
 
 from torch import nn
 
-from .attention import fused_area_attention
-from .reference import conv_bn_params
+from .aattn import aattn_forward
+from .dispatch import BACKENDS
 
 _MARK = "_yolov12_kernels_patched"  # the backend a module was patched with
 
@@ -48,20 +49,8 @@ def is_area_attention(m: nn.Module) -> bool:
             and pe.padding == (pe.kernel_size[0] // 2,) * 2 and pe.dilation == (1, 1))
 
 
-def _pe_weight_bias(pe):
-    """Depthwise weight and bias of ``pe`` with eval-mode BN folded in (differentiable), or None
-    when BN is in training mode (batch statistics cannot be folded)."""
-    bn = getattr(pe, "bn", None)
-    return conv_bn_params(pe.conv, bn if isinstance(bn, nn.BatchNorm2d) else None)
-
-
 def _fused_forward(self, x):
-    wb = _pe_weight_bias(self.pe)
-    if wb is None:  # training-mode BN in pe: the original module does it right
-        return self._yolov12_kernels_original_forward(x)
-    out = fused_area_attention(self.qkv(x), self.num_heads, self.area, wb[0], wb[1],
-                               backend=getattr(self, _MARK))
-    return self.proj(out)
+    return aattn_forward(self, x, backend=getattr(self, _MARK))
 
 
 def _root(model):
@@ -81,16 +70,13 @@ def patch(model, backend: str = "auto") -> int:
     Returns how many modules were patched (0 means none has the AAttn layout). Patching twice
     just updates the backend.
     """
-    from .dispatch import BACKENDS
     if backend != "auto" and backend not in BACKENDS:
         raise ValueError(f"backend: expected 'auto' or one of {BACKENDS}, got {backend!r}")
     count = 0
     for m in _root(model).modules():
         if not is_area_attention(m):
             continue
-        if not hasattr(m, _MARK):
-            # the class's forward (bound), kept so training-mode BN and unpatch can use it
-            m._yolov12_kernels_original_forward = m.forward
+        if not hasattr(m, _MARK):  # an instance attribute: the class's forward stays for unpatch
             m.forward = types.MethodType(_fused_forward, m)
         setattr(m, _MARK, backend)
         count += 1
@@ -103,7 +89,6 @@ def unpatch(model) -> int:
     for m in _root(model).modules():
         if hasattr(m, _MARK):
             del m.forward  # the instance attribute; the class's forward shows through again
-            del m._yolov12_kernels_original_forward
             delattr(m, _MARK)
             count += 1
     return count

@@ -4,14 +4,15 @@ from __future__ import annotations
 import torch
 
 from . import dispatch
-from ._checks import check_pe_params
+from ._checks import check_pe_params, check_tensor
+from .attention import _needs_grad
 
 
 def position_perceiver(v: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
                        *, backend: str = "auto") -> torch.Tensor:
     """pe(v) = depthwise_conv(v, weight) + bias; v (B, C, H, W), weight (C, 1, k, k), bias (C,)."""
-    check_pe_params(v, weight, bias)
-    needs_grad = torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (v, weight, bias))
-    impl = dispatch.select("position_perceiver", backend, v.device, v.dtype, None, needs_grad)
+    check_tensor(v, "v", ndim=4)
+    check_pe_params(v.shape[1], weight, bias, device=v.device)
+    impl = dispatch.select("position_perceiver", backend, v.device, v.dtype, None,
+                           _needs_grad(v, weight, bias), v.numel())
     return impl.position_perceiver(v, weight, bias)

@@ -1,7 +1,9 @@
 """Plain-PyTorch reference ops: the ground truth every fast backend is tested against.
 
-Readable first, fast never. Every function validates its arguments and raises ``ValueError`` naming
-the argument at fault, so the same checks serve the fast entry points (see ``_checks``).
+Readable first, fast never. Every public function validates its arguments and raises ``ValueError``
+naming the argument at fault (the checks of ``_checks``, shared with the public ops); its
+``_``-prefixed twin computes the same on validated inputs and is what the reference backend runs,
+so a call through the dispatcher is checked once.
 
 Layouts
 -------
@@ -23,12 +25,13 @@ from ._checks import (
     check_drop_in_qkv,
     check_model_qkv,
     check_pe_params,
+    check_tensor,
 )
 
 __all__ = [
     "area_attention",
     "split_qkv",
-    "area_attention_qkv",
+    "attention_plus_pe",
     "position_perceiver",
     "fused_area_attention",
     "fold_conv_bn",
@@ -46,7 +49,12 @@ def area_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, area: int 
     """
     B, N, heads, d = check_drop_in_qkv(q, k, v)
     check_area(area, N)
-    scale = d ** -0.5 if scale is None else scale
+    return _area_attention(q, k, v, area, d ** -0.5 if scale is None else scale)
+
+
+def _area_attention(q, k, v, area: int, scale: float) -> torch.Tensor:
+    """``area_attention`` on validated inputs (the reference backend's entry point)."""
+    B, N, heads, d = q.shape
     n = N // area
 
     def chunks(t):  # (B, N, h, d) -> (B*area, h, n, d)
@@ -60,25 +68,35 @@ def area_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, area: int 
 
 def split_qkv(qkv: torch.Tensor, num_heads: int):
     """Views q, k, v of shape (B, N, heads, head_dim) on the model-layout ``qkv`` (B, 3C, H, W)."""
-    B, C, H, W, d = check_model_qkv(qkv, num_heads)
+    check_model_qkv(qkv, num_heads)
+    return _split_qkv(qkv, num_heads)
+
+
+def _split_qkv(qkv: torch.Tensor, num_heads: int):
+    B, C3, H, W = qkv.shape
+    d = C3 // 3 // num_heads
     # (B, heads, 3, d, N) -> three (B, N, heads, d) strided views, no copies
     t = qkv.reshape(B, num_heads, 3, d, H * W).permute(2, 0, 4, 1, 3)
     return t[0], t[1], t[2]
 
 
 def _to_nchw(x: torch.Tensor, H: int, W: int) -> torch.Tensor:
-    """(B, N, heads, d) -> (B, heads*d, H, W) with channel h*d + j."""
+    """(B, N, heads, d) -> (B, heads*d, H, W) with channel h*d + j (a view)."""
     B, N, heads, d = x.shape
     return x.reshape(B, H, W, heads * d).permute(0, 3, 1, 2)
 
 
-def area_attention_qkv(qkv: torch.Tensor, num_heads: int, area: int = 1,
-                       scale: float | None = None) -> torch.Tensor:
-    """Area attention on the model layout: qkv (B, 3C, H, W) -> (B, C, H, W), channel h*d + j."""
-    B, C, H, W, d = check_model_qkv(qkv, num_heads)
-    check_area(area, H * W)
-    q, k, v = split_qkv(qkv, num_heads)
-    return _to_nchw(area_attention(q, k, v, area, scale), H, W)
+def attention_plus_pe(qkv: torch.Tensor, num_heads: int, attention, pe) -> torch.Tensor:
+    """AAttn's core written once, for any attention and any position perceiver:
+    split ``qkv`` (B, 3C, H, W) into q, k, v -> ``attention(q, k, v)`` on (B, N, heads, d) ->
+    back to (B, C, H, W) -> ``+ pe(v)`` with v as (B, C, H, W) (a strided view).
+
+    The reference, SDPA and flash-attn backends differ only in ``attention``; AAttn with a
+    training-mode BN in pe passes its pe module as ``pe``. Inputs are not validated here.
+    """
+    H, W = qkv.shape[-2:]
+    q, k, v = _split_qkv(qkv, num_heads)
+    return _to_nchw(attention(q, k, v), H, W) + pe(_to_nchw(v, H, W))
 
 
 def position_perceiver(v: torch.Tensor, weight: torch.Tensor,
@@ -86,9 +104,16 @@ def position_perceiver(v: torch.Tensor, weight: torch.Tensor,
     """The position perceiver pe(v): a depthwise k x k conv (7x7 in YOLOv12), stride 1, 'same'
     zero padding, one filter per channel. ``weight`` is (C, 1, k, k), ``bias`` (C,) or None
     (with BN folded into weight/bias, this is the whole Conv+BN of the model)."""
-    check_pe_params(v, weight, bias)
+    check_tensor(v, "v", ndim=4)
+    check_pe_params(v.shape[1], weight, bias, device=v.device)
+    return _position_perceiver(v, weight, bias)
+
+
+def _position_perceiver(v, weight, bias=None) -> torch.Tensor:
+    # weights in v's dtype, as autocast would cast them (the kernels take any float weights)
     k = weight.shape[-1]
-    return F.conv2d(v, weight, bias, stride=1, padding=k // 2, groups=v.shape[1])
+    bias = bias.to(v.dtype) if bias is not None else None
+    return F.conv2d(v, weight.to(v.dtype), bias, stride=1, padding=k // 2, groups=v.shape[1])
 
 
 def fused_area_attention(qkv: torch.Tensor, num_heads: int, area: int, pe_weight: torch.Tensor,
@@ -101,11 +126,16 @@ def fused_area_attention(qkv: torch.Tensor, num_heads: int, area: int, pe_weight
     """
     B, C, H, W, d = check_model_qkv(qkv, num_heads)
     check_area(area, H * W)
-    q, k, v = split_qkv(qkv, num_heads)
-    v_nchw = _to_nchw(v, H, W)
-    check_pe_params(v_nchw, pe_weight, pe_bias, name="pe_weight", bias_name="pe_bias")
-    x = _to_nchw(area_attention(q, k, v, area, scale), H, W)
-    return x + position_perceiver(v_nchw, pe_weight, pe_bias)
+    check_pe_params(C, pe_weight, pe_bias, name="pe_weight", bias_name="pe_bias",
+                    device=qkv.device)
+    return _fused_area_attention(qkv, num_heads, area, pe_weight, pe_bias,
+                                 d ** -0.5 if scale is None else scale)
+
+
+def _fused_area_attention(qkv, num_heads, area, pe_weight, pe_bias, scale) -> torch.Tensor:
+    return attention_plus_pe(qkv, num_heads,
+                             lambda q, k, v: _area_attention(q, k, v, area, scale),
+                             lambda v: _position_perceiver(v, pe_weight, pe_bias))
 
 
 def conv_bn_params(conv: nn.Conv2d, bn: nn.BatchNorm2d | None):

@@ -27,7 +27,6 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .._checks import check_area, check_drop_in_qkv, check_model_qkv, check_pe_params
 
 try:
     import triton  # noqa: F401
@@ -266,20 +265,12 @@ def _needs_grad(*ts) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in ts)
 
 
-def area_attention(q, k, v, area=1, scale=None):
-    B, N, heads, d = check_drop_in_qkv(q, k, v)
-    check_area(area, N)
-    scale = _kernels().default_scale(d, scale)
+def area_attention(q, k, v, area, scale):
     out, _ = _area_fwd_op(q, k, v, area, scale, _needs_grad(q, k, v))
     return out
 
 
-def fused_area_attention(qkv, num_heads, area, pe_weight, pe_bias=None, scale=None):
-    B, C, H, W, d = check_model_qkv(qkv, num_heads)
-    check_area(area, H * W)
-    check_pe_params(qkv.new_empty((1, C, 1, 1)), pe_weight, pe_bias, name="pe_weight",
-                    bias_name="pe_bias")
-    scale = _kernels().default_scale(d, scale)
+def fused_area_attention(qkv, num_heads, area, pe_weight, pe_bias, scale):
     out, _, _ = _fused_fwd_op(qkv, pe_weight, pe_bias, num_heads, area, scale,
                               _needs_grad(qkv, pe_weight, pe_bias))
     return out
