@@ -76,9 +76,10 @@ setup(
     description="Fast area-attention kernels and a weight-compatible YOLOv12 model",
     long_description=open(os.path.join(os.path.dirname(__file__), "README.md")).read(),
     long_description_content_type="text/markdown",
-    # benchmarks/ ships too: the bench CLI uses its timing and record helpers.
+    # benchmarks/ holds scripts run from a checkout, not a package: the bench CLI's code is
+    # yolov12.bench
     packages=find_packages(include=["yolov12_kernels", "yolov12_kernels.*",
-                                    "yolov12", "yolov12.*", "benchmarks"]),
+                                    "yolov12", "yolov12.*"]),
     python_requires=">=3.10",
     # torch is deliberately unpinned: a torch that is already installed (CPU or CUDA) is kept.
     install_requires=["torch>=2.4", "numpy", "tqdm"],

@@ -40,7 +40,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from benchmarks.records import append_records, make_record, time_ms
+from yolov12.bench.records import append_records, make_record, new_run_dir, time_ms
 from yolov12_kernels import shapes
 from yolov12_kernels.shapes import HEAD_DIM, HEADS
 
@@ -383,7 +383,9 @@ def cases(families, levels, scales, batches, dtypes, passes):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", default=None, help="results directory (default benchmarks/results)")
+    ap.add_argument("--out", default=None,
+                    help="results directory (default: a new runs/attention/<date-time>; "
+                         "--out benchmarks/results updates the committed records)")
     ap.add_argument("--quick", action="store_true",
                     help="scale n only, batches 1 and 32, float16, fewer repetitions")
     ap.add_argument("--families", nargs="+", default=["area_attention", "aattn"],
@@ -419,7 +421,7 @@ def main(argv=None) -> int:
             print(line)
         sys.stdout.flush()
     if all_records:
-        path = append_records(all_records, "kernel", args.out)
+        path = append_records(all_records, "kernel", args.out or new_run_dir("attention"))
         print(f"{len(all_records)} records appended to {path}")
     return 0
 

@@ -19,7 +19,7 @@ import sys
 import torch
 import torch.nn.functional as F
 
-from benchmarks.records import append_records, make_record, time_ms
+from yolov12.bench.records import append_records, make_record, new_run_dir, time_ms
 
 # P4 (40x40 at 640) channels of the attention layer per scale: heads * 32 (yolov12_facts.md)
 P4_CHANNELS = {"n": 64, "s": 128, "m": 256, "l": 256, "x": 384}
@@ -108,7 +108,9 @@ def main(argv=None) -> int:
     ap.add_argument("--dtypes", nargs="+", default=["float16", "bfloat16", "float32"],
                     choices=list(DTYPES))
     ap.add_argument("--rep", type=int, default=100)
-    ap.add_argument("--out", default=None, help="results directory (default benchmarks/results)")
+    ap.add_argument("--out", default=None,
+                    help="results directory (default: a new runs/pe/<date-time>; "
+                         "--out benchmarks/results updates the committed records)")
     args = ap.parse_args(argv)
 
     if not torch.cuda.is_available():
@@ -135,7 +137,7 @@ def main(argv=None) -> int:
                 print(f"{c['name']:<14} {dtype_name:<9} {batch:>5} {c['median_ms']:>9.4f} "
                       f"{e['median_ms']:>9.4f} {e['median_ms'] / c['median_ms']:>6.2f}x "
                       f"{c['roofline_fraction']:>9.2f}")
-    path = append_records(records, "kernel", args.out)
+    path = append_records(records, "kernel", args.out or new_run_dir("pe"))
     print(f"{len(records)} records appended to {path}")
     return 0
 

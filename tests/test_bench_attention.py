@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from benchmarks import bench_attention as BA
-from benchmarks.records import REQUIRED_FIELDS, summarize, validate_record
+from yolov12.bench.records import REQUIRED_FIELDS, summarize, validate_record
 from yolov12_kernels import reference
 
 

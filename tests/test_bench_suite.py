@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks import tables
-from benchmarks.ablations import build_variant, variant_names
-from benchmarks.e2e import interleaved, model_info
-from benchmarks.plot import plot_latency_vs_params
-from benchmarks.records import REQUIRED_FIELDS, load_records, validate_record
+from yolov12.bench import tables
+from yolov12.bench.ablations import build_variant, variant_names
+from yolov12.bench.e2e import interleaved, model_info
+from yolov12.bench.plot import plot_latency_vs_params
+from yolov12.bench.records import REQUIRED_FIELDS, load_records, validate_record
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,6 +40,9 @@ def test_quick_suite_end_to_end(tmp_path):
     for heading in ("Table 1 layout", "Baselines", "Ablations, YOLOv12-N", "Batch sweep",
                     "Table 4 layout"):
         assert heading in text, heading
+    # the answer first: how fast each scale is here, against the reference model
+    assert text.index("How fast on this machine") < text.index("Table 1 layout")
+    assert "YOLOv12-n:" in text and "images/s" in text and "the reference model" in text
     recs = load_records([out / "e2e.jsonl"])
     for r in recs:
         validate_record(r)
@@ -80,7 +83,7 @@ def test_original_options_still_work(tmp_path):
 ])
 def test_bad_options_name_themselves(args, message):
     from yolov12.__main__ import build_parser
-    from yolov12.bench import resolve
+    from yolov12.bench.cli import resolve
     with pytest.raises(SystemExit, match=message):
         resolve(build_parser().parse_args(["bench", *args]))
 
@@ -175,7 +178,7 @@ def test_peak_memory_leaves_out_first_call_autotuning(monkeypatch):
     """The batch sweep's GPU peak memory, on a CPU with torch.cuda's allocator stats faked: the
     first call of a provider may run Triton's autotuner, whose 256 MiB benchmark buffer is not the
     model's memory; building (weights, a CUDA graph's pool) and a call's activations are."""
-    from benchmarks import e2e
+    from yolov12.bench import e2e
     mib = 2**20
     st = {"alloc": 100 * mib, "peak": 100 * mib}
 
@@ -208,7 +211,7 @@ def test_compile_baseline_is_the_reference_in_one_graph():
     """The torch.compile baselines compile the reference computation (BN unfolded, reference
     attention, decode in the model's dtype) as ONE graph: no break at the attention or the decode.
     A counting backend stands in for inductor (whose C++ build is too slow for a unit test)."""
-    from benchmarks.e2e import Config, build
+    from yolov12.bench.e2e import Config, build
     graphs = []
 
     def counting_backend(gm, example_inputs):
@@ -232,7 +235,7 @@ def test_eager_baseline_runs_the_reference_attention(monkeypatch):
     pick (SDPA on a CPU, the Triton kernel on a GPU), which the model's AAttn default would."""
     import yolov12_kernels.reference_backend as R
     import yolov12_kernels.sdpa_backend as S
-    from benchmarks.e2e import Config, build
+    from yolov12.bench.e2e import Config, build
     calls = []
     for mod, name in ((R, "reference"), (S, "sdpa")):
         orig = mod.fused_area_attention
@@ -271,3 +274,36 @@ def test_variants():
         assert mlp.eval()(torch.rand(1, 3, 64, 64)).shape == (1, 84, 84)
     with pytest.raises(ValueError, match="variant"):
         build_variant("n", "pe")
+
+
+def test_default_output_is_a_new_run_directory(tmp_path, monkeypatch, capsys):
+    """Without --out a run writes to runs/bench/<date-time> under the working directory, never
+    into the committed benchmarks/results; two runs get two directories."""
+    from yolov12.__main__ import main
+    from yolov12.bench.records import new_run_dir
+    monkeypatch.chdir(tmp_path)
+    args = ["bench", "--model", "n", "--imgsz", "64", "--runs", "1", "--warmup", "0",
+            "--no-progress", "--threads", "1"]
+    assert main(args) == 0
+    first = sorted((tmp_path / "runs" / "bench").glob("*/e2e.jsonl"))
+    assert len(first) == 1 and not (tmp_path / "benchmarks").exists()
+    assert f"records written to {first[0].relative_to(tmp_path)}" in capsys.readouterr().out
+    d1 = new_run_dir("bench")
+    d1.mkdir(parents=True)
+    d2 = new_run_dir("bench")
+    assert d1 != d2 and d1.parent == d2.parent == tmp_path.relative_to(tmp_path) / "runs/bench"
+
+
+def test_progress_total_counts_only_what_runs(monkeypatch):
+    """On a CPU without --compile the default providers are the ones that run (no fast-graph,
+    no compile rows), so the progress bar's total -- and its ETA -- is the real work."""
+    from yolov12.__main__ import build_parser
+    from yolov12.bench import e2e
+    from yolov12.bench.cli import resolve
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    s = resolve(build_parser().parse_args(["bench", "--suite", "all", "--threads",
+                                           str(torch.get_num_threads())]))
+    assert s["providers"] == ["eager", "fast"] and s["batch_providers"] == ["eager", "fast"]
+    total = e2e.count_runs(["n"], 3, ["baselines", "batch"], s["providers"], [1, 2],
+                           s["batch_providers"])
+    assert total == 3 * (2 + 2 * 2)

@@ -7,7 +7,7 @@ import sys
 
 # Each sub-command is a module of this package exposing ``add_parser(subparsers)`` (which must set
 # ``func`` on the parser via set_defaults) — one module per command keeps this file trivial.
-COMMANDS = ["yolov12.cli_info", "yolov12.bench", "yolov12.predict", "yolov12.val", "yolov12.export"]
+COMMANDS = ["yolov12.cli_info", "yolov12.bench.cli", "yolov12.predict", "yolov12.val", "yolov12.export"]
 
 
 def build_parser() -> argparse.ArgumentParser:

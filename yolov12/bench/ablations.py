@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from torch import nn
 
-from yolov12.model import YOLOv12
-from yolov12.modules import AAttn, ABlock, Conv
+from ..model import YOLOv12
+from ..modules import AAttn, ABlock, Conv
 
 P4_LAYER = 6  # the backbone A2C2f at stride 16 (area 4); layer 8 (P5) is global already
 PE_KERNELS = (1, 3, 5, 7, 9)
 MLP_RATIOS = (1.0, 1.2, 1.5, 2.0, 4.0)
 
-# The paper's ablations (YOLOv12-N; see shared/reference/yolov12_facts.md).
+# The paper's ablations (YOLOv12-N, arXiv 2502.12524; docs/paper.md lists the figures we use).
 PAPER_PE = {1: {"t4_ms": 1.6, "mAP": 39.8}, 3: {"t4_ms": 1.6, "mAP": 40.2},
             5: {"t4_ms": 1.7, "mAP": 40.4}, 7: {"t4_ms": 1.7, "mAP": 40.6},
             9: {"t4_ms": 1.9, "mAP": 40.6}}
@@ -93,15 +93,3 @@ def build_variant(scale: str, variant: str = "", nc: int = 80) -> YOLOv12:
         except ValueError:
             pass
     raise ValueError(f"variant: expected '', 'p4-global', 'pe<k>' or 'mlp<ratio>', got {variant!r}")
-
-
-def paper_figures(variant: str) -> dict:
-    """The paper's figures for a variant (empty when the paper has none)."""
-    if variant.startswith("pe") and variant[2:].isdigit():
-        return dict(PAPER_PE.get(int(variant[2:]), {}))
-    if variant.startswith("mlp"):
-        try:
-            return dict(PAPER_MLP.get(float(variant[3:]), {}))
-        except ValueError:
-            return {}
-    return {}

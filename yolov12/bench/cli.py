@@ -12,9 +12,12 @@ Method (like the paper's forward-only latency): random input already in the mode
 layout, eval mode under ``torch.inference_mode``; ``--warmup`` untimed calls per provider, then
 ``--runs`` timed single calls per provider interleaved over ``--rounds`` rounds (CUDA events on a
 GPU, ``perf_counter`` on the CPU); median and 20th/80th percentiles. No pre/post-processing and no
-NMS are timed. Records are appended to ``<--out>/e2e.jsonl`` (default ``benchmarks/results``);
-``--report`` re-renders the tables and the plot from the records there without timing anything.
-See benchmarks/README.md.
+NMS are timed. A run prints a few lines first (each scale's latency and images/s with the fast
+path, against the reference model), then the tables. Records go to ``<--out>/e2e.jsonl``, by
+default a new ``runs/bench/<date-time>`` directory (``--out benchmarks/results`` adds them to the
+committed records); ``--report`` re-renders the tables and the plot from records without timing
+anything. The default on a CPU (every scale at 640, eager vs fast, 3 warm-up and 10 timed calls
+each) takes about 2 minutes on 2 cores. See docs/benchmarks.md.
 """
 from __future__ import annotations
 
@@ -23,8 +26,12 @@ import sys
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
-from .cli_info import parse_scales
+from ..cli_info import parse_scales
+from . import e2e, tables
+from .plot import plot_latency_vs_params
+from .records import TRACKED_RESULTS, append_records, load_records, new_run_dir
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
           "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
@@ -53,14 +60,15 @@ def add_parser(sub) -> None:
                    help="image size: one value (square) or H W; multiples of 32 "
                         "(default 640; 160 with --quick)")
     p.add_argument("--warmup", type=int, default=None,
-                   help="untimed calls per provider (default 10 CPU / 50 GPU)")
+                   help="untimed calls per provider (default 3 CPU / 50 GPU)")
     p.add_argument("--runs", type=int, default=None,
-                   help="timed calls per provider (default 20 CPU / 200 GPU)")
+                   help="timed calls per provider (default 10 CPU / 200 GPU)")
     p.add_argument("--rounds", type=int, default=5,
                    help="the runs are interleaved across providers in this many rounds (default 5)")
     p.add_argument("--providers", default=None,
                    help="baseline providers, comma-separated from eager,compile,"
-                        "compile-max-autotune,fast,fast-graph (default: all that run here)")
+                        "compile-max-autotune,fast,fast-graph (default: all that run here: "
+                        "fast-graph needs CUDA, compile the --compile switch)")
     p.add_argument("--compile", dest="compile", action="store_true", default=None,
                    help="time the torch.compile baselines (default on CUDA; off on CPU, where "
                         "inductor's C++ build takes minutes)")
@@ -87,12 +95,13 @@ def add_parser(sub) -> None:
                    help="about a minute on a CPU: scale n, 160x160, every suite, few runs")
     p.add_argument("--label", default="", help="free text stored in every record")
     p.add_argument("--out", default=None, help="directory for the JSONL records and the plot "
-                   "(default benchmarks/results; 'none' to skip writing)")
+                   "(default: a new runs/bench/<date-time>; benchmarks/results adds to the "
+                   "committed records; 'none' to skip writing)")
     p.add_argument("--plot", default=None,
                    help=f"PNG path for latency vs params (default <out>/{PLOT_NAME})")
     p.add_argument("--report", action="store_true",
                    help="no timing: render the tables and the plot from the records in --out "
-                        "(and any --results files)")
+                        "(default benchmarks/results) and any --results files")
     p.add_argument("--results", nargs="*", default=[],
                    help="extra .jsonl files or directories to merge into --report")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -130,8 +139,8 @@ def resolve(args):
         raise SystemExit(f"--imgsz: sides must be positive multiples of 32, got {h}x{w}")
     if args.batch < 1:
         raise SystemExit(f"--batch: must be >= 1, got {args.batch}")
-    warmup = args.warmup if args.warmup is not None else (2 if args.quick else 50 if gpu else 10)
-    runs = args.runs if args.runs is not None else (5 if args.quick else 200 if gpu else 20)
+    warmup = args.warmup if args.warmup is not None else (2 if args.quick else 50 if gpu else 3)
+    runs = args.runs if args.runs is not None else (5 if args.quick else 200 if gpu else 10)
     if runs < 1 or warmup < 0:
         raise SystemExit("--runs must be >= 1 and --warmup >= 0")
     if args.rounds < 1:
@@ -143,12 +152,17 @@ def resolve(args):
     if bad or not suites:
         raise SystemExit(f"--suite: unknown {bad or args.suite!r}; choose from "
                          f"{','.join(SUITES)} or 'all'")
-    from benchmarks.e2e import DEFAULT_BATCHES, PROVIDERS
-    providers = _csv(args.providers) if args.providers else list(PROVIDERS)
-    bad = [p for p in providers if p not in PROVIDERS]
-    if bad or not providers:
-        raise SystemExit(f"--providers: unknown {bad or args.providers!r}; choose from "
-                         f"{','.join(PROVIDERS)}")
+    compile_ok = gpu if args.compile is None else args.compile
+    if args.providers:  # as asked: one that cannot run here is skipped with its reason
+        providers = _csv(args.providers)
+        bad = [p for p in providers if p not in e2e.PROVIDERS]
+        if bad or not providers:
+            raise SystemExit(f"--providers: unknown {bad or args.providers!r}; choose from "
+                             f"{','.join(e2e.PROVIDERS)}")
+    else:  # only what runs here, so that the progress bar's total (and its ETA) is the work
+        providers = [p for p in e2e.PROVIDERS
+                     if (gpu or p != "fast-graph") and (compile_ok or not p.startswith("compile"))]
+    batch_providers = [p for p in e2e.BATCH_PROVIDERS if gpu or p != "fast-graph"]
     if args.batches:
         try:
             batches = [int(b) for b in _csv(args.batches)]
@@ -157,43 +171,37 @@ def resolve(args):
         if not batches or min(batches) < 1:
             raise SystemExit(f"--batches: sizes must be >= 1, got {args.batches!r}")
     else:
-        batches = [1, 2, 4] if args.quick else list(DEFAULT_BATCHES) if gpu else [1, 2, 4, 8]
+        batches = [1, 2, 4] if args.quick else list(e2e.DEFAULT_BATCHES) if gpu else [1, 2, 4, 8]
     if args.threads is not None:
         if args.threads < 1:
             raise SystemExit(f"--threads: must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
-    from benchmarks.e2e import ABLATION_GROUPS
     ablations = _csv(args.ablations)
-    bad = [a for a in ablations if a not in ABLATION_GROUPS]
+    bad = [a for a in ablations if a not in e2e.ABLATION_GROUPS]
     if bad or not ablations:
         raise SystemExit(f"--ablations: unknown {bad or args.ablations!r}; choose from "
-                         f"{','.join(ABLATION_GROUPS)}")
-    compile_ok = gpu if args.compile is None else args.compile
+                         f"{','.join(e2e.ABLATION_GROUPS)}")
     channels_last = {"auto": None, "on": True, "off": False}[args.channels_last]
     return dict(device=device, dtypes=dtypes, size=(h, w), warmup=warmup, runs=runs,
                 scales=scales, suites=suites, providers=providers, batches=batches,
+                batch_providers=batch_providers,
                 compile_ok=compile_ok, channels_last=channels_last, ablations=ablations)
 
 
 def _out_dir(args) -> Path | None:
     if args.out == "none":
         return None
-    from benchmarks.records import RESULTS_DIR
-    return Path(args.out) if args.out else RESULTS_DIR
+    return Path(args.out) if args.out else new_run_dir("bench")
 
 
 def run(args) -> int:
     if args.report:
         return report(args)
-    from tqdm import tqdm
-
-    from benchmarks import e2e, tables
-    from benchmarks.records import append_records
     s = resolve(args)
     out = _out_dir(args)
     records: list[dict] = []
-    n_runs = e2e.count_runs(s["scales"], s["runs"], s["suites"],
-                            s["providers"], s["batches"], ablations=s["ablations"])
+    n_runs = e2e.count_runs(s["scales"], s["runs"], s["suites"], s["providers"], s["batches"],
+                            s["batch_providers"], ablations=s["ablations"])
     bar = tqdm(total=n_runs * len(s["dtypes"]), desc="bench", unit="run",
                disable=args.no_progress)
     log = (lambda msg: bar.write(msg)) if not args.no_progress else print
@@ -214,26 +222,27 @@ def run(args) -> int:
         if "ablations" in s["suites"]:
             records += e2e.run_ablations(s["scales"], cfg, s["ablations"])
         if "batch" in s["suites"]:
-            records += e2e.run_batch_sweep(s["scales"], cfg, s["batches"])
+            records += e2e.run_batch_sweep(s["scales"], cfg, s["batches"], s["batch_providers"])
     bar.close()
-    print()
-    print(tables.render_all(records, with_table4=out is None))
+    summary = tables.summary(records)
+    print(("\n" + summary + "\n") if summary else "")
+    print(tables.render_all(records, with_table4=False))
     if out is not None and records:
         path = append_records(records, "e2e", out, stem="e2e")
-        print(f"\n{len(records)} records appended to {path}")
+        print(f"\n{len(records)} records written to {path}")
         _merged_outputs(args, out)
     return 0
 
 
 def _merged_outputs(args, out: Path) -> None:
-    """Table 4 and the plot from every record in ``out`` (all runs, all devices)."""
-    from benchmarks import tables
-    from benchmarks.plot import plot_latency_vs_params
-    from benchmarks.records import load_records
-    recs = load_records([out, *args.results])
+    """Table 4 and the plot from this run's records beside the committed ones (other devices)."""
+    sources = [out] + [p for p in (TRACKED_RESULTS, *map(Path, args.results))
+                       if p.exists() and p.resolve() != out.resolve()]
+    recs = load_records(sources)
     t4 = tables.table4(recs)
     if t4:
-        print(f"\nAll records in {out}:\n\n{t4}")
+        print(f"\nThis run beside the records in {', '.join(map(str, sources[1:])) or '-'}:"
+              f"\n\n{t4}")
     path = plot_latency_vs_params(recs, args.plot or out / PLOT_NAME)
     if path:
         print(f"\nplot: {path}")
@@ -241,10 +250,7 @@ def _merged_outputs(args, out: Path) -> None:
 
 def report(args) -> int:
     """Tables and plot from recorded results only."""
-    from benchmarks import tables
-    from benchmarks.plot import plot_latency_vs_params
-    from benchmarks.records import RESULTS_DIR, load_records
-    out = Path(args.out) if args.out and args.out != "none" else RESULTS_DIR
+    out = Path(args.out) if args.out and args.out != "none" else TRACKED_RESULTS
     sources = [p for p in [out, *map(Path, args.results)] if p.exists()]
     recs = load_records(sources)
     if not any(r.get("suite") == "e2e" for r in recs):

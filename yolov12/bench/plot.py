@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from yolov12.model import PAPER, SCALES
+from ..model import PAPER, SCALES
+from .tables import FAST_PROVIDERS, _size, latest
 
 
 def _curves(records: list[dict]) -> dict:
     """{(device, dtype, size): [(params_M, median_ms, scale)]} of the fast path at batch 1."""
-    from benchmarks.tables import FAST_PROVIDERS, _size, latest
     best: dict = {}
     for r in latest(records):
         if r.get("experiment", "baseline") != "baseline" or r["batch"] != 1:

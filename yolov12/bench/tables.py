@@ -17,7 +17,9 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from yolov12.model import PAPER, SCALES
+from ..model import PAPER, SCALES
+from .ablations import PAPER_AREA, PAPER_FLASH, PAPER_MLP, PAPER_PE
+from .e2e import PROVIDERS
 
 FAST_PROVIDERS = ("fast-graph", "fast")  # our fast path, preferred first
 SHORT_DTYPE = {"float32": "FP32", "float16": "FP16", "bfloat16": "BF16"}
@@ -88,7 +90,8 @@ def table1(records: list[dict]) -> str:
                  "(latency: our fast path; paper: COCO mAP, T4 TensorRT FP16)", ""]
         lines += _header(["model", "params", "params (paper)", "GFLOPs@640 convs",
                           "GFLOPs (paper)", "+ attention", "latency ms (median)", "p20–p80",
-                          "provider", "paper T4 TRT fp16 ms", "paper mAP"])
+                          "provider", "paper ms: T4 TensorRT FP16 (another device)",
+                          "paper mAP"])
         for scale in SCALES:
             r = _fast([x for x in rows if x["name"] == scale])
             if r is None:
@@ -133,7 +136,7 @@ def table4(records: list[dict], size: str | None = None) -> str:
     if any(k[2] == "bfloat16" for k in cells):
         dtypes.append("bfloat16")
     cols = ["model"] + [f"{d} {SHORT_DTYPE[t]}" for d in devices for t in dtypes] + \
-        ["paper T4 TRT FP16"]
+        ["paper: T4 TensorRT FP16 (another device)"]
     lines = [f"**Table 4 layout** — latency ms (median) of our fast path at batch 1, {size}; "
              "† = replayed from a CUDA graph (fast-graph)", ""] + _header(cols)
     for scale in SCALES:
@@ -151,7 +154,6 @@ def table4(records: list[dict], size: str | None = None) -> str:
 
 def baselines(records: list[dict]) -> str:
     """Providers side by side (same run), with speed-ups over eager and over compile-max-autotune."""
-    from benchmarks.e2e import PROVIDERS
     out = []
     for (device, dtype, size, batch), rows in sorted(_groups(records, "baseline").items()):
         lines = [f"**Baselines** — {device}, {dtype}, batch {batch}, {size}: latency ms "
@@ -177,7 +179,6 @@ def baselines(records: list[dict]) -> str:
 
 def ablations(records: list[dict]) -> str:
     """The paper's ablations as latency rows (one block per device/dtype/size/batch)."""
-    from benchmarks.ablations import PAPER_AREA, PAPER_FLASH, PAPER_MLP, PAPER_PE
     out = []
     for (device, dtype, size, batch), rows in sorted(_groups(records, "ablation").items()):
         by = {(r["name"], r["provider"]): r for r in rows}
@@ -256,6 +257,29 @@ def batch_sweep(records: list[dict]) -> str:
         lines.append("")
         lines.append("n/m: not measured (PyTorch keeps no allocation peak on the CPU).")
         out.append("\n".join(lines))
+    return "\n\n".join(out)
+
+
+def summary(records: list[dict]) -> str:
+    """The first lines a user reads: per device/dtype/size/batch, each scale's latency and
+    images/s with our fast path, against the reference model measured in the same run."""
+    out = []
+    for (device, dtype, size, batch), rows in sorted(_groups(records, "baseline").items()):
+        lines = []
+        for scale in SCALES:
+            by = {r["provider"]: r for r in rows if r["name"] == scale}
+            fast, eager = _fast(list(by.values())), by.get("eager")
+            if fast is None:
+                continue
+            line = (f"  YOLOv12-{scale}: {_ms(fast['median_ms'])} ms per batch, "
+                    f"{batch * 1e3 / fast['median_ms']:.1f} images/s ({fast['provider']})")
+            if eager is not None:
+                line += (f", {eager['median_ms'] / fast['median_ms']:.2f}x the reference model "
+                         f"({_ms(eager['median_ms'])} ms)")
+            lines.append(line)
+        if lines:
+            out.append(f"How fast on this machine — {device}, {dtype}, batch {batch}, {size}, "
+                       f"forward pass (median):\n" + "\n".join(lines))
     return "\n\n".join(out)
 
 

@@ -1,7 +1,9 @@
-"""Timing and result records shared by every benchmark (format: ../shared/DESIGN.md, Benchmarks).
+"""Timing and result records shared by every benchmark (format: docs/benchmarks.md).
 
-One JSON object per measurement, appended to ``benchmarks/results/<suite>.jsonl`` (or a directory
-given with ``--out``), so runs on different days and devices line up by ``name``/``provider``.
+One JSON object per measurement, appended to ``<out>/<suite>.jsonl``, so runs on different days and
+devices line up by ``name``/``provider``. A run writes into a fresh directory of its own
+(``new_run_dir``) unless told otherwise; the records committed with the repository live in
+``benchmarks/results`` and change only when a run is pointed there (``--out benchmarks/results``).
 """
 from __future__ import annotations
 
@@ -17,7 +19,8 @@ from typing import Callable
 
 import torch
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
+# the committed records, relative to the repository root (where the benchmarks are run from)
+TRACKED_RESULTS = Path("benchmarks") / "results"
 
 REQUIRED_FIELDS = ("suite", "name", "provider", "device", "dtype", "batch", "shape", "median_ms",
                    "p20_ms", "p80_ms", "torch", "triton", "cuda", "date", "git")
@@ -130,10 +133,21 @@ def validate_record(rec: dict) -> None:
         raise ValueError(f"record: missing fields {missing}")
 
 
-def append_records(records: list[dict], suite: str, out_dir: str | os.PathLike | None = None,
+def new_run_dir(kind: str, root: str | os.PathLike = "runs") -> Path:
+    """``<root>/<kind>/<UTC date-time>``: a directory no earlier run wrote to (not created here)."""
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    base = Path(root) / kind
+    path, n = base / stamp, 1
+    while path.exists():
+        n += 1
+        path = base / f"{stamp}-{n}"
+    return path
+
+
+def append_records(records: list[dict], suite: str, out_dir: str | os.PathLike,
                    stem: str | None = None) -> Path:
     """Append records as JSON lines to ``<out_dir>/<stem or suite>.jsonl``; returns the path."""
-    out = Path(out_dir) if out_dir is not None else RESULTS_DIR
+    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{stem or suite}.jsonl"
     with open(path, "a") as f:

@@ -5,7 +5,7 @@ warms each up, then times them *interleaved*: ``rounds`` rounds, each timing eve
 for ``runs / rounds`` single calls. A slow spell of the machine (another process, clock or thermal
 change) then hits every provider alike instead of whichever happened to run during it, which is
 what "measured side by side in one run" has to mean on a shared machine. Each call is timed alone
-by ``benchmarks.records.time_ms`` (CUDA events around one call, synchronised before and after, so
+by ``records.time_ms`` (CUDA events around one call, synchronised before and after, so
 launch overhead counts as it does for one image at a time; ``perf_counter`` on the CPU).
 
 The input is made once, already in the provider's dtype and memory format: conversion, letterbox,
@@ -22,10 +22,12 @@ from typing import Callable
 
 import torch
 
-from benchmarks.records import make_record, summarize, time_ms
+from ..fast import FastYOLOv12, optimize
+from .ablations import MLP_RATIOS, PE_KERNELS, build_variant
+from .records import make_record, summarize, time_ms
 
 PROVIDERS = ("eager", "compile", "compile-max-autotune", "fast", "fast-graph")
-EXPERIMENTS = ("baseline", "ablation", "batch")
+BATCH_PROVIDERS = ("eager", "fast", "fast-graph")
 DEFAULT_BATCHES = (1, 2, 4, 8, 16, 32, 64)
 
 
@@ -95,7 +97,6 @@ def build(provider: str, model, cfg: Config, batch: int | None = None,
 
     Raises ``Skip`` when the provider cannot run here.
     """
-    from yolov12.fast import FastYOLOv12, optimize
     dev, dtype = cfg.device, cfg.dtype
     batch = batch or cfg.batch
     h, w = cfg.size
@@ -241,7 +242,6 @@ def _records(results: dict, specs: dict, cfg: Config, experiment: str, batch: in
 def _measure(group: list[tuple[str, str, str, str]], cfg: Config, experiment: str,
              batch: int | None = None, memory: bool = False) -> list[dict]:
     """Build and time side by side a group of (name, scale, variant, provider[:attention]) rows."""
-    from benchmarks.ablations import build_variant
     batch = batch or cfg.batch
     fns, specs = {}, {}
     base_models: dict = {}
@@ -289,7 +289,6 @@ ABLATION_GROUPS = ("attention", "pe", "mlp")
 
 def ablation_groups(scale: str, which=ABLATION_GROUPS) -> list[list[tuple]]:
     """Side-by-side groups: attention (area vs global, fused vs unfused), pe kernel, MLP ratio."""
-    from benchmarks.ablations import MLP_RATIOS, PE_KERNELS
     attention = [(scale, scale, "", "eager"), (scale, scale, "", "fast"),
                  (f"{scale}/p4-global", scale, "p4-global", "eager"),
                  (f"{scale}/p4-global", scale, "p4-global", "fast"),
@@ -318,7 +317,7 @@ def run_ablations(scales, cfg: Config, which=ABLATION_GROUPS) -> list[dict]:
 
 
 def run_batch_sweep(scales, cfg: Config, batches=DEFAULT_BATCHES,
-                    providers=("eager", "fast", "fast-graph")) -> list[dict]:
+                    providers=BATCH_PROVIDERS) -> list[dict]:
     recs = []
     for scale in scales:
         for b in batches:
@@ -328,7 +327,7 @@ def run_batch_sweep(scales, cfg: Config, batches=DEFAULT_BATCHES,
 
 
 def count_runs(scales, runs: int, suites, providers=PROVIDERS, batches=DEFAULT_BATCHES,
-               batch_providers=("eager", "fast", "fast-graph"), ablations=ABLATION_GROUPS) -> int:
+               batch_providers=BATCH_PROVIDERS, ablations=ABLATION_GROUPS) -> int:
     """Timed calls the suites will make (for the progress bar's total)."""
     n = 0
     for _ in scales:
