@@ -4,7 +4,7 @@
                                          [--batches 1 8 32] [--dtypes float16 bfloat16]
                                          [--passes fwd fwd+bwd] [--graph]
 
-Two families, named as in ../shared/DESIGN.md (records appended to <out>/kernel.jsonl):
+Two families, named as in docs/design.md (records appended to <out>/kernel.jsonl):
 
 * ``area_attention/<P4|P5>/<scale>`` — the drop-in op on q, k, v of shape (B, N, heads, 32):
   ``triton`` and ``cuda`` (our public op with that backend), ``sdpa-flash``, ``sdpa-efficient``,
@@ -278,7 +278,7 @@ def providers_for(family: str) -> tuple:
 
 def build_records(case: Case, results: list[Result], device, copy_bw: float,
                   graph: bool = False) -> list[dict]:
-    """DESIGN.md records for one row group, with speed-up vs the best other provider and the
+    """Records (docs/design.md) for one row group, with speed-up vs the best other provider and the
     roofline fraction."""
     timed = [r for r in results if r.timing is not None]
     moved = case.bytes_moved()

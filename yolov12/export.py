@@ -22,7 +22,7 @@ import torch
 
 from .model import STRIDE, YOLOv12
 
-# fp32 tolerance, the flash-attention rule (DESIGN.md): against a float64 run of the same model,
+# fp32 tolerance, the flash-attention rule (docs/design.md, Tests): against a float64 run of the same model,
 # ONNX Runtime may err at most FACTOR times what PyTorch's own float32 runs err (the model as given
 # and BN-folded, whichever errs more), and never less than a floor. A fixed atol does not work:
 # boxes are pixels computed as differences of ~imgsz-sized terms, so their float32 error grows

@@ -115,7 +115,7 @@ def summarize(times_ms: list[float]) -> dict:
 
 def make_record(*, suite: str, name: str, provider: str, device, dtype, batch: int, shape,
                 timing: dict, **extra) -> dict:
-    """A result record with every field DESIGN.md requires (and any ``extra`` ones)."""
+    """A result record with every field docs/design.md requires (and any ``extra`` ones)."""
     if suite not in ("kernel", "e2e"):
         raise ValueError(f"suite: expected 'kernel' or 'e2e', got {suite!r}")
     rec = {"suite": suite, "name": name, "provider": provider,
