@@ -44,3 +44,10 @@ def randomize_bn(model):
                 m.weight.uniform_(0.5, 1.5)
                 m.bias.uniform_(-0.2, 0.2)
     return model
+
+
+def full_fp32():
+    """float32 convolutions in full float32 on the GPU, not TF32 (cuDNN's default for them): a
+    float32 reference computed with TF32 errs ~1e-3 and would loosen every tolerance derived from
+    it. cuDNN's own context manager; matmuls are full float32 by PyTorch's default already."""
+    return torch.backends.cudnn.flags(enabled=torch.backends.cudnn.enabled, allow_tf32=False)

@@ -124,13 +124,20 @@ def test_table4_merges_devices_and_latest_wins():
 
 def test_table1_and_baseline_ratios():
     recs = [record("gpu", "n", p, "float16", t) for p, t in
-            (("eager", 10.0), ("compile", 6.0), ("compile-max-autotune", 4.0), ("fast", 2.5),
+            (("eager", 10.0), ("eager-graph", 6.0), ("compile", 6.0), ("fast", 2.5),
              ("fast-graph", 2.0))]
+    recs.append(record("gpu", "n", "compile-max-autotune", "float16", 4.0, compile_s=61.2))
     t1 = tables.table1(recs)
     assert "| n | 2.60 M | 2.6 M | 6.5 | 6.5 | 1.00 | 2 | 1.8–2.2 | fast-graph | 1.64 | 40.6 |" in t1
+    assert "T4 TensorRT FP16 (another device)" in t1
     base = tables.baselines(recs)
     row = next(line for line in base.splitlines() if line.startswith("| n |"))
-    assert row.endswith("| 5.00× | 2.00× |")  # best fast path vs eager, vs max-autotune
+    # best fast path vs eager, fast-graph vs eager-graph (graphs on both sides), vs max-autotune
+    assert row.endswith("| 5.00× | 3.00× | 2.00× |")
+    assert "compiled in 61 s" in row
+    summary = tables.summary(recs)
+    assert "YOLOv12-n: 2 ms per batch, 500.0 images/s (fast-graph), 3.00x the reference model " \
+           "(eager-graph, 6 ms)" in summary
 
 
 def test_ablation_and_batch_tables():
@@ -307,3 +314,13 @@ def test_progress_total_counts_only_what_runs(monkeypatch):
     total = e2e.count_runs(["n"], 3, ["baselines", "batch"], s["providers"], [1, 2],
                            s["batch_providers"])
     assert total == 3 * (2 + 2 * 2)
+
+
+def test_graph_providers_need_cuda_and_say_so():
+    """eager-graph (the fair baseline for fast-graph) and fast-graph are CUDA-graph replays: on a
+    CPU they are skipped with the reason, never timed as something else."""
+    from yolov12.bench.e2e import Config, Skip, build
+    cfg = Config(device=torch.device("cpu"), dtype=torch.float32, size=(64, 64), warmup=0, runs=1)
+    for provider in ("eager-graph", "fast-graph"):
+        with pytest.raises(Skip, match=f"{provider} needs CUDA"):
+            build(provider, build_variant("n").eval(), cfg)

@@ -171,42 +171,44 @@ class FastYOLOv12(nn.Module):
         graph and returns the static output (overwritten by the next call: ``.clone()`` it to keep
         it). Any other input shape raises ``ValueError``; capture another graph for it.
         """
-        return CapturedForward(self, batch, size, warmup)
-
-
-class CapturedForward:
-    """A ``FastYOLOv12`` forward replayed from a CUDA graph (see ``FastYOLOv12.capture``)."""
-
-    def __init__(self, model: FastYOLOv12, batch: int, size, warmup: int = 3):
-        if model.device.type != "cuda":
+        if self.device.type != "cuda":
             raise RuntimeError(f"capture: CUDA graphs need a CUDA model, this one is on "
-                               f"{model.device}; optimize(device='cuda') first")
+                               f"{self.device}; optimize(device='cuda') first")
         if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
             raise ValueError(f"batch: expected a positive int, got {batch!r}")
         h, w = (size, size) if isinstance(size, int) else tuple(size)
-        self.model = model
-        self.shape = (batch, 3, h, w)
-        self.static_input = torch.zeros(self.shape, device=model.device, dtype=model.dtype
-                                        ).contiguous(memory_format=model.memory_format)
-        model.net.check_input(self.static_input)  # bad sizes fail here, not inside the capture
-        # Everything below on the model's device: torch.cuda.graph's default capture stream is
+        static_input = torch.zeros((batch, 3, h, w), device=self.device, dtype=self.dtype
+                                   ).contiguous(memory_format=self.memory_format)
+        self.net.check_input(static_input)  # bad sizes fail here, not inside the capture
+        return CapturedForward(self, static_input, warmup)
+
+
+class CapturedForward:
+    """``fn(static_input)`` recorded into a CUDA graph and replayed (``FastYOLOv12.capture``; the
+    benchmark captures the torch.compile baselines with it too)."""
+
+    def __init__(self, fn, static_input: torch.Tensor, warmup: int = 3):
+        device = static_input.device
+        self.shape = tuple(static_input.shape)
+        self.static_input = static_input
+        # Everything below on the input's device: torch.cuda.graph's default capture stream is
         # created once per process on whatever device was current then (and cached on the class),
         # so a model on cuda:1 would launch its kernels outside the capture. The warm-up stream,
         # made on the model's device, is therefore also handed to the capture explicitly.
-        with torch.cuda.device(model.device):
-            # Warm up on a side stream (PyTorch's recipe): lazy initialisation (cuDNN plans, Triton
-            # autotuning and JIT compiles, the dispatcher's first-call logging) must not be
-            # captured (Triton's autotuner synchronises the device, which breaks a capture).
-            stream = torch.cuda.Stream(model.device)
-            stream.wait_stream(torch.cuda.current_stream(model.device))
+        with torch.cuda.device(device):
+            # Warm up on a side stream (PyTorch's recipe): lazy initialisation (cuDNN plans, JIT
+            # compiles, torch.compile's first run, the dispatcher's first-call logging) must not
+            # be captured (a device synchronisation inside would break the capture).
+            stream = torch.cuda.Stream(device)
+            stream.wait_stream(torch.cuda.current_stream(device))
             with torch.cuda.stream(stream), torch.inference_mode():
                 for _ in range(max(warmup, 1)):
-                    model(self.static_input)
-            torch.cuda.current_stream(model.device).wait_stream(stream)
-            torch.cuda.synchronize(model.device)
+                    fn(static_input)
+            torch.cuda.current_stream(device).wait_stream(stream)
+            torch.cuda.synchronize(device)
             self.graph = torch.cuda.CUDAGraph()
             with torch.inference_mode(), torch.cuda.graph(self.graph, stream=stream):
-                self.static_output = model(self.static_input)
+                self.static_output = fn(static_input)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if not isinstance(x, torch.Tensor) or tuple(x.shape) != self.shape:

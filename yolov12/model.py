@@ -11,7 +11,11 @@ import math
 
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
+from yolov12_kernels.dispatch import BACKENDS
+
+from . import fast
 from .modules import A2C2f, AAttn, C3k2, Concat, Conv, Detect
 
 # scale: (depth multiple, width multiple, max channels)
@@ -166,7 +170,6 @@ class YOLOv12(nn.Module):
 
     def set_attention_backend(self, backend: str) -> "YOLOv12":
         """Run every AAttn's core on ``backend`` ("auto", "triton", "cuda", "sdpa", "reference"...)."""
-        from yolov12_kernels.dispatch import BACKENDS
         if backend != "auto" and backend not in BACKENDS:
             raise ValueError(f"backend: expected 'auto' or one of {BACKENDS}, got {backend!r}")
         for m in self.modules():
@@ -183,8 +186,7 @@ class YOLOv12(nn.Module):
         where it helps (``channels_last=None``: per device). ``.capture(batch, size)`` on the result
         gives a CUDA-graph replay for a fixed shape; ``torch.compile`` takes it without graph breaks.
         """
-        from .fast import optimize
-        return optimize(self, device, dtype, backend=backend, channels_last=channels_last)
+        return fast.optimize(self, device, dtype, backend=backend, channels_last=channels_last)
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -196,7 +198,6 @@ class YOLOv12(nn.Module):
         "attention"}``: "conv" counts convolutions only, which is what the paper's (thop-based)
         figures count; "attention" is the q k^T and attn v matmuls they leave out.
         """
-        from torch.utils.flop_counter import FlopCounterMode
         h, w = (imgsz, imgsz) if isinstance(imgsz, int) else imgsz
         p = next(self.parameters())
         x = torch.zeros(1, 3, h, w, device=p.device, dtype=p.dtype)

@@ -66,9 +66,9 @@ def add_parser(sub) -> None:
     p.add_argument("--rounds", type=int, default=5,
                    help="the runs are interleaved across providers in this many rounds (default 5)")
     p.add_argument("--providers", default=None,
-                   help="baseline providers, comma-separated from eager,compile,"
-                        "compile-max-autotune,fast,fast-graph (default: all that run here: "
-                        "fast-graph needs CUDA, compile the --compile switch)")
+                   help="baseline providers, comma-separated from eager,eager-graph,compile,"
+                        "compile-max-autotune,fast,fast-graph (default: all that run here: the "
+                        "-graph ones need CUDA, compile the --compile switch)")
     p.add_argument("--compile", dest="compile", action="store_true", default=None,
                    help="time the torch.compile baselines (default on CUDA; off on CPU, where "
                         "inductor's C++ build takes minutes)")
@@ -161,8 +161,9 @@ def resolve(args):
                              f"{','.join(e2e.PROVIDERS)}")
     else:  # only what runs here, so that the progress bar's total (and its ETA) is the work
         providers = [p for p in e2e.PROVIDERS
-                     if (gpu or p != "fast-graph") and (compile_ok or not p.startswith("compile"))]
-    batch_providers = [p for p in e2e.BATCH_PROVIDERS if gpu or p != "fast-graph"]
+                     if (gpu or p not in e2e.GRAPH_PROVIDERS)
+                     and (compile_ok or not p.startswith("compile"))]
+    batch_providers = [p for p in e2e.BATCH_PROVIDERS if gpu or p not in e2e.GRAPH_PROVIDERS]
     if args.batches:
         try:
             batches = [int(b) for b in _csv(args.batches)]

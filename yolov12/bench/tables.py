@@ -4,7 +4,8 @@
   latency of our fast path (median, p20-p80) beside the paper's mAP / params / GFLOPs / T4 latency;
 * ``table4`` — FP32 and FP16 latency per scale, one column pair per device, merged from every
   record given (several runs, several machines);
-* ``baselines`` — eager / compile / compile-max-autotune / fast / fast-graph side by side, with
+* ``baselines`` — eager / eager-graph / compile / compile-max-autotune / fast / fast-graph side
+  by side, with
   speed-ups as ratios;
 * ``ablations`` — area vs global attention at P4, fused vs unfused attention, position-perceiver
   kernel size and MLP ratio (latency / params / GFLOPs measured, mAP from the paper);
@@ -152,26 +153,41 @@ def table4(records: list[dict], size: str | None = None) -> str:
     return "\n".join(lines)
 
 
+def _pair(by: dict, slow: str, fast: str) -> str:
+    """``slow``'s median over ``fast``'s, e.g. "3.10×", or "–" unless both were measured."""
+    if slow in by and fast in by:
+        return f"{by[slow]['median_ms'] / by[fast]['median_ms']:.2f}×"
+    return "–"
+
+
 def baselines(records: list[dict]) -> str:
-    """Providers side by side (same run), with speed-ups over eager and over compile-max-autotune."""
+    """Providers side by side (same run), with the speed-ups of our fast path: over the eager
+    reference, over the reference replayed from a CUDA graph (the fair comparison for fast-graph:
+    graphs on both sides) and over compile-max-autotune (graph-replayed too on a GPU). A compile
+    row shows its compile time beside its latency."""
     out = []
     for (device, dtype, size, batch), rows in sorted(_groups(records, "baseline").items()):
         lines = [f"**Baselines** — {device}, {dtype}, batch {batch}, {size}: latency ms "
                  "(median, p20–p80)", ""]
         lines += _header(["model"] + list(PROVIDERS) +
-                         ["fast vs eager", "fast vs compile-max-autotune"])
+                         ["fast vs eager", "fast-graph vs eager-graph",
+                          "fast vs compile-max-autotune"])
         for scale in SCALES:
             by = {r["provider"]: r for r in rows if r["name"] == scale}
             if not by:
                 continue
-            cells = [f"{_ms(by[p]['median_ms'])} ({_spread(by[p])})" if p in by else "–"
-                     for p in PROVIDERS]
+            cells = []
+            for p in PROVIDERS:
+                r = by.get(p)
+                cell = "–" if r is None else f"{_ms(r['median_ms'])} ({_spread(r)})"
+                if r is not None and r.get("compile_s") is not None:
+                    cell += f", compiled in {r['compile_s']:.0f} s"
+                cells.append(cell)
             best = _fast(list(by.values()))
-            ratio = []
-            for ref in ("eager", "compile-max-autotune"):
-                ratio.append(f"{by[ref]['median_ms'] / best['median_ms']:.2f}×"
-                             if best and ref in by else "–")
-            lines.append(f"| {scale} | " + " | ".join(cells + ratio) + " |")
+            ratios = [_pair(by, "eager", best["provider"]) if best else "–",
+                      _pair(by, "eager-graph", "fast-graph"),
+                      _pair(by, "compile-max-autotune", best["provider"]) if best else "–"]
+            lines.append(f"| {scale} | " + " | ".join(cells + ratios) + " |")
         if len(lines) > 4:
             out.append("\n".join(lines))
     return "\n\n".join(out)
@@ -234,7 +250,8 @@ def batch_sweep(records: list[dict]) -> str:
             per[(r["device"], r["dtype"], _size(r), r["name"])][(r["batch"], r["provider"])] = r
     out = []
     for (device, dtype, size, scale), by in sorted(per.items()):
-        providers = [p for p in ("eager", "fast", "fast-graph") if any(k[1] == p for k in by)]
+        providers = [p for p in ("eager", "eager-graph", "fast", "fast-graph")
+                     if any(k[1] == p for k in by)]
         lines = [f"**Batch sweep, YOLOv12-{scale.upper()}** — {device}, {dtype}, {size}: "
                  "latency ms (median) / images/s / peak memory MiB", ""]
         cols = ["batch"]
@@ -268,14 +285,17 @@ def summary(records: list[dict]) -> str:
         lines = []
         for scale in SCALES:
             by = {r["provider"]: r for r in rows if r["name"] == scale}
-            fast, eager = _fast(list(by.values())), by.get("eager")
+            fast = _fast(list(by.values()))
             if fast is None:
                 continue
+            # against the reference run the same way: graph-replayed when ours is
+            eager = by.get("eager-graph" if fast["provider"] == "fast-graph" else "eager",
+                           by.get("eager"))
             line = (f"  YOLOv12-{scale}: {_ms(fast['median_ms'])} ms per batch, "
                     f"{batch * 1e3 / fast['median_ms']:.1f} images/s ({fast['provider']})")
             if eager is not None:
                 line += (f", {eager['median_ms'] / fast['median_ms']:.2f}x the reference model "
-                         f"({_ms(eager['median_ms'])} ms)")
+                         f"({eager['provider']}, {_ms(eager['median_ms'])} ms)")
             lines.append(line)
         if lines:
             out.append(f"How fast on this machine — {device}, {dtype}, batch {batch}, {size}, "
