@@ -349,3 +349,5 @@ extern "C" cudaError_t y12_area_attention_fwd(const y12_attention_params* p, cud
   return p->head_dim == 32 ? launch<__nv_bfloat16, 32>(args, grid, stream)
                            : launch<__nv_bfloat16, 64>(args, grid, stream);
 }
+
+extern "C" const char* y12_error_string(cudaError_t err) { return cudaGetErrorString(err); }
