@@ -381,97 +381,259 @@ def test_attention_load_modes_are_exercised():
 
 # ------------------------------------------------------------------------------------------------
 # depthwise_conv.cu
-kTileW = kTileH = 32
-kRowsPerThread = 4
-kConvThreads = kTileW * (kTileH // kRowsPerThread)
+kPeThreads, kRowsPT, kColsPT, kMaxTile, kChunk, kMaxSmem = 256, 4, 4, 64, 8, 48 * 1024
 
 
-def depthwise_kernel(p, src, dst):
-    """depthwise_conv_kernel<float, K> over its whole grid (src / dst: flat float arrays)."""
-    ks = p["ksize"]
-    rad, halo_w, halo_h = ks // 2, kTileW + ks - 1, kTileH + ks - 1
-    tiles_x = (p["W"] + kTileW - 1) // kTileW
-    tiles_y = (p["H"] + kTileH - 1) // kTileH
-    planes = p["B"] * p["C"]
-    grid_y = min(planes, 65535)
-    tid = np.arange(kConvThreads)
-    lx, ly = tid % kTileW, (tid // kTileW) * kRowsPerThread
-    written = np.zeros(dst.size, np.int64)
-    for bx in range(tiles_x * tiles_y):
-        x0, y0 = (bx % tiles_x) * kTileW, (bx // tiles_x) * kTileH
-        for by in range(grid_y):
-            for plane in range(by, planes, grid_y):
-                b, c = plane // p["C"], plane % p["C"]
-                base_in = b * p["in_sb"] + (c // p["in_group"]) * p["in_sg"] \
-                    + (c % p["in_group"]) * p["in_sc"]
-                base_out = b * p["out_sb"] + c * p["out_sc"]
-                w_s = p["weight"][c * ks * ks + np.arange(ks * ks)]
-                i = np.arange(halo_h * halo_w)
-                hy, hx = i // halo_w, i % halo_w
-                gy, gx = y0 - rad + hy, x0 - rad + hx
-                ok = (gy >= 0) & (gy < p["H"]) & (gx >= 0) & (gx < p["W"])
-                in_s = np.zeros(i.size)
-                idx = base_in + gy[ok] * p["in_sh"] + gx[ok] * p["in_sw"]
-                assert np.all(idx >= 0) and np.all(idx < src.size)
-                in_s[ok] = src[idx]
-                bias = p["bias"][c] if p["bias"] is not None else 0.0
-                acc = np.full((kConvThreads, kRowsPerThread), bias)
-                for ii in range(ks + kRowsPerThread - 1):
-                    row = (ly + ii) * halo_w + lx
-                    for j in range(ks):
-                        v = in_s[row + j]
-                        for r in range(kRowsPerThread):
-                            fy = ii - r
-                            if 0 <= fy < ks:
-                                acc[:, r] += w_s[fy * ks + j] * v
-                x = x0 + lx
-                for r in range(kRowsPerThread):
-                    y = y0 + ly + r
-                    ok = (y < p["H"]) & (x < p["W"])
-                    idx = base_out + y[ok] * p["out_sh"] + x[ok] * p["out_sw"]
-                    assert np.all(idx >= 0) and np.all(idx < dst.size)
-                    prev = dst[idx] if p["accumulate"] else 0.0
-                    dst[idx] = prev + acc[ok, r]
-                    written[idx] += 1
+def ceil_div(a, b):
+    return -(-a // b)
+
+
+def pe_tiling(p):  # transcribed from depthwise_conv.cu
+    H, W, k = p["H"], p["W"], p["ksize"]
+    t = dict(rad=k // 2)
+    t["tile_w"] = ceil_div(W, kColsPT) * kColsPT if W < kMaxTile else kMaxTile
+    t["tile_h"] = H if H < kMaxTile else kMaxTile
+    t["tiles_x"] = ceil_div(W, t["tile_w"])
+    t["tiles_y"] = ceil_div(H, t["tile_h"])
+    t["items"] = ceil_div(t["tile_h"], kRowsPT) * (t["tile_w"] // kColsPT)
+    t["pad"] = ceil_div(t["rad"], kChunk) * kChunk
+    t["lead"] = ceil_div(t["rad"], 4) * 4
+    t["rows"] = ceil_div(t["tile_h"], kRowsPT) * kRowsPT + 2 * t["rad"]
+    t["row_w"] = ceil_div(t["tile_w"] + t["pad"] + t["lead"], kChunk) * kChunk
+    tile_bytes = 4 * (t["rows"] * t["row_w"] + k * k)
+    t["tpc"] = max(1, min(kPeThreads // t["items"], kMaxSmem // tile_bytes))
+    t["tiles"] = p["B"] * p["C"] * t["tiles_y"] * t["tiles_x"]
+    return t
+
+
+class Flat:
+    """A global buffer of float64 values standing for elements of ``esz`` bytes; element i sits at
+    byte address ``base + i * esz`` (for the alignment conditions of vector accesses)."""
+
+    def __init__(self, data: np.ndarray, esz: int, base: int = 0):
+        self.data, self.esz, self.base = data, esz, base
+
+    def addr(self, idx):
+        return self.base + np.asarray(idx) * self.esz
+
+    def check(self, idx, vec_bytes=0):
+        idx = np.asarray(idx)
+        assert np.all(idx >= 0) and np.all(idx < self.data.size), "global access out of bounds"
+        if vec_bytes:
+            assert np.all(self.addr(idx) % vec_bytes == 0), f"misaligned {vec_bytes}-byte access"
+            last = idx + vec_bytes // self.esz - 1
+            assert np.all(last < self.data.size), "vector access past the end"
+
+
+def depthwise_kernel(p, src: Flat, dst: Flat, stats=None):
+    """depthwise_conv_kernel<T, K> (K = 7, 3 compiled; else the run-time-k path) over its grid."""
+    k = p["ksize"]
+    t = pe_tiling(p)
+    rad, pad, lead, rows, row_w, tpc = (t[n] for n in ("rad", "pad", "lead", "rows", "row_w",
+                                                        "tpc"))
+    H, W, C = p["H"], p["W"], p["C"]
+    static_k = k in (7, 3)
+    ctas = ceil_div(t["tiles"], tpc)
+    threads = ceil_div(tpc * t["items"], 32) * 32
+    assert ctas <= 2**31 - 1 and threads <= kPeThreads
+    tile_floats = rows * row_w
+    smem_floats = tpc * (tile_floats + k * k)
+    assert smem_floats * 4 <= kMaxSmem
+    per_plane = t["tiles_y"] * t["tiles_x"]
+    stats = stats if stats is not None else {}
+    written = np.zeros(dst.data.size, np.int64)
+    for bx in range(ctas):
+        smem = np.full(smem_floats, np.nan)
+        filled = np.zeros(smem_floats, bool)
+        # 1. load: chunks over (tile, row, chunk)
+        cpr = row_w // kChunk
+        i = np.arange(tpc * rows * cpr)
+        slot, rem = i // (rows * cpr), i % (rows * cpr)
+        s, ch = rem // cpr, rem % cpr
+        tile = bx * tpc + slot
+        live = tile < t["tiles"]
+        i, slot, s, ch, tile = i[live], slot[live], s[live], ch[live], tile[live]
+        plane, txy = tile // per_plane, tile % per_plane
+        y = (txy // t["tiles_x"]) * t["tile_h"] - rad + s
+        x = (txy % t["tiles_x"]) * t["tile_w"] - pad + ch * kChunk
+        d = slot * tile_floats + s * row_w + ch * kChunk
+        assert np.all(d % 4 == 0), "misaligned float4 shared store"
+        assert not filled[d[:, None] + np.arange(kChunk)].any(), "shared slot written twice"
+        filled[d[:, None] + np.arange(kChunk)] = True
+        vals = np.zeros((d.size, kChunk))
+        inside = (y >= 0) & (y < H)
+        b, c = plane // C, plane % C
+        row = b * p["in_sb"] + (c // p["in_group"]) * p["in_sg"] + (c % p["in_group"]) * p["in_sc"] \
+            + y * p["in_sh"]
+        srcx = row + x * p["in_sw"]
+        vec = inside & (x >= 0) & (x + kChunk <= W) & (p["in_sw"] == 1) \
+            & (src.addr(srcx) % 16 == 0)
+        if vec.any():
+            for part in range(src.esz * kChunk // 16):  # one 16-byte load (two for fp32)
+                src.check(srcx[vec] + part * 16 // src.esz, vec_bytes=16)
+            vals[vec] = src.data[srcx[vec][:, None] + np.arange(kChunk)]
+        for j in range(kChunk):
+            ok = inside & ~vec & (x + j >= 0) & (x + j < W)
+            src.check(row[ok] + (x[ok] + j) * p["in_sw"])
+            vals[ok, j] = src.data[row[ok] + (x[ok] + j) * p["in_sw"]]
+        stats["vector_loads"] = stats.get("vector_loads", 0) + int(vec.sum())
+        stats["scalar_chunks"] = stats.get("scalar_chunks", 0) + int((inside & ~vec).sum())
+        smem[d[:, None] + np.arange(kChunk)] = vals
+        if not static_k:
+            wi = np.arange(tpc * k * k)
+            wtile = bx * tpc + wi // (k * k)
+            wc = (wtile // per_plane) % C
+            smem[tpc * tile_floats + wi] = np.where(wtile < t["tiles"],
+                                                    p["weight"][wc * k * k + wi % (k * k)], 0.0)
+        # 2. compute: one thread per 4 x 4 output block
+        tid = np.arange(threads)
+        slot, item = tid // t["items"], tid % t["items"]
+        tile = bx * tpc + slot
+        ok = (slot < tpc) & (tile < t["tiles"])
+        slot, item, tile = slot[ok], item[ok], tile[ok]
+        plane, txy = tile // per_plane, tile % per_plane
+        y0, x0 = (txy // t["tiles_x"]) * t["tile_h"], (txy % t["tiles_x"]) * t["tile_w"]
+        b, c = plane // C, plane % C
+        ry, cx = item // (t["tile_w"] // kColsPT), item % (t["tile_w"] // kColsPT)
+        win = slot * tile_floats + (kRowsPT * ry) * row_w + kColsPT * cx + pad - lead
+        lo, hi = slot * tile_floats, (slot + 1) * tile_floats
+        bias = p["bias"][c] if p["bias"] is not None else np.zeros(c.size)
+        acc = np.repeat(bias[:, None, None], kRowsPT, 1).repeat(kColsPT, 2).astype(np.float64)
+        k_win = 2 * lead + 4
+        for ii in range(kRowsPT + k - 1):
+            base = win + ii * row_w
+            if static_k:  # kWin / 4 float4 loads of the row window
+                assert np.all(base % 4 == 0), "misaligned float4 shared load"
+                idx = base[:, None] + np.arange(k_win)
+            else:
+                idx = base[:, None] + np.arange(k_win)  # the scalar reads below stay inside
+            assert np.all((idx >= lo[:, None]) & (idx < hi[:, None])), "read outside the tile"
+            f = smem[idx]
+            for r in range(kRowsPT):
+                fy = ii - r
+                if not 0 <= fy < k:
+                    continue
+                for j in range(k):
+                    if static_k:
+                        wv = p["weight"][c * k * k + fy * k + j]
+                    else:
+                        wv = smem[tpc * tile_floats + slot * k * k + fy * k + j]
+                    for xx in range(kColsPT):
+                        m = xx + j + lead - rad
+                        assert 0 <= m < k_win
+                        v = f[:, m]
+                        assert not np.any(np.isnan(v)), "read a shared slot the load did not write"
+                        acc[:, r, xx] += wv * v
+        # 3. store 4 columns at a time
+        x = x0 + kColsPT * cx
+        valid = np.minimum(kColsPT, W - x)
+        for r in range(kRowsPT):
+            y = y0 + kRowsPT * ry + r
+            live = (valid > 0) & (kRowsPT * ry + r < t["tile_h"]) & (y < H)
+            o = b * p["out_sb"] + c * p["out_sc"] + x * p["out_sw"] + y * p["out_sh"]
+            vec = live & (valid == kColsPT) & (p["out_sw"] == 1) \
+                & (dst.addr(o) % (dst.esz * kColsPT) == 0)
+            if vec.any():
+                dst.check(o[vec], vec_bytes=dst.esz * kColsPT)
+            stats["vector_stores"] = stats.get("vector_stores", 0) + int(vec.sum())
+            for xx in range(kColsPT):
+                sel = live & (xx < valid)
+                idx = o[sel] + xx * p["out_sw"]
+                dst.check(idx)
+                prev = dst.data[idx] if p["accumulate"] else 0.0
+                dst.data[idx] = prev + acc[sel, r, xx]
+                written[idx] += 1
     return written
 
 
-@pytest.mark.parametrize("H,W,k", [(5, 7, 7), (33, 40, 3), (40, 33, 5), (7, 3, 9)])
-def test_depthwise_index_math_plain(H, W, k):
-    B, C = 2, 3
-    g = torch.Generator().manual_seed(H * W * k)
-    v = torch.randn(B, C, H, W, generator=g, dtype=torch.float64)
+def _pe_params(v, w, bias, out, accumulate=0, **override):
+    p = dict(B=v.shape[0], C=v.shape[1], H=v.shape[2], W=v.shape[3], ksize=w.shape[-1],
+             weight=w.reshape(-1).numpy(), bias=None if bias is None else bias.numpy(),
+             in_sb=v.stride(0), in_sc=v.stride(1), in_sh=v.stride(2), in_sw=v.stride(3),
+             in_group=v.shape[1], in_sg=0, out_sb=out.stride(0), out_sc=out.stride(1),
+             out_sh=out.stride(2), out_sw=out.stride(3), accumulate=accumulate)
+    p.update(override)
+    return p
+
+
+def _storage(t: torch.Tensor, esz: int, base: int = 0) -> Flat:
+    """The whole storage of a float64 view as a Flat of ``esz``-byte elements (the view's element
+    offset stays in its strides' base: callers add t.storage_offset())."""
+    return Flat(torch.empty(0, dtype=t.dtype).set_(t.untyped_storage()).numpy(), esz, base)
+
+
+PE_CASES = {  # name: (B, C, H, W, k, esz, view)
+    "P4 40x40 fp16, 2 planes per CTA": (2, 3, 40, 40, 7, 2, "contig"),
+    "P5 20x20 fp16, rows 8-byte aligned": (1, 3, 20, 20, 7, 2, "contig"),
+    "multi-tile 70x65, k=3": (1, 2, 70, 65, 3, 2, "contig"),
+    "fp32 17x19": (1, 2, 17, 19, 7, 4, "contig"),
+    "run-time k=5": (2, 2, 5, 7, 5, 2, "contig"),
+    "run-time k=9": (1, 3, 9, 9, 9, 2, "contig"),
+    "k=31 on 3x3": (1, 1, 3, 3, 31, 4, "contig"),
+    "image smaller than k": (3, 2, 7, 3, 7, 2, "contig"),
+    "offset by one element": (1, 2, 16, 24, 7, 2, "offset1"),
+    "channel slice, W stride 2": (2, 3, 11, 13, 7, 2, "strided"),
+}
+
+
+@pytest.mark.parametrize("case", list(PE_CASES), ids=list(PE_CASES))
+def test_depthwise_index_math(case):
+    B, C, H, W, k, esz, view = PE_CASES[case]
+    g = torch.Generator().manual_seed(H * W * k + C)
+    if view == "contig":
+        v = torch.randn(B, C, H, W, generator=g, dtype=torch.float64)
+    elif view == "offset1":
+        v = torch.randn(B * C * H * W + 1, generator=g, dtype=torch.float64)[1:].view(B, C, H, W)
+    else:
+        v = torch.randn(B, C + 2, H, 2 * W, generator=g, dtype=torch.float64)[:, 1:C + 1, :, ::2]
     w = torch.randn(C, 1, k, k, generator=g, dtype=torch.float64)
     bias = torch.randn(C, generator=g, dtype=torch.float64)
     out = torch.full((B, C, H, W), float("nan"), dtype=torch.float64)
-    p = dict(B=B, C=C, H=H, W=W, ksize=k, weight=w.reshape(-1).numpy(), bias=bias.numpy(),
-             in_sb=v.stride(0), in_sc=v.stride(1), in_sh=v.stride(2), in_sw=v.stride(3),
-             in_group=C, in_sg=0, out_sb=out.stride(0), out_sc=out.stride(1),
-             out_sh=out.stride(2), out_sw=out.stride(3), accumulate=0)
-    dst = out.view(-1).numpy()
-    written = depthwise_kernel(p, v.reshape(-1).numpy(), dst)
-    assert np.all(written == 1)
+    src = _storage(v, esz)
+    src.data = src.data[v.storage_offset():]
+    src.base = v.storage_offset() * esz  # the first element of the view keeps its true address
+    p = _pe_params(v, w, bias, out)
+    stats = {}
+    written = depthwise_kernel(p, src, Flat(out.view(-1).numpy(), esz), stats)
+    assert np.all(written == 1), "an output element stored twice or never"
     torch.testing.assert_close(out, reference.position_perceiver(v, w, bias))
+    if case.startswith("P4") or case.startswith("multi"):
+        assert stats["vector_loads"] > 0 and stats["vector_stores"] > 0, stats
+    if view != "contig":
+        assert stats["vector_loads"] == 0, stats
 
 
-def test_depthwise_index_math_fused_qkv_accumulate():
+def test_depthwise_load_and_store_modes_are_exercised():
+    """Across shapes: 16-byte loads and scalar chunks in one launch (the 20x20 plane's odd rows
+    start 8 bytes past a 16-byte boundary), vector and scalar stores (a ragged last column)."""
+    stats = {}
+    for H, W in ((20, 20), (9, 10)):
+        v = torch.randn(1, 2, H, W, dtype=torch.float64)
+        w = torch.randn(2, 1, 7, 7, dtype=torch.float64)
+        out = torch.zeros(1, 2, H, W, dtype=torch.float64)
+        depthwise_kernel(_pe_params(v, w, None, out), Flat(v.view(-1).numpy(), 2),
+                         Flat(out.view(-1).numpy(), 2), stats)
+    assert stats["vector_loads"] and stats["scalar_chunks"] and stats["vector_stores"], stats
+    assert stats.get("vector_stores", 0) < 2 * 2 * 20 * 5 + 2 * 9 * 3, "no scalar store seen"
+
+
+@pytest.mark.parametrize("H,W", [(9, 6), (20, 20), (40, 40)])
+def test_depthwise_index_math_fused_qkv_accumulate(H, W):
     """v read in place from qkv (in_group = d, in_sg = 3 d HW), added onto the attention output,
-    with the parameters bindings.cpp's fused_area_attention_fwd passes."""
-    B, heads, d, H, W, k = 2, 2, 32, 9, 6, 7
+    with the parameters bindings.cpp's launch_fused passes."""
+    B, heads, d, k = 2, 2, 32, 7
     C = heads * d
-    g = torch.Generator().manual_seed(0)
+    g = torch.Generator().manual_seed(H * W)
     qkv = torch.randn(B, 3 * C, H, W, generator=g, dtype=torch.float64)
     w = torch.randn(C, 1, k, k, generator=g, dtype=torch.float64)
     bias = torch.randn(C, generator=g, dtype=torch.float64)
     x = torch.randn(B, C, H, W, generator=g, dtype=torch.float64)
     out = x.clone()
     cs = qkv.stride(1)
-    p = dict(B=B, C=C, H=H, W=W, ksize=k, weight=w.reshape(-1).numpy(), bias=bias.numpy(),
-             in_sb=qkv.stride(0), in_group=d, in_sg=3 * d * cs, in_sc=cs, in_sh=qkv.stride(2),
-             in_sw=qkv.stride(3), out_sb=out.stride(0), out_sc=out.stride(1),
-             out_sh=out.stride(2), out_sw=out.stride(3), accumulate=1)
-    src = qkv.reshape(-1).numpy()[2 * d * cs:]  # p.in = qkv + 2d channels
-    written = depthwise_kernel(p, src, out.view(-1).numpy())
+    p = _pe_params(qkv, w, bias, out, accumulate=1, C=C, in_group=d, in_sg=3 * d * cs,
+                   in_sc=cs)
+    src = Flat(qkv.reshape(-1).numpy()[2 * d * cs:], 2, base=2 * d * cs * 2)  # p.in = qkv + 2d ch
+    written = depthwise_kernel(p, src, Flat(out.view(-1).numpy(), 2))
     assert np.all(written == 1)
     _, _, v = reference.split_qkv(qkv, heads)  # (B, N, heads, d) views
     v_nchw = v.reshape(B, H, W, C).permute(0, 3, 1, 2)
