@@ -97,28 +97,42 @@ __device__ __forceinline__ void load_chunk(const T* row, int64_t x, int64_t widt
   reinterpret_cast<float4*>(dst)[1] = make_float4(v[4], v[5], v[6], v[7]);
 }
 
-// 4 consecutive outputs of a row, written or added; one vector access where possible.
+// 4 consecutive elements of a row at `ptr` (stride sw, `valid` of them inside the image) as one
+// 8- or 16-byte access when `vec`, else element by element.
 template <typename T>
-__device__ __forceinline__ void store4(T* dst, int64_t sw, int valid, const float (&acc)[kCols],
-                                       bool accumulate) {
-  if (valid == kCols && sw == 1 && (reinterpret_cast<uintptr_t>(dst) & (sizeof(T) * kCols - 1)) == 0) {
-    T e[kCols];
-    if (accumulate) {
-      if constexpr (sizeof(T) == 4) *reinterpret_cast<float4*>(e) = *reinterpret_cast<const float4*>(dst);
-      else *reinterpret_cast<uint2*>(e) = *reinterpret_cast<const uint2*>(dst);
-    }
+__device__ __forceinline__ bool vec4_ok(const T* ptr, int64_t sw, int valid) {
+  return valid == kCols && sw == 1 &&
+         (reinterpret_cast<uintptr_t>(ptr) & (sizeof(T) * kCols - 1)) == 0;
+}
+
+template <typename T>
+__device__ __forceinline__ void load4(const T* src, int64_t sw, int valid, bool vec,
+                                      float (&v)[kCols]) {
+  if (vec) {
+    __align__(16) T e[kCols];
+    if constexpr (sizeof(T) == 4) *reinterpret_cast<float4*>(e) = *reinterpret_cast<const float4*>(src);
+    else *reinterpret_cast<uint2*>(e) = *reinterpret_cast<const uint2*>(src);
 #pragma unroll
-    for (int j = 0; j < kCols; ++j)
-      e[j] = from_float<T>((accumulate ? to_float<T>(e[j]) : 0.f) + acc[j]);
+    for (int j = 0; j < kCols; ++j) v[j] = to_float<T>(e[j]);
+  } else {
+#pragma unroll
+    for (int j = 0; j < kCols; ++j) v[j] = j < valid ? to_float<T>(src[j * sw]) : 0.f;
+  }
+}
+
+template <typename T>
+__device__ __forceinline__ void store4(T* dst, int64_t sw, int valid, bool vec,
+                                       const float (&v)[kCols]) {
+  if (vec) {
+    __align__(16) T e[kCols];
+#pragma unroll
+    for (int j = 0; j < kCols; ++j) e[j] = from_float<T>(v[j]);
     if constexpr (sizeof(T) == 4) *reinterpret_cast<float4*>(dst) = *reinterpret_cast<const float4*>(e);
     else *reinterpret_cast<uint2*>(dst) = *reinterpret_cast<const uint2*>(e);
   } else {
 #pragma unroll
-    for (int j = 0; j < kCols; ++j) {
-      if (j >= valid) break;
-      T* d = dst + j * sw;
-      *d = from_float<T>((accumulate ? to_float<T>(*d) : 0.f) + acc[j]);
-    }
+    for (int j = 0; j < kCols; ++j)
+      if (j < valid) dst[j * sw] = from_float<T>(v[j]);
   }
 }
 
@@ -237,11 +251,28 @@ __global__ void __launch_bounds__(kMaxThreads, 2)
   const int valid = w_left >= kCols ? kCols : static_cast<int>(w_left);
   if (valid <= 0) return;
   T* out = static_cast<T*>(p.out) + b * p.out_sb + c * p.out_sc + x * p.out_sw;
+  const int64_t y = y0 + kRows * ry;
+  const int rows_left = static_cast<int>(
+      p.height - y < t.tile_h - kRows * ry ? p.height - y : t.tile_h - kRows * ry);
+  // the previous values first (accumulate), all in flight at once, then the stores
+  float prev[kRows][kCols];
 #pragma unroll
   for (int r = 0; r < kRows; ++r) {
-    const int64_t y = y0 + kRows * ry + r;
-    if (kRows * ry + r >= t.tile_h || y >= p.height) break;
-    store4<T>(out + y * p.out_sh, p.out_sw, valid, acc[r], p.accumulate != 0);
+    T* o = out + (y + r) * p.out_sh;
+    if (r < rows_left && p.accumulate) {
+      load4<T>(o, p.out_sw, valid, vec4_ok<T>(o, p.out_sw, valid), prev[r]);
+    } else {
+#pragma unroll
+      for (int xx = 0; xx < kCols; ++xx) prev[r][xx] = 0.f;
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < kRows; ++r) {
+    if (r >= rows_left) break;
+    T* o = out + (y + r) * p.out_sh;
+#pragma unroll
+    for (int xx = 0; xx < kCols; ++xx) prev[r][xx] += acc[r][xx];
+    store4<T>(o, p.out_sw, valid, vec4_ok<T>(o, p.out_sw, valid), prev[r]);
   }
 }
 
