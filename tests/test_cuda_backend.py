@@ -442,12 +442,13 @@ def test_jit_build(tmp_path):
     assert [p.name for p in tmp_path.iterdir() if p.suffix == ".so"] == [Path(paths[0]).name]
 
 
-ATTN_SHAPES = [  # (B, N, heads, d, area)
-    (1, 1600, 2, 32, 4),   # YOLOv12-N P4: 4 areas of 400
+ATTN_SHAPES = [  # (B, N, heads, d, area); tiles: 80 x 80 at d = 32, 64 x 64 at d = 64
+    (1, 1600, 2, 32, 4),   # YOLOv12-N P4: 4 areas of 400 = 5 x 5 tiles, double-buffered
     (2, 400, 4, 32, 1),    # P5, global
     (3, 21, 3, 64, 3),     # odd n = 7 (< one 16-row warp tile)
     (1, 130, 1, 64, 2),    # n = 65: one key past a 64-key tile
     (2, 129, 2, 32, 1),    # n = 129: tails in both q and k tiles
+    (1, 340, 2, 32, 2),    # n = 170: three key tiles, the last 10 keys
     (1, 1, 1, 32, 1),      # a single token
 ]
 
@@ -507,10 +508,11 @@ def test_area_attention_more_than_65535_problems(ext):
 
 
 QKV_SHAPES = [  # (B, heads, d, H, W, area)
-    (1, 2, 32, 40, 40, 4),   # YOLOv12-N P4
+    (1, 2, 32, 40, 40, 4),   # YOLOv12-N P4: [d][key] tiles by 16-byte copies
     (2, 4, 32, 20, 20, 1),   # YOLOv12-N P5
-    (2, 3, 64, 7, 9, 3),     # odd H, W; n = 21
+    (2, 3, 64, 7, 9, 3),     # odd H, W; n = 21: element loads
     (1, 1, 32, 5, 13, 5),    # n = 13
+    (1, 2, 64, 12, 15, 1),   # n = 180: three 64-key tiles at d = 64
 ]
 
 
@@ -565,9 +567,11 @@ def test_fused_on_non_contiguous_qkv(ext):
                               reference.fused_area_attention(qkv_cl, heads, area, w, b))
 
 
-PE_SHAPES = [  # (B, C, H, W, k)
-    (2, 64, 40, 40, 7),
-    (1, 5, 33, 65, 7),   # odd everything, tiles with tails in x and y
+PE_SHAPES = [  # (B, C, H, W, k); tiles: whole planes up to 64 x 64, several per CTA when small
+    (2, 64, 40, 40, 7),  # YOLOv12 P4: 2 planes per CTA
+    (2, 7, 20, 20, 7),   # P5: 10 planes per CTA, odd rows not 16-byte aligned (element loads)
+    (1, 5, 33, 65, 7),   # odd everything; two tiles across (64 + 1 columns)
+    (1, 2, 70, 66, 3),   # 2 x 2 tiles of up to 64 x 64
     (3, 3, 7, 3, 7),     # image smaller than the kernel
     (2, 6, 17, 19, 3),
     (1, 4, 11, 37, 5),   # run-time kernel size path
@@ -660,14 +664,28 @@ def test_compute_sanitizer(ext, tool, tmp_path):
         import torch
         from yolov12_kernels import cuda_backend
         ext = cuda_backend.extension()
-        for dt in (torch.float16,):
-            q, k, v = (torch.randn(1, 130, 2, 64, device="cuda", dtype=dt) for _ in range(3))
+        bf16 = ext.attention_ptx_arch(0, True) >= 80
+        for dt in (torch.float16, torch.bfloat16) if bf16 else (torch.float16,):
+            # [key][d] tiles: 16-byte copies (3 tiles, ragged), element loads (offset view)
+            q, k, v = (torch.randn(1, 340, 2, 32, device="cuda", dtype=dt) for _ in range(3))
+            ext.area_attention_fwd(q, k, v, 2, 0.17)
+            q, k, v = (torch.randn(1 * 130 * 2 * 64 + 1, device="cuda", dtype=dt)[1:].view(
+                1, 130, 2, 64) for _ in range(3))
             ext.area_attention_fwd(q, k, v, 2, 0.125)
-            qkv = torch.randn(1, 192, 5, 13, device="cuda", dtype=dt)
+            # [d][key] tiles: copies (a P4 area of 400: 5 tiles, double-buffered), element loads
             w = torch.randn(64, 1, 7, 7, device="cuda")
-            ext.fused_area_attention_fwd(qkv, 2, 5, w, None, 0.17)
-            ext.position_perceiver_fwd(torch.randn(1, 3, 37, 35, device="cuda"),
-                                       torch.randn(3, 1, 5, 5, device="cuda"))
+            ext.fused_area_attention_fwd(torch.randn(1, 192, 40, 40, device="cuda", dtype=dt),
+                                         2, 4, w, None, 0.17)
+            ext.fused_area_attention_fwd(torch.randn(1, 192, 5, 13, device="cuda", dtype=dt),
+                                         2, 5, w, None, 0.17)
+            # pe: 2 planes per CTA (40 x 40), multi-tile (70 x 65), run-time k, strided
+            ext.position_perceiver_fwd(torch.randn(1, 3, 40, 40, device="cuda", dtype=dt), w[:3])
+            ext.position_perceiver_fwd(torch.randn(1, 2, 70, 65, device="cuda", dtype=dt),
+                                       torch.randn(2, 1, 3, 3, device="cuda"))
+        ext.position_perceiver_fwd(torch.randn(1, 3, 37, 35, device="cuda"),
+                                   torch.randn(3, 1, 5, 5, device="cuda"))
+        ext.position_perceiver_fwd(torch.randn(1, 3, 9, 26, device="cuda")[..., ::2],
+                                   torch.randn(3, 1, 7, 7, device="cuda"))
         torch.cuda.synchronize()
     """))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))

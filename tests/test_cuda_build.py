@@ -178,9 +178,10 @@ def test_no_register_spills(compiled, capsys):
 @needs_nvcc
 @pytest.mark.parametrize("arch", [75, 80])
 def test_ptx_uses_the_mma_shape_of_the_arch(arch, tmp_path):
-    """compute_75 PTX (the Turing path; also what an H100 JIT-compiles when the extension is built
-    as compute_75 PTX only) must use m16n8k8 f16 MMAs and no bf16 MMA; compute_80 uses m16n8k16
-    for both fp16 and bf16."""
+    """compute_75 PTX (the Turing path; also what an H100 JIT-compiles when the library is built
+    as compute_75 PTX only) must use m16n8k8 f16 MMAs, no bf16 MMA and no cp.async (sm_80+);
+    compute_80 uses m16n8k16 for both fp16 and bf16 and cp.async double buffering. Both read the
+    MMA B fragments with ldmatrix (sm_75+), plain and transposed."""
     ptx = tmp_path / f"attn_{arch}.ptx"
     proc = subprocess.run([NVCC, "-ptx", f"-arch=compute_{arch}", "-I", str(CSRC), "-std=c++17",
                            "-O3", str(CSRC / "area_attention.cu"), "-o", str(ptx)],
@@ -188,13 +189,17 @@ def test_ptx_uses_the_mma_shape_of_the_arch(arch, tmp_path):
     assert proc.returncode == 0, proc.stderr[-4000:]
     text = ptx.read_text()
     assert f".target sm_{arch}" in text
+    assert "ldmatrix.sync.aligned.m8n8.x4.shared.b16" in text
+    assert "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16" in text
     if arch == 75:
         assert "mma.sync.aligned.m16n8k8.row.col.f32.f16.f16.f32" in text
         assert "m16n8k16" not in text
         assert "mma.sync.aligned.m16n8k16.row.col.f32.bf16" not in text
+        assert "cp.async" not in text
     else:
         assert "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32" in text
         assert "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32" in text
+        assert "cp.async.cg.shared.global" in text and "cp.async.wait_group 1" in text
 
 
 def test_c_api_header_is_plain_c(tmp_path):

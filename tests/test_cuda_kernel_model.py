@@ -1,17 +1,21 @@
 """CPU models of the csrc/ kernels' index math (no GPU, no nvcc needed).
 
 The CUDA kernels cannot run here, so their addressing is transcribed line by line into numpy and
-run against ``yolov12_kernels.reference``; the tensor-core MMAs are emulated from the fragment
-tables of the PTX ISA (written independently of the kernel: ``groupID = lane >> 2``,
+run against ``yolov12_kernels.reference``; the tensor-core instructions are emulated from the
+fragment tables of the PTX ISA (written independently of the kernel: ``groupID = lane >> 2``,
 ``threadID_in_group = lane % 4``; m16n8k16 A: a0 (g, 2t..2t+1), a1 (g+8, 2t..), a2 (g, 2t+8..),
 a3 (g+8, 2t+8..); B: b0 (2t..2t+1, g), b1 (2t+8.., g); C: c0,c1 (g, 2t..), c2,c3 (g+8, 2t..);
-m16n8k8: A a0 (g, 2t..), a1 (g+8, 2t..); B b0 (2t.., g)).
+m16n8k8: A a0 (g, 2t..), a1 (g+8, 2t..); B b0 (2t.., g); ldmatrix .x4: lanes 8i..8i+7 address the
+8 rows of matrix i, register i of a lane holds row g, columns 2t, 2t+1 of matrix i, or with .trans
+rows 2t, 2t+1 of column g).
 
 What this catches: a wrong fragment / shared-memory index, a missing tail mask, NaN from a masked
 tile, a row stored past the area's end or a position never stored, a global read out of bounds,
-a 16-byte vector access on an unaligned address, a shared-memory read of a slot the tile load did
-not write, and bank conflicts of the fragment loads. What it cannot catch: races, compiler and
-hardware behaviour — those need the GPU tests of test_cuda_backend.py.
+a 16-byte access (copy, cp.async, ldmatrix row) on an unaligned address, a shared-memory read of a
+slot the tile load did not write or whose asynchronous copy was not yet waited for and published
+by a barrier, a buffer refilled before a barrier ended its reads, and bank conflicts of the
+fragment loads. What it cannot catch: compiler and hardware behaviour — that needs the GPU tests
+of test_cuda_backend.py (and compute-sanitizer's racecheck).
 
 Keep the transcriptions in sync with csrc/area_attention.cu and csrc/depthwise_conv.cu.
 """
@@ -27,10 +31,16 @@ from yolov12_kernels import reference
 LANE = np.arange(32)
 G, TIG = LANE // 4, LANE % 4
 
-# area_attention.cu constants
-kWarps, kBlockN, kPad = 4, 64, 8
-kThreads, kBlockM = 32 * kWarps, 16 * kWarps
-kScalarDimFast, kScalarTokFast, kVecDim, kVecTok = 0, 1, 2, 3
+
+# ------------------------------------------------------------------------------------------------
+# area_attention.cu
+def config(D):  # Config<D>
+    warps = 5 if D <= 32 else 4
+    return dict(warps=warps, threads=32 * warps, block_m=16 * warps, block_n=80 if D <= 32 else 64)
+
+
+kPad = 8
+kScalar, kVector = 0, 1
 
 
 class Mem:
@@ -42,7 +52,7 @@ class Mem:
     def read(self, idx, vec=1):
         idx = np.asarray(idx)
         assert np.all(idx >= 0) and np.all(idx + vec <= self.data.size), "global read out of bounds"
-        if vec > 1:  # a 16-byte vector load must be 16-byte aligned
+        if vec > 1:  # a 16-byte copy must be 16-byte aligned
             assert np.all(((self.base + idx) * 2) % 16 == 0), "misaligned 16-byte load"
             return self.data[idx[..., None] + np.arange(vec)]
         return self.data[idx]
@@ -52,78 +62,107 @@ def aligned16(mem: Mem, off: int) -> bool:
     return ((mem.base + off) * 2) % 16 == 0
 
 
-def load_mode(mem, off, sb, st, sh, sd, n):  # transcribed from area_attention.cu
-    if sd == 1:
-        if aligned16(mem, off) and sb % 8 == 0 and sh % 8 == 0 and st % 8 == 0:
-            return kVecDim
-        return kScalarDimFast
-    if st == 1 and aligned16(mem, off) and sb % 8 == 0 and sh % 8 == 0 and sd % 8 == 0 \
-            and n % 8 == 0:
-        return kVecTok
-    return kScalarTokFast
+def token_major(prm):  # transcribed from area_attention.cu
+    _, st, _, sd = prm["k_s"]
+    return st == 1 and sd != 1
 
 
-def load_tile(D, DST_RS, DST_CS, mem, src, st, sd, r0, n, mode, dst):
-    """area_attention.cu load_tile for all 128 threads at once (src: element offset)."""
-    written = np.zeros(dst.size, bool)
+def load_mode(tok_major, mem, off, sb, st, sh, sd, n):  # transcribed from area_attention.cu
+    if not aligned16(mem, off) or sb % 8 or sh % 8:
+        return kScalar
+    if tok_major:
+        return kVector if st == 1 and sd % 8 == 0 and n % 8 == 0 else kScalar
+    return kVector if sd == 1 and st % 8 == 0 else kScalar
+
+
+class Shared:
+    """One shared-memory buffer (a K or V stage) with the visibility rules of the kernel: a slot
+    written by a copy is readable only once the copy's group was waited for (sm_80+: cp.async;
+    sm_75: a plain store, waited for trivially) and a barrier followed; a buffer may be refilled
+    only after a barrier that ended every read of it."""
+
+    def __init__(self, size):
+        self.val = np.full(size, np.nan)
+        self.tag = np.full(size, -1)      # tile whose copy wrote the slot
+        self.landed = set()               # tiles whose copies were waited for
+        self.visible = set()              # tiles published by a barrier after landing
+        self.read_since_barrier = False
+
+    def write(self, idx, val, tile):
+        assert not self.read_since_barrier, "buffer refilled while warps may still read it"
+        idx = np.asarray(idx)
+        self.val[idx], self.tag[idx] = val, tile
+
+    def barrier(self):
+        self.visible |= self.landed
+        self.read_since_barrier = False
+
+    def read(self, idx):
+        idx = np.asarray(idx)
+        assert np.all(np.isin(self.tag[idx], list(self.visible))), \
+            "read a shared slot whose copy was not waited for and published by a barrier"
+        out = self.val[idx]
+        assert not np.any(np.isnan(out)), "read a shared slot the tile load did not write"
+        self.read_since_barrier = True
+        return out
+
+
+def load_tile(D, tok_major, mem, src, st, sd, r0, n, mode, dst: Shared, tile):
+    """area_attention.cu load_tile for all threads at once (src: element offset)."""
+    cfg = config(D)
+    bn = cfg["block_n"]
+    row = bn + kPad if tok_major else D + kPad
+    written = np.zeros(dst.val.size, bool)
 
     def put(idx, val):
         idx = np.asarray(idx)
         assert not np.any(written[idx]), "shared slot written twice"
         written[idx] = True
-        dst[idx] = val
+        dst.write(idx, val, tile)
 
-    tid = np.arange(kThreads)
-    if mode == kVecDim:
-        for i in range(0, kBlockN * (D // 8), kThreads):
-            ii = i + tid
-            ii = ii[ii < kBlockN * (D // 8)]
-            r, c = ii // (D // 8), (ii % (D // 8)) * 8
-            val = np.zeros((ii.size, 8))
-            ok = r0 + r < n
-            val[ok] = mem.read(src + (r0 + r[ok]) * st + c[ok], vec=8)
-            if DST_CS == 1:
-                assert np.all(((r * DST_RS + c) * 2) % 16 == 0), "misaligned shared vector store"
-            for j in range(8):
-                put(r * DST_RS + (c + j) * DST_CS, val[:, j])
-    elif mode == kVecTok:
-        for i in range(0, (kBlockN // 8) * D, kThreads):
-            ii = i + tid
-            ii = ii[ii < (kBlockN // 8) * D]
-            c, r = ii // (kBlockN // 8), (ii % (kBlockN // 8)) * 8
-            val = np.zeros((ii.size, 8))
-            full = r0 + r + 8 <= n
-            val[full] = mem.read(src + (r0 + r[full]) + c[full] * sd, vec=8)
-            for j in range(8):
-                part = ~full & (r0 + r + j < n)
-                val[part, j] = mem.read(src + (r0 + r[part] + j) + c[part] * sd)
-            if DST_RS == 1:
-                assert np.all(((r + c * DST_CS) * 2) % 16 == 0), "misaligned shared vector store"
-            for j in range(8):
-                put((r + j) * DST_RS + c * DST_CS, val[:, j])
+    if mode == kVector:
+        per_line = (bn if tok_major else D) // 8
+        i = np.arange((D if tok_major else bn) * per_line)  # every chunk, whichever thread
+        line, c8 = i // per_line, (i % per_line) * 8
+        key = r0 + (c8 if tok_major else line)
+        d = line * row + c8
+        assert np.all((d * 2) % 16 == 0), "misaligned 16-byte shared store"
+        val = np.zeros((i.size, 8))
+        ok = key < n
+        g_off = src + (key + line * sd if tok_major else key * st + c8)
+        val[ok] = mem.read(g_off[ok], vec=8)
+        if tok_major:  # n % 8 == 0 (load_mode): a chunk is all inside the area or all outside
+            assert n % 8 == 0
+        put(d[:, None] + np.arange(8), val)
     else:
-        dim_fast = mode == kScalarDimFast
-        ii = np.arange(kBlockN * D)
-        r = ii // D if dim_fast else ii % kBlockN
-        c = ii % D if dim_fast else ii // kBlockN
-        val = np.zeros(ii.size)
-        ok = r0 + r < n
-        val[ok] = mem.read(src + (r0 + r[ok]) * st + c[ok] * sd)
-        put(r * DST_RS + c * DST_CS, val)
+        i = np.arange(bn * D)
+        line = i // bn if tok_major else i // D
+        col = i % bn if tok_major else i % D
+        key, dim = (col, line) if tok_major else (line, col)
+        val = np.zeros(i.size)
+        ok = r0 + key < n
+        val[ok] = mem.read(src + (r0 + key[ok]) * st + dim[ok] * sd)
+        put(line * row + col, val)
 
 
-def check_banks(word_idx):
-    """The 32 lanes of one 32-bit shared load hit 32 different banks."""
-    assert len(set((np.asarray(word_idx) % 32).tolist())) == 32, "bank conflict"
-
-
-def lds32(smem, elem_idx):
-    """One 32-bit shared load per lane: elements (idx, idx + 1), both must have been written."""
-    assert np.all(elem_idx % 2 == 0), "misaligned 32-bit shared load"
-    check_banks(elem_idx // 2)
-    out = np.stack([smem[elem_idx], smem[elem_idx + 1]], axis=1)
-    assert not np.any(np.isnan(out)), "read a shared slot the tile load did not write"
-    return out
+def ldmatrix_x4(smem: Shared, addr, trans):
+    """ldmatrix.sync.aligned.m8n8.x4[.trans].shared.b16: lane l addresses row l % 8 of matrix
+    l // 8 (element index ``addr[l]``); returns 4 registers as (32 lanes, 2 halves)."""
+    addr = np.asarray(addr)
+    assert addr.shape == (32,)
+    assert np.all((addr * 2) % 16 == 0), "ldmatrix row not 16-byte aligned"
+    rows = smem.read(addr[:, None] + np.arange(8))  # (32, 8): row of each addressing lane
+    regs = []
+    for i in range(4):
+        m = rows[8 * i:8 * i + 8]  # matrix i, [row][col]
+        # the 8 rows of one matrix are read in one phase: 8 different 16-byte bank groups
+        groups = (addr[8 * i:8 * i + 8] * 2 // 16) % 8
+        assert len(set(groups.tolist())) == 8, "ldmatrix bank conflict"
+        if trans:
+            regs.append(np.stack([m[2 * TIG, G], m[2 * TIG + 1, G]], axis=1))
+        else:
+            regs.append(np.stack([m[G, 2 * TIG], m[G, 2 * TIG + 1]], axis=1))
+    return regs
 
 
 def mma_m16n8k16(c, a, b0, b1):
@@ -163,69 +202,104 @@ def mma_16x8x16(c, a, b0, b1, sm75):  # mma_utils.cuh
 
 
 def attention_kernel(prm, sm75=False):
-    """area_attention_fwd_kernel<__half, D> over the whole grid; writes prm['o'] (a Mem)."""
+    """area_attention_fwd_kernel<__half, D, kTokMajor> over the whole grid; writes prm['o']."""
     D = prm["D"]
-    kKS, kNB, kDB = D // 16, kBlockN // 8, D // 8
-    kKRow, kVRow = D + kPad, kBlockN + kPad
+    cfg = config(D)
+    warps_n, bm, bn = cfg["warps"], cfg["block_m"], cfg["block_n"]
+    stages = 1 if sm75 else 2
+    kKS, kNB, kDB = D // 16, bn // 8, D // 8
+    tok_major = token_major(prm)
+    row = bn + kPad if tok_major else D + kPad
+    elems = (D if tok_major else bn) * row
     n = prm["N"] // prm["area"]
     memq, memk, memv, memo = prm["q"], prm["k"], prm["v"], prm["o"]
-    mode_k = load_mode(memk, prm["k_off"], *prm["k_s"], n)
-    mode_v = load_mode(memv, prm["v_off"], *prm["v_s"], n)
+    mode_k = load_mode(tok_major, memk, prm["k_off"], *prm["k_s"], n)
+    mode_v = load_mode(tok_major, memv, prm["v_off"], *prm["v_s"], n)
     o_sb, o_st, o_sh, o_sd = prm["o_s"]
     vec_store = o_sd == 1 and ((memo.base + prm["o_off"]) * 2) % 4 == 0 and o_sb % 2 == 0 \
         and o_sh % 2 == 0 and o_st % 2 == 0
     problems = prm["B"] * prm["area"] * prm["heads"]
-    q_tiles = (n + kBlockM - 1) // kBlockM
+    q_tiles = (n + bm - 1) // bm
     assert problems <= 2**31 - 1 and q_tiles <= 65535
     stored = np.zeros(memo.data.size, np.int64)
     scale_log2 = np.float32(prm["scale"] * 1.4426950408889634)
+    mi, rr = LANE // 8, LANE % 8
+    qs, ks_, vs = prm["q_s"], prm["k_s"], prm["v_s"]
+    h16 = lambda x: x.astype(np.float16).astype(np.float64)  # noqa: E731
     for prob in range(problems):
         h = prob % prm["heads"]
         ba = prob // prm["heads"]
         a, b = ba % prm["area"], ba // prm["area"]
         tok0 = a * n
-        qs, ks_, vs = prm["q_s"], prm["k_s"], prm["v_s"]
         Q = prm["q_off"] + b * qs[0] + h * qs[2] + tok0 * qs[1]
         K = prm["k_off"] + b * ks_[0] + h * ks_[2] + tok0 * ks_[1]
         V = prm["v_off"] + b * vs[0] + h * vs[2] + tok0 * vs[1]
         O = prm["o_off"] + b * o_sb + h * o_sh + tok0 * o_st  # noqa: E741 (the kernel's name)
         for by in range(q_tiles):
-            # all 4 warps at once would interleave the smem tiles identically; run them one by
-            # one against the same tile contents (the kernel's two barriers make that exact)
+            Ks = [Shared(elems) for _ in range(stages)]
+            Vs = [Shared(elems) for _ in range(stages)]
+
+            def issue(tile, stage):
+                load_tile(D, tok_major, memk, K, ks_[1], ks_[3], tile * bn, n, mode_k,
+                          Ks[stage], tile)
+                load_tile(D, tok_major, memv, V, vs[1], vs[3], tile * bn, n, mode_v,
+                          Vs[stage], tile)
+
+            def wait(tile):  # cp_async_wait: this tile's group has landed (every thread's)
+                for buf in Ks + Vs:
+                    buf.landed.add(tile)
+
+            def barrier():
+                for buf in Ks + Vs:
+                    buf.barrier()
+
+            issue(0, 0)
+            # the warps one by one against the same tile contents (the barriers make that exact)
             warps = []
-            for warp in range(kWarps):
-                m0 = by * kBlockM + warp * 16
+            for warp in range(warps_n):
+                m0 = by * bm + warp * 16
                 qf = []
                 for ks in range(kKS):
                     regs = []
                     for r in range(4):
-                        row = m0 + G + (8 if r & 1 else 0)
+                        qrow = m0 + G + (8 if r & 1 else 0)
                         col = ks * 16 + 2 * TIG + (8 if r & 2 else 0)
                         lo, hi = np.zeros(32), np.zeros(32)
-                        ok = row < n
-                        lo[ok] = memq.read(Q + row[ok] * qs[1] + col[ok] * qs[3])
-                        hi[ok] = memq.read(Q + row[ok] * qs[1] + (col[ok] + 1) * qs[3])
+                        ok = qrow < n
+                        lo[ok] = memq.read(Q + qrow[ok] * qs[1] + col[ok] * qs[3])
+                        hi[ok] = memq.read(Q + qrow[ok] * qs[1] + (col[ok] + 1) * qs[3])
                         regs.append(np.stack([lo, hi], axis=1))
                     qf.append(regs)
                 warps.append(dict(m0=m0, qf=qf, o=[np.zeros((32, 4)) for _ in range(kDB)],
                                   row_max=[np.full(32, -np.inf)] * 2, row_sum=[np.zeros(32)] * 2))
-            for n0 in range(0, n, kBlockN):
-                Ks = np.full(kBlockN * kKRow, np.nan)
-                Vt = np.full(D * kVRow, np.nan)
-                load_tile(D, kKRow, 1, memk, K, ks_[1], ks_[3], n0, n, mode_k, Ks)
-                load_tile(D, 1, kVRow, memv, V, vs[1], vs[3], n0, n, mode_v, Vt)
+            num_tiles = (n + bn - 1) // bn
+            for j in range(num_tiles):
+                stage = j % stages
+                n0 = j * bn
+                if stages > 1 and j + 1 < num_tiles:
+                    issue(j + 1, stage ^ 1)
+                wait(j)  # cp_async_wait<1> (tile j + 1 may be in flight) or <0>
+                barrier()
+                Kt, Vt = Ks[stage], Vs[stage]
+                keys_left = min(n - n0, bn)
                 for w in warps:
                     s = []
                     for nb in range(kNB):
                         acc = np.zeros((32, 4))
-                        for ks in range(kKS):
-                            kw = (nb * 8 + G) * kKRow + ks * 16 + 2 * TIG
-                            mma_16x8x16(acc, w["qf"][ks], lds32(Ks, kw), lds32(Ks, kw + 8), sm75)
+                        for k32 in range(D // 32):
+                            dim, key = k32 * 32 + mi * 8, nb * 8
+                            if tok_major:
+                                kb = ldmatrix_x4(Kt, (dim + rr) * row + key, trans=True)
+                            else:
+                                kb = ldmatrix_x4(Kt, (key + rr) * row + dim, trans=False)
+                            mma_16x8x16(acc, w["qf"][2 * k32], kb[0], kb[1], sm75)
+                            mma_16x8x16(acc, w["qf"][2 * k32 + 1], kb[2], kb[3], sm75)
                         s.append(acc.astype(np.float32))
                     for nb in range(kNB):
                         for i in range(4):
-                            key = n0 + nb * 8 + 2 * TIG + (i & 1)
-                            s[nb][:, i] = np.where(key < n, s[nb][:, i] * scale_log2, -np.inf)
+                            key = nb * 8 + 2 * TIG + (i & 1)
+                            s[nb][:, i] = np.where(key < keys_left, s[nb][:, i] * scale_log2,
+                                                   -np.inf)
                     for r in range(2):
                         mx = np.full(32, -np.inf, np.float32)
                         for nb in range(kNB):
@@ -245,13 +319,20 @@ def attention_kernel(prm, sm75=False):
                             s[nb][:, 2 * r + 1] = np.exp2(s[nb][:, 2 * r + 1] - new_max)
                             w["row_sum"][r] = w["row_sum"][r] + s[nb][:, 2 * r] \
                                 + s[nb][:, 2 * r + 1]
-                    h16 = lambda x: x.astype(np.float16).astype(np.float64)  # noqa: E731
-                    for kk in range(kBlockN // 16):
+                    for kk in range(bn // 16):
                         pa = [h16(s[2 * kk][:, 0:2]), h16(s[2 * kk][:, 2:4]),
                               h16(s[2 * kk + 1][:, 0:2]), h16(s[2 * kk + 1][:, 2:4])]
-                        for db in range(kDB):
-                            vw = (db * 8 + G) * kVRow + kk * 16 + 2 * TIG
-                            mma_16x8x16(w["o"][db], pa, lds32(Vt, vw), lds32(Vt, vw + 8), sm75)
+                        for dp in range(kDB // 2):
+                            dim, key = (2 * dp + mi // 2) * 8, kk * 16 + (mi & 1) * 8
+                            if tok_major:
+                                vb = ldmatrix_x4(Vt, (dim + rr) * row + key, trans=False)
+                            else:
+                                vb = ldmatrix_x4(Vt, (key + rr) * row + dim, trans=True)
+                            mma_16x8x16(w["o"][2 * dp], pa, vb[0], vb[1], sm75)
+                            mma_16x8x16(w["o"][2 * dp + 1], pa, vb[2], vb[3], sm75)
+                barrier()
+                if stages == 1 and j + 1 < num_tiles:
+                    issue(j + 1, 0)
             for w in warps:
                 for r in range(2):
                     l_ = w["row_sum"][r]
@@ -259,9 +340,9 @@ def attention_kernel(prm, sm75=False):
                     l_ = l_ + l_[LANE ^ 2]
                     assert np.all(l_ >= 1 - 1e-6)
                     inv = 1.0 / l_
-                    row = w["m0"] + G + 8 * r
-                    ok = row < n
-                    orow = O + row * o_st
+                    qrow = w["m0"] + G + 8 * r
+                    ok = qrow < n
+                    orow = O + qrow * o_st
                     for db in range(kDB):
                         col = db * 8 + 2 * TIG
                         if vec_store:
@@ -330,24 +411,25 @@ def _run_and_check(prm, ref, o_view, sm75=False):
 
 @pytest.mark.parametrize("view", ["contig", "offset1", "bhnd", "dimstride2"])
 @pytest.mark.parametrize("d", [32, 64])
-def test_attention_index_math_drop_in(view, d):
-    # N = 2 * 75: n = 75 tokens per area (two key tiles, the second a 11-key tail; two query tiles
-    # with a 53-row tail); B = 2, heads = 2
-    prm, ref, o = _drop_in(2, 150, 2, d, 2, view)
-    _run_and_check(prm, ref, o)
+@pytest.mark.parametrize("sm75", [False, True], ids=["sm80", "sm75"])
+def test_attention_index_math_drop_in(view, d, sm75):
+    # n = 170 tokens per area: three key tiles and three query tiles, the last ones ragged (10
+    # of 80 at head_dim 32, 42 of 64 at 64); B = 2, 2 areas, 1 head
+    prm, ref, o = _drop_in(2, 340, 1, d, 2, view)
+    _run_and_check(prm, ref, o, sm75=sm75)
 
 
-@pytest.mark.parametrize("N,area", [(1, 1), (8, 1), (130, 1)])
-def test_attention_index_math_tails_sm75(N, area):
+@pytest.mark.parametrize("N,area", [(1, 1), (8, 1), (130, 1), (800, 2)])
+@pytest.mark.parametrize("sm75", [False, True], ids=["sm80", "sm75"])
+def test_attention_index_math_tails(N, area, sm75):
+    """One token; a tile of 8; 130 (one full key tile plus 50); 400 (YOLOv12's areas: 5 tiles of
+    80 each way, nothing ragged)."""
     prm, ref, o = _drop_in(1, N, 1, 32, area, "contig")
-    _run_and_check(prm, ref, o, sm75=True)
+    _run_and_check(prm, ref, o, sm75=sm75)
 
 
-@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
-@pytest.mark.parametrize("H,W,area", [(8, 16, 2), (5, 7, 1), (6, 12, 4), (4, 6, 2)])
-def test_attention_index_math_model_layout(layout, H, W, area):
-    """The qkv (B, 3C, H, W) strides exactly as bindings.cpp's launch_qkv_attention sets them."""
-    B, heads, d = 2, 2, 32
+def _model_layout_case(B, heads, H, W, area, layout):
+    d = 32
     C = heads * d
     g = torch.Generator().manual_seed(H * W + area)
     qkv = torch.randn(B, 3 * C, H, W, generator=g).half()
@@ -364,19 +446,38 @@ def test_attention_index_math_model_layout(layout, H, W, area):
                v_off=off + 2 * d * cs, o_off=ooff, q_s=s_qkv, k_s=s_qkv, v_s=s_qkv,
                o_s=(o.stride(0), o.stride(3), d * o.stride(1), o.stride(1)))
     ref = reference.area_attention_qkv(qkv.double(), heads, area)
+    return prm, ref, o
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("H,W,area", [(8, 16, 2), (5, 7, 1), (6, 12, 4), (12, 15, 1)])
+@pytest.mark.parametrize("sm75", [False, True], ids=["sm80", "sm75"])
+def test_attention_index_math_model_layout(layout, H, W, area, sm75):
+    """The qkv (B, 3C, H, W) strides exactly as bindings.cpp's launch_fused sets them: NCHW is
+    staged [d][key] (copies when n % 8 == 0, else element loads), channels_last [key][d]."""
+    prm, ref, o = _model_layout_case(2, 2, H, W, area, layout)
+    assert token_major(prm) == (layout == "nchw")
+    _run_and_check(prm, ref, o, sm75=sm75)
+
+
+def test_attention_index_math_yolov12_p4_area():
+    """One YOLOv12 P4 area at 640 on the model layout: 400 tokens, 5 x 5 tiles of 80, copies."""
+    prm, ref, o = _model_layout_case(1, 1, 40, 40, 4, "nchw")
+    assert load_mode(True, prm["k"], prm["k_off"], *prm["k_s"], 400) == kVector
     _run_and_check(prm, ref, o)
 
 
 def test_attention_load_modes_are_exercised():
-    """The cases above cover all four K/V load modes and both store modes."""
+    """The cases above cover both shared layouts with both load modes."""
     seen = set()
     for view in ("contig", "offset1", "dimstride2"):
         prm, _, _ = _drop_in(1, 64, 1, 32, 1, view)
-        seen.add(load_mode(prm["k"], prm["k_off"], *prm["k_s"], 64))
-    qkv = torch.zeros(1, 96, 8, 8).half()
-    mem, off, _ = _buffer(qkv, 0)
-    seen.add(load_mode(mem, off + 32 * 64, 96 * 64, 1, 96 * 64, 64, 64))
-    assert seen == {kScalarDimFast, kScalarTokFast, kVecDim, kVecTok}
+        tm = token_major(prm)
+        seen.add((tm, load_mode(tm, prm["k"], prm["k_off"], *prm["k_s"], 64)))
+    for H, W in ((8, 16), (5, 7)):
+        prm, _, _ = _model_layout_case(1, 1, H, W, 1, "nchw")
+        seen.add((True, load_mode(True, prm["k"], prm["k_off"], *prm["k_s"], H * W)))
+    assert seen == {(False, kVector), (False, kScalar), (True, kVector), (True, kScalar)}, seen
 
 
 # ------------------------------------------------------------------------------------------------
