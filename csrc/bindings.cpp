@@ -1,21 +1,55 @@
-// Torch binding of the csrc/ kernels: module yolov12_kernels._C (TORCH_EXTENSION_NAME).
+// CUDA kernels of the yolov12::cuda_* operators (torch.library), over the C API of
+// yolov12_kernels.h.
 //
-// Host-only C++ (compiled by the host compiler, no CUDA code here): it checks every argument
-// (device, dtype, shape, the strides the kernels rely on) with a TORCH_CHECK naming the argument,
-// fills the C parameter structs of yolov12_kernels.h, launches on the current stream of the
-// tensors' device and turns any launch error into a RuntimeError.
+// The operators' schemas and fake (meta) kernels are defined in Python
+// (yolov12_kernels/cuda_backend.py), so they exist, trace and compile on any machine; this file
+// only registers their CUDA kernels (TORCH_LIBRARY_IMPL), and the dispatcher checks each C++
+// signature against its schema when the library is loaded. The library is loaded with
+// torch.ops.load_library: it is no Python module (no pybind11, no Python C-API), so a failed check
+// is a c10::Error that travels back through the dispatcher and torch's own Python binding exactly
+// like an aten operator's error.
 //
-// Only c10/cuda headers are used (not ATen/cuda/CUDAContext.h, which pulls in cuBLAS/cuSPARSE
-// headers): c10::cuda::getCurrentCUDAStream is the function at::cuda::getCurrentCUDAStream names.
-#include <torch/extension.h>
-
+// Host-only C++ (no CUDA code). Every argument is checked with a TORCH_CHECK naming it: the public
+// ops of yolov12_kernels validate first, so these checks are the last line of defence for direct
+// calls, and they guard every assumption the kernels make (device, dtype, shape, a flattenable
+// token axis, no output overlapping an input). Bad values raise ValueError, bad dtypes TypeError.
+// Then the C parameter structs are filled, the launcher runs on the current stream of the tensors'
+// device, and a launch error becomes a RuntimeError.
+#include <ATen/ATen.h>
 #include <ATen/MemoryOverlap.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
 
 #include <optional>
 
 #include "yolov12_kernels.h"
+
+// The device the kernels run on. Y12_HOST_TEST builds this same file for CPU tensors against the
+// stub launchers of tests/host_launchers.cpp (plain C++ implementations of the C API): the
+// schemas, the checks, the parameter structs and the dispatcher's error path then run on a machine
+// without a GPU (tests/test_cuda_backend.py).
+#ifdef Y12_HOST_TEST
+#define Y12_DISPATCH_KEY CPU
+namespace {
+constexpr c10::DeviceType kDeviceType = c10::DeviceType::CPU;
+struct DeviceGuard {
+  explicit DeviceGuard(c10::Device) {}
+};
+cudaStream_t current_stream(const at::Tensor&) { return nullptr; }
+}  // namespace
+#else
+// c10/cuda only (not ATen/cuda/CUDAContext.h, which pulls in cuBLAS/cuSPARSE headers):
+// c10::cuda::getCurrentCUDAStream is the function at::cuda::getCurrentCUDAStream names.
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#define Y12_DISPATCH_KEY CUDA
+namespace {
+constexpr c10::DeviceType kDeviceType = c10::DeviceType::CUDA;
+using DeviceGuard = c10::cuda::CUDAGuard;
+cudaStream_t current_stream(const at::Tensor& t) {
+  return c10::cuda::getCurrentCUDAStream(t.get_device()).stream();
+}
+}  // namespace
+#endif
 
 namespace {
 
@@ -28,27 +62,29 @@ y12_dtype kernel_dtype(const at::Tensor& t, const char* name, bool allow_fp32) {
       break;
     default: break;
   }
-  TORCH_CHECK(false, name, ": dtype ", t.scalar_type(), " is not supported by the CUDA kernel (",
-              allow_fp32 ? "float32, float16 or bfloat16" : "float16 or bfloat16", " only)");
+  TORCH_CHECK_TYPE(false, name, ": dtype ", t.scalar_type(),
+                   " is not supported by the CUDA kernel (",
+                   allow_fp32 ? "float32, float16 or bfloat16" : "float16 or bfloat16", " only)");
   return Y12_FLOAT32;  // unreachable
 }
 
-void check_cuda(const at::Tensor& t, const char* name) {
-  TORCH_CHECK(t.defined(), name, ": tensor is undefined");
-  TORCH_CHECK(t.is_cuda(), name, ": expected a CUDA tensor, got one on ", t.device(),
-              " (the yolov12_kernels CUDA backend runs on GPU tensors only)");
+void check_device(const at::Tensor& t, const char* name) {
+  TORCH_CHECK_VALUE(t.defined(), name, ": tensor is undefined");
+  TORCH_CHECK_VALUE(t.device().type() == kDeviceType, name, ": expected a ", kDeviceType,
+                    " tensor, got one on ", t.device(),
+                    " (the yolov12_kernels CUDA backend runs on GPU tensors only)");
 }
 
 void check_like(const at::Tensor& t, const char* name, const at::Tensor& ref, const char* ref_name) {
-  check_cuda(t, name);
-  TORCH_CHECK(t.device() == ref.device(), name, ": on ", t.device(), " but ", ref_name, " is on ",
-              ref.device());
-  TORCH_CHECK(t.scalar_type() == ref.scalar_type(), name, ": dtype ", t.scalar_type(),
-              " does not match ", ref_name, "'s ", ref.scalar_type());
+  check_device(t, name);
+  TORCH_CHECK_VALUE(t.device() == ref.device(), name, ": on ", t.device(), " but ", ref_name,
+                    " is on ", ref.device());
+  TORCH_CHECK_TYPE(t.scalar_type() == ref.scalar_type(), name, ": dtype ", t.scalar_type(),
+                   " does not match ", ref_name, "'s ", ref.scalar_type());
 }
 
 void check_launch(cudaError_t err, const char* what) {
-  TORCH_CHECK(err == cudaSuccess, what, ": CUDA kernel launch failed: ", cudaGetErrorString(err),
+  TORCH_CHECK(err == cudaSuccess, what, ": CUDA kernel launch failed: ", y12_error_string(err),
               " (", static_cast<int>(err), ")");
 }
 
@@ -57,59 +93,58 @@ void check_bf16_arch(y12_dtype dtype, const char* name) {
   if (dtype != Y12_BFLOAT16) return;
   int arch = 0;
   check_launch(y12_attention_ptx_arch(dtype, &arch), "attention kernel attributes");
-  TORCH_CHECK(arch >= 80, name, ": bfloat16 attention needs kernels compiled for sm_80 or newer; "
-              "on this GPU the extension runs code compiled for compute_", arch,
-              " (use float16, or rebuild with YOLOV12_CUDA_ARCHS including this GPU)");
+  TORCH_CHECK_TYPE(arch >= 80, name, ": bfloat16 attention needs kernels compiled for sm_80 or "
+                   "newer; on this GPU the extension runs code compiled for compute_", arch,
+                   " (use float16, or rebuild with YOLOV12_CUDA_ARCHS including this GPU)");
 }
 
 void check_head_dim(int64_t d, const char* name) {
-  TORCH_CHECK(d == 32 || d == 64, name, ": head_dim ", d,
-              " is not supported by the CUDA kernel (32 or 64 only)");
+  TORCH_CHECK_VALUE(d == 32 || d == 64, name, ": head_dim ", d,
+                    " is not supported by the CUDA kernel (32 or 64 only)");
 }
 
 void check_area(int64_t area, int64_t N) {
-  TORCH_CHECK(area >= 1, "area: must be >= 1, got ", area);
-  TORCH_CHECK(N % area == 0, "area: ", area, " does not divide the number of tokens N=", N);
+  TORCH_CHECK_VALUE(area >= 1, "area: must be >= 1, got ", area);
+  TORCH_CHECK_VALUE(N % area == 0, "area: ", area, " does not divide the number of tokens N=", N);
 }
 
 // (B, C, H, W) tensors whose H*W tokens are read as one row-major token axis of stride stride(3).
-void check_flat_tokens(const at::Tensor& t, const char* name) {
-  TORCH_CHECK(t.size(2) == 1 || t.stride(2) == t.size(3) * t.stride(3), name,
-              ": the H and W dimensions must be flattenable into one token axis (stride(2) == "
-              "W * stride(3)), got strides ", t.strides(), "; pass a contiguous tensor");
+bool flat_tokens(const at::Tensor& t) {
+  return t.size(2) == 1 || t.stride(2) == t.size(3) * t.stride(3);
+}
+
+// An output: on the inputs' device, of their dtype and of the expected shape, and not sharing
+// memory with an input: other CTAs still read the inputs (every K/V row of an area, v's k x k
+// halo) while one writes, so an overlapping out would be a race, not an in-place op.
+void check_out(const at::Tensor& out, const at::Tensor& like, const char* like_name,
+               at::IntArrayRef shape) {
+  check_like(out, "out", like, like_name);
+  TORCH_CHECK_VALUE(out.sizes() == shape, "out: expected shape ", shape, ", got ", out.sizes());
 }
 
 // ---------------------------------------------------------------------------------------------
-at::Tensor area_attention_fwd(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                              int64_t area, double scale, std::optional<at::Tensor> out) {
-  check_cuda(q, "q");
+// Drop-in layout: q, k, v (B, N, heads, d), any strides.
+void check_drop_in(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t area) {
+  check_device(q, "q");
   check_like(k, "k", q, "q");
   check_like(v, "v", q, "q");
-  TORCH_CHECK(q.dim() == 4, "q: expected (B, N, heads, head_dim), got shape ", q.sizes());
-  TORCH_CHECK(k.sizes() == q.sizes(), "k: shape ", k.sizes(), " does not match q's ", q.sizes());
-  TORCH_CHECK(v.sizes() == q.sizes(), "v: shape ", v.sizes(), " does not match q's ", q.sizes());
-  const y12_dtype dtype = kernel_dtype(q, "q", /*allow_fp32=*/false);
-  const int64_t B = q.size(0), N = q.size(1), heads = q.size(2), d = q.size(3);
-  TORCH_CHECK(B > 0 && N > 0 && heads > 0, "q: empty shape ", q.sizes());
-  check_head_dim(d, "q");
-  check_area(area, N);
-  at::Tensor o;
-  if (out.has_value()) {
-    o = *out;
-    check_like(o, "out", q, "q");
-    TORCH_CHECK(o.sizes() == q.sizes(), "out: shape ", o.sizes(), " does not match q's ",
-                q.sizes());
-    // every CTA of a (batch, area, head) problem reads all its K/V rows: an out that overlaps an
-    // input would be overwritten while other CTAs still read it (a race, not an in-place op)
-    at::assert_no_overlap(o, q);
-    at::assert_no_overlap(o, k);
-    at::assert_no_overlap(o, v);
-  } else {
-    o = at::empty(q.sizes(), q.options());
-  }
-  const c10::cuda::CUDAGuard guard(q.device());
-  check_bf16_arch(dtype, "q");
+  TORCH_CHECK_VALUE(q.dim() == 4, "q: expected (B, N, heads, head_dim), got shape ", q.sizes());
+  TORCH_CHECK_VALUE(k.sizes() == q.sizes(), "k: shape ", k.sizes(), " does not match q's ",
+                    q.sizes());
+  TORCH_CHECK_VALUE(v.sizes() == q.sizes(), "v: shape ", v.sizes(), " does not match q's ",
+                    q.sizes());
+  kernel_dtype(q, "q", /*allow_fp32=*/false);
+  TORCH_CHECK_VALUE(q.size(0) > 0 && q.size(1) > 0 && q.size(2) > 0, "q: empty shape ",
+                    q.sizes());
+  check_head_dim(q.size(3), "q");
+  check_area(area, q.size(1));
+}
 
+void launch_drop_in(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t area,
+                    double scale, const at::Tensor& o) {
+  const DeviceGuard guard(q.device());
+  const y12_dtype dtype = kernel_dtype(q, "q", false);
+  check_bf16_arch(dtype, "q");
   y12_attention_params p{};
   p.q = q.data_ptr();
   p.k = k.data_ptr();
@@ -120,54 +155,113 @@ at::Tensor area_attention_fwd(const at::Tensor& q, const at::Tensor& k, const at
   p.k_sb = k.stride(0); p.k_st = k.stride(1); p.k_sh = k.stride(2); p.k_sd = k.stride(3);
   p.v_sb = v.stride(0); p.v_st = v.stride(1); p.v_sh = v.stride(2); p.v_sd = v.stride(3);
   p.o_sb = o.stride(0); p.o_st = o.stride(1); p.o_sh = o.stride(2); p.o_sd = o.stride(3);
-  p.batch = B;
-  p.num_tokens = N;
-  p.num_heads = heads;
+  p.batch = q.size(0);
+  p.num_tokens = q.size(1);
+  p.num_heads = q.size(2);
   p.area = area;
-  p.head_dim = static_cast<int>(d);
+  p.head_dim = static_cast<int>(q.size(3));
   p.scale = static_cast<float>(scale);
   p.dtype = dtype;
-  check_launch(y12_area_attention_fwd(&p, c10::cuda::getCurrentCUDAStream(q.get_device()).stream()),
-               "area_attention");
+  check_launch(y12_area_attention_fwd(&p, current_stream(q)), "area_attention");
+}
+
+at::Tensor area_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                          int64_t area, double scale) {
+  check_drop_in(q, k, v, area);
+  at::Tensor o = at::empty(q.sizes(), q.options());
+  launch_drop_in(q, k, v, area, scale, o);
   return o;
 }
 
-// The model layout: qkv (B, 3C, H, W), per head [q | k | v] groups of head_dim channels.
+void area_attention_out(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                        int64_t area, double scale, const at::Tensor& out) {
+  check_drop_in(q, k, v, area);
+  check_out(out, q, "q", q.sizes());
+  at::assert_no_overlap(out, q);
+  at::assert_no_overlap(out, k);
+  at::assert_no_overlap(out, v);
+  launch_drop_in(q, k, v, area, scale, out);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The model layout: qkv (B, 3C, H, W), per head [q | k | v] groups of head_dim channels, and a
+// (B, C, H, W) output.
 struct QkvShape {
   int64_t B, C, H, W, d;
 };
 
 QkvShape check_qkv(const at::Tensor& qkv, int64_t num_heads, int64_t area) {
-  check_cuda(qkv, "qkv");
-  TORCH_CHECK(qkv.dim() == 4, "qkv: expected (B, 3C, H, W), got shape ", qkv.sizes());
-  TORCH_CHECK(num_heads >= 1, "num_heads: must be >= 1, got ", num_heads);
+  check_device(qkv, "qkv");
+  TORCH_CHECK_VALUE(qkv.dim() == 4, "qkv: expected (B, 3C, H, W), got shape ", qkv.sizes());
+  TORCH_CHECK_VALUE(num_heads >= 1, "num_heads: must be >= 1, got ", num_heads);
   const int64_t B = qkv.size(0), C3 = qkv.size(1), H = qkv.size(2), W = qkv.size(3);
-  TORCH_CHECK(C3 % (3 * num_heads) == 0, "qkv: channel count ", C3,
-              " is not 3 * num_heads * head_dim for num_heads=", num_heads);
-  TORCH_CHECK(B > 0 && C3 > 0 && H > 0 && W > 0, "qkv: empty shape ", qkv.sizes());
+  TORCH_CHECK_VALUE(B > 0 && C3 > 0 && H > 0 && W > 0, "qkv: empty shape ", qkv.sizes());
+  TORCH_CHECK_VALUE(C3 % (3 * num_heads) == 0, "qkv: channel count ", C3,
+                    " is not 3 * num_heads * head_dim for num_heads=", num_heads);
+  kernel_dtype(qkv, "qkv", /*allow_fp32=*/false);
   const int64_t C = C3 / 3, d = C / num_heads;
   check_head_dim(d, "qkv");
-  check_flat_tokens(qkv, "qkv");
   check_area(area, H * W);
   return {B, C, H, W, d};
 }
 
-at::Tensor make_out_nchw(std::optional<at::Tensor> out, const at::Tensor& like, int64_t B,
-                         int64_t C, int64_t H, int64_t W, const char* like_name) {
-  if (!out.has_value()) return at::empty({B, C, H, W}, like.options());
-  at::Tensor o = *out;
-  check_like(o, "out", like, like_name);
-  TORCH_CHECK(o.dim() == 4 && o.size(0) == B && o.size(1) == C && o.size(2) == H && o.size(3) == W,
-              "out: expected shape (", B, ", ", C, ", ", H, ", ", W, "), got ", o.sizes());
-  // the kernels read `like` (qkv, or v with its k x k halo) from other CTAs than the one writing
-  // an output element: out must not alias it (out = v, accumulate=True is not an in-place v + pe(v))
-  at::assert_no_overlap(o, like);
-  return o;
+// Depthwise weight (C, 1, k, k) and bias (C,) as the fp32 contiguous buffers the kernel reads
+// (C*k*k values: converting them costs nothing next to the conv itself).
+struct PeParams {
+  at::Tensor weight, bias;
+  int64_t ksize = 0;
+};
+
+PeParams prepare_pe(const at::Tensor& weight, const std::optional<at::Tensor>& bias, int64_t C,
+                    const at::Tensor& like, const char* wname, const char* bname) {
+  check_device(weight, wname);
+  TORCH_CHECK_VALUE(weight.device() == like.device(), wname, ": on ", weight.device(),
+                    " but the input is on ", like.device());
+  TORCH_CHECK_VALUE(weight.dim() == 4 && weight.size(0) == C && weight.size(1) == 1 &&
+                        weight.size(2) == weight.size(3),
+                    wname, ": expected a depthwise weight of shape (", C, ", 1, k, k), got ",
+                    weight.sizes());
+  const int64_t k = weight.size(2);
+  TORCH_CHECK_VALUE(k % 2 == 1 && k <= 31, wname, ": kernel size must be odd and <= 31, got ", k);
+  TORCH_CHECK_TYPE(weight.is_floating_point(), wname, ": expected a floating dtype, got ",
+                   weight.scalar_type());
+  PeParams pe;
+  pe.weight = weight.to(at::kFloat).contiguous();
+  pe.ksize = k;
+  if (bias.has_value() && bias->defined()) {
+    check_device(*bias, bname);
+    TORCH_CHECK_VALUE(bias->device() == like.device(), bname, ": on ", bias->device(),
+                      " but the input is on ", like.device());
+    TORCH_CHECK_VALUE(bias->dim() == 1 && bias->size(0) == C, bname, ": expected shape (", C,
+                      ",), got ", bias->sizes());
+    TORCH_CHECK_TYPE(bias->is_floating_point(), bname, ": expected a floating dtype, got ",
+                     bias->scalar_type());
+    pe.bias = bias->to(at::kFloat).contiguous();
+  }
+  return pe;
 }
 
-void launch_qkv_attention(const at::Tensor& qkv, const QkvShape& s, int64_t num_heads,
-                          int64_t area, double scale, const at::Tensor& o, y12_dtype dtype) {
-  check_flat_tokens(o, "out");
+void fill_pe(y12_pe_params& p, const PeParams& pe, const at::Tensor& o, int64_t B, int64_t C,
+             int64_t H, int64_t W, y12_dtype dtype, bool accumulate) {
+  p.out = o.data_ptr();
+  p.out_sb = o.stride(0); p.out_sc = o.stride(1); p.out_sh = o.stride(2); p.out_sw = o.stride(3);
+  p.weight = pe.weight.data_ptr<float>();
+  p.bias = pe.bias.defined() ? pe.bias.data_ptr<float>() : nullptr;
+  p.batch = B; p.channels = C; p.height = H; p.width = W;
+  p.ksize = static_cast<int>(pe.ksize);
+  p.accumulate = accumulate ? 1 : 0;
+  p.dtype = dtype;
+}
+
+// out = attention(qkv) (+ pe(v) when pe_weight is given), v read in place from qkv: the attention
+// kernel writes out, then the depthwise conv adds bias + conv(v) onto it, on the same stream.
+void launch_fused(const at::Tensor& qkv_in, const QkvShape& s, int64_t num_heads, int64_t area,
+                  const std::optional<PeParams>& pe, double scale, const at::Tensor& o) {
+  // the kernels read the H*W tokens as one axis; a view whose rows are not evenly spaced is copied
+  const at::Tensor qkv = flat_tokens(qkv_in) ? qkv_in : qkv_in.contiguous();
+  const DeviceGuard guard(qkv.device());
+  const y12_dtype dtype = kernel_dtype(qkv, "qkv", false);
+  check_bf16_arch(dtype, "qkv");
   const int64_t cs = qkv.stride(1);  // channel stride
   const char* base = static_cast<const char*>(qkv.data_ptr());
   const int64_t esz = qkv.element_size();
@@ -191,129 +285,100 @@ void launch_qkv_attention(const at::Tensor& qkv, const QkvShape& s, int64_t num_
   p.head_dim = static_cast<int>(s.d);
   p.scale = static_cast<float>(scale);
   p.dtype = dtype;
-  check_launch(y12_area_attention_fwd(&p, c10::cuda::getCurrentCUDAStream(qkv.get_device()).stream()),
-               "area_attention (qkv layout)");
+  check_launch(y12_area_attention_fwd(&p, current_stream(qkv)), "fused_area_attention");
+  if (!pe.has_value()) return;
+
+  y12_pe_params c{};
+  c.in = base + 2 * s.d * cs * esz;
+  c.in_sb = qkv.stride(0);
+  c.in_group = s.d;         // v channel c = head c / d, slice c % d
+  c.in_sg = 3 * s.d * cs;   // next head's group of 3d channels
+  c.in_sc = cs;
+  c.in_sh = qkv.stride(2);
+  c.in_sw = qkv.stride(3);
+  fill_pe(c, *pe, o, s.B, s.C, s.H, s.W, dtype, /*accumulate=*/true);
+  check_launch(y12_depthwise_conv_fwd(&c, current_stream(qkv)), "fused_area_attention (pe)");
 }
 
-at::Tensor area_attention_qkv_fwd(const at::Tensor& qkv, int64_t num_heads, int64_t area,
-                                  double scale, std::optional<at::Tensor> out) {
+std::optional<PeParams> fused_pe(const std::optional<at::Tensor>& pe_weight,
+                                 const std::optional<at::Tensor>& pe_bias, int64_t C,
+                                 const at::Tensor& qkv) {
+  if (pe_weight.has_value() && pe_weight->defined())
+    return prepare_pe(*pe_weight, pe_bias, C, qkv, "pe_weight", "pe_bias");
+  TORCH_CHECK_VALUE(!(pe_bias.has_value() && pe_bias->defined()),
+                    "pe_bias: given without pe_weight");
+  return std::nullopt;
+}
+
+at::Tensor fused_area_attention(const at::Tensor& qkv, int64_t num_heads, int64_t area,
+                                const std::optional<at::Tensor>& pe_weight,
+                                const std::optional<at::Tensor>& pe_bias, double scale) {
   const QkvShape s = check_qkv(qkv, num_heads, area);
-  const y12_dtype dtype = kernel_dtype(qkv, "qkv", /*allow_fp32=*/false);
-  at::Tensor o = make_out_nchw(out, qkv, s.B, s.C, s.H, s.W, "qkv");
-  const c10::cuda::CUDAGuard guard(qkv.device());
-  check_bf16_arch(dtype, "qkv");
-  launch_qkv_attention(qkv, s, num_heads, area, scale, o, dtype);
+  const std::optional<PeParams> pe = fused_pe(pe_weight, pe_bias, s.C, qkv);
+  at::Tensor o = at::empty({s.B, s.C, s.H, s.W}, qkv.options());
+  launch_fused(qkv, s, num_heads, area, pe, scale, o);
   return o;
 }
 
-// Depthwise weight (C, 1, k, k) and bias (C,) as the fp32 contiguous buffers the kernel reads
-// (C*k*k values: converting them costs nothing next to the conv itself).
-struct PeParams {
-  at::Tensor weight, bias;
-  int64_t ksize;
-};
-
-PeParams prepare_pe(const at::Tensor& weight, const std::optional<at::Tensor>& bias, int64_t C,
-                    const at::Tensor& like, const char* wname, const char* bname) {
-  check_cuda(weight, wname);
-  TORCH_CHECK(weight.device() == like.device(), wname, ": on ", weight.device(),
-              " but the input is on ", like.device());
-  TORCH_CHECK(weight.dim() == 4 && weight.size(0) == C && weight.size(1) == 1 &&
-                  weight.size(2) == weight.size(3),
-              wname, ": expected a depthwise weight of shape (", C, ", 1, k, k), got ",
-              weight.sizes());
-  const int64_t k = weight.size(2);
-  TORCH_CHECK(k % 2 == 1 && k <= 31, wname, ": kernel size must be odd and <= 31, got ", k);
-  TORCH_CHECK(weight.is_floating_point(), wname, ": expected a floating dtype, got ",
-              weight.scalar_type());
-  PeParams pe;
-  pe.weight = weight.to(at::kFloat).contiguous();
-  pe.ksize = k;
-  if (bias.has_value() && bias->defined()) {
-    check_cuda(*bias, bname);
-    TORCH_CHECK(bias->device() == like.device(), bname, ": on ", bias->device(),
-                " but the input is on ", like.device());
-    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == C, bname, ": expected shape (", C,
-                ",), got ", bias->sizes());
-    TORCH_CHECK(bias->is_floating_point(), bname, ": expected a floating dtype, got ",
-                bias->scalar_type());
-    pe.bias = bias->to(at::kFloat).contiguous();
-  }
-  return pe;
+void fused_area_attention_out(const at::Tensor& qkv, int64_t num_heads, int64_t area,
+                              const std::optional<at::Tensor>& pe_weight,
+                              const std::optional<at::Tensor>& pe_bias, double scale,
+                              const at::Tensor& out) {
+  const QkvShape s = check_qkv(qkv, num_heads, area);
+  const std::optional<PeParams> pe = fused_pe(pe_weight, pe_bias, s.C, qkv);
+  check_out(out, qkv, "qkv", {s.B, s.C, s.H, s.W});
+  TORCH_CHECK_VALUE(flat_tokens(out), "out: the H and W dimensions must be flattenable into one "
+                    "token axis (stride(2) == W * stride(3)), got strides ", out.strides());
+  at::assert_no_overlap(out, qkv);
+  launch_fused(qkv, s, num_heads, area, pe, scale, out);
 }
 
-void fill_pe_out(y12_pe_params& p, const at::Tensor& o) {
-  p.out = o.data_ptr();
-  p.out_sb = o.stride(0); p.out_sc = o.stride(1); p.out_sh = o.stride(2); p.out_sw = o.stride(3);
+// ---------------------------------------------------------------------------------------------
+// Depthwise k x k conv + bias on (B, C, H, W), any strides.
+void check_pe_input(const at::Tensor& v) {
+  check_device(v, "v");
+  TORCH_CHECK_VALUE(v.dim() == 4, "v: expected (B, C, H, W), got shape ", v.sizes());
+  TORCH_CHECK_VALUE(v.size(0) > 0 && v.size(1) > 0 && v.size(2) > 0 && v.size(3) > 0,
+                    "v: empty shape ", v.sizes());
+  kernel_dtype(v, "v", /*allow_fp32=*/true);
 }
 
-at::Tensor position_perceiver_fwd(const at::Tensor& v, const at::Tensor& weight,
-                                  std::optional<at::Tensor> bias, std::optional<at::Tensor> out,
-                                  bool accumulate) {
-  check_cuda(v, "v");
-  TORCH_CHECK(v.dim() == 4, "v: expected (B, C, H, W), got shape ", v.sizes());
-  const int64_t B = v.size(0), C = v.size(1), H = v.size(2), W = v.size(3);
-  TORCH_CHECK(B > 0 && C > 0 && H > 0 && W > 0, "v: empty shape ", v.sizes());
-  const y12_dtype dtype = kernel_dtype(v, "v", /*allow_fp32=*/true);
-  TORCH_CHECK(!accumulate || out.has_value(), "out: accumulate=True needs an output to add onto");
-  const PeParams pe = prepare_pe(weight, bias, C, v, "weight", "bias");
-  at::Tensor o = make_out_nchw(out, v, B, C, H, W, "v");
-  const c10::cuda::CUDAGuard guard(v.device());
+void launch_pe(const at::Tensor& v, const PeParams& pe, const at::Tensor& o, bool accumulate) {
+  const DeviceGuard guard(v.device());
   y12_pe_params p{};
   p.in = v.data_ptr();
   p.in_sb = v.stride(0); p.in_sc = v.stride(1); p.in_sh = v.stride(2); p.in_sw = v.stride(3);
-  p.in_group = C;  // one group: channel c at c * in_sc
+  p.in_group = v.size(1);  // one group: channel c at c * in_sc
   p.in_sg = 0;
-  fill_pe_out(p, o);
-  p.weight = pe.weight.data_ptr<float>();
-  p.bias = pe.bias.defined() ? pe.bias.data_ptr<float>() : nullptr;
-  p.batch = B; p.channels = C; p.height = H; p.width = W;
-  p.ksize = static_cast<int>(pe.ksize);
-  p.accumulate = accumulate ? 1 : 0;
-  p.dtype = dtype;
-  check_launch(y12_depthwise_conv_fwd(&p, c10::cuda::getCurrentCUDAStream(v.get_device()).stream()),
-               "position_perceiver");
+  fill_pe(p, pe, o, v.size(0), v.size(1), v.size(2), v.size(3), kernel_dtype(v, "v", true),
+          accumulate);
+  check_launch(y12_depthwise_conv_fwd(&p, current_stream(v)), "position_perceiver");
+}
+
+at::Tensor position_perceiver(const at::Tensor& v, const at::Tensor& weight,
+                              const std::optional<at::Tensor>& bias) {
+  check_pe_input(v);
+  const PeParams pe = prepare_pe(weight, bias, v.size(1), v, "weight", "bias");
+  at::Tensor o = at::empty(v.sizes(), v.options());
+  launch_pe(v, pe, o, /*accumulate=*/false);
   return o;
 }
 
-// AAttn's core: out = area_attention(qkv) + pe(v), v read in place from qkv. Two launches on one
-// stream: the attention writes out, then the depthwise conv adds bias + conv(v) onto it.
-at::Tensor fused_area_attention_fwd(const at::Tensor& qkv, int64_t num_heads, int64_t area,
-                                    const at::Tensor& pe_weight, std::optional<at::Tensor> pe_bias,
-                                    double scale, std::optional<at::Tensor> out) {
-  const QkvShape s = check_qkv(qkv, num_heads, area);
-  const y12_dtype dtype = kernel_dtype(qkv, "qkv", /*allow_fp32=*/false);
-  const PeParams pe = prepare_pe(pe_weight, pe_bias, s.C, qkv, "pe_weight", "pe_bias");
-  at::Tensor o = make_out_nchw(out, qkv, s.B, s.C, s.H, s.W, "qkv");
-  const c10::cuda::CUDAGuard guard(qkv.device());
-  check_bf16_arch(dtype, "qkv");
-  launch_qkv_attention(qkv, s, num_heads, area, scale, o, dtype);
-
-  const int64_t cs = qkv.stride(1);
-  y12_pe_params p{};
-  p.in = static_cast<const char*>(qkv.data_ptr()) + 2 * s.d * cs * qkv.element_size();
-  p.in_sb = qkv.stride(0);
-  p.in_group = s.d;         // v channel c = head c / d, slice c % d
-  p.in_sg = 3 * s.d * cs;   // next head's group of 3d channels
-  p.in_sc = cs;
-  p.in_sh = qkv.stride(2);
-  p.in_sw = qkv.stride(3);
-  fill_pe_out(p, o);
-  p.weight = pe.weight.data_ptr<float>();
-  p.bias = pe.bias.defined() ? pe.bias.data_ptr<float>() : nullptr;
-  p.batch = s.B; p.channels = s.C; p.height = s.H; p.width = s.W;
-  p.ksize = static_cast<int>(pe.ksize);
-  p.accumulate = 1;
-  p.dtype = dtype;
-  check_launch(y12_depthwise_conv_fwd(&p, c10::cuda::getCurrentCUDAStream(qkv.get_device()).stream()),
-               "fused_area_attention (pe)");
-  return o;
+void position_perceiver_out(const at::Tensor& v, const at::Tensor& weight,
+                            const std::optional<at::Tensor>& bias, const at::Tensor& out,
+                            bool accumulate) {
+  check_pe_input(v);
+  const PeParams pe = prepare_pe(weight, bias, v.size(1), v, "weight", "bias");
+  check_out(out, v, "v", v.sizes());
+  at::assert_no_overlap(out, v);
+  launch_pe(v, pe, out, accumulate);
 }
 
-// The PTX arch the attention kernel runs as on `device` (75, 80, ..., see y12_attention_ptx_arch).
-int64_t attention_ptx_arch(int64_t device, bool bf16) {
-  TORCH_CHECK(device >= 0, "device: expected a CUDA device index, got ", device);
-  const c10::cuda::CUDAGuard guard(static_cast<c10::DeviceIndex>(device));
+// The PTX arch the attention kernel runs as on the device of `device_probe` (75, 80, ..., see
+// y12_attention_ptx_arch); the probe is any tensor on that device (an empty one is enough).
+int64_t attention_ptx_arch(const at::Tensor& device_probe, bool bf16) {
+  check_device(device_probe, "device_probe");
+  const DeviceGuard guard(device_probe.device());
   int arch = 0;
   check_launch(y12_attention_ptx_arch(bf16 ? Y12_BFLOAT16 : Y12_FLOAT16, &arch),
                "attention kernel attributes");
@@ -322,24 +387,19 @@ int64_t attention_ptx_arch(int64_t device, bool bf16) {
 
 }  // namespace
 
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.doc() = "yolov12_kernels CUDA kernels (forward only): area attention and depthwise conv";
-  m.def("area_attention_fwd", &area_attention_fwd,
-        "area attention on (B, N, heads, d) q, k, v (fp16/bf16, d in {32, 64}, any strides)",
-        py::arg("q"), py::arg("k"), py::arg("v"), py::arg("area"), py::arg("scale"),
-        py::arg("out") = py::none());
-  m.def("area_attention_qkv_fwd", &area_attention_qkv_fwd,
-        "area attention on the model's qkv (B, 3C, H, W) -> (B, C, H, W)", py::arg("qkv"),
-        py::arg("num_heads"), py::arg("area"), py::arg("scale"), py::arg("out") = py::none());
-  m.def("position_perceiver_fwd", &position_perceiver_fwd,
-        "depthwise kxk conv + bias on (B, C, H, W), written to or added onto out", py::arg("v"),
-        py::arg("weight"), py::arg("bias") = py::none(), py::arg("out") = py::none(),
-        py::arg("accumulate") = false);
-  m.def("fused_area_attention_fwd", &fused_area_attention_fwd,
-        "area attention(qkv) + pe(v) on the model layout -> (B, C, H, W)", py::arg("qkv"),
-        py::arg("num_heads"), py::arg("area"), py::arg("pe_weight"),
-        py::arg("pe_bias"), py::arg("scale"), py::arg("out") = py::none());
-  m.def("attention_ptx_arch", &attention_ptx_arch,
-        "PTX arch (e.g. 75, 80, 90) the attention kernel runs as on a device", py::arg("device"),
-        py::arg("bf16") = false);
+TORCH_LIBRARY_IMPL(yolov12, Y12_DISPATCH_KEY, m) {
+  m.impl("cuda_area_attention", TORCH_FN(area_attention));
+  m.impl("cuda_area_attention_out", TORCH_FN(area_attention_out));
+  m.impl("cuda_fused_area_attention", TORCH_FN(fused_area_attention));
+  m.impl("cuda_fused_area_attention_out", TORCH_FN(fused_area_attention_out));
+  m.impl("cuda_position_perceiver", TORCH_FN(position_perceiver));
+  m.impl("cuda_position_perceiver_out", TORCH_FN(position_perceiver_out));
+  m.impl("cuda_attention_ptx_arch", TORCH_FN(attention_ptx_arch));
 }
+
+// The hash of the operator schemas these kernels implement (cuda_backend.SCHEMA_TAG), which
+// cuda_backend.py looks for in the file before loading it: loading a library whose signatures do
+// not match the schemas would abort the process in the dispatcher's check. Change it with the
+// schemas; tests/test_cuda_backend.py checks that it is current and that the signatures match.
+extern "C" __attribute__((used, visibility("default")))
+const char y12_ops_schema_tag[] = "yolov12-cuda-ops-schemas:6a17aa16d1bef51b";

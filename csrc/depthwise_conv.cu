@@ -1,17 +1,23 @@
 // Depthwise k x k conv (the 7x7 position perceiver of YOLOv12's AAttn), stride 1, 'same' zero
 // padding, bias, written to or ADDED onto an output ("x + pe(v)"), NCHW with any strides.
 //
-// A CTA computes a kTileH x kTileW = 32 x 32 output tile of one (batch, channel) plane: it stages
-// the (32 + k - 1)^2 input halo (zeros outside the image) and the channel's k*k weights in shared
-// memory as fp32, then each of its 256 threads computes one column x 4 consecutive rows, sliding
-// down k + 3 input rows so each loaded value feeds up to 4 outputs. Lanes of a warp own 32
-// consecutive columns, so shared reads are consecutive words (no bank conflicts) and global loads /
-// stores of a row are coalesced. blockIdx.x = tile of the plane, blockIdx.y strides over the
-// batch*channel planes (so any B*C, beyond the 65,535 limit of grid y).
+// Memory-bound (per output: one input read, one output write, one output read when adding), so
+// the kernel is laid out for the bytes, not the FMAs:
+// * a tile is up to 64 x 64 outputs of one (batch, channel) plane, in practice whole planes at
+//   YOLOv12's sizes (40 x 40, 20 x 20): no tile wastes threads on a ragged 32-wide grid, and the
+//   halo is re-read only at tile borders;
+// * a CTA takes several tiles (of consecutive planes) when they are small, so its threads are busy:
+//   one thread per 4 x 4 output block of a tile;
+// * the input tile plus halo is staged in shared memory as fp32, loaded in chunks of 8 elements
+//   along a row: one 16-byte load (two for fp32) when the chunk is inside the row and 16-byte
+//   aligned in global memory, else 8 guarded scalar loads (zero outside the image);
+// * each thread keeps the channel's k*k weights in registers (k = 7 and 3 compiled with the loops
+//   unrolled; any other odd k up to 31 reads them from shared memory), slides down its 4 + k - 1
+//   input rows reading each as 16-byte shared loads, and feeds every value to up to 4 x 4 outputs;
+// * outputs are stored 4 at a time (8 or 16 bytes) where the row is unit-stride and aligned.
 //
 // The input channel is addressed as (c / in_group) * in_sg + (c % in_group) * in_sc, which lets
 // the fused AAttn path read v straight out of the model's qkv tensor (see yolov12_kernels.h).
-// Memory-bound: per output element it reads ~1.4 inputs (halo; mostly L2 hits) and writes one.
 #include "mma_utils.cuh"
 #include "yolov12_kernels.h"
 
@@ -20,116 +26,271 @@ namespace {
 using y12::from_float;
 using y12::to_float;
 
-constexpr int kTileW = 32;
-constexpr int kTileH = 32;
-constexpr int kRowsPerThread = 4;
-constexpr int kThreads = kTileW * (kTileH / kRowsPerThread);  // 256
+constexpr int kMaxThreads = 256;
+constexpr int kRows = 4;      // output rows per thread
+constexpr int kCols = 4;      // output columns per thread
+constexpr int kMaxTile = 64;  // tile rows and columns at most
+constexpr int kChunk = 8;     // elements per global load chunk (16 bytes of fp16)
 constexpr int kMaxK = 31;
+constexpr size_t kMaxSmem = 48 * 1024;
 
-// K > 0: kernel size fixed at compile time (fully unrolled; the YOLOv12 7x7). K == 0: any odd
-// p.ksize up to kMaxK, read at run time.
+// How the planes are cut into tiles and tiles into CTAs (pe_tiling, on the host), and where a
+// tile lives in shared memory. Shared row s, column c of a tile holds image row y0 - rad + s,
+// column x0 - pad + c (zero outside the image); `pad` is a multiple of 8 (chunk stores stay
+// 32-byte aligned) and >= rad. A thread's 4 output columns x0 + 4 cx .. + 3 need columns
+// 4 cx + pad - rad .. 4 cx + pad + 3 + rad, read as float4s from column 4 cx + pad - lead
+// (lead = rad rounded up to 4).
+struct Tiling {
+  int tile_h, tile_w;   // output tile (tile_w a multiple of kCols)
+  int tiles_x, tiles_y; // tiles per plane
+  int items;            // threads per tile: ceil(tile_h / kRows) * (tile_w / kCols)
+  int tiles_per_cta;
+  int rad, pad, lead;
+  int rows, row_w;      // shared tile: rows x row_w floats (row_w a multiple of 8)
+  int64_t tiles;        // in the whole launch
+};
+
+int ceil_div(int a, int b) { return (a + b - 1) / b; }
+
+Tiling pe_tiling(const y12_pe_params& p) {
+  Tiling t;
+  t.rad = p.ksize / 2;
+  t.tile_w = static_cast<int>(p.width < kMaxTile ? ceil_div(int(p.width), kCols) * kCols : kMaxTile);
+  t.tile_h = static_cast<int>(p.height < kMaxTile ? p.height : kMaxTile);
+  t.tiles_x = static_cast<int>((p.width + t.tile_w - 1) / t.tile_w);
+  t.tiles_y = static_cast<int>((p.height + t.tile_h - 1) / t.tile_h);
+  t.items = ceil_div(t.tile_h, kRows) * (t.tile_w / kCols);
+  t.pad = ceil_div(t.rad, kChunk) * kChunk;
+  t.lead = ceil_div(t.rad, 4) * 4;
+  t.rows = ceil_div(t.tile_h, kRows) * kRows + 2 * t.rad;  // every row a thread reads is loaded
+  t.row_w = ceil_div(t.tile_w + t.pad + t.lead, kChunk) * kChunk;
+  const size_t tile_bytes = sizeof(float) * (size_t(t.rows) * t.row_w + size_t(p.ksize) * p.ksize);
+  const int by_threads = kMaxThreads / t.items;
+  const int by_smem = static_cast<int>(kMaxSmem / tile_bytes);
+  t.tiles_per_cta = by_threads < by_smem ? by_threads : by_smem;
+  if (t.tiles_per_cta < 1) t.tiles_per_cta = 1;
+  t.tiles = p.batch * p.channels * t.tiles_y * t.tiles_x;
+  return t;
+}
+
+// One chunk of 8 consecutive elements of an input row into 8 shared floats (zero outside the
+// image). `row` points at image column 0 of the row; x is the chunk's first image column.
+template <typename T>
+__device__ __forceinline__ void load_chunk(const T* row, int64_t x, int64_t width, int64_t sw,
+                                           float* dst) {
+  float v[kChunk];
+  const T* src = row + x * sw;
+  if (x >= 0 && x + kChunk <= width && sw == 1 &&
+      (reinterpret_cast<uintptr_t>(src) & 15) == 0) {
+    uint4 raw[sizeof(T) * kChunk / 16];  // one 16-byte load (two for fp32)
+#pragma unroll
+    for (int i = 0; i < int(sizeof(raw) / 16); ++i) raw[i] = reinterpret_cast<const uint4*>(src)[i];
+    const T* e = reinterpret_cast<const T*>(raw);
+#pragma unroll
+    for (int j = 0; j < kChunk; ++j) v[j] = to_float<T>(e[j]);
+  } else {
+#pragma unroll
+    for (int j = 0; j < kChunk; ++j)
+      v[j] = (x + j >= 0 && x + j < width) ? to_float<T>(row[(x + j) * sw]) : 0.f;
+  }
+  reinterpret_cast<float4*>(dst)[0] = make_float4(v[0], v[1], v[2], v[3]);
+  reinterpret_cast<float4*>(dst)[1] = make_float4(v[4], v[5], v[6], v[7]);
+}
+
+// 4 consecutive elements of a row at `ptr` (stride sw, `valid` of them inside the image) as one
+// 8- or 16-byte access when `vec`, else element by element.
+template <typename T>
+__device__ __forceinline__ bool vec4_ok(const T* ptr, int64_t sw, int valid) {
+  return valid == kCols && sw == 1 &&
+         (reinterpret_cast<uintptr_t>(ptr) & (sizeof(T) * kCols - 1)) == 0;
+}
+
+template <typename T>
+__device__ __forceinline__ void load4(const T* src, int64_t sw, int valid, bool vec,
+                                      float (&v)[kCols]) {
+  if (vec) {
+    __align__(16) T e[kCols];
+    if constexpr (sizeof(T) == 4) *reinterpret_cast<float4*>(e) = *reinterpret_cast<const float4*>(src);
+    else *reinterpret_cast<uint2*>(e) = *reinterpret_cast<const uint2*>(src);
+#pragma unroll
+    for (int j = 0; j < kCols; ++j) v[j] = to_float<T>(e[j]);
+  } else {
+#pragma unroll
+    for (int j = 0; j < kCols; ++j) v[j] = j < valid ? to_float<T>(src[j * sw]) : 0.f;
+  }
+}
+
+template <typename T>
+__device__ __forceinline__ void store4(T* dst, int64_t sw, int valid, bool vec,
+                                       const float (&v)[kCols]) {
+  if (vec) {
+    __align__(16) T e[kCols];
+#pragma unroll
+    for (int j = 0; j < kCols; ++j) e[j] = from_float<T>(v[j]);
+    if constexpr (sizeof(T) == 4) *reinterpret_cast<float4*>(dst) = *reinterpret_cast<const float4*>(e);
+    else *reinterpret_cast<uint2*>(dst) = *reinterpret_cast<const uint2*>(e);
+  } else {
+#pragma unroll
+    for (int j = 0; j < kCols; ++j)
+      if (j < valid) dst[j * sw] = from_float<T>(v[j]);
+  }
+}
+
+// K > 0: kernel size fixed at compile time (weights in registers, loops unrolled; the YOLOv12
+// 7x7). K == 0: any odd p.ksize up to kMaxK, weights read from shared memory.
 //
-// Launch bounds (256 threads, >= 3 CTAs/SM, i.e. <= 85 registers): a memory-bound kernel wants
-// occupancy; without the minimum ptxas 13.0 picked 32-40 registers on sm_80-89 and spilled.
+// Launch bounds (256 threads, >= 2 CTAs/SM, i.e. <= 128 registers): the 49 weights, 16
+// accumulators and a 12-float row window fit without spilling.
 template <typename T, int K>
-__global__ void __launch_bounds__(kThreads, 3) depthwise_conv_kernel(const y12_pe_params p,
-                                                                  int tiles_x) {
-  extern __shared__ float smem[];
+__global__ void __launch_bounds__(kMaxThreads, 2)
+    depthwise_conv_kernel(const y12_pe_params p, const Tiling t) {
+  extern __shared__ float4 smem4[];
+  float* smem = reinterpret_cast<float*>(smem4);
   const int ks = K > 0 ? K : p.ksize;
-  const int rad = ks / 2;
-  const int halo_w = kTileW + ks - 1;
-  const int halo_h = kTileH + ks - 1;
-  float* w_s = smem;              // ks*ks weights
-  float* in_s = smem + ks * ks;   // halo_h x halo_w inputs
+  const int tile_floats = t.rows * t.row_w;
+  float* w_s = smem + t.tiles_per_cta * tile_floats;  // K == 0: the k*k weights of each tile
 
-  const int tid = threadIdx.x;
-  const int lx = tid % kTileW;
-  const int ly = (tid / kTileW) * kRowsPerThread;
-  const int64_t x0 = int64_t(blockIdx.x % tiles_x) * kTileW;
-  const int64_t y0 = int64_t(blockIdx.x / tiles_x) * kTileH;
-  const int64_t planes = p.batch * p.channels;
-
-  for (int64_t plane = blockIdx.y; plane < planes; plane += gridDim.y) {
-    const int64_t b = plane / p.channels;
-    const int64_t c = plane % p.channels;
-    const T* in = static_cast<const T*>(p.in) + b * p.in_sb + (c / p.in_group) * p.in_sg +
-                  (c % p.in_group) * p.in_sc;
-    T* out = static_cast<T*>(p.out) + b * p.out_sb + c * p.out_sc;
-
-    __syncthreads();  // the previous plane's shared data is no longer read
-    for (int i = tid; i < ks * ks; i += kThreads) w_s[i] = p.weight[c * ks * ks + i];
-    for (int i = tid; i < halo_h * halo_w; i += kThreads) {
-      const int hy = i / halo_w, hx = i % halo_w;
-      const int64_t gy = y0 - rad + hy, gx = x0 - rad + hx;
-      float val = 0.f;
-      if (gy >= 0 && gy < p.height && gx >= 0 && gx < p.width)
-        val = to_float<T>(in[gy * p.in_sh + gx * p.in_sw]);
-      in_s[i] = val;
+  // 1. every thread helps load every tile of the CTA: chunks over (tile, row, chunk)
+  const int chunks_per_row = t.row_w / kChunk;
+  const int chunks = t.tiles_per_cta * t.rows * chunks_per_row;
+  for (int i = threadIdx.x; i < chunks; i += blockDim.x) {
+    const int slot = i / (t.rows * chunks_per_row);
+    const int rem = i % (t.rows * chunks_per_row);
+    const int s = rem / chunks_per_row, ch = rem % chunks_per_row;
+    const int64_t tile = int64_t(blockIdx.x) * t.tiles_per_cta + slot;
+    if (tile >= t.tiles) continue;
+    const int64_t plane = tile / (int64_t(t.tiles_y) * t.tiles_x);
+    const int64_t txy = tile % (int64_t(t.tiles_y) * t.tiles_x);
+    const int64_t y = (txy / t.tiles_x) * t.tile_h - t.rad + s;
+    const int64_t x = (txy % t.tiles_x) * t.tile_w - t.pad + ch * kChunk;
+    float* dst = smem + slot * tile_floats + s * t.row_w + ch * kChunk;
+    if (y < 0 || y >= p.height) {
+      reinterpret_cast<float4*>(dst)[0] = make_float4(0.f, 0.f, 0.f, 0.f);
+      reinterpret_cast<float4*>(dst)[1] = make_float4(0.f, 0.f, 0.f, 0.f);
+      continue;
     }
-    __syncthreads();
+    const int64_t b = plane / p.channels, c = plane % p.channels;
+    const T* row = static_cast<const T*>(p.in) + b * p.in_sb + (c / p.in_group) * p.in_sg +
+                   (c % p.in_group) * p.in_sc + y * p.in_sh;
+    load_chunk<T>(row, x, p.width, p.in_sw, dst);
+  }
+  if (K == 0) {
+    for (int i = threadIdx.x; i < t.tiles_per_cta * ks * ks; i += blockDim.x) {
+      const int64_t tile = int64_t(blockIdx.x) * t.tiles_per_cta + i / (ks * ks);
+      const int64_t c = (tile / (int64_t(t.tiles_y) * t.tiles_x)) % p.channels;
+      w_s[i] = tile < t.tiles ? p.weight[c * ks * ks + i % (ks * ks)] : 0.f;
+    }
+  }
+  __syncthreads();
 
-    const float bias = p.bias ? p.bias[c] : 0.f;
-    float acc[kRowsPerThread];
+  // 2. one thread per 4 x 4 output block
+  const int slot = threadIdx.x / t.items, item = threadIdx.x % t.items;
+  const int64_t tile = int64_t(blockIdx.x) * t.tiles_per_cta + slot;
+  if (slot >= t.tiles_per_cta || tile >= t.tiles) return;
+  const int64_t plane = tile / (int64_t(t.tiles_y) * t.tiles_x);
+  const int64_t txy = tile % (int64_t(t.tiles_y) * t.tiles_x);
+  const int64_t y0 = (txy / t.tiles_x) * t.tile_h, x0 = (txy % t.tiles_x) * t.tile_w;
+  const int64_t b = plane / p.channels, c = plane % p.channels;
+  const int ry = item / (t.tile_w / kCols), cx = item % (t.tile_w / kCols);
+  // shared column of the first float4 this thread reads in each row; window value m is image
+  // column x0 + 4 cx - lead + m, and output column xx, tap j reads m = xx + j + lead - rad
+  const float* win = smem + slot * tile_floats + (kRows * ry) * t.row_w + kCols * cx + t.pad -
+                     t.lead;
+
+  const float bias = p.bias ? p.bias[c] : 0.f;
+  float acc[kRows][kCols];
 #pragma unroll
-    for (int r = 0; r < kRowsPerThread; ++r) acc[r] = bias;
-    // input row ly + i feeds output row ly + r through filter row i - r
-    if constexpr (K > 0) {
+  for (int r = 0; r < kRows; ++r)
 #pragma unroll
-      for (int i = 0; i < K + kRowsPerThread - 1; ++i) {
-        const float* row = in_s + (ly + i) * halo_w + lx;
+    for (int xx = 0; xx < kCols; ++xx) acc[r][xx] = bias;
+
+  if constexpr (K > 0) {
+    constexpr int kRad = K / 2, kLead = (kRad + 3) / 4 * 4, kWin = 2 * kLead + 4;
+    float w[K * K];
 #pragma unroll
-        for (int j = 0; j < K; ++j) {
-          const float v = row[j];
+    for (int i = 0; i < K * K; ++i) w[i] = p.weight[c * K * K + i];
 #pragma unroll
-          for (int r = 0; r < kRowsPerThread; ++r) {
-            const int fy = i - r;  // resolved at compile time: no branch in the unrolled code
-            if (fy >= 0 && fy < K) acc[r] = fmaf(w_s[fy * K + j], v, acc[r]);
-          }
-        }
+    for (int i = 0; i < kRows + K - 1; ++i) {  // input row i feeds output row r via filter row i - r
+      float f[kWin];
+#pragma unroll
+      for (int v = 0; v < kWin / 4; ++v) {
+        const float4 q = reinterpret_cast<const float4*>(win + i * t.row_w)[v];
+        f[4 * v] = q.x; f[4 * v + 1] = q.y; f[4 * v + 2] = q.z; f[4 * v + 3] = q.w;
       }
-    } else {
-      for (int i = 0; i < ks + kRowsPerThread - 1; ++i) {
-        const float* row = in_s + (ly + i) * halo_w + lx;
+#pragma unroll
+      for (int r = 0; r < kRows; ++r) {
+        const int fy = i - r;  // resolved at compile time: no branch in the unrolled code
+        if (fy < 0 || fy >= K) continue;
+#pragma unroll
+        for (int j = 0; j < K; ++j)
+#pragma unroll
+          for (int xx = 0; xx < kCols; ++xx)
+            acc[r][xx] = fmaf(w[fy * K + j], f[xx + j + kLead - kRad], acc[r][xx]);
+      }
+    }
+  } else {
+    const float* wt = w_s + slot * ks * ks;
+    for (int i = 0; i < kRows + ks - 1; ++i) {
+      const float* f = win + i * t.row_w;
+#pragma unroll
+      for (int r = 0; r < kRows; ++r) {
+        const int fy = i - r;
+        if (fy < 0 || fy >= ks) continue;
         for (int j = 0; j < ks; ++j) {
-          const float v = row[j];
+          const float wv = wt[fy * ks + j];
 #pragma unroll
-          for (int r = 0; r < kRowsPerThread; ++r) {
-            const int fy = i - r;
-            if (fy >= 0 && fy < ks) acc[r] = fmaf(w_s[fy * ks + j], v, acc[r]);
-          }
+          for (int xx = 0; xx < kCols; ++xx)
+            acc[r][xx] = fmaf(wv, f[xx + j + t.lead - t.rad], acc[r][xx]);
         }
       }
     }
+  }
 
-    const int64_t x = x0 + lx;
+  const int64_t x = x0 + kCols * cx;
+  const int64_t w_left = p.width - x;
+  const int valid = w_left >= kCols ? kCols : static_cast<int>(w_left);
+  if (valid <= 0) return;
+  T* out = static_cast<T*>(p.out) + b * p.out_sb + c * p.out_sc + x * p.out_sw;
+  const int64_t y = y0 + kRows * ry;
+  const int rows_left = static_cast<int>(
+      p.height - y < t.tile_h - kRows * ry ? p.height - y : t.tile_h - kRows * ry);
+  // the previous values first (accumulate), all in flight at once, then the stores
+  float prev[kRows][kCols];
 #pragma unroll
-    for (int r = 0; r < kRowsPerThread; ++r) {
-      const int64_t y = y0 + ly + r;
-      if (y < p.height && x < p.width) {
-        T* dst = out + y * p.out_sh + x * p.out_sw;
-        const float prev = p.accumulate ? to_float<T>(*dst) : 0.f;
-        *dst = from_float<T>(prev + acc[r]);
-      }
+  for (int r = 0; r < kRows; ++r) {
+    T* o = out + (y + r) * p.out_sh;
+    if (r < rows_left && p.accumulate) {
+      load4<T>(o, p.out_sw, valid, vec4_ok<T>(o, p.out_sw, valid), prev[r]);
+    } else {
+#pragma unroll
+      for (int xx = 0; xx < kCols; ++xx) prev[r][xx] = 0.f;
     }
+  }
+#pragma unroll
+  for (int r = 0; r < kRows; ++r) {
+    if (r >= rows_left) break;
+    T* o = out + (y + r) * p.out_sh;
+#pragma unroll
+    for (int xx = 0; xx < kCols; ++xx) prev[r][xx] += acc[r][xx];
+    store4<T>(o, p.out_sw, valid, vec4_ok<T>(o, p.out_sw, valid), prev[r]);
   }
 }
 
 template <typename T>
 cudaError_t launch(const y12_pe_params& p, cudaStream_t stream) {
-  const int64_t tiles_x = (p.width + kTileW - 1) / kTileW;
-  const int64_t tiles_y = (p.height + kTileH - 1) / kTileH;
-  const int64_t planes = p.batch * p.channels;
-  if (tiles_x * tiles_y > 2147483647LL) return cudaErrorInvalidConfiguration;
-  const dim3 grid(static_cast<unsigned>(tiles_x * tiles_y),
-                  static_cast<unsigned>(planes < 65535 ? planes : 65535));
-  const int halo = kTileW + p.ksize - 1;  // square tile: same halo in both directions
-  const size_t smem = sizeof(float) * (size_t(p.ksize) * p.ksize + size_t(halo) * halo);
+  const Tiling t = pe_tiling(p);
+  const int64_t ctas = (t.tiles + t.tiles_per_cta - 1) / t.tiles_per_cta;
+  if (ctas > 2147483647LL) return cudaErrorInvalidConfiguration;
+  const int threads = ceil_div(t.tiles_per_cta * t.items, 32) * 32;
+  const size_t smem = sizeof(float) * t.tiles_per_cta *
+                      (size_t(t.rows) * t.row_w + size_t(p.ksize) * p.ksize);
+  const dim3 grid(static_cast<unsigned>(ctas));
   if (p.ksize == 7) {
-    depthwise_conv_kernel<T, 7><<<grid, kThreads, smem, stream>>>(p, int(tiles_x));
+    depthwise_conv_kernel<T, 7><<<grid, threads, smem, stream>>>(p, t);
   } else if (p.ksize == 3) {
-    depthwise_conv_kernel<T, 3><<<grid, kThreads, smem, stream>>>(p, int(tiles_x));
+    depthwise_conv_kernel<T, 3><<<grid, threads, smem, stream>>>(p, t);
   } else {
-    depthwise_conv_kernel<T, 0><<<grid, kThreads, smem, stream>>>(p, int(tiles_x));
+    depthwise_conv_kernel<T, 0><<<grid, threads, smem, stream>>>(p, t);
   }
   return cudaGetLastError();
 }
@@ -141,7 +302,7 @@ extern "C" cudaError_t y12_depthwise_conv_fwd(const y12_pe_params* p, cudaStream
   if (p->ksize < 1 || p->ksize > kMaxK || p->ksize % 2 == 0) return cudaErrorInvalidValue;
   if (p->batch < 1 || p->channels < 1 || p->height < 1 || p->width < 1 || p->in_group < 1)
     return cudaErrorInvalidValue;
-  // (32 + 30)^2 floats + 31^2 weights = 19.2 KB at most: always under the 48 KB static limit
+  // smem per tile at most: (64 + 30) rows x 96 floats + 31^2 weights = 39.9 KB, under 48 KB
   switch (p->dtype) {
     case Y12_FLOAT32: return launch<float>(*p, stream);
     case Y12_FLOAT16: return launch<__half>(*p, stream);

@@ -1,4 +1,5 @@
-// Small device helpers shared by the kernels: 16-bit element traits and the tensor-core MMA.
+// Small device helpers shared by the kernels: 16-bit element traits, the tensor-core MMA, ldmatrix
+// and cp.async.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -101,6 +102,55 @@ __device__ __forceinline__ void mma_16x8x16<__nv_bfloat16>(float (&c)[4], const 
   // below 80 (y12_attention_ptx_arch), so this is never reached; trap loudly if it ever is.
   (void)c; (void)a; (void)b0; (void)b1;
   __trap();
+#endif
+}
+
+// ldmatrix (sm_75+): four 8x8 matrices of 16-bit elements from shared memory, lanes 8i .. 8i+7
+// giving the addresses of matrix i's 8 rows (16 bytes each, 16-byte aligned). Register i of lane
+// l = 4g + t receives row g, columns 2t and 2t+1 of matrix i; with .trans, rows 2t and 2t+1 of
+// column g (the matrix read transposed). Those are exactly the B fragments of mma m16n8k16 /
+// m16n8k8 for a B stored [n][k] (plain) or [k][n] (.trans). The "memory" clobber keeps the
+// compiler from moving the read across the barriers that publish the tile.
+template <bool kTrans>
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* smem_row) {
+  const unsigned addr = static_cast<unsigned>(__cvta_generic_to_shared(smem_row));
+  if constexpr (kTrans) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr)
+                 : "memory");
+  } else {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr)
+                 : "memory");
+  }
+}
+
+// 16 bytes global -> shared. sm_80+: an asynchronous copy (cp.async.cg, bypassing L1 and the
+// registers), completed by cp_async_wait; below sm_80 a plain load and store.
+__device__ __forceinline__ void copy16(void* smem, const void* gmem) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  const unsigned addr = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(addr), "l"(gmem) : "memory");
+#else
+  *reinterpret_cast<uint4*>(smem) = *reinterpret_cast<const uint4*>(gmem);
+#endif
+}
+
+// Close the group of copies issued since the last commit (no-op below sm_80).
+__device__ __forceinline__ void cp_async_commit() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.commit_group;\n" ::: "memory");
+#endif
+}
+
+// Wait until at most kPending committed groups of this thread are still in flight (no-op below
+// sm_80, where copy16 is synchronous). A __syncthreads() after it publishes the data to the CTA.
+template <int kPending>
+__device__ __forceinline__ void cp_async_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending) : "memory");
 #endif
 }
 

@@ -81,6 +81,10 @@ typedef struct {
 
 cudaError_t y12_depthwise_conv_fwd(const y12_pe_params* p, cudaStream_t stream);
 
+// The CUDA runtime's text for an error code (cudaGetErrorString): the torch binding calls no CUDA
+// runtime function itself, so it can be built against stub launchers on a machine without CUDA.
+const char* y12_error_string(cudaError_t err);
+
 #ifdef __cplusplus
 }  // extern "C"
 #endif

@@ -7,7 +7,7 @@ the host binding passes a syntax check against torch's headers.
   ``$YOLOV12_PTXAS_REPORT`` when set; a one-line-per-kernel summary always shows, even under
   plain ``pytest``) and any spill fails the build;
 * csrc/bindings.cpp is checked with ``g++ -fsyntax-only`` against torch's include dirs and the CUDA
-  runtime headers (the CPU torch wheel lacks one generated c10/cuda header; an empty stand-in is
+  runtime headers, without Python's (the library is no Python module) (the CPU torch wheel lacks one generated c10/cuda header; an empty stand-in is
   used, it only defines a DLL-export macro);
 * the C API header is valid C;
 * ``CMakeLists.txt`` configures and builds the static library (one arch, to keep CI short).
@@ -21,7 +21,6 @@ import re
 import shutil
 import subprocess
 import sys
-import sysconfig
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -179,9 +178,10 @@ def test_no_register_spills(compiled, capsys):
 @needs_nvcc
 @pytest.mark.parametrize("arch", [75, 80])
 def test_ptx_uses_the_mma_shape_of_the_arch(arch, tmp_path):
-    """compute_75 PTX (the Turing path; also what an H100 JIT-compiles when the extension is built
-    as compute_75 PTX only) must use m16n8k8 f16 MMAs and no bf16 MMA; compute_80 uses m16n8k16
-    for both fp16 and bf16."""
+    """compute_75 PTX (the Turing path; also what an H100 JIT-compiles when the library is built
+    as compute_75 PTX only) must use m16n8k8 f16 MMAs, no bf16 MMA and no cp.async (sm_80+);
+    compute_80 uses m16n8k16 for both fp16 and bf16 and cp.async double buffering. Both read the
+    MMA B fragments with ldmatrix (sm_75+), plain and transposed."""
     ptx = tmp_path / f"attn_{arch}.ptx"
     proc = subprocess.run([NVCC, "-ptx", f"-arch=compute_{arch}", "-I", str(CSRC), "-std=c++17",
                            "-O3", str(CSRC / "area_attention.cu"), "-o", str(ptx)],
@@ -189,13 +189,17 @@ def test_ptx_uses_the_mma_shape_of_the_arch(arch, tmp_path):
     assert proc.returncode == 0, proc.stderr[-4000:]
     text = ptx.read_text()
     assert f".target sm_{arch}" in text
+    assert "ldmatrix.sync.aligned.m8n8.x4.shared.b16" in text
+    assert "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16" in text
     if arch == 75:
         assert "mma.sync.aligned.m16n8k8.row.col.f32.f16.f16.f32" in text
         assert "m16n8k16" not in text
         assert "mma.sync.aligned.m16n8k16.row.col.f32.bf16" not in text
+        assert "cp.async" not in text
     else:
         assert "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32" in text
         assert "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32" in text
+        assert "cp.async.cg.shared.global" in text and "cp.async.wait_group 1" in text
 
 
 def test_c_api_header_is_plain_c(tmp_path):
@@ -213,7 +217,8 @@ def test_c_api_header_is_plain_c(tmp_path):
 
 
 def test_binding_syntax(tmp_path):
-    """bindings.cpp against torch's headers (what CUDAExtension compiles, minus the link)."""
+    """bindings.cpp against torch's headers (what CUDAExtension compiles, minus the link), in its
+    CUDA configuration (the host build of tests/test_cuda_backend.py covers the CPU one)."""
     gxx = shutil.which("g++")
     inc = _cuda_include()
     if gxx is None or inc is None:
@@ -226,10 +231,10 @@ def test_binding_syntax(tmp_path):
     if not macros.exists():  # CPU wheels do not ship this generated header
         (shim / "c10" / "cuda" / "impl").mkdir(parents=True)
         (shim / "c10" / "cuda" / "impl" / "cuda_cmake_macros.h").write_text("#pragma once\n")
-    cmd = [gxx, "-fsyntax-only", "-std=c++17", "-w", "-DTORCH_EXTENSION_NAME=_C",
-           "-DTORCH_API_INCLUDE_EXTENSION_H", "-I", str(CSRC), "-I", str(inc), "-I", str(shim),
-           "-I", sysconfig.get_paths()["include"]] + [f"-I{p}" for p in incs] \
-        + [str(CSRC / "bindings.cpp")]
+    # no Python include directory: the binding is loaded with torch.ops.load_library and must
+    # not depend on Python's C-API (or pybind11, which needs it)
+    cmd = [gxx, "-fsyntax-only", "-std=c++17", "-w", "-I", str(CSRC), "-I", str(inc),
+           "-I", str(shim)] + [f"-I{p}" for p in incs] + [str(CSRC / "bindings.cpp")]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     assert proc.returncode == 0, " ".join(cmd) + "\n" + proc.stderr[-8000:]
 

@@ -1,17 +1,21 @@
 """CPU models of the csrc/ kernels' index math (no GPU, no nvcc needed).
 
 The CUDA kernels cannot run here, so their addressing is transcribed line by line into numpy and
-run against ``yolov12_kernels.reference``; the tensor-core MMAs are emulated from the fragment
-tables of the PTX ISA (written independently of the kernel: ``groupID = lane >> 2``,
+run against ``yolov12_kernels.reference``; the tensor-core instructions are emulated from the
+fragment tables of the PTX ISA (written independently of the kernel: ``groupID = lane >> 2``,
 ``threadID_in_group = lane % 4``; m16n8k16 A: a0 (g, 2t..2t+1), a1 (g+8, 2t..), a2 (g, 2t+8..),
 a3 (g+8, 2t+8..); B: b0 (2t..2t+1, g), b1 (2t+8.., g); C: c0,c1 (g, 2t..), c2,c3 (g+8, 2t..);
-m16n8k8: A a0 (g, 2t..), a1 (g+8, 2t..); B b0 (2t.., g)).
+m16n8k8: A a0 (g, 2t..), a1 (g+8, 2t..); B b0 (2t.., g); ldmatrix .x4: lanes 8i..8i+7 address the
+8 rows of matrix i, register i of a lane holds row g, columns 2t, 2t+1 of matrix i, or with .trans
+rows 2t, 2t+1 of column g).
 
 What this catches: a wrong fragment / shared-memory index, a missing tail mask, NaN from a masked
 tile, a row stored past the area's end or a position never stored, a global read out of bounds,
-a 16-byte vector access on an unaligned address, a shared-memory read of a slot the tile load did
-not write, and bank conflicts of the fragment loads. What it cannot catch: races, compiler and
-hardware behaviour — those need the GPU tests of test_cuda_backend.py.
+a 16-byte access (copy, cp.async, ldmatrix row) on an unaligned address, a shared-memory read of a
+slot the tile load did not write or whose asynchronous copy was not yet waited for and published
+by a barrier, a buffer refilled before a barrier ended its reads, and bank conflicts of the
+fragment loads. What it cannot catch: compiler and hardware behaviour — that needs the GPU tests
+of test_cuda_backend.py (and compute-sanitizer's racecheck).
 
 Keep the transcriptions in sync with csrc/area_attention.cu and csrc/depthwise_conv.cu.
 """
@@ -27,10 +31,16 @@ from yolov12_kernels import reference
 LANE = np.arange(32)
 G, TIG = LANE // 4, LANE % 4
 
-# area_attention.cu constants
-kWarps, kBlockN, kPad = 4, 64, 8
-kThreads, kBlockM = 32 * kWarps, 16 * kWarps
-kScalarDimFast, kScalarTokFast, kVecDim, kVecTok = 0, 1, 2, 3
+
+# ------------------------------------------------------------------------------------------------
+# area_attention.cu
+def config(D):  # Config<D>
+    warps = 5 if D <= 32 else 4
+    return dict(warps=warps, threads=32 * warps, block_m=16 * warps, block_n=80 if D <= 32 else 64)
+
+
+kPad = 8
+kScalar, kVector = 0, 1
 
 
 class Mem:
@@ -42,7 +52,7 @@ class Mem:
     def read(self, idx, vec=1):
         idx = np.asarray(idx)
         assert np.all(idx >= 0) and np.all(idx + vec <= self.data.size), "global read out of bounds"
-        if vec > 1:  # a 16-byte vector load must be 16-byte aligned
+        if vec > 1:  # a 16-byte copy must be 16-byte aligned
             assert np.all(((self.base + idx) * 2) % 16 == 0), "misaligned 16-byte load"
             return self.data[idx[..., None] + np.arange(vec)]
         return self.data[idx]
@@ -52,78 +62,107 @@ def aligned16(mem: Mem, off: int) -> bool:
     return ((mem.base + off) * 2) % 16 == 0
 
 
-def load_mode(mem, off, sb, st, sh, sd, n):  # transcribed from area_attention.cu
-    if sd == 1:
-        if aligned16(mem, off) and sb % 8 == 0 and sh % 8 == 0 and st % 8 == 0:
-            return kVecDim
-        return kScalarDimFast
-    if st == 1 and aligned16(mem, off) and sb % 8 == 0 and sh % 8 == 0 and sd % 8 == 0 \
-            and n % 8 == 0:
-        return kVecTok
-    return kScalarTokFast
+def token_major(prm):  # transcribed from area_attention.cu
+    _, st, _, sd = prm["k_s"]
+    return st == 1 and sd != 1
 
 
-def load_tile(D, DST_RS, DST_CS, mem, src, st, sd, r0, n, mode, dst):
-    """area_attention.cu load_tile for all 128 threads at once (src: element offset)."""
-    written = np.zeros(dst.size, bool)
+def load_mode(tok_major, mem, off, sb, st, sh, sd, n):  # transcribed from area_attention.cu
+    if not aligned16(mem, off) or sb % 8 or sh % 8:
+        return kScalar
+    if tok_major:
+        return kVector if st == 1 and sd % 8 == 0 and n % 8 == 0 else kScalar
+    return kVector if sd == 1 and st % 8 == 0 else kScalar
+
+
+class Shared:
+    """One shared-memory buffer (a K or V stage) with the visibility rules of the kernel: a slot
+    written by a copy is readable only once the copy's group was waited for (sm_80+: cp.async;
+    sm_75: a plain store, waited for trivially) and a barrier followed; a buffer may be refilled
+    only after a barrier that ended every read of it."""
+
+    def __init__(self, size):
+        self.val = np.full(size, np.nan)
+        self.tag = np.full(size, -1)      # tile whose copy wrote the slot
+        self.landed = set()               # tiles whose copies were waited for
+        self.visible = set()              # tiles published by a barrier after landing
+        self.read_since_barrier = False
+
+    def write(self, idx, val, tile):
+        assert not self.read_since_barrier, "buffer refilled while warps may still read it"
+        idx = np.asarray(idx)
+        self.val[idx], self.tag[idx] = val, tile
+
+    def barrier(self):
+        self.visible |= self.landed
+        self.read_since_barrier = False
+
+    def read(self, idx):
+        idx = np.asarray(idx)
+        assert np.all(np.isin(self.tag[idx], list(self.visible))), \
+            "read a shared slot whose copy was not waited for and published by a barrier"
+        out = self.val[idx]
+        assert not np.any(np.isnan(out)), "read a shared slot the tile load did not write"
+        self.read_since_barrier = True
+        return out
+
+
+def load_tile(D, tok_major, mem, src, st, sd, r0, n, mode, dst: Shared, tile):
+    """area_attention.cu load_tile for all threads at once (src: element offset)."""
+    cfg = config(D)
+    bn = cfg["block_n"]
+    row = bn + kPad if tok_major else D + kPad
+    written = np.zeros(dst.val.size, bool)
 
     def put(idx, val):
         idx = np.asarray(idx)
         assert not np.any(written[idx]), "shared slot written twice"
         written[idx] = True
-        dst[idx] = val
+        dst.write(idx, val, tile)
 
-    tid = np.arange(kThreads)
-    if mode == kVecDim:
-        for i in range(0, kBlockN * (D // 8), kThreads):
-            ii = i + tid
-            ii = ii[ii < kBlockN * (D // 8)]
-            r, c = ii // (D // 8), (ii % (D // 8)) * 8
-            val = np.zeros((ii.size, 8))
-            ok = r0 + r < n
-            val[ok] = mem.read(src + (r0 + r[ok]) * st + c[ok], vec=8)
-            if DST_CS == 1:
-                assert np.all(((r * DST_RS + c) * 2) % 16 == 0), "misaligned shared vector store"
-            for j in range(8):
-                put(r * DST_RS + (c + j) * DST_CS, val[:, j])
-    elif mode == kVecTok:
-        for i in range(0, (kBlockN // 8) * D, kThreads):
-            ii = i + tid
-            ii = ii[ii < (kBlockN // 8) * D]
-            c, r = ii // (kBlockN // 8), (ii % (kBlockN // 8)) * 8
-            val = np.zeros((ii.size, 8))
-            full = r0 + r + 8 <= n
-            val[full] = mem.read(src + (r0 + r[full]) + c[full] * sd, vec=8)
-            for j in range(8):
-                part = ~full & (r0 + r + j < n)
-                val[part, j] = mem.read(src + (r0 + r[part] + j) + c[part] * sd)
-            if DST_RS == 1:
-                assert np.all(((r + c * DST_CS) * 2) % 16 == 0), "misaligned shared vector store"
-            for j in range(8):
-                put((r + j) * DST_RS + c * DST_CS, val[:, j])
+    if mode == kVector:
+        per_line = (bn if tok_major else D) // 8
+        i = np.arange((D if tok_major else bn) * per_line)  # every chunk, whichever thread
+        line, c8 = i // per_line, (i % per_line) * 8
+        key = r0 + (c8 if tok_major else line)
+        d = line * row + c8
+        assert np.all((d * 2) % 16 == 0), "misaligned 16-byte shared store"
+        val = np.zeros((i.size, 8))
+        ok = key < n
+        g_off = src + (key + line * sd if tok_major else key * st + c8)
+        val[ok] = mem.read(g_off[ok], vec=8)
+        if tok_major:  # n % 8 == 0 (load_mode): a chunk is all inside the area or all outside
+            assert n % 8 == 0
+        put(d[:, None] + np.arange(8), val)
     else:
-        dim_fast = mode == kScalarDimFast
-        ii = np.arange(kBlockN * D)
-        r = ii // D if dim_fast else ii % kBlockN
-        c = ii % D if dim_fast else ii // kBlockN
-        val = np.zeros(ii.size)
-        ok = r0 + r < n
-        val[ok] = mem.read(src + (r0 + r[ok]) * st + c[ok] * sd)
-        put(r * DST_RS + c * DST_CS, val)
+        i = np.arange(bn * D)
+        line = i // bn if tok_major else i // D
+        col = i % bn if tok_major else i % D
+        key, dim = (col, line) if tok_major else (line, col)
+        val = np.zeros(i.size)
+        ok = r0 + key < n
+        val[ok] = mem.read(src + (r0 + key[ok]) * st + dim[ok] * sd)
+        put(line * row + col, val)
 
 
-def check_banks(word_idx):
-    """The 32 lanes of one 32-bit shared load hit 32 different banks."""
-    assert len(set((np.asarray(word_idx) % 32).tolist())) == 32, "bank conflict"
-
-
-def lds32(smem, elem_idx):
-    """One 32-bit shared load per lane: elements (idx, idx + 1), both must have been written."""
-    assert np.all(elem_idx % 2 == 0), "misaligned 32-bit shared load"
-    check_banks(elem_idx // 2)
-    out = np.stack([smem[elem_idx], smem[elem_idx + 1]], axis=1)
-    assert not np.any(np.isnan(out)), "read a shared slot the tile load did not write"
-    return out
+def ldmatrix_x4(smem: Shared, addr, trans):
+    """ldmatrix.sync.aligned.m8n8.x4[.trans].shared.b16: lane l addresses row l % 8 of matrix
+    l // 8 (element index ``addr[l]``); returns 4 registers as (32 lanes, 2 halves)."""
+    addr = np.asarray(addr)
+    assert addr.shape == (32,)
+    assert np.all((addr * 2) % 16 == 0), "ldmatrix row not 16-byte aligned"
+    rows = smem.read(addr[:, None] + np.arange(8))  # (32, 8): row of each addressing lane
+    regs = []
+    for i in range(4):
+        m = rows[8 * i:8 * i + 8]  # matrix i, [row][col]
+        # the 8 rows of one matrix are read in one phase: 8 different 16-byte bank groups
+        groups = (addr[8 * i:8 * i + 8] * 2 // 16) % 8
+        assert len(set(groups.tolist())) == 8, "ldmatrix bank conflict"
+        if trans:
+            regs.append(np.stack([m[2 * TIG, G], m[2 * TIG + 1, G]], axis=1))
+        else:
+            regs.append(np.stack([m[G, 2 * TIG], m[G, 2 * TIG + 1]], axis=1))
+    return regs
 
 
 def mma_m16n8k16(c, a, b0, b1):
@@ -163,69 +202,104 @@ def mma_16x8x16(c, a, b0, b1, sm75):  # mma_utils.cuh
 
 
 def attention_kernel(prm, sm75=False):
-    """area_attention_fwd_kernel<__half, D> over the whole grid; writes prm['o'] (a Mem)."""
+    """area_attention_fwd_kernel<__half, D, kTokMajor> over the whole grid; writes prm['o']."""
     D = prm["D"]
-    kKS, kNB, kDB = D // 16, kBlockN // 8, D // 8
-    kKRow, kVRow = D + kPad, kBlockN + kPad
+    cfg = config(D)
+    warps_n, bm, bn = cfg["warps"], cfg["block_m"], cfg["block_n"]
+    stages = 1 if sm75 else 2
+    kKS, kNB, kDB = D // 16, bn // 8, D // 8
+    tok_major = token_major(prm)
+    row = bn + kPad if tok_major else D + kPad
+    elems = (D if tok_major else bn) * row
     n = prm["N"] // prm["area"]
     memq, memk, memv, memo = prm["q"], prm["k"], prm["v"], prm["o"]
-    mode_k = load_mode(memk, prm["k_off"], *prm["k_s"], n)
-    mode_v = load_mode(memv, prm["v_off"], *prm["v_s"], n)
+    mode_k = load_mode(tok_major, memk, prm["k_off"], *prm["k_s"], n)
+    mode_v = load_mode(tok_major, memv, prm["v_off"], *prm["v_s"], n)
     o_sb, o_st, o_sh, o_sd = prm["o_s"]
     vec_store = o_sd == 1 and ((memo.base + prm["o_off"]) * 2) % 4 == 0 and o_sb % 2 == 0 \
         and o_sh % 2 == 0 and o_st % 2 == 0
     problems = prm["B"] * prm["area"] * prm["heads"]
-    q_tiles = (n + kBlockM - 1) // kBlockM
+    q_tiles = (n + bm - 1) // bm
     assert problems <= 2**31 - 1 and q_tiles <= 65535
     stored = np.zeros(memo.data.size, np.int64)
     scale_log2 = np.float32(prm["scale"] * 1.4426950408889634)
+    mi, rr = LANE // 8, LANE % 8
+    qs, ks_, vs = prm["q_s"], prm["k_s"], prm["v_s"]
+    h16 = lambda x: x.astype(np.float16).astype(np.float64)  # noqa: E731
     for prob in range(problems):
         h = prob % prm["heads"]
         ba = prob // prm["heads"]
         a, b = ba % prm["area"], ba // prm["area"]
         tok0 = a * n
-        qs, ks_, vs = prm["q_s"], prm["k_s"], prm["v_s"]
         Q = prm["q_off"] + b * qs[0] + h * qs[2] + tok0 * qs[1]
         K = prm["k_off"] + b * ks_[0] + h * ks_[2] + tok0 * ks_[1]
         V = prm["v_off"] + b * vs[0] + h * vs[2] + tok0 * vs[1]
         O = prm["o_off"] + b * o_sb + h * o_sh + tok0 * o_st  # noqa: E741 (the kernel's name)
         for by in range(q_tiles):
-            # all 4 warps at once would interleave the smem tiles identically; run them one by
-            # one against the same tile contents (the kernel's two barriers make that exact)
+            Ks = [Shared(elems) for _ in range(stages)]
+            Vs = [Shared(elems) for _ in range(stages)]
+
+            def issue(tile, stage):
+                load_tile(D, tok_major, memk, K, ks_[1], ks_[3], tile * bn, n, mode_k,
+                          Ks[stage], tile)
+                load_tile(D, tok_major, memv, V, vs[1], vs[3], tile * bn, n, mode_v,
+                          Vs[stage], tile)
+
+            def wait(tile):  # cp_async_wait: this tile's group has landed (every thread's)
+                for buf in Ks + Vs:
+                    buf.landed.add(tile)
+
+            def barrier():
+                for buf in Ks + Vs:
+                    buf.barrier()
+
+            issue(0, 0)
+            # the warps one by one against the same tile contents (the barriers make that exact)
             warps = []
-            for warp in range(kWarps):
-                m0 = by * kBlockM + warp * 16
+            for warp in range(warps_n):
+                m0 = by * bm + warp * 16
                 qf = []
                 for ks in range(kKS):
                     regs = []
                     for r in range(4):
-                        row = m0 + G + (8 if r & 1 else 0)
+                        qrow = m0 + G + (8 if r & 1 else 0)
                         col = ks * 16 + 2 * TIG + (8 if r & 2 else 0)
                         lo, hi = np.zeros(32), np.zeros(32)
-                        ok = row < n
-                        lo[ok] = memq.read(Q + row[ok] * qs[1] + col[ok] * qs[3])
-                        hi[ok] = memq.read(Q + row[ok] * qs[1] + (col[ok] + 1) * qs[3])
+                        ok = qrow < n
+                        lo[ok] = memq.read(Q + qrow[ok] * qs[1] + col[ok] * qs[3])
+                        hi[ok] = memq.read(Q + qrow[ok] * qs[1] + (col[ok] + 1) * qs[3])
                         regs.append(np.stack([lo, hi], axis=1))
                     qf.append(regs)
                 warps.append(dict(m0=m0, qf=qf, o=[np.zeros((32, 4)) for _ in range(kDB)],
                                   row_max=[np.full(32, -np.inf)] * 2, row_sum=[np.zeros(32)] * 2))
-            for n0 in range(0, n, kBlockN):
-                Ks = np.full(kBlockN * kKRow, np.nan)
-                Vt = np.full(D * kVRow, np.nan)
-                load_tile(D, kKRow, 1, memk, K, ks_[1], ks_[3], n0, n, mode_k, Ks)
-                load_tile(D, 1, kVRow, memv, V, vs[1], vs[3], n0, n, mode_v, Vt)
+            num_tiles = (n + bn - 1) // bn
+            for j in range(num_tiles):
+                stage = j % stages
+                n0 = j * bn
+                if stages > 1 and j + 1 < num_tiles:
+                    issue(j + 1, stage ^ 1)
+                wait(j)  # cp_async_wait<1> (tile j + 1 may be in flight) or <0>
+                barrier()
+                Kt, Vt = Ks[stage], Vs[stage]
+                keys_left = min(n - n0, bn)
                 for w in warps:
                     s = []
                     for nb in range(kNB):
                         acc = np.zeros((32, 4))
-                        for ks in range(kKS):
-                            kw = (nb * 8 + G) * kKRow + ks * 16 + 2 * TIG
-                            mma_16x8x16(acc, w["qf"][ks], lds32(Ks, kw), lds32(Ks, kw + 8), sm75)
+                        for k32 in range(D // 32):
+                            dim, key = k32 * 32 + mi * 8, nb * 8
+                            if tok_major:
+                                kb = ldmatrix_x4(Kt, (dim + rr) * row + key, trans=True)
+                            else:
+                                kb = ldmatrix_x4(Kt, (key + rr) * row + dim, trans=False)
+                            mma_16x8x16(acc, w["qf"][2 * k32], kb[0], kb[1], sm75)
+                            mma_16x8x16(acc, w["qf"][2 * k32 + 1], kb[2], kb[3], sm75)
                         s.append(acc.astype(np.float32))
                     for nb in range(kNB):
                         for i in range(4):
-                            key = n0 + nb * 8 + 2 * TIG + (i & 1)
-                            s[nb][:, i] = np.where(key < n, s[nb][:, i] * scale_log2, -np.inf)
+                            key = nb * 8 + 2 * TIG + (i & 1)
+                            s[nb][:, i] = np.where(key < keys_left, s[nb][:, i] * scale_log2,
+                                                   -np.inf)
                     for r in range(2):
                         mx = np.full(32, -np.inf, np.float32)
                         for nb in range(kNB):
@@ -245,13 +319,20 @@ def attention_kernel(prm, sm75=False):
                             s[nb][:, 2 * r + 1] = np.exp2(s[nb][:, 2 * r + 1] - new_max)
                             w["row_sum"][r] = w["row_sum"][r] + s[nb][:, 2 * r] \
                                 + s[nb][:, 2 * r + 1]
-                    h16 = lambda x: x.astype(np.float16).astype(np.float64)  # noqa: E731
-                    for kk in range(kBlockN // 16):
+                    for kk in range(bn // 16):
                         pa = [h16(s[2 * kk][:, 0:2]), h16(s[2 * kk][:, 2:4]),
                               h16(s[2 * kk + 1][:, 0:2]), h16(s[2 * kk + 1][:, 2:4])]
-                        for db in range(kDB):
-                            vw = (db * 8 + G) * kVRow + kk * 16 + 2 * TIG
-                            mma_16x8x16(w["o"][db], pa, lds32(Vt, vw), lds32(Vt, vw + 8), sm75)
+                        for dp in range(kDB // 2):
+                            dim, key = (2 * dp + mi // 2) * 8, kk * 16 + (mi & 1) * 8
+                            if tok_major:
+                                vb = ldmatrix_x4(Vt, (dim + rr) * row + key, trans=False)
+                            else:
+                                vb = ldmatrix_x4(Vt, (key + rr) * row + dim, trans=True)
+                            mma_16x8x16(w["o"][2 * dp], pa, vb[0], vb[1], sm75)
+                            mma_16x8x16(w["o"][2 * dp + 1], pa, vb[2], vb[3], sm75)
+                barrier()
+                if stages == 1 and j + 1 < num_tiles:
+                    issue(j + 1, 0)
             for w in warps:
                 for r in range(2):
                     l_ = w["row_sum"][r]
@@ -259,9 +340,9 @@ def attention_kernel(prm, sm75=False):
                     l_ = l_ + l_[LANE ^ 2]
                     assert np.all(l_ >= 1 - 1e-6)
                     inv = 1.0 / l_
-                    row = w["m0"] + G + 8 * r
-                    ok = row < n
-                    orow = O + row * o_st
+                    qrow = w["m0"] + G + 8 * r
+                    ok = qrow < n
+                    orow = O + qrow * o_st
                     for db in range(kDB):
                         col = db * 8 + 2 * TIG
                         if vec_store:
@@ -330,24 +411,25 @@ def _run_and_check(prm, ref, o_view, sm75=False):
 
 @pytest.mark.parametrize("view", ["contig", "offset1", "bhnd", "dimstride2"])
 @pytest.mark.parametrize("d", [32, 64])
-def test_attention_index_math_drop_in(view, d):
-    # N = 2 * 75: n = 75 tokens per area (two key tiles, the second a 11-key tail; two query tiles
-    # with a 53-row tail); B = 2, heads = 2
-    prm, ref, o = _drop_in(2, 150, 2, d, 2, view)
-    _run_and_check(prm, ref, o)
+@pytest.mark.parametrize("sm75", [False, True], ids=["sm80", "sm75"])
+def test_attention_index_math_drop_in(view, d, sm75):
+    # n = 170 tokens per area: three key tiles and three query tiles, the last ones ragged (10
+    # of 80 at head_dim 32, 42 of 64 at 64); B = 2, 2 areas, 1 head
+    prm, ref, o = _drop_in(2, 340, 1, d, 2, view)
+    _run_and_check(prm, ref, o, sm75=sm75)
 
 
-@pytest.mark.parametrize("N,area", [(1, 1), (8, 1), (130, 1)])
-def test_attention_index_math_tails_sm75(N, area):
+@pytest.mark.parametrize("N,area", [(1, 1), (8, 1), (130, 1), (800, 2)])
+@pytest.mark.parametrize("sm75", [False, True], ids=["sm80", "sm75"])
+def test_attention_index_math_tails(N, area, sm75):
+    """One token; a tile of 8; 130 (one full key tile plus 50); 400 (YOLOv12's areas: 5 tiles of
+    80 each way, nothing ragged)."""
     prm, ref, o = _drop_in(1, N, 1, 32, area, "contig")
-    _run_and_check(prm, ref, o, sm75=True)
+    _run_and_check(prm, ref, o, sm75=sm75)
 
 
-@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
-@pytest.mark.parametrize("H,W,area", [(8, 16, 2), (5, 7, 1), (6, 12, 4), (4, 6, 2)])
-def test_attention_index_math_model_layout(layout, H, W, area):
-    """The qkv (B, 3C, H, W) strides exactly as bindings.cpp's launch_qkv_attention sets them."""
-    B, heads, d = 2, 2, 32
+def _model_layout_case(B, heads, H, W, area, layout):
+    d = 32
     C = heads * d
     g = torch.Generator().manual_seed(H * W + area)
     qkv = torch.randn(B, 3 * C, H, W, generator=g).half()
@@ -364,114 +446,295 @@ def test_attention_index_math_model_layout(layout, H, W, area):
                v_off=off + 2 * d * cs, o_off=ooff, q_s=s_qkv, k_s=s_qkv, v_s=s_qkv,
                o_s=(o.stride(0), o.stride(3), d * o.stride(1), o.stride(1)))
     ref = reference.area_attention_qkv(qkv.double(), heads, area)
+    return prm, ref, o
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("H,W,area", [(8, 16, 2), (5, 7, 1), (6, 12, 4), (12, 15, 1)])
+@pytest.mark.parametrize("sm75", [False, True], ids=["sm80", "sm75"])
+def test_attention_index_math_model_layout(layout, H, W, area, sm75):
+    """The qkv (B, 3C, H, W) strides exactly as bindings.cpp's launch_fused sets them: NCHW is
+    staged [d][key] (copies when n % 8 == 0, else element loads), channels_last [key][d]."""
+    prm, ref, o = _model_layout_case(2, 2, H, W, area, layout)
+    assert token_major(prm) == (layout == "nchw")
+    _run_and_check(prm, ref, o, sm75=sm75)
+
+
+def test_attention_index_math_yolov12_p4_area():
+    """One YOLOv12 P4 area at 640 on the model layout: 400 tokens, 5 x 5 tiles of 80, copies."""
+    prm, ref, o = _model_layout_case(1, 1, 40, 40, 4, "nchw")
+    assert load_mode(True, prm["k"], prm["k_off"], *prm["k_s"], 400) == kVector
     _run_and_check(prm, ref, o)
 
 
 def test_attention_load_modes_are_exercised():
-    """The cases above cover all four K/V load modes and both store modes."""
+    """The cases above cover both shared layouts with both load modes."""
     seen = set()
     for view in ("contig", "offset1", "dimstride2"):
         prm, _, _ = _drop_in(1, 64, 1, 32, 1, view)
-        seen.add(load_mode(prm["k"], prm["k_off"], *prm["k_s"], 64))
-    qkv = torch.zeros(1, 96, 8, 8).half()
-    mem, off, _ = _buffer(qkv, 0)
-    seen.add(load_mode(mem, off + 32 * 64, 96 * 64, 1, 96 * 64, 64, 64))
-    assert seen == {kScalarDimFast, kScalarTokFast, kVecDim, kVecTok}
+        tm = token_major(prm)
+        seen.add((tm, load_mode(tm, prm["k"], prm["k_off"], *prm["k_s"], 64)))
+    for H, W in ((8, 16), (5, 7)):
+        prm, _, _ = _model_layout_case(1, 1, H, W, 1, "nchw")
+        seen.add((True, load_mode(True, prm["k"], prm["k_off"], *prm["k_s"], H * W)))
+    assert seen == {(False, kVector), (False, kScalar), (True, kVector), (True, kScalar)}, seen
 
 
 # ------------------------------------------------------------------------------------------------
 # depthwise_conv.cu
-kTileW = kTileH = 32
-kRowsPerThread = 4
-kConvThreads = kTileW * (kTileH // kRowsPerThread)
+kPeThreads, kRowsPT, kColsPT, kMaxTile, kChunk, kMaxSmem = 256, 4, 4, 64, 8, 48 * 1024
 
 
-def depthwise_kernel(p, src, dst):
-    """depthwise_conv_kernel<float, K> over its whole grid (src / dst: flat float arrays)."""
-    ks = p["ksize"]
-    rad, halo_w, halo_h = ks // 2, kTileW + ks - 1, kTileH + ks - 1
-    tiles_x = (p["W"] + kTileW - 1) // kTileW
-    tiles_y = (p["H"] + kTileH - 1) // kTileH
-    planes = p["B"] * p["C"]
-    grid_y = min(planes, 65535)
-    tid = np.arange(kConvThreads)
-    lx, ly = tid % kTileW, (tid // kTileW) * kRowsPerThread
-    written = np.zeros(dst.size, np.int64)
-    for bx in range(tiles_x * tiles_y):
-        x0, y0 = (bx % tiles_x) * kTileW, (bx // tiles_x) * kTileH
-        for by in range(grid_y):
-            for plane in range(by, planes, grid_y):
-                b, c = plane // p["C"], plane % p["C"]
-                base_in = b * p["in_sb"] + (c // p["in_group"]) * p["in_sg"] \
-                    + (c % p["in_group"]) * p["in_sc"]
-                base_out = b * p["out_sb"] + c * p["out_sc"]
-                w_s = p["weight"][c * ks * ks + np.arange(ks * ks)]
-                i = np.arange(halo_h * halo_w)
-                hy, hx = i // halo_w, i % halo_w
-                gy, gx = y0 - rad + hy, x0 - rad + hx
-                ok = (gy >= 0) & (gy < p["H"]) & (gx >= 0) & (gx < p["W"])
-                in_s = np.zeros(i.size)
-                idx = base_in + gy[ok] * p["in_sh"] + gx[ok] * p["in_sw"]
-                assert np.all(idx >= 0) and np.all(idx < src.size)
-                in_s[ok] = src[idx]
-                bias = p["bias"][c] if p["bias"] is not None else 0.0
-                acc = np.full((kConvThreads, kRowsPerThread), bias)
-                for ii in range(ks + kRowsPerThread - 1):
-                    row = (ly + ii) * halo_w + lx
-                    for j in range(ks):
-                        v = in_s[row + j]
-                        for r in range(kRowsPerThread):
-                            fy = ii - r
-                            if 0 <= fy < ks:
-                                acc[:, r] += w_s[fy * ks + j] * v
-                x = x0 + lx
-                for r in range(kRowsPerThread):
-                    y = y0 + ly + r
-                    ok = (y < p["H"]) & (x < p["W"])
-                    idx = base_out + y[ok] * p["out_sh"] + x[ok] * p["out_sw"]
-                    assert np.all(idx >= 0) and np.all(idx < dst.size)
-                    prev = dst[idx] if p["accumulate"] else 0.0
-                    dst[idx] = prev + acc[ok, r]
-                    written[idx] += 1
+def ceil_div(a, b):
+    return -(-a // b)
+
+
+def pe_tiling(p):  # transcribed from depthwise_conv.cu
+    H, W, k = p["H"], p["W"], p["ksize"]
+    t = dict(rad=k // 2)
+    t["tile_w"] = ceil_div(W, kColsPT) * kColsPT if W < kMaxTile else kMaxTile
+    t["tile_h"] = H if H < kMaxTile else kMaxTile
+    t["tiles_x"] = ceil_div(W, t["tile_w"])
+    t["tiles_y"] = ceil_div(H, t["tile_h"])
+    t["items"] = ceil_div(t["tile_h"], kRowsPT) * (t["tile_w"] // kColsPT)
+    t["pad"] = ceil_div(t["rad"], kChunk) * kChunk
+    t["lead"] = ceil_div(t["rad"], 4) * 4
+    t["rows"] = ceil_div(t["tile_h"], kRowsPT) * kRowsPT + 2 * t["rad"]
+    t["row_w"] = ceil_div(t["tile_w"] + t["pad"] + t["lead"], kChunk) * kChunk
+    tile_bytes = 4 * (t["rows"] * t["row_w"] + k * k)
+    t["tpc"] = max(1, min(kPeThreads // t["items"], kMaxSmem // tile_bytes))
+    t["tiles"] = p["B"] * p["C"] * t["tiles_y"] * t["tiles_x"]
+    return t
+
+
+class Flat:
+    """A global buffer of float64 values standing for elements of ``esz`` bytes; element i sits at
+    byte address ``base + i * esz`` (for the alignment conditions of vector accesses)."""
+
+    def __init__(self, data: np.ndarray, esz: int, base: int = 0):
+        self.data, self.esz, self.base = data, esz, base
+
+    def addr(self, idx):
+        return self.base + np.asarray(idx) * self.esz
+
+    def check(self, idx, vec_bytes=0):
+        idx = np.asarray(idx)
+        assert np.all(idx >= 0) and np.all(idx < self.data.size), "global access out of bounds"
+        if vec_bytes:
+            assert np.all(self.addr(idx) % vec_bytes == 0), f"misaligned {vec_bytes}-byte access"
+            last = idx + vec_bytes // self.esz - 1
+            assert np.all(last < self.data.size), "vector access past the end"
+
+
+def depthwise_kernel(p, src: Flat, dst: Flat, stats=None):
+    """depthwise_conv_kernel<T, K> (K = 7, 3 compiled; else the run-time-k path) over its grid."""
+    k = p["ksize"]
+    t = pe_tiling(p)
+    rad, pad, lead, rows, row_w, tpc = (t[n] for n in ("rad", "pad", "lead", "rows", "row_w",
+                                                        "tpc"))
+    H, W, C = p["H"], p["W"], p["C"]
+    static_k = k in (7, 3)
+    ctas = ceil_div(t["tiles"], tpc)
+    threads = ceil_div(tpc * t["items"], 32) * 32
+    assert ctas <= 2**31 - 1 and threads <= kPeThreads
+    tile_floats = rows * row_w
+    smem_floats = tpc * (tile_floats + k * k)
+    assert smem_floats * 4 <= kMaxSmem
+    per_plane = t["tiles_y"] * t["tiles_x"]
+    stats = stats if stats is not None else {}
+    written = np.zeros(dst.data.size, np.int64)
+    for bx in range(ctas):
+        smem = np.full(smem_floats, np.nan)
+        filled = np.zeros(smem_floats, bool)
+        # 1. load: chunks over (tile, row, chunk)
+        cpr = row_w // kChunk
+        i = np.arange(tpc * rows * cpr)
+        slot, rem = i // (rows * cpr), i % (rows * cpr)
+        s, ch = rem // cpr, rem % cpr
+        tile = bx * tpc + slot
+        live = tile < t["tiles"]
+        i, slot, s, ch, tile = i[live], slot[live], s[live], ch[live], tile[live]
+        plane, txy = tile // per_plane, tile % per_plane
+        y = (txy // t["tiles_x"]) * t["tile_h"] - rad + s
+        x = (txy % t["tiles_x"]) * t["tile_w"] - pad + ch * kChunk
+        d = slot * tile_floats + s * row_w + ch * kChunk
+        assert np.all(d % 4 == 0), "misaligned float4 shared store"
+        assert not filled[d[:, None] + np.arange(kChunk)].any(), "shared slot written twice"
+        filled[d[:, None] + np.arange(kChunk)] = True
+        vals = np.zeros((d.size, kChunk))
+        inside = (y >= 0) & (y < H)
+        b, c = plane // C, plane % C
+        row = b * p["in_sb"] + (c // p["in_group"]) * p["in_sg"] + (c % p["in_group"]) * p["in_sc"] \
+            + y * p["in_sh"]
+        srcx = row + x * p["in_sw"]
+        vec = inside & (x >= 0) & (x + kChunk <= W) & (p["in_sw"] == 1) \
+            & (src.addr(srcx) % 16 == 0)
+        if vec.any():
+            for part in range(src.esz * kChunk // 16):  # one 16-byte load (two for fp32)
+                src.check(srcx[vec] + part * 16 // src.esz, vec_bytes=16)
+            vals[vec] = src.data[srcx[vec][:, None] + np.arange(kChunk)]
+        for j in range(kChunk):
+            ok = inside & ~vec & (x + j >= 0) & (x + j < W)
+            src.check(row[ok] + (x[ok] + j) * p["in_sw"])
+            vals[ok, j] = src.data[row[ok] + (x[ok] + j) * p["in_sw"]]
+        stats["vector_loads"] = stats.get("vector_loads", 0) + int(vec.sum())
+        stats["scalar_chunks"] = stats.get("scalar_chunks", 0) + int((inside & ~vec).sum())
+        smem[d[:, None] + np.arange(kChunk)] = vals
+        if not static_k:
+            wi = np.arange(tpc * k * k)
+            wtile = bx * tpc + wi // (k * k)
+            wc = (wtile // per_plane) % C
+            smem[tpc * tile_floats + wi] = np.where(wtile < t["tiles"],
+                                                    p["weight"][wc * k * k + wi % (k * k)], 0.0)
+        # 2. compute: one thread per 4 x 4 output block
+        tid = np.arange(threads)
+        slot, item = tid // t["items"], tid % t["items"]
+        tile = bx * tpc + slot
+        ok = (slot < tpc) & (tile < t["tiles"])
+        slot, item, tile = slot[ok], item[ok], tile[ok]
+        plane, txy = tile // per_plane, tile % per_plane
+        y0, x0 = (txy // t["tiles_x"]) * t["tile_h"], (txy % t["tiles_x"]) * t["tile_w"]
+        b, c = plane // C, plane % C
+        ry, cx = item // (t["tile_w"] // kColsPT), item % (t["tile_w"] // kColsPT)
+        win = slot * tile_floats + (kRowsPT * ry) * row_w + kColsPT * cx + pad - lead
+        lo, hi = slot * tile_floats, (slot + 1) * tile_floats
+        bias = p["bias"][c] if p["bias"] is not None else np.zeros(c.size)
+        acc = np.repeat(bias[:, None, None], kRowsPT, 1).repeat(kColsPT, 2).astype(np.float64)
+        k_win = 2 * lead + 4
+        for ii in range(kRowsPT + k - 1):
+            base = win + ii * row_w
+            if static_k:  # kWin / 4 float4 loads of the row window
+                assert np.all(base % 4 == 0), "misaligned float4 shared load"
+                idx = base[:, None] + np.arange(k_win)
+            else:
+                idx = base[:, None] + np.arange(k_win)  # the scalar reads below stay inside
+            assert np.all((idx >= lo[:, None]) & (idx < hi[:, None])), "read outside the tile"
+            f = smem[idx]
+            for r in range(kRowsPT):
+                fy = ii - r
+                if not 0 <= fy < k:
+                    continue
+                for j in range(k):
+                    if static_k:
+                        wv = p["weight"][c * k * k + fy * k + j]
+                    else:
+                        wv = smem[tpc * tile_floats + slot * k * k + fy * k + j]
+                    for xx in range(kColsPT):
+                        m = xx + j + lead - rad
+                        assert 0 <= m < k_win
+                        v = f[:, m]
+                        assert not np.any(np.isnan(v)), "read a shared slot the load did not write"
+                        acc[:, r, xx] += wv * v
+        # 3. store 4 columns at a time
+        x = x0 + kColsPT * cx
+        valid = np.minimum(kColsPT, W - x)
+        for r in range(kRowsPT):
+            y = y0 + kRowsPT * ry + r
+            live = (valid > 0) & (kRowsPT * ry + r < t["tile_h"]) & (y < H)
+            o = b * p["out_sb"] + c * p["out_sc"] + x * p["out_sw"] + y * p["out_sh"]
+            vec = live & (valid == kColsPT) & (p["out_sw"] == 1) \
+                & (dst.addr(o) % (dst.esz * kColsPT) == 0)
+            if vec.any():
+                dst.check(o[vec], vec_bytes=dst.esz * kColsPT)
+            stats["vector_stores"] = stats.get("vector_stores", 0) + int(vec.sum())
+            for xx in range(kColsPT):
+                sel = live & (xx < valid)
+                idx = o[sel] + xx * p["out_sw"]
+                dst.check(idx)
+                prev = dst.data[idx] if p["accumulate"] else 0.0
+                dst.data[idx] = prev + acc[sel, r, xx]
+                written[idx] += 1
     return written
 
 
-@pytest.mark.parametrize("H,W,k", [(5, 7, 7), (33, 40, 3), (40, 33, 5), (7, 3, 9)])
-def test_depthwise_index_math_plain(H, W, k):
-    B, C = 2, 3
-    g = torch.Generator().manual_seed(H * W * k)
-    v = torch.randn(B, C, H, W, generator=g, dtype=torch.float64)
+def _pe_params(v, w, bias, out, accumulate=0, **override):
+    p = dict(B=v.shape[0], C=v.shape[1], H=v.shape[2], W=v.shape[3], ksize=w.shape[-1],
+             weight=w.reshape(-1).numpy(), bias=None if bias is None else bias.numpy(),
+             in_sb=v.stride(0), in_sc=v.stride(1), in_sh=v.stride(2), in_sw=v.stride(3),
+             in_group=v.shape[1], in_sg=0, out_sb=out.stride(0), out_sc=out.stride(1),
+             out_sh=out.stride(2), out_sw=out.stride(3), accumulate=accumulate)
+    p.update(override)
+    return p
+
+
+def _storage(t: torch.Tensor, esz: int, base: int = 0) -> Flat:
+    """The whole storage of a float64 view as a Flat of ``esz``-byte elements (the view's element
+    offset stays in its strides' base: callers add t.storage_offset())."""
+    return Flat(torch.empty(0, dtype=t.dtype).set_(t.untyped_storage()).numpy(), esz, base)
+
+
+PE_CASES = {  # name: (B, C, H, W, k, esz, view)
+    "P4 40x40 fp16, 2 planes per CTA": (2, 3, 40, 40, 7, 2, "contig"),
+    "P5 20x20 fp16, rows 8-byte aligned": (1, 3, 20, 20, 7, 2, "contig"),
+    "multi-tile 70x65, k=3": (1, 2, 70, 65, 3, 2, "contig"),
+    "fp32 17x19": (1, 2, 17, 19, 7, 4, "contig"),
+    "run-time k=5": (2, 2, 5, 7, 5, 2, "contig"),
+    "run-time k=9": (1, 3, 9, 9, 9, 2, "contig"),
+    "k=31 on 3x3": (1, 1, 3, 3, 31, 4, "contig"),
+    "image smaller than k": (3, 2, 7, 3, 7, 2, "contig"),
+    "offset by one element": (1, 2, 16, 24, 7, 2, "offset1"),
+    "channel slice, W stride 2": (2, 3, 11, 13, 7, 2, "strided"),
+}
+
+
+@pytest.mark.parametrize("case", list(PE_CASES), ids=list(PE_CASES))
+def test_depthwise_index_math(case):
+    B, C, H, W, k, esz, view = PE_CASES[case]
+    g = torch.Generator().manual_seed(H * W * k + C)
+    if view == "contig":
+        v = torch.randn(B, C, H, W, generator=g, dtype=torch.float64)
+    elif view == "offset1":
+        v = torch.randn(B * C * H * W + 1, generator=g, dtype=torch.float64)[1:].view(B, C, H, W)
+    else:
+        v = torch.randn(B, C + 2, H, 2 * W, generator=g, dtype=torch.float64)[:, 1:C + 1, :, ::2]
     w = torch.randn(C, 1, k, k, generator=g, dtype=torch.float64)
     bias = torch.randn(C, generator=g, dtype=torch.float64)
     out = torch.full((B, C, H, W), float("nan"), dtype=torch.float64)
-    p = dict(B=B, C=C, H=H, W=W, ksize=k, weight=w.reshape(-1).numpy(), bias=bias.numpy(),
-             in_sb=v.stride(0), in_sc=v.stride(1), in_sh=v.stride(2), in_sw=v.stride(3),
-             in_group=C, in_sg=0, out_sb=out.stride(0), out_sc=out.stride(1),
-             out_sh=out.stride(2), out_sw=out.stride(3), accumulate=0)
-    dst = out.view(-1).numpy()
-    written = depthwise_kernel(p, v.reshape(-1).numpy(), dst)
-    assert np.all(written == 1)
+    src = _storage(v, esz)
+    src.data = src.data[v.storage_offset():]
+    src.base = v.storage_offset() * esz  # the first element of the view keeps its true address
+    p = _pe_params(v, w, bias, out)
+    stats = {}
+    written = depthwise_kernel(p, src, Flat(out.view(-1).numpy(), esz), stats)
+    assert np.all(written == 1), "an output element stored twice or never"
     torch.testing.assert_close(out, reference.position_perceiver(v, w, bias))
+    if case.startswith("P4") or case.startswith("multi"):
+        assert stats["vector_loads"] > 0 and stats["vector_stores"] > 0, stats
+    if view != "contig":
+        assert stats["vector_loads"] == 0, stats
 
 
-def test_depthwise_index_math_fused_qkv_accumulate():
+def test_depthwise_load_and_store_modes_are_exercised():
+    """Across shapes: 16-byte loads and scalar chunks in one launch (the 20x20 plane's odd rows
+    start 8 bytes past a 16-byte boundary), vector and scalar stores (a ragged last column)."""
+    stats = {}
+    for H, W in ((20, 20), (9, 10)):
+        v = torch.randn(1, 2, H, W, dtype=torch.float64)
+        w = torch.randn(2, 1, 7, 7, dtype=torch.float64)
+        out = torch.zeros(1, 2, H, W, dtype=torch.float64)
+        depthwise_kernel(_pe_params(v, w, None, out), Flat(v.view(-1).numpy(), 2),
+                         Flat(out.view(-1).numpy(), 2), stats)
+    assert stats["vector_loads"] and stats["scalar_chunks"] and stats["vector_stores"], stats
+    assert stats.get("vector_stores", 0) < 2 * 2 * 20 * 5 + 2 * 9 * 3, "no scalar store seen"
+
+
+@pytest.mark.parametrize("H,W", [(9, 6), (20, 20), (40, 40)])
+def test_depthwise_index_math_fused_qkv_accumulate(H, W):
     """v read in place from qkv (in_group = d, in_sg = 3 d HW), added onto the attention output,
-    with the parameters bindings.cpp's fused_area_attention_fwd passes."""
-    B, heads, d, H, W, k = 2, 2, 32, 9, 6, 7
+    with the parameters bindings.cpp's launch_fused passes."""
+    B, heads, d, k = 2, 2, 32, 7
     C = heads * d
-    g = torch.Generator().manual_seed(0)
+    g = torch.Generator().manual_seed(H * W)
     qkv = torch.randn(B, 3 * C, H, W, generator=g, dtype=torch.float64)
     w = torch.randn(C, 1, k, k, generator=g, dtype=torch.float64)
     bias = torch.randn(C, generator=g, dtype=torch.float64)
     x = torch.randn(B, C, H, W, generator=g, dtype=torch.float64)
     out = x.clone()
     cs = qkv.stride(1)
-    p = dict(B=B, C=C, H=H, W=W, ksize=k, weight=w.reshape(-1).numpy(), bias=bias.numpy(),
-             in_sb=qkv.stride(0), in_group=d, in_sg=3 * d * cs, in_sc=cs, in_sh=qkv.stride(2),
-             in_sw=qkv.stride(3), out_sb=out.stride(0), out_sc=out.stride(1),
-             out_sh=out.stride(2), out_sw=out.stride(3), accumulate=1)
-    src = qkv.reshape(-1).numpy()[2 * d * cs:]  # p.in = qkv + 2d channels
-    written = depthwise_kernel(p, src, out.view(-1).numpy())
+    p = _pe_params(qkv, w, bias, out, accumulate=1, C=C, in_group=d, in_sg=3 * d * cs,
+                   in_sc=cs)
+    src = Flat(qkv.reshape(-1).numpy()[2 * d * cs:], 2, base=2 * d * cs * 2)  # p.in = qkv + 2d ch
+    written = depthwise_kernel(p, src, Flat(out.view(-1).numpy(), 2))
     assert np.all(written == 1)
     _, _, v = reference.split_qkv(qkv, heads)  # (B, N, heads, d) views
     v_nchw = v.reshape(B, H, W, C).permute(0, 3, 1, 2)
