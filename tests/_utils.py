@@ -51,3 +51,11 @@ def full_fp32():
     float32 reference computed with TF32 errs ~1e-3 and would loosen every tolerance derived from
     it. cuDNN's own context manager; matmuls are full float32 by PyTorch's default already."""
     return torch.backends.cudnn.flags(enabled=torch.backends.cudnn.enabled, allow_tf32=False)
+
+
+def attention_only(qkv: torch.Tensor, num_heads: int, area: int) -> torch.Tensor:
+    """The reference attention of the model layout without the pe: qkv (B, 3C, H, W) ->
+    (B, C, H, W), what a kernel computes when no pe weight is given."""
+    from yolov12_kernels import reference
+    return reference.attention_plus_pe(
+        qkv, num_heads, lambda q, k, v: reference.area_attention(q, k, v, area), torch.zeros_like)

@@ -23,6 +23,9 @@ import torch
 
 from yolov12_kernels import cuda_backend, reference
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # run as a script: tests/_utils
+from _utils import attention_only  # noqa: E402
+
 ops = cuda_backend.ops
 
 
@@ -150,7 +153,7 @@ def check_reference(dev: str) -> None:
         }
         for name, qkv in layouts.items():
             hi = qkv.double()
-            ref = reference.area_attention_qkv(hi, heads, area)
+            ref = attention_only(hi, heads, area)
             _close(ops.cuda_fused_area_attention(qkv, heads, area, None, None, d ** -0.5), ref,
                    dtype, f"attention {name}")
             ref = reference.fused_area_attention(hi, heads, area, w.double(), b.double())

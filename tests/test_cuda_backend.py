@@ -34,7 +34,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from _utils import assert_close_to_reference, poison_like
+from _utils import assert_close_to_reference, attention_only, poison_like
 
 import yolov12_kernels as yk
 from yolov12_kernels import _cuda_build, cuda_backend, dispatch, reference
@@ -168,7 +168,7 @@ def test_backend_cuda_on_cpu_tensors_raises():
 
 def test_auto_falls_back_with_one_log_line(monkeypatch, caplog):
     # the Turing order puts "cuda" first; on CPU tensors (or without the library) it is skipped
-    monkeypatch.setattr(dispatch, "auto_order", lambda device: ("cuda", "sdpa", "reference"))
+    monkeypatch.setitem(dispatch.FALLBACK_ORDER, "cpu", ("cuda", "sdpa", "reference"))
     monkeypatch.delenv(dispatch.ENV_VAR, raising=False)
     dispatch._logged.clear()
     q, k, v = (torch.randn(2, 12, 2, 32) for _ in range(3))
@@ -531,8 +531,8 @@ def test_model_layout_and_fused(ext, shape):
         qkv = torch.randn(B, 3 * C, H, W, device="cuda", dtype=dtype)
         out = poison_like(torch.empty(B, C, H, W, device="cuda", dtype=dtype))
         ext.fused_area_attention_fwd(qkv, heads, area, None, None, d ** -0.5, out)
-        ref_hi = reference.area_attention_qkv(qkv.double(), heads, area)
-        assert_close_to_reference(out, ref_hi, reference.area_attention_qkv(qkv, heads, area),
+        ref_hi = attention_only(qkv.double(), heads, area)
+        assert_close_to_reference(out, ref_hi, attention_only(qkv, heads, area),
                                   name=f"qkv {dtype}")
         w, b = _pe_params(C, 7, dtype)
         out = poison_like(out)
