@@ -219,12 +219,12 @@ def test_drop_in_expanded_grad():
 def test_env_var_selects_triton(monkeypatch):
     """YOLOV12_BACKEND=triton routes the public op (backend='auto') to these kernels."""
     calls = []
-    real = T.area_forward_impl
+    real = K.forward_drop_in
 
     def spy(*a, **kw):
         calls.append(1)
         return real(*a, **kw)
-    monkeypatch.setattr(T, "area_forward_impl", spy)
+    monkeypatch.setattr(K, "forward_drop_in", spy)
     monkeypatch.setenv(dispatch.ENV_VAR, "triton")
     q, k, v = _rand(1, 64, 1, 32, torch.float32)
     out = yolov12_kernels.area_attention(q, k, v, 2)

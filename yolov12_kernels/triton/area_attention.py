@@ -44,7 +44,14 @@ import torch
 import triton
 import triton.language as tl
 
+from . import launch
 from .launch import INTERPRET, Config, default_config, get_plan, Plan, autotune_requested, tune
+
+_plans = launch._plans
+
+
+def _dry_runs_off() -> bool:
+    return launch._dry_runs is None
 
 HEAD_DIMS = (16, 32, 64, 128)
 LOG2E = 1.4426950408889634
@@ -110,7 +117,7 @@ def _dw_conv_tile(X, Taps, h, tok, row_mask, offs_d, sxy, sxx, sxd, HEADS, IMG_H
     acc = tl.zeros([ROWS, HEAD_DIM], dtype=tl.float32)
     if HAS_BIAS:
         acc += tl.load(Taps + KS * KS * C + c)[None, :]
-    for ky in tl.static_range(KS):
+    for ky in range(KS):  # a loop: unrolling all KS*KS taps makes ptxas hoist every load (spills)
         yy = y + (ky - KS // 2)
         row_ok = row_mask & (yy >= 0) & (yy < IMG_H)
         row_base = base + (ky - KS // 2) * sxy
@@ -385,7 +392,7 @@ def _prec(dtype: torch.dtype) -> str:
 
 
 def _aligned(t: torch.Tensor | None) -> bool:
-    return t is None or t.data_ptr() % 16 == 0
+    return t is None or t.data_ptr() & 15 == 0
 
 
 # ------------------------------------------------------------------------------------------------
@@ -424,72 +431,156 @@ def pe_taps(weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
 # ------------------------------------------------------------------------------------------------
 # launchers (no autograd; ``backend`` wires them into the autograd Function and custom ops)
 # ------------------------------------------------------------------------------------------------
-def _config(head_dim, dtype, key, make_plan, ptrs, scale) -> Config:
+def _config(head_dim, dtype, fused_pe, make_plan, ptrs, scale) -> Config:
     if autotune_requested():
         return tune(make_plan, ptrs, scale)
-    return default_config(head_dim, dtype == torch.float32)
+    return default_config(head_dim, dtype == torch.float32, fused_pe)
+
+
+def _forward_builder(q, k, v, o, out, ptrs, scale, batch, heads, head_dim, area, img_h, img_w,
+                     ks, has_bias):
+    """The function that builds the forward's Plan (called once per plan key)."""
+    def make_plan(cfg=None):
+        views = (q, k, v, o or _NO_VIEW, out or _NO_VIEW)
+        strides, two_d = _token_strides(views, img_h, img_w)
+        n_area = img_h * img_w // area
+        dtype = q.base.dtype
+        cfg = cfg or _config(head_dim, dtype, out is not None, make_plan, ptrs, scale)
+        tail = (*(s for st in strides for s in st),
+                heads, area, n_area, img_h, img_w,
+                head_dim, two_d, o is not None, ptrs[5] is not None, out is not None, has_bias,
+                ks, _prec(dtype), cfg.block_m, cfg.block_n)
+        grid = batch * area * heads * triton.cdiv(n_area, cfg.block_m)
+        return Plan(_fwd_kernel, grid, (q.offset, k.offset, v.offset, 0, 0, 0, 0), tail, cfg)
+    return make_plan
 
 
 def forward(q: View, k: View, v: View, *, batch: int, heads: int, head_dim: int, area: int,
             img_h: int, img_w: int, scale: float, o: View | None = None,
             out: View | None = None, lse: torch.Tensor | None = None,
             taps: torch.Tensor | None = None, ks: int = 1, has_bias: bool = False) -> None:
-    """Run the forward kernel. Writes o (attention alone) if given, out = attention + pe(v) if
-    given (then ``taps`` from ``pe_taps`` and the kernel size ``ks`` are required), lse (float32,
-    (batch*area*heads, N/area)) if given."""
-    views = (q, k, v, o or _NO_VIEW, out or _NO_VIEW)
-    ptrs = (q.base, k.base, v.base, views[3].base, views[4].base, lse, taps)
+    """Run the forward kernel on any views. Writes o (attention alone) if given, out =
+    attention + pe(v) if given (then ``taps`` from ``pe_taps`` and the kernel size ``ks`` are
+    required), lse (float32, (batch*area*heads, N/area)) if given."""
+    ptrs = (q.base, k.base, v.base, o and o.base, out and out.base, lse, taps)
     key = ("fwd", q.base.dtype, q.base.device, batch, heads, head_dim, area, img_h, img_w,
-           q.s, k.s, v.s, views[3].s, views[4].s, q.offset, k.offset, v.offset,
-           o is None, out is None, lse is None, ks, has_bias,
-           _aligned(q.base), _aligned(k.base), _aligned(v.base), _aligned(views[3].base),
-           _aligned(views[4].base))
+           q.s, k.s, v.s, o and o.s, out and out.s, q.offset, k.offset, v.offset,
+           lse is None, ks, has_bias, *map(_aligned, ptrs))
+    get_plan(key, _forward_builder(q, k, v, o, out, ptrs, scale, batch, heads, head_dim, area,
+                                   img_h, img_w, ks, has_bias)).run(ptrs, scale)
+
+
+def _all_aligned(a, b, c, d) -> bool:
+    return (a.data_ptr() | b.data_ptr() | c.data_ptr() | d.data_ptr()) & 15 == 0
+
+
+def forward_drop_in(q, k, v, out, lse, area: int, scale: float) -> None:
+    """The drop-in forward, (B, N, heads, d) tensors: out, and lse if not None. The hot path of
+    inference: the plan key is built from the tensors directly (views only when a plan is new)."""
+    key = ("fwd-drop-in", q.dtype, q.device, q.shape, q.stride(), k.stride(), v.stride(),
+           out.stride(), area, lse is None,
+           _all_aligned(q, k, v, out) or tuple(map(_aligned, (q, k, v, out))))
+    plan = _plans.get(key) if _dry_runs_off() else None
+    if plan is None:
+        B, N, heads, d = q.shape
+        V = drop_in_view
+        plan = get_plan(key, _forward_builder(V(q), V(k), V(v), V(out), None,
+                                              (q, k, v, out, None, lse, None), scale, B, heads,
+                                              d, area, 1, N, 1, False))
+    plan.run((q, k, v, out, None, lse, None), scale)
+
+
+def forward_fused(qkv, heads: int, area: int, out, o, lse, taps, ks: int, has_bias: bool,
+                  scale: float) -> None:
+    """The fused forward on the model layout: out = attention + pe(v) (B, C, H, W); o and lse
+    (for a backward) if not None. The hot path of the model's inference, as forward_drop_in."""
+    key = ("fwd-fused", qkv.dtype, qkv.device, qkv.shape, qkv.stride(), out.stride(),
+           o is None or o.stride(), lse is None, heads, area, ks, has_bias,
+           _all_aligned(qkv, out, o if o is not None else qkv, taps)
+           or tuple(map(_aligned, (qkv, out, o, taps))))
+    plan = _plans.get(key) if _dry_runs_off() else None
+    ptrs = (qkv, qkv, qkv, o, out, lse, taps)
+    if plan is None:
+        B, C3, H, W = qkv.shape
+        d = C3 // 3 // heads
+        plan = get_plan(key, _forward_builder(
+            model_view(qkv, d, 0), model_view(qkv, d, 1), model_view(qkv, d, 2),
+            None if o is None else nchw_view(o, d), nchw_view(out, d), ptrs, scale, B, heads, d,
+            area, H, W, ks, has_bias))
+    plan.run(ptrs, scale)
+
+
+def _backward_builder(views, ptrs, scale, batch, heads, head_dim, area, img_h, img_w, ks):
+    """The function that builds the backward's Plan (called once per plan key)."""
+    q, dq, dk, dv = views[0], views[5], views[6], views[7]
 
     def make_plan(cfg=None):
         strides, two_d = _token_strides(views, img_h, img_w)
         n_area = img_h * img_w // area
-        cfg = cfg or _config(head_dim, q.base.dtype, key, make_plan, ptrs, scale)
-        tail = (*strides[0], *strides[1], *strides[2], *strides[3], *strides[4],
-                heads, area, n_area, img_h, img_w,
-                head_dim, two_d, o is not None, lse is not None, out is not None, has_bias, ks,
-                _prec(q.base.dtype), cfg.block_m, cfg.block_n)
-        grid = batch * area * heads * triton.cdiv(n_area, cfg.block_m)
-        return Plan(_fwd_kernel, grid, (q.offset, k.offset, v.offset, 0, 0, 0, 0), tail, cfg)
-
-    get_plan(key, make_plan).run(ptrs, scale)
+        dtype = q.base.dtype
+        cfg = cfg or _config(head_dim, dtype, ptrs[9] is not None, make_plan, ptrs, scale)
+        n_problems = batch * area * heads
+        kv_programs = n_problems * triton.cdiv(n_area, cfg.block_n)
+        tail = (*(s for st in strides for s in st),
+                heads, area, n_area, img_h, img_w, kv_programs,
+                head_dim, two_d, ptrs[9] is not None, ks, _prec(dtype), cfg.block_m, cfg.block_n)
+        grid = kv_programs + n_problems * triton.cdiv(n_area, cfg.block_m)
+        return Plan(_bwd_kernel, grid, (*(x.offset for x in views[:5]), 0, dq.offset,
+                                        dk.offset, dv.offset, 0), tail, cfg)
+    return make_plan
 
 
 def backward(q: View, k: View, v: View, o: View, do: View, lse: torch.Tensor, dq: View,
              dk: View, dv: View, *, batch: int, heads: int, head_dim: int, area: int, img_h: int,
              img_w: int, scale: float, taps: torch.Tensor | None = None, ks: int = 1) -> None:
-    """Run the backward kernel (one launch: dq, dk, dv). With ``taps`` (the fused path's pe
-    table) dv also gets pe's input gradient."""
+    """Run the backward kernel on any views (one launch: dq, dk, dv). With ``taps`` (the fused
+    path's pe table) dv also gets pe's input gradient."""
     views = (q, k, v, o, do, dq, dk, dv)
     ptrs = (q.base, k.base, v.base, o.base, do.base, lse, dq.base, dk.base, dv.base, taps)
     key = ("bwd", q.base.dtype, q.base.device, batch, heads, head_dim, area, img_h, img_w,
            *(x.s for x in views), *(x.offset for x in views), taps is None, ks,
-           *(_aligned(x.base) for x in views))
+           *map(_aligned, ptrs))
+    get_plan(key, _backward_builder(views, ptrs, scale, batch, heads, head_dim, area, img_h,
+                                    img_w, ks)).run(ptrs, scale)
 
-    def make_plan(cfg=None):
-        strides, two_d = _token_strides(views, img_h, img_w)
-        n_area = img_h * img_w // area
-        cfg = cfg or _config(head_dim, q.base.dtype, key, make_plan, ptrs, scale)
-        n_problems = batch * area * heads
-        kv_programs = n_problems * triton.cdiv(n_area, cfg.block_n)
-        tail = (*(s for st in strides for s in st),
-                heads, area, n_area, img_h, img_w, kv_programs,
-                head_dim, two_d, taps is not None, ks, _prec(q.base.dtype), cfg.block_m,
-                cfg.block_n)
-        grid = kv_programs + n_problems * triton.cdiv(n_area, cfg.block_m)
-        return Plan(_bwd_kernel, grid, (*(x.offset for x in views[:5]), 0, dq.offset,
-                                        dk.offset, dv.offset, 0), tail, cfg)
 
-    get_plan(key, make_plan).run(ptrs, scale)
+def backward_drop_in(dout, q, k, v, out, lse, dq, dk, dv, area: int, scale: float) -> None:
+    """The drop-in backward, (B, N, heads, d) tensors (as forward_drop_in: a cheap plan key)."""
+    key = ("bwd-drop-in", q.dtype, q.device, q.shape, q.stride(), k.stride(), v.stride(),
+           out.stride(), dout.stride(), dq.stride(), dk.stride(), dv.stride(), area,
+           _all_aligned(q, k, v, out) and _all_aligned(dout, dq, dk, dv)
+           or tuple(map(_aligned, (q, k, v, out, dout, dq, dk, dv))))
+    ptrs = (q, k, v, out, dout, lse, dq, dk, dv, None)
+    plan = _plans.get(key) if _dry_runs_off() else None
+    if plan is None:
+        B, N, heads, d = q.shape
+        views = tuple(map(drop_in_view, (q, k, v, out, dout, dq, dk, dv)))
+        plan = get_plan(key, _backward_builder(views, ptrs, scale, B, heads, d, area, 1, N, 1))
+    plan.run(ptrs, scale)
+
+
+def backward_fused(dout, qkv, o, lse, dqkv, taps, ks: int, heads: int, area: int,
+                   scale: float) -> None:
+    """The fused backward: dq, dk, dv (+ pe's input gradient) into dqkv (B, 3C, H, W)."""
+    key = ("bwd-fused", qkv.dtype, qkv.device, qkv.shape, qkv.stride(), o.stride(),
+           dout.stride(), dqkv.stride(), heads, area, ks,
+           _all_aligned(qkv, o, dout, dqkv) and _aligned(taps)
+           or tuple(map(_aligned, (qkv, o, dout, dqkv, taps))))
+    ptrs = (qkv, qkv, qkv, o, dout, lse, dqkv, dqkv, dqkv, taps)
+    plan = _plans.get(key) if _dry_runs_off() else None
+    if plan is None:
+        B, C3, H, W = qkv.shape
+        d = C3 // 3 // heads
+        views = (*(model_view(qkv, d, p) for p in range(3)), nchw_view(o, d), nchw_view(dout, d),
+                 *(model_view(dqkv, d, p) for p in range(3)))
+        plan = get_plan(key, _backward_builder(views, ptrs, scale, B, heads, d, area, H, W, ks))
+    plan.run(ptrs, scale)
 
 
 def default_scale(head_dim: int, scale: float | None) -> float:
     return float(head_dim ** -0.5) if scale is None else float(scale)
 
 
-__all__ = ["forward", "backward", "drop_in_view", "model_view", "nchw_view", "View", "INTERPRET",
+__all__ = ["forward", "forward_drop_in", "forward_fused", "backward", "backward_drop_in",
+           "backward_fused", "drop_in_view", "model_view", "nchw_view", "View", "INTERPRET",
            "HEAD_DIMS", "default_scale", "pe_taps", "RUNTIME_INTS"]

@@ -125,9 +125,7 @@ def area_forward_impl(q, k, v, area, scale, need_lse, out=None):
     out = q.new_empty(q.shape) if out is None else out
     lse = _empty_f32(q, (B * area * heads, N // area) if need_lse else (0,))
     with _device_guard(q):
-        K.forward(K.drop_in_view(q), K.drop_in_view(k), K.drop_in_view(v), batch=B, heads=heads,
-                  head_dim=d, area=area, img_h=1, img_w=N, scale=scale,
-                  o=K.drop_in_view(out), lse=lse if need_lse else None)
+        K.forward_drop_in(q, k, v, out, lse if need_lse else None, area, scale)
     return out, lse
 
 
@@ -137,43 +135,51 @@ def area_backward_impl(dout, q, k, v, out, lse, area, scale, dq=None, dk=None, d
     dq = q.new_empty(q.shape) if dq is None else dq
     dk = k.new_empty(k.shape) if dk is None else dk
     dv = v.new_empty(v.shape) if dv is None else dv
-    V = K.drop_in_view
     with _device_guard(q):
-        K.backward(V(q), V(k), V(v), V(out), V(dout), lse, V(dq), V(dk), V(dv), batch=B,
-                   heads=heads, head_dim=d, area=area, img_h=1, img_w=N, scale=scale)
+        K.backward_drop_in(dout, q, k, v, out, lse, dq, dk, dv, area, scale)
     return dq, dk, dv
 
 
 def fused_forward_impl(qkv, pe_weight, pe_bias, num_heads, area, scale, need_grad, out=None):
     K = _kernels()
     B, C3, H, W = qkv.shape
-    C = C3 // 3
-    d = C // num_heads
-    out = qkv.new_empty((B, C, H, W)) if out is None else out
-    o = qkv.new_empty((B, C, H, W) if need_grad else (0,))
+    out = qkv.new_empty((B, C3 // 3, H, W)) if out is None else out
+    o = qkv.new_empty(out.shape if need_grad else (0,))
     lse = _empty_f32(qkv, (B * area * num_heads, H * W // area) if need_grad else (0,))
     with _device_guard(qkv):
-        K.forward(K.model_view(qkv, d, 0), K.model_view(qkv, d, 1), K.model_view(qkv, d, 2),
-                  batch=B, heads=num_heads, head_dim=d, area=area, img_h=H, img_w=W,
-                  scale=scale, o=K.nchw_view(o, d) if need_grad else None,
-                  out=K.nchw_view(out, d), lse=lse if need_grad else None,
-                  taps=K.pe_taps(pe_weight, pe_bias), ks=pe_weight.shape[-1],
-                  has_bias=pe_bias is not None)
+        K.forward_fused(qkv, num_heads, area, out, o if need_grad else None,
+                        lse if need_grad else None, K.pe_taps(pe_weight, pe_bias),
+                        pe_weight.shape[-1], pe_bias is not None, scale)
     return out, o, lse
+
+
+def _infer_drop_in(q, k, v, area, scale):
+    """Inference, nothing tracing: the output and one launch, nothing else."""
+    out = q.new_empty(q.shape)
+    if q.is_cuda and q.device.index != torch.cuda.current_device():
+        with torch.cuda.device(q.device):
+            _K.forward_drop_in(q, k, v, out, None, area, scale)
+    else:
+        _K.forward_drop_in(q, k, v, out, None, area, scale)
+    return out
+
+
+def _infer_fused(qkv, num_heads, area, pe_weight, pe_bias, scale):
+    B, C3, H, W = qkv.shape
+    out = qkv.new_empty((B, C3 // 3, H, W))
+    with _device_guard(qkv):
+        _K.forward_fused(qkv, num_heads, area, out, None, None, _K.pe_taps(pe_weight, pe_bias),
+                         pe_weight.shape[-1], pe_bias is not None, scale)
+    return out
 
 
 def fused_backward_impl(dout, qkv, o, lse, pe_weight, num_heads, area, scale, dqkv=None):
     """dqkv: dq, dk and dv (attention + pe's input gradient), one kernel launch."""
     K = _kernels()
-    B, C3, H, W = qkv.shape
-    d = C3 // 3 // num_heads
     dqkv = qkv.new_empty(qkv.shape) if dqkv is None else dqkv
-    M = K.model_view
     with _device_guard(qkv):
-        K.backward(M(qkv, d, 0), M(qkv, d, 1), M(qkv, d, 2), K.nchw_view(o, d),
-                   K.nchw_view(dout, d), lse, M(dqkv, d, 0), M(dqkv, d, 1), M(dqkv, d, 2),
-                   batch=B, heads=num_heads, head_dim=d, area=area, img_h=H, img_w=W,
-                   scale=scale, taps=K.pe_taps(pe_weight, None), ks=pe_weight.shape[-1])
+        K.backward_fused(dout, qkv, o, lse, dqkv, K.pe_taps(pe_weight, None),
+                         pe_weight.shape[-1], num_heads, area, scale)
     return dqkv
 
 
@@ -373,7 +379,8 @@ def area_attention(q, k, v, area, scale=None):
     grad = _needs_grad(q, k, v)
     if _eager(q, k, v):
         if not grad:
-            return area_forward_impl(q, k, v, area, scale, False)[0]
+            _kernels()
+            return _infer_drop_in(q, k, v, area, scale)
         return _AreaAttention.apply(q, k, v, area, scale)
     return _area_fwd_op(q, k, v, area, scale, grad)[0]
 
@@ -383,6 +390,7 @@ def fused_area_attention(qkv, num_heads, area, pe_weight, pe_bias=None, scale=No
     grad = _needs_grad(qkv, pe_weight, pe_bias)
     if _eager(qkv, pe_weight, pe_bias):
         if not grad:
-            return fused_forward_impl(qkv, pe_weight, pe_bias, num_heads, area, scale, False)[0]
+            _kernels()
+            return _infer_fused(qkv, num_heads, area, pe_weight, pe_bias, scale)
         return _FusedAreaAttention.apply(qkv, pe_weight, pe_bias, num_heads, area, scale)
     return _fused_fwd_op(qkv, pe_weight, pe_bias, num_heads, area, scale, grad)[0]

@@ -58,9 +58,10 @@ TUNING_CANDIDATES = (Config(32, 32, 2, 2), Config(32, 64, 4, 2), Config(64, 32, 
 _pinned: Config | None = None
 
 
-def default_config(head_dim: int, fp32: bool) -> Config:
-    """The block configuration of a call: a function of head_dim and the dtype class only, so the
-    YOLOv12 shape set needs one configuration per dtype class (see tests' variant budget)."""
+def default_config(head_dim: int, fp32: bool, fused_pe: bool = False) -> Config:
+    """The block configuration of a call: a function of head_dim, the dtype class and whether the
+    pe is fused only, so the YOLOv12 shape set needs one configuration per variant (see the tests'
+    variant budget). Registers and spills per variant: ``compile_check``."""
     if _pinned is not None:
         return _pinned
     if INTERPRET:
@@ -69,11 +70,12 @@ def default_config(head_dim: int, fp32: bool) -> Config:
         # fp32 tiles of 128 dims at 64 x 32 need ~105 KB of shared memory in the backward, over
         # the 99 KB a block may have on sm_86/sm_89 (RTX 30xx/40xx, L4, A10); 32 x 32 fits
         return Config(32, 32, 4, 2)
-    if head_dim >= 128:
-        return Config(64, 32, 4, 2)
-    # YOLOv12 (head_dim 32) and 16/64: 64 x 64 tiles, 4 warps: no spills on sm_80/sm_90
-    # (compile_check reports registers), and a 400-token area is 7 blocks (12.5% padding)
-    return Config(64, 64, 4, 2)
+    # 64-row tiles: a 400-token area (YOLOv12) is 7 blocks, 12.5% padding
+    block_n = 32 if head_dim >= 128 else 64
+    # the pe epilogue (7 row-shifted tile loads in flight per kernel row) needs 8 warps: with 4,
+    # the fused kernels reach 255 registers and spill on sm_80/sm_90 (compile_check, Triton 3.9);
+    # with 8, float16 head_dim 32 uses 128-225 and spills nothing
+    return Config(64, block_n, 8 if fused_pe else 4, 2)
 
 
 @contextlib.contextmanager
@@ -81,7 +83,7 @@ def pinned_config(config: Config):
     """Run every launch inside the block with ``config`` (tests: one block shape, no tuning)."""
     global _pinned
     saved, _pinned = _pinned, Config(*config)
-    _plans.clear()  # plans remember their configuration
+    _plans.clear()  # plans remember their configuration (cleared in place: modules hold it)
     try:
         yield
     finally:
