@@ -66,10 +66,12 @@ def default_config(head_dim: int, fp32: bool, fused_pe: bool = False) -> Config:
         return _pinned
     if INTERPRET:
         return INTERPRETER_CONFIG
-    if fp32 and head_dim >= 128:
-        # fp32 tiles of 128 dims at 64 x 32 need ~105 KB of shared memory in the backward, over
-        # the 99 KB a block may have on sm_86/sm_89 (RTX 30xx/40xx, L4, A10); 32 x 32 fits
-        return Config(32, 32, 4, 2)
+    if fp32:
+        # IEEE fp32 dots are FMA loops with 4-byte operands: 64 x 64 tiles of 64+ dims spill tens
+        # of KB with 4 warps, and 128 dims at 64 x 32 need ~105 KB of shared memory in the
+        # backward, over the 99 KB of sm_86/sm_89 (RTX 30xx/40xx, L4, A10); 8 warps, and
+        # 32 x 32 tiles past head_dim 32 (compile_check reports registers and spills)
+        return Config(64, 64, 8, 2) if head_dim <= 32 else Config(32, 32, 8, 2)
     # 64-row tiles: a 400-token area (YOLOv12) is 7 blocks, 12.5% padding
     block_n = 32 if head_dim >= 128 else 64
     # the pe epilogue (7 row-shifted tile loads in flight per kernel row) needs 8 warps: with 4,
