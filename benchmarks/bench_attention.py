@@ -2,7 +2,7 @@
 
     python -m benchmarks.bench_attention [--out DIR] [--quick] [--scales n s ...]
                                          [--batches 1 8 32] [--dtypes float16 bfloat16]
-                                         [--passes fwd fwd+bwd] [--graph]
+                                         [--passes fwd fwd+bwd] [--graph] [--kernel-time]
 
 Two families, named as in docs/design.md (records appended to <out>/kernel.jsonl):
 
@@ -24,7 +24,9 @@ read q, k, v, write the output; forward+backward adds reading q, k, v, o, dO and
 12 tensors of the output's size in all) over the measured device-to-device copy bandwidth, divided
 by the measured time. Inputs rotate over a ring of copies larger than the L2 cache, so small
 batches are not flattered by a warm cache; ``--graph`` instead replays each call from a CUDA graph
-(no host launch overhead counted, one input set). A provider that cannot run (backend missing,
+(no host launch overhead counted, one input set); ``--kernel-time`` times each row both ways and
+prints the graph-replayed (kernel-only) median and its roofline fraction beside the eager one,
+so host overhead and kernel time are read off one table. A provider that cannot run (backend missing,
 SDPA kernel refusing the shape/dtype) is skipped with a note, never silently replaced.
 
 Without a GPU the script prints one line and exits with status 0.
@@ -288,6 +290,10 @@ def build_records(case: Case, results: list[Result], device, copy_bw: float,
         best_other = min(others) if others else None
         speedup = best_other / r.timing["median_ms"] if best_other else None
         roof = moved / copy_bw / (r.timing["median_ms"] * 1e-3) if copy_bw else None
+        graph_ms = r.extra.get("graph_median_ms")
+        extra = dict(r.extra)
+        if graph_ms and copy_bw:
+            extra["graph_roofline_fraction"] = round(moved / copy_bw / (graph_ms * 1e-3), 4)
         records.append(make_record(
             suite="kernel", name=case.name, provider=r.provider, device=device,
             dtype=case.dtype, batch=case.batch, shape=case.shape, timing=r.timing,
@@ -296,12 +302,24 @@ def build_records(case: Case, results: list[Result], device, copy_bw: float,
             copy_bw_gbs=round(copy_bw / 1e9, 1) if copy_bw else None,
             roofline_fraction=round(roof, 4) if roof is not None else None,
             speedup_vs_best_other=round(speedup, 3) if speedup is not None else None,
-            cuda_graph=graph, **r.extra))
+            cuda_graph=graph, **extra))
     return records
 
 
 HEADER = (f"{'name':<24} {'dtype':<9} {'batch':>5} {'pass':<8} {'provider':<15} {'median':>8} "
           f"{'p20':>8} {'p80':>8} {'speedup':>8} {'roof':>6}")
+
+
+KERNEL_TIME_HEADER = f" {'graph':>8} {'roof(g)':>7}"
+
+
+def _kernel_time_columns(rec: dict) -> str:
+    """The kernel-only (CUDA-graph) median and its roofline fraction, when measured."""
+    if rec.get("graph_median_ms") is None:
+        return ""
+    roof = rec.get("graph_roofline_fraction")
+    return (f" {rec['graph_median_ms']:>8.4f} "
+            f"{(f'{100 * roof:.0f}%' if roof is not None else '-'):>7}")
 
 
 def format_rows(records: list[dict], skipped: list[Result] = ()) -> list[str]:
@@ -314,7 +332,8 @@ def format_rows(records: list[dict], skipped: list[Result] = ()) -> list[str]:
             f"{rec['name']:<24} {rec['dtype']:<9} {rec['batch']:>5} {rec['pass']:<8} "
             f"{rec['provider']:<15} {rec['median_ms']:>8.4f} {rec['p20_ms']:>8.4f} "
             f"{rec['p80_ms']:>8.4f} {(f'{sp:.2f}x' if sp else '-'):>8} "
-            f"{(f'{100 * roof:.0f}%' if roof is not None else '-'):>6}")
+            f"{(f'{100 * roof:.0f}%' if roof is not None else '-'):>6}"
+            + _kernel_time_columns(rec))
     for r in skipped:
         lines.append(f"{'':<24} {'':<9} {'':>5} {'':<8} {r.provider:<15} skipped: {r.note}")
     return lines
@@ -331,7 +350,9 @@ def _check(case: Case, out, ref) -> str | None:
 
 
 def measure_case(case: Case, device, rep: int, l2_bytes: int, graph: bool,
-                 providers=None) -> list[Result]:
+                 providers=None, kernel_time: bool = False) -> list[Result]:
+    """Time each provider of ``case`` (eager, rotated inputs; ``graph``: replayed from a CUDA
+    graph instead; ``kernel_time``: both, the graph median in ``extra["graph_median_ms"]``)."""
     from yolov12_kernels import reference
     names = providers_for(case.family) if providers is None else providers
     build = drop_in_fn if case.family == "area_attention" else aattn_fn
@@ -359,7 +380,12 @@ def measure_case(case: Case, device, rep: int, l2_bytes: int, graph: bool,
                 one()
             if graph:
                 one = graphed(one)
-            results.append(Result(name, time_ms(one, device, warmup=10, rep=rep)))
+            result = Result(name, time_ms(one, device, warmup=10, rep=rep))
+            if kernel_time and not graph and torch.device(device).type == "cuda":
+                replay = graphed(timed_callable(fn, case, [ins]))
+                result.extra["graph_median_ms"] = time_ms(replay, device, warmup=10,
+                                                          rep=rep)["median_ms"]
+            results.append(result)
         except _Skip as e:
             results.append(Result(name, note=str(e)))
         except (RuntimeError, NotImplementedError, AssertionError, ValueError) as e:
@@ -398,6 +424,8 @@ def main(argv=None) -> int:
     ap.add_argument("--rep", type=int, default=100)
     ap.add_argument("--graph", action="store_true",
                     help="replay each call from a CUDA graph (kernel time, no host overhead)")
+    ap.add_argument("--kernel-time", action="store_true",
+                    help="time each row eagerly AND from a CUDA graph, both printed")
     args = ap.parse_args(argv)
     if args.quick:
         args.scales, args.batches, args.dtypes, args.rep = ["n"], [1, 32], ["float16"], 30
@@ -410,11 +438,12 @@ def main(argv=None) -> int:
     device = torch.device("cuda")
     l2, bw = gpu_memory_context(device)
     print("timing: " + ("CUDA graphs" if args.graph else "eager calls, rotated inputs"))
-    print(HEADER)
+    print(HEADER + (KERNEL_TIME_HEADER if args.kernel_time else ""))
     all_records = []
     for case in cases(args.families, args.levels, args.scales, args.batches, args.dtypes,
                       args.passes):
-        results = measure_case(case, device, args.rep, l2, args.graph)
+        results = measure_case(case, device, args.rep, l2, args.graph,
+                               kernel_time=args.kernel_time)
         recs = build_records(case, results, device, bw, args.graph)
         all_records += recs
         for line in format_rows(recs, [r for r in results if r.timing is None]):

@@ -1,9 +1,9 @@
-"""Triton kernels for area attention: forward (online softmax), backward (flash-attention-2 style).
+"""Triton kernels for area attention: forward (online softmax) and a one-launch backward.
 
 One *problem* is one (batch, area, head): softmax(q k^T * scale) v over the ``n = N / area``
 contiguous tokens of that area. All problems of a call run in ONE launch: grid axis 0 enumerates
-(problem, row block) pairs, so the count may go far past 65,535 (axis 0 allows 2^31 - 1 programs;
-the other axes would stop at 65,535). Row blocks of one problem are neighbours on the grid, so their
+(problem, block) pairs, so the count may go far past 65,535 (axis 0 allows 2^31 - 1 programs;
+the other axes would stop at 65,535). Blocks of one problem are neighbours on the grid, so their
 K/V tiles are shared through L2.
 
 Layouts: every kernel sees a tensor as a 5-D strided view (batch, head, dim, y, x) over an image of
@@ -18,6 +18,11 @@ No ``.contiguous()`` anywhere: strides are passed as they are. When (y, x) colla
 stride (sy == IMG_W * sx, the usual case, also for channels_last) the kernels use ``t * stride``;
 otherwise (a cropped view, say) they split ``t`` into (y, x) — the TOKENS_2D switch.
 
+Specialisation: the sizes (HEADS, AREA, N_AREA, IMG_H, IMG_W, KV_PROGRAMS) are ``do_not_specialize``
+runtime ints, so a new sequence length or batch reuses the compiled kernel; strides keep Triton's
+specialisation (==1, divisible by 16), which is what lets loads vectorise, and for the drop-in
+layout does not change with N or batch.
+
 Precision: loads in the input dtype (fp32/fp16/bf16), ``tl.dot`` accumulating in fp32 (fp32 inputs
 use IEEE fp32, not TF32, so fp32 stays an accurate reference-grade path), softmax statistics in fp32
 and in base 2 (``exp2``, with log2(e) folded into the scale). The logsumexp saved for backward is in
@@ -25,28 +30,34 @@ that base-2 unit.
 
 The fused model path adds the position perceiver pe(v) — a depthwise k x k conv of v with zero
 padding at the IMAGE border (areas are stripes of rows, and pe looks across their borders) — in the
-forward epilogue, reading v's neighbours straight from qkv, so no intermediate tensor exists. Its
-input gradient (the same conv with the kernel flipped, applied to dOut) is fused into the dK/dV
-kernel's epilogue the same way.
+forward epilogue, reading v's neighbours straight from qkv, so no intermediate tensor exists. The
+taps are unrolled (``tl.static_range``) and their weights come as one fp32 (k*k [+1 bias row], C)
+table, so each tap is one contiguous vector load. Its input gradient (the same conv with the taps
+reversed, applied to dOut) is fused into the backward's dK/dV epilogue the same way.
 """
 from __future__ import annotations
 
-import os
+import weakref
 from typing import NamedTuple
 
 import torch
 import triton
 import triton.language as tl
 
-# triton.jit decides between compiling and interpreting when the decorator runs (at import), so
-# what counts is the environment at import time, not later.
-INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+from . import launch
+from .launch import INTERPRET, Config, default_config, get_plan, Plan, autotune_requested, tune
+
+_plans = launch._plans
+
+
+def _dry_runs_off() -> bool:
+    return launch._dry_runs is None
 
 HEAD_DIMS = (16, 32, 64, 128)
 LOG2E = 1.4426950408889634
 
-# Environment switch for the GPU autotuner (see _launch). "0" = use the fixed heuristic config.
-AUTOTUNE_ENV = "YOLOV12_TRITON_AUTOTUNE"
+# Runtime sizes: never specialised (a new N, batch or image size must not compile anything).
+RUNTIME_INTS = ["HEADS", "AREA", "N_AREA", "IMG_H", "IMG_W", "KV_PROGRAMS"]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -86,52 +97,53 @@ def _decode(pid, n_blocks, HEADS, AREA, N_AREA):
 
 
 @triton.jit
-def _dw_conv_tile(X, W_ptr, B_ptr, h, tok, row_mask, offs_d, sxy, sxx, sxd, swc, swy, swx,
-                  IMG_H, IMG_W, ROWS: tl.constexpr, HEAD_DIM: tl.constexpr,
-                  HAS_BIAS: tl.constexpr, KS: tl.constexpr, TOKENS_2D: tl.constexpr):
+def _dw_conv_tile(X, Taps, h, tok, row_mask, offs_d, sxy, sxx, sxd, HEADS, IMG_H, IMG_W,
+                  ROWS: tl.constexpr, HEAD_DIM: tl.constexpr, HAS_BIAS: tl.constexpr,
+                  KS: tl.constexpr, FLIP: tl.constexpr, TOKENS_2D: tl.constexpr):
     """Depthwise KS x KS conv ('same', zero padding at the image border) of the (tok, dim) tile of
-    head h. X points at (batch b, head h, dim 0, y 0, x 0); channel = h*HEAD_DIM + dim. fp32 out.
+    head h, fp32. X points at (batch b, head h, dim 0, y 0, x 0); channel = h*HEAD_DIM + dim.
+    Taps: fp32 (KS*KS [+ 1 bias row], C) weights, tap ky*KS + kx in row ky*KS + kx (FLIP: the
+    kernel rotated by 180 degrees, i.e. the rows read backwards: the conv's input gradient).
 
-    Neighbours are gathered straight from X: 49 small loads per tile for 7x7, of data the
-    attention loop has just streamed through L1/L2. A neighbour's address is the token's own
-    offset plus a constant shift (dy*sy + dx*sx), so with collapsed token strides the pointers stay
-    provably contiguous along tokens (coalesced, vectorisable loads); (y, x) only enter the
-    border masks."""
+    The 49 taps are unrolled: each is one contiguous weight-vector load and one masked tile load
+    at a constant shift (dy*sy + dx*sx) of the token's own offset, so with collapsed token strides
+    the pointers stay provably contiguous along tokens (vectorisable); (y, x) enter only the border
+    masks, row tests once per kernel row."""
+    C = HEADS * HEAD_DIM
     c = h * HEAD_DIM + offs_d
     y = tok // IMG_W
     x = tok % IMG_W
     base = _tile(X, tok, sxy, sxx, sxd, offs_d, IMG_W, TOKENS_2D)
-    w_base = W_ptr + c * swc
     acc = tl.zeros([ROWS, HEAD_DIM], dtype=tl.float32)
     if HAS_BIAS:
-        acc += tl.load(B_ptr + c).to(tl.float32)[None, :]
-    for ky in range(KS):  # row tests and shifts once per kernel row, not per tap
-        dy = ky - KS // 2
-        yy = y + dy
+        acc += tl.load(Taps + KS * KS * C + c)[None, :]
+    for ky in range(KS):  # a loop: unrolling all KS*KS taps makes ptxas hoist every load (spills)
+        yy = y + (ky - KS // 2)
         row_ok = row_mask & (yy >= 0) & (yy < IMG_H)
-        row_base = base + dy * sxy
-        for kx in range(KS):
-            dx = kx - KS // 2
-            xx = x + dx
+        row_base = base + (ky - KS // 2) * sxy
+        for kx in tl.static_range(KS):
+            xx = x + (kx - KS // 2)
             ok = row_ok & (xx >= 0) & (xx < IMG_W)
-            xv = tl.load(row_base + dx * sxx, mask=ok[:, None], other=0.0)
-            w = tl.load(w_base + ky * swy + kx * swx)
-            acc += xv.to(tl.float32) * w.to(tl.float32)[None, :]
+            xv = tl.load(row_base + (kx - KS // 2) * sxx, mask=ok[:, None], other=0.0)
+            if FLIP:
+                w = tl.load(Taps + (KS * KS - 1 - ky * KS - kx) * C + c)
+            else:
+                w = tl.load(Taps + (ky * KS + kx) * C + c)
+            acc += xv.to(tl.float32) * w[None, :]
     return acc
 
 
 # ------------------------------------------------------------------------------------------------
 # forward
 # ------------------------------------------------------------------------------------------------
-@triton.jit
-def _fwd_kernel(Q, K, V, O, Out, Lse, Wpe, Bpe,
+@triton.jit(do_not_specialize=RUNTIME_INTS)
+def _fwd_kernel(Q, K, V, O, Out, Lse, Taps, scale,
                 sqb, sqh, sqd, sqy, sqx,
                 skb, skh, skd, sky, skx,
                 svb, svh, svd, svy, svx,
                 sob, soh, sod, soy, sox,
                 sub, suh, sud, suy, sux,
-                swc, swy, swx,
-                HEADS, AREA, N_AREA, IMG_H, IMG_W, qk_scale, P_BUCKET,
+                HEADS, AREA, N_AREA, IMG_H, IMG_W,
                 HEAD_DIM: tl.constexpr, TOKENS_2D: tl.constexpr, STORE_O: tl.constexpr,
                 STORE_LSE: tl.constexpr, FUSE_PE: tl.constexpr, HAS_BIAS: tl.constexpr,
                 KS: tl.constexpr, PREC: tl.constexpr,
@@ -140,6 +152,7 @@ def _fwd_kernel(Q, K, V, O, Out, Lse, Wpe, Bpe,
     with the online softmax (running max m_i, running sum l_i, rescaled accumulator)."""
     prob, mblk, b, h, tok0 = _decode(tl.program_id(0), tl.cdiv(N_AREA, BLOCK_M), HEADS, AREA,
                                      N_AREA)
+    qk_scale = scale * 1.4426950408889634  # base-2 logits
     offs_m = mblk * BLOCK_M + tl.arange(0, BLOCK_M)
     m_mask = offs_m < N_AREA
     tok_m = tok0 + offs_m
@@ -159,7 +172,7 @@ def _fwd_kernel(Q, K, V, O, Out, Lse, Wpe, Bpe,
         tok_n = tok0 + offs_n
         kt = tl.load(_tile_t(k_base, tok_n, sky, skx, skd, offs_d, IMG_W, TOKENS_2D),
                      mask=n_mask[None, :], other=0.0)
-        s = tl.dot(q, kt, input_precision=PREC) * qk_scale  # base-2 logits
+        s = tl.dot(q, kt, input_precision=PREC) * qk_scale
         s = tl.where(n_mask[None, :], s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))  # finite: every block has >= 1 valid key
         alpha = tl.exp2(m_i - m_new)  # 0 on the first block (m_i = -inf)
@@ -178,33 +191,83 @@ def _fwd_kernel(Q, K, V, O, Out, Lse, Wpe, Bpe,
                  acc.to(O.dtype.element_ty),
                  mask=m_mask[:, None])
     if FUSE_PE:  # epilogue: + pe(v), written once to the (B, C, H, W) output
-        acc += _dw_conv_tile(v_base, Wpe, Bpe, h, tok_m, m_mask, offs_d, svy, svx, svd,
-                             swc, swy, swx, IMG_H, IMG_W, BLOCK_M, HEAD_DIM, HAS_BIAS, KS,
-                             TOKENS_2D)
+        acc += _dw_conv_tile(v_base, Taps, h, tok_m, m_mask, offs_d, svy, svx, svd, HEADS,
+                             IMG_H, IMG_W, BLOCK_M, HEAD_DIM, HAS_BIAS, KS, False, TOKENS_2D)
         tl.store(_tile(Out + b * sub + h * suh, tok_m, suy, sux, sud, offs_d, IMG_W, TOKENS_2D),
                  acc.to(Out.dtype.element_ty),
                  mask=m_mask[:, None])
 
 
 # ------------------------------------------------------------------------------------------------
-# backward (flash-attention-2 scheme: recompute P from the saved logsumexp; dK/dV per key block,
-# dQ per query block, so no atomics and deterministic results)
+# backward: ONE launch, two kinds of programs, no atomics, deterministic.
+#   programs [0, KV_PROGRAMS): dK and dV of BLOCK_N keys, looping over the area's queries;
+#   programs [KV_PROGRAMS, ...): dQ of BLOCK_M queries, looping over the area's keys.
+# P is recomputed from the saved logsumexp (flash-attention 2). Delta = rowsum(dO * O) is computed
+# where it is needed (each dQ program for its rows, each dK/dV program per query block) instead of
+# in a preprocessing launch, so neither kind waits for the other.
 # ------------------------------------------------------------------------------------------------
 @triton.jit
-def _bwd_dq_kernel(Q, K, V, O, dO, Lse, Delta, dQ,
-                   sqb, sqh, sqd, sqy, sqx,
-                   skb, skh, skd, sky, skx,
-                   svb, svh, svd, svy, svx,
-                   sob, soh, sod, soy, sox,
-                   sdob, sdoh, sdod, sdoy, sdox,
-                   sdqb, sdqh, sdqd, sdqy, sdqx,
-                   HEADS, AREA, N_AREA, IMG_W, qk_scale, sm_scale, P_BUCKET,
-                   HEAD_DIM: tl.constexpr, TOKENS_2D: tl.constexpr, PREC: tl.constexpr,
-                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    """dQ for BLOCK_M rows. Also the 'preprocess' step: Delta = rowsum(dO * O) for its own rows is
-    computed and stored here (one launch fewer), and the dK/dV kernel, launched after, reads it."""
-    prob, mblk, b, h, tok0 = _decode(tl.program_id(0), tl.cdiv(N_AREA, BLOCK_M), HEADS, AREA,
-                                     N_AREA)
+def _bwd_dkdv(Q, K, V, O, dO, dK, dV, Lse, Taps, pid, qk_scale, scale,
+              sqb, sqh, sqd, sqy, sqx, skb, skh, skd, sky, skx, svb, svh, svd, svy, svx,
+              sob, soh, sod, soy, sox, sdob, sdoh, sdod, sdoy, sdox,
+              sdkb, sdkh, sdkd, sdky, sdkx, sdvb, sdvh, sdvd, sdvy, sdvx,
+              HEADS, AREA, N_AREA, IMG_H, IMG_W,
+              HEAD_DIM: tl.constexpr, TOKENS_2D: tl.constexpr, FUSE_PE: tl.constexpr,
+              KS: tl.constexpr, PREC: tl.constexpr, BLOCK_M: tl.constexpr,
+              BLOCK_N: tl.constexpr):
+    prob, nblk, b, h, tok0 = _decode(pid, tl.cdiv(N_AREA, BLOCK_N), HEADS, AREA, N_AREA)
+    offs_n = nblk * BLOCK_N + tl.arange(0, BLOCK_N)
+    n_mask = offs_n < N_AREA
+    tok_n = tok0 + offs_n
+    offs_d = tl.arange(0, HEAD_DIM)
+
+    k = tl.load(_tile(K + b * skb + h * skh, tok_n, sky, skx, skd, offs_d, IMG_W, TOKENS_2D),
+                mask=n_mask[:, None], other=0.0)
+    v = tl.load(_tile(V + b * svb + h * svh, tok_n, svy, svx, svd, offs_d, IMG_W, TOKENS_2D),
+                mask=n_mask[:, None], other=0.0)
+    q_base = Q + b * sqb + h * sqh
+    o_base = O + b * sob + h * soh
+    do_base = dO + b * sdob + h * sdoh
+    dk = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
+    dv = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
+    for start_m in range(0, N_AREA, BLOCK_M):
+        offs_m = start_m + tl.arange(0, BLOCK_M)
+        m_mask = offs_m < N_AREA
+        tok_m = tok0 + offs_m
+        qt = tl.load(_tile_t(q_base, tok_m, sqy, sqx, sqd, offs_d, IMG_W, TOKENS_2D),
+                     mask=m_mask[None, :], other=0.0)
+        do = tl.load(_tile(do_base, tok_m, sdoy, sdox, sdod, offs_d, IMG_W, TOKENS_2D),
+                     mask=m_mask[:, None], other=0.0)
+        o = tl.load(_tile(o_base, tok_m, soy, sox, sod, offs_d, IMG_W, TOKENS_2D),
+                    mask=m_mask[:, None], other=0.0)
+        delta = tl.sum(do.to(tl.float32) * o.to(tl.float32), 1)
+        lse = tl.load(Lse + prob * N_AREA + offs_m, mask=m_mask, other=0.0)
+        st = tl.dot(k, qt, input_precision=PREC) * qk_scale  # S^T: (keys, queries)
+        pt = tl.where(m_mask[None, :], tl.exp2(st - lse[None, :]), 0.0)
+        dv = tl.dot(pt.to(do.dtype), do, dv, input_precision=PREC)
+        dpt = tl.dot(v, tl.trans(do), input_precision=PREC)
+        dst = pt * (dpt - delta[None, :])
+        dk = tl.dot(dst.to(qt.dtype), tl.trans(qt), dk, input_precision=PREC)
+    dk = dk * scale
+    if FUSE_PE:  # pe's input gradient: the conv of dO with the kernel rotated by 180 degrees
+        dv += _dw_conv_tile(do_base, Taps, h, tok_n, n_mask, offs_d, sdoy, sdox, sdod, HEADS,
+                            IMG_H, IMG_W, BLOCK_N, HEAD_DIM, False, KS, True, TOKENS_2D)
+    tl.store(_tile(dK + b * sdkb + h * sdkh, tok_n, sdky, sdkx, sdkd, offs_d, IMG_W, TOKENS_2D),
+             dk.to(dK.dtype.element_ty),
+             mask=n_mask[:, None])
+    tl.store(_tile(dV + b * sdvb + h * sdvh, tok_n, sdvy, sdvx, sdvd, offs_d, IMG_W, TOKENS_2D),
+             dv.to(dV.dtype.element_ty),
+             mask=n_mask[:, None])
+
+
+@triton.jit
+def _bwd_dq(Q, K, V, O, dO, dQ, Lse, pid, qk_scale, scale,
+            sqb, sqh, sqd, sqy, sqx, skb, skh, skd, sky, skx, svb, svh, svd, svy, svx,
+            sob, soh, sod, soy, sox, sdob, sdoh, sdod, sdoy, sdox, sdqb, sdqh, sdqd, sdqy, sdqx,
+            HEADS, AREA, N_AREA, IMG_W,
+            HEAD_DIM: tl.constexpr, TOKENS_2D: tl.constexpr, PREC: tl.constexpr,
+            BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    prob, mblk, b, h, tok0 = _decode(pid, tl.cdiv(N_AREA, BLOCK_M), HEADS, AREA, N_AREA)
     offs_m = mblk * BLOCK_M + tl.arange(0, BLOCK_M)
     m_mask = offs_m < N_AREA
     tok_m = tok0 + offs_m
@@ -217,7 +280,6 @@ def _bwd_dq_kernel(Q, K, V, O, dO, Lse, Delta, dQ,
     o = tl.load(_tile(O + b * sob + h * soh, tok_m, soy, sox, sod, offs_d, IMG_W, TOKENS_2D),
                 mask=m_mask[:, None], other=0.0)
     delta = tl.sum(do.to(tl.float32) * o.to(tl.float32), 1)
-    tl.store(Delta + prob * N_AREA + offs_m, delta, mask=m_mask)
     lse = tl.load(Lse + prob * N_AREA + offs_m, mask=m_mask, other=0.0)
 
     k_base = K + b * skb + h * skh
@@ -236,167 +298,83 @@ def _bwd_dq_kernel(Q, K, V, O, dO, Lse, Delta, dQ,
         dp = tl.dot(do, vt, input_precision=PREC)
         ds = p * (dp - delta[:, None])
         dq = tl.dot(ds.to(kt.dtype), tl.trans(kt), dq, input_precision=PREC)
-    dq = dq * sm_scale
+    dq = dq * scale
     tl.store(_tile(dQ + b * sdqb + h * sdqh, tok_m, sdqy, sdqx, sdqd, offs_d, IMG_W, TOKENS_2D),
              dq.to(dQ.dtype.element_ty),
              mask=m_mask[:, None])
 
 
-@triton.jit
-def _bwd_dkdv_kernel(Q, K, V, dO, Lse, Delta, dK, dV, Wpe,
-                     sqb, sqh, sqd, sqy, sqx,
-                     skb, skh, skd, sky, skx,
-                     svb, svh, svd, svy, svx,
-                     sdob, sdoh, sdod, sdoy, sdox,
-                     sdkb, sdkh, sdkd, sdky, sdkx,
-                     sdvb, sdvh, sdvd, sdvy, sdvx,
-                     swc, swy, swx,
-                     HEADS, AREA, N_AREA, IMG_H, IMG_W, qk_scale, sm_scale, P_BUCKET,
-                     HEAD_DIM: tl.constexpr, TOKENS_2D: tl.constexpr, FUSE_PE: tl.constexpr,
-                     KS: tl.constexpr, PREC: tl.constexpr,
-                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    """dK and dV for BLOCK_N keys of one problem, looping over the area's queries.
-
-    FUSE_PE: dV also receives pe's input gradient, the depthwise conv of dO with the flipped
-    kernel (Wpe points at the flipped weights), gathered from dO, so the fused path's dV is
-    complete when written."""
-    prob, nblk, b, h, tok0 = _decode(tl.program_id(0), tl.cdiv(N_AREA, BLOCK_N), HEADS, AREA,
-                                     N_AREA)
-    offs_n = nblk * BLOCK_N + tl.arange(0, BLOCK_N)
-    n_mask = offs_n < N_AREA
-    tok_n = tok0 + offs_n
-    offs_d = tl.arange(0, HEAD_DIM)
-
-    k = tl.load(_tile(K + b * skb + h * skh, tok_n, sky, skx, skd, offs_d, IMG_W, TOKENS_2D),
-                mask=n_mask[:, None], other=0.0)
-    v = tl.load(_tile(V + b * svb + h * svh, tok_n, svy, svx, svd, offs_d, IMG_W, TOKENS_2D),
-                mask=n_mask[:, None], other=0.0)
-    q_base = Q + b * sqb + h * sqh
-    do_base = dO + b * sdob + h * sdoh
-    dk = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
-    dv = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
-    for start_m in range(0, N_AREA, BLOCK_M):
-        offs_m = start_m + tl.arange(0, BLOCK_M)
-        m_mask = offs_m < N_AREA
-        tok_m = tok0 + offs_m
-        qt = tl.load(_tile_t(q_base, tok_m, sqy, sqx, sqd, offs_d, IMG_W, TOKENS_2D),
-                     mask=m_mask[None, :], other=0.0)
-        do = tl.load(_tile(do_base, tok_m, sdoy, sdox, sdod, offs_d, IMG_W, TOKENS_2D),
-                     mask=m_mask[:, None], other=0.0)
-        lse = tl.load(Lse + prob * N_AREA + offs_m, mask=m_mask, other=0.0)
-        delta = tl.load(Delta + prob * N_AREA + offs_m, mask=m_mask, other=0.0)
-        st = tl.dot(k, qt, input_precision=PREC) * qk_scale  # S^T: (keys, queries)
-        pt = tl.where(m_mask[None, :], tl.exp2(st - lse[None, :]), 0.0)
-        dv = tl.dot(pt.to(do.dtype), do, dv, input_precision=PREC)
-        dpt = tl.dot(v, tl.trans(do), input_precision=PREC)
-        dst = pt * (dpt - delta[None, :])
-        dk = tl.dot(dst.to(qt.dtype), tl.trans(qt), dk, input_precision=PREC)
-    dk = dk * sm_scale
-    if FUSE_PE:
-        dv += _dw_conv_tile(do_base, Wpe, Wpe, h, tok_n, n_mask, offs_d, sdoy, sdox, sdod,
-                            swc, swy, swx, IMG_H, IMG_W, BLOCK_N, HEAD_DIM, False, KS, TOKENS_2D)
-    tl.store(_tile(dK + b * sdkb + h * sdkh, tok_n, sdky, sdkx, sdkd, offs_d, IMG_W, TOKENS_2D),
-             dk.to(dK.dtype.element_ty),
-             mask=n_mask[:, None])
-    tl.store(_tile(dV + b * sdvb + h * sdvh, tok_n, sdvy, sdvx, sdvd, offs_d, IMG_W, TOKENS_2D),
-             dv.to(dV.dtype.element_ty),
-             mask=n_mask[:, None])
-
-
-# ------------------------------------------------------------------------------------------------
-# launch configuration
-# ------------------------------------------------------------------------------------------------
-def _gpu_configs():
-    # Small problems (100-1600 tokens, head_dim 32) and few of them at batch 1: small row blocks
-    # give enough programs to fill the SMs; larger ones win at batch 32. The autotuner decides.
-    # 128-row blocks get 8 warps: with 4, the fused kernels spill (cuobjdump, sm_90, Triton 3.9:
-    # 255 registers + 640 B stack for the fused forward). With 8, only the fused dK/dV kernel at
-    # 128 x 32 still spills a little (200 B); the autotuner drops it if that costs time. All other
-    # configurations fit in 128-255 registers without spilling.
-    return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
-            for bm, bn, w in ((16, 32, 2), (32, 32, 2), (32, 64, 4), (64, 32, 4), (64, 64, 4),
-                              (128, 32, 8), (128, 64, 8))
-            for s in (2, 3)]
-
-
-def _default_config(head_dim: int, n_area: int, fp32: bool = False) -> dict:
-    """The fixed configuration used under the interpreter and with the autotuner switched off."""
-    if INTERPRET:
-        # the interpreter runs each program in numpy: few large blocks are much faster
-        return {"BLOCK_M": 64, "BLOCK_N": 64, "num_warps": 4, "num_stages": 1}
-    if fp32 and head_dim >= 128:
-        # fp32 tiles of 128 dims at 64 x 32 need ~105 KB of shared memory in the backward kernels
-        # (Triton 3.6, sm_80), over the 99 KB a block may have on sm_86/sm_89 (RTX 30xx/40xx, L4,
-        # A10): OutOfResources there. 32 x 32 needs ~70 KB. (The autotuner skips such configs.)
-        return {"BLOCK_M": 32, "BLOCK_N": 32, "num_warps": 4, "num_stages": 2}
-    bn = 32 if head_dim >= 128 else 64
-    return {"BLOCK_M": 64, "BLOCK_N": bn, "num_warps": 4, "num_stages": 2}
-
-
-_KEY = ["N_AREA", "P_BUCKET", "HEAD_DIM", "TOKENS_2D"]
-_tuned = {}
-
-# Tests can pin a configuration (dict as returned by _default_config); None = normal choice.
-FORCE_CONFIG: dict | None = None
-
-
-def _launch(kernel, name: str, n_problems: int, n_area: int, head_dim: int, block_key: str,
-            args: tuple, meta: dict) -> None:
-    """Launch ``kernel`` over n_problems x cdiv(n_area, block) programs on grid axis 0.
-
-    On a GPU the Triton autotuner picks the block sizes (per token count, problem-count bucket,
-    head_dim and flags; switch it off with YOLOV12_TRITON_AUTOTUNE=0); under the interpreter, with
-    the switch off, or when a test pins FORCE_CONFIG, one fixed configuration runs."""
-    fixed = FORCE_CONFIG
-    if fixed is None and (INTERPRET or os.environ.get(AUTOTUNE_ENV, "1") == "0"):
-        fixed = _default_config(head_dim, n_area, fp32=meta.get("PREC") == "ieee")
-    if fixed is not None:
-        cfg = dict(fixed)
-        grid = (n_problems * triton.cdiv(n_area, cfg[block_key]),)
-        kernel[grid](*args, **meta, **cfg)
-        return
-    tuned = _tuned.get(name)
-    if tuned is None:
-        tuned = _tuned[name] = triton.autotune(_gpu_configs(), key=_KEY + sorted(
-            k for k in meta if k.isupper() and k not in _KEY))(kernel)
-
-    def grid(m):
-        return (n_problems * triton.cdiv(n_area, m[block_key]),)
-    tuned[grid](*args, **meta)
+@triton.jit(do_not_specialize=RUNTIME_INTS)
+def _bwd_kernel(Q, K, V, O, dO, Lse, dQ, dK, dV, Taps, scale,
+                sqb, sqh, sqd, sqy, sqx,
+                skb, skh, skd, sky, skx,
+                svb, svh, svd, svy, svx,
+                sob, soh, sod, soy, sox,
+                sdob, sdoh, sdod, sdoy, sdox,
+                sdqb, sdqh, sdqd, sdqy, sdqx,
+                sdkb, sdkh, sdkd, sdky, sdkx,
+                sdvb, sdvh, sdvd, sdvy, sdvx,
+                HEADS, AREA, N_AREA, IMG_H, IMG_W, KV_PROGRAMS,
+                HEAD_DIM: tl.constexpr, TOKENS_2D: tl.constexpr, FUSE_PE: tl.constexpr,
+                KS: tl.constexpr, PREC: tl.constexpr,
+                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """dQ, dK and dV in one launch (see above). FUSE_PE: dV also receives pe's input gradient,
+    gathered from dO, so the fused path's dV is complete when written."""
+    pid = tl.program_id(0)
+    qk_scale = scale * 1.4426950408889634
+    if pid < KV_PROGRAMS:
+        _bwd_dkdv(Q, K, V, O, dO, dK, dV, Lse, Taps, pid, qk_scale, scale,
+                  sqb, sqh, sqd, sqy, sqx, skb, skh, skd, sky, skx, svb, svh, svd, svy, svx,
+                  sob, soh, sod, soy, sox, sdob, sdoh, sdod, sdoy, sdox,
+                  sdkb, sdkh, sdkd, sdky, sdkx, sdvb, sdvh, sdvd, sdvy, sdvx,
+                  HEADS, AREA, N_AREA, IMG_H, IMG_W,
+                  HEAD_DIM, TOKENS_2D, FUSE_PE, KS, PREC, BLOCK_M, BLOCK_N)
+    else:
+        _bwd_dq(Q, K, V, O, dO, dQ, Lse, pid - KV_PROGRAMS, qk_scale, scale,
+                sqb, sqh, sqd, sqy, sqx, skb, skh, skd, sky, skx, svb, svh, svd, svy, svx,
+                sob, soh, sod, soy, sox, sdob, sdoh, sdod, sdoy, sdox,
+                sdqb, sdqh, sdqd, sdqy, sdqx,
+                HEADS, AREA, N_AREA, IMG_W,
+                HEAD_DIM, TOKENS_2D, PREC, BLOCK_M, BLOCK_N)
 
 
 # ------------------------------------------------------------------------------------------------
 # layouts
 # ------------------------------------------------------------------------------------------------
 class View(NamedTuple):
-    """A tensor seen as (batch, head, dim, y, x): ``ptr`` is a tensor whose data_ptr is element
-    (0, 0, 0, 0, 0), ``s`` the five strides in elements."""
-    ptr: torch.Tensor
+    """A tensor seen as (batch, head, dim, y, x): ``base`` the tensor the pointer is taken from,
+    ``offset`` the element offset of element (0, 0, 0, 0, 0) from base's data_ptr, ``s`` the five
+    strides in elements."""
+    base: torch.Tensor | None
+    offset: int
     s: tuple
+
+
+_NO_VIEW = View(None, 0, (0, 0, 0, 0, 0))
 
 
 def drop_in_view(t: torch.Tensor) -> View:
     """(B, N, heads, d) as an image of 1 x N tokens."""
     sb, sn, sh, sd = t.stride()
-    return View(t, (sb, sh, sd, 0, sn))
+    return View(t, 0, (sb, sh, sd, 0, sn))
 
 
 def model_view(qkv: torch.Tensor, head_dim: int, part: int) -> View:
     """q (part 0), k (1) or v (2) of qkv (B, 3C, H, W), read in place."""
     sb, sc, sy, sx = qkv.stride()
-    ptr = qkv.narrow(1, part * head_dim, qkv.shape[1] - part * head_dim)
-    return View(ptr, (sb, 3 * head_dim * sc, sc, sy, sx))
+    return View(qkv, part * head_dim * sc, (sb, 3 * head_dim * sc, sc, sy, sx))
 
 
 def nchw_view(t: torch.Tensor, head_dim: int) -> View:
     """(B, C, H, W) with channel h*head_dim + j."""
     sb, sc, sy, sx = t.stride()
-    return View(t, (sb, head_dim * sc, sc, sy, sx))
+    return View(t, 0, (sb, head_dim * sc, sc, sy, sx))
 
 
 def _token_strides(views, img_h: int, img_w: int):
-    """(views with token strides fixed up, TOKENS_2D). Tokens collapse to one stride sx when the
-    image has one row, or sy == img_w * sx; a one-column image uses sy as the token stride."""
+    """(strides with the token strides fixed up, TOKENS_2D). Tokens collapse to one stride sx
+    when the image has one row, or sy == img_w * sx; a one-column image uses sy as the token
+    stride."""
     out, two_d = [], False
     for v in views:
         sb, sh, sd, sy, sx = v.s
@@ -404,7 +382,7 @@ def _token_strides(views, img_h: int, img_w: int):
             sx = sy
         elif img_h > 1 and sy != img_w * sx:
             two_d = True
-        out.append(View(v.ptr, (sb, sh, sd, sy, sx)))
+        out.append((sb, sh, sd, sy, sx))
     return out, two_d
 
 
@@ -413,76 +391,196 @@ def _prec(dtype: torch.dtype) -> str:
     return "ieee" if dtype == torch.float32 else "tf32"
 
 
-def _p_bucket(n: int) -> int:
-    return 1 << max(0, min(n, 1 << 16) - 1).bit_length()
+def _aligned(t: torch.Tensor | None) -> bool:
+    return t is None or t.data_ptr() & 15 == 0
 
 
 # ------------------------------------------------------------------------------------------------
-# launchers (no autograd; ``backend`` wires them into custom ops)
+# pe weights as a tap table
 # ------------------------------------------------------------------------------------------------
+_taps_cache: dict = {}
+
+
+def pe_taps(weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """The depthwise weight (C, 1, k, k) [+ bias (C,)] as one fp32 (k*k [+1], C) table: the kernels
+    load tap t for a head's channels as one contiguous vector, and the bias as the last row.
+
+    Cached per (weight, bias) object and version: inference with fixed weights builds the table
+    once; an in-place update of either (optimizer step, load_state_dict) bumps its version and
+    rebuilds it. Weak references: a freed weight never matches a new one at the same address."""
+    key = (id(weight), id(bias))
+    hit = _taps_cache.get(key)
+    version = (weight._version, None if bias is None else bias._version)
+    if hit is not None:
+        w_ref, b_ref, ver, taps = hit
+        if w_ref() is weight and (b_ref() if b_ref else None) is bias and ver == version:
+            return taps
+    C, ks = weight.shape[0], weight.shape[-1]
+    with torch.no_grad():
+        rows = [weight.detach().reshape(C, ks * ks).t()]
+        if bias is not None:
+            rows.append(bias.detach().reshape(1, C))
+        taps = torch.cat(rows).to(torch.float32).contiguous()
+    if len(_taps_cache) > 64:
+        _taps_cache.clear()
+    _taps_cache[key] = (weakref.ref(weight), weakref.ref(bias) if bias is not None else None,
+                        version, taps)
+    return taps
+
+
+# ------------------------------------------------------------------------------------------------
+# launchers (no autograd; ``backend`` wires them into the autograd Function and custom ops)
+# ------------------------------------------------------------------------------------------------
+def _config(head_dim, dtype, fused_pe, make_plan, ptrs, scale) -> Config:
+    if autotune_requested():
+        return tune(make_plan, ptrs, scale)
+    return default_config(head_dim, dtype == torch.float32, fused_pe)
+
+
+def _forward_builder(q, k, v, o, out, ptrs, scale, batch, heads, head_dim, area, img_h, img_w,
+                     ks, has_bias):
+    """The function that builds the forward's Plan (called once per plan key)."""
+    def make_plan(cfg=None):
+        views = (q, k, v, o or _NO_VIEW, out or _NO_VIEW)
+        strides, two_d = _token_strides(views, img_h, img_w)
+        n_area = img_h * img_w // area
+        dtype = q.base.dtype
+        cfg = cfg or _config(head_dim, dtype, out is not None, make_plan, ptrs, scale)
+        tail = (*(s for st in strides for s in st),
+                heads, area, n_area, img_h, img_w,
+                head_dim, two_d, o is not None, ptrs[5] is not None, out is not None, has_bias,
+                ks, _prec(dtype), cfg.block_m, cfg.block_n)
+        grid = batch * area * heads * triton.cdiv(n_area, cfg.block_m)
+        return Plan(_fwd_kernel, grid, (q.offset, k.offset, v.offset, 0, 0, 0, 0), tail, cfg)
+    return make_plan
+
+
 def forward(q: View, k: View, v: View, *, batch: int, heads: int, head_dim: int, area: int,
             img_h: int, img_w: int, scale: float, o: View | None = None,
             out: View | None = None, lse: torch.Tensor | None = None,
-            pe_weight: torch.Tensor | None = None, pe_bias: torch.Tensor | None = None) -> None:
-    """Run the forward kernel. Writes o (attention alone) if given, out = attention + pe(v) if
-    given (then pe_weight is required), lse (float32, (batch*area*heads, N/area)) if given."""
-    n_area = img_h * img_w // area
-    n_problems = batch * area * heads
-    (q, k, v, o2, out2), two_d = _token_strides(
-        [q, k, v, o or q, out or q], img_h, img_w)
-    if out is not None:
-        w = pe_weight
-        swc, _, swy, swx = w.stride()
-        ks = w.shape[-1]
-    else:
-        w, swc, swy, swx, ks = None, 0, 0, 0, 1
-    args = (q.ptr, k.ptr, v.ptr, o2.ptr if o is not None else None,
-            out2.ptr if out is not None else None, lse, w,
-            pe_bias if out is not None else None,
-            *q.s, *k.s, *v.s, *o2.s, *out2.s, swc, swy, swx,
-            heads, area, n_area, img_h, img_w, scale * LOG2E, _p_bucket(n_problems))
-    meta = dict(HEAD_DIM=head_dim, TOKENS_2D=two_d, STORE_O=o is not None,
-                STORE_LSE=lse is not None, FUSE_PE=out is not None,
-                HAS_BIAS=out is not None and pe_bias is not None, KS=ks,
-                PREC=_prec(q.ptr.dtype))
-    _launch(_fwd_kernel, "fwd", n_problems, n_area, head_dim, "BLOCK_M", args, meta)
+            taps: torch.Tensor | None = None, ks: int = 1, has_bias: bool = False) -> None:
+    """Run the forward kernel on any views. Writes o (attention alone) if given, out =
+    attention + pe(v) if given (then ``taps`` from ``pe_taps`` and the kernel size ``ks`` are
+    required), lse (float32, (batch*area*heads, N/area)) if given."""
+    ptrs = (q.base, k.base, v.base, o and o.base, out and out.base, lse, taps)
+    key = ("fwd", q.base.dtype, q.base.device, batch, heads, head_dim, area, img_h, img_w,
+           q.s, k.s, v.s, o and o.s, out and out.s, q.offset, k.offset, v.offset,
+           lse is None, ks, has_bias, *map(_aligned, ptrs))
+    get_plan(key, _forward_builder(q, k, v, o, out, ptrs, scale, batch, heads, head_dim, area,
+                                   img_h, img_w, ks, has_bias)).run(ptrs, scale)
+
+
+def _all_aligned(a, b, c, d) -> bool:
+    return (a.data_ptr() | b.data_ptr() | c.data_ptr() | d.data_ptr()) & 15 == 0
+
+
+def forward_drop_in(q, k, v, out, lse, area: int, scale: float) -> None:
+    """The drop-in forward, (B, N, heads, d) tensors: out, and lse if not None. The hot path of
+    inference: the plan key is built from the tensors directly (views only when a plan is new)."""
+    key = ("fwd-drop-in", q.dtype, q.device, q.shape, q.stride(), k.stride(), v.stride(),
+           out.stride(), area, lse is None,
+           _all_aligned(q, k, v, out) or tuple(map(_aligned, (q, k, v, out))))
+    plan = _plans.get(key) if _dry_runs_off() else None
+    if plan is None:
+        B, N, heads, d = q.shape
+        V = drop_in_view
+        plan = get_plan(key, _forward_builder(V(q), V(k), V(v), V(out), None,
+                                              (q, k, v, out, None, lse, None), scale, B, heads,
+                                              d, area, 1, N, 1, False))
+    plan.run((q, k, v, out, None, lse, None), scale)
+
+
+def forward_fused(qkv, heads: int, area: int, out, o, lse, taps, ks: int, has_bias: bool,
+                  scale: float) -> None:
+    """The fused forward on the model layout: out = attention + pe(v) (B, C, H, W); o and lse
+    (for a backward) if not None. The hot path of the model's inference, as forward_drop_in."""
+    key = ("fwd-fused", qkv.dtype, qkv.device, qkv.shape, qkv.stride(), out.stride(),
+           o is None or o.stride(), lse is None, heads, area, ks, has_bias,
+           _all_aligned(qkv, out, o if o is not None else qkv, taps)
+           or tuple(map(_aligned, (qkv, out, o, taps))))
+    plan = _plans.get(key) if _dry_runs_off() else None
+    ptrs = (qkv, qkv, qkv, o, out, lse, taps)
+    if plan is None:
+        B, C3, H, W = qkv.shape
+        d = C3 // 3 // heads
+        plan = get_plan(key, _forward_builder(
+            model_view(qkv, d, 0), model_view(qkv, d, 1), model_view(qkv, d, 2),
+            None if o is None else nchw_view(o, d), nchw_view(out, d), ptrs, scale, B, heads, d,
+            area, H, W, ks, has_bias))
+    plan.run(ptrs, scale)
+
+
+def _backward_builder(views, ptrs, scale, batch, heads, head_dim, area, img_h, img_w, ks):
+    """The function that builds the backward's Plan (called once per plan key)."""
+    q, dq, dk, dv = views[0], views[5], views[6], views[7]
+
+    def make_plan(cfg=None):
+        strides, two_d = _token_strides(views, img_h, img_w)
+        n_area = img_h * img_w // area
+        dtype = q.base.dtype
+        cfg = cfg or _config(head_dim, dtype, ptrs[9] is not None, make_plan, ptrs, scale)
+        n_problems = batch * area * heads
+        kv_programs = n_problems * triton.cdiv(n_area, cfg.block_n)
+        tail = (*(s for st in strides for s in st),
+                heads, area, n_area, img_h, img_w, kv_programs,
+                head_dim, two_d, ptrs[9] is not None, ks, _prec(dtype), cfg.block_m, cfg.block_n)
+        grid = kv_programs + n_problems * triton.cdiv(n_area, cfg.block_m)
+        return Plan(_bwd_kernel, grid, (*(x.offset for x in views[:5]), 0, dq.offset,
+                                        dk.offset, dv.offset, 0), tail, cfg)
+    return make_plan
 
 
 def backward(q: View, k: View, v: View, o: View, do: View, lse: torch.Tensor, dq: View,
              dk: View, dv: View, *, batch: int, heads: int, head_dim: int, area: int, img_h: int,
-             img_w: int, scale: float, pe_weight: torch.Tensor | None = None) -> None:
-    """Run the backward kernels: dq, then dk/dv (which reads the Delta dq's kernel stored).
+             img_w: int, scale: float, taps: torch.Tensor | None = None, ks: int = 1) -> None:
+    """Run the backward kernel on any views (one launch: dq, dk, dv). With ``taps`` (the fused
+    path's pe table) dv also gets pe's input gradient."""
+    views = (q, k, v, o, do, dq, dk, dv)
+    ptrs = (q.base, k.base, v.base, o.base, do.base, lse, dq.base, dk.base, dv.base, taps)
+    key = ("bwd", q.base.dtype, q.base.device, batch, heads, head_dim, area, img_h, img_w,
+           *(x.s for x in views), *(x.offset for x in views), taps is None, ks,
+           *map(_aligned, ptrs))
+    get_plan(key, _backward_builder(views, ptrs, scale, batch, heads, head_dim, area, img_h,
+                                    img_w, ks)).run(ptrs, scale)
 
-    With ``pe_weight`` (the fused path), dv also gets pe's input gradient."""
-    n_area = img_h * img_w // area
-    n_problems = batch * area * heads
-    delta = torch.empty((n_problems, n_area), device=lse.device, dtype=torch.float32)
-    (q, k, v, o, do, dq, dk, dv), two_d = _token_strides(
-        [q, k, v, o, do, dq, dk, dv], img_h, img_w)
-    common = dict(HEAD_DIM=head_dim, TOKENS_2D=two_d, PREC=_prec(q.ptr.dtype))
-    qk_scale = scale * LOG2E
-    bucket = _p_bucket(n_problems)
-    _launch(_bwd_dq_kernel, "bwd_dq", n_problems, n_area, head_dim, "BLOCK_M",
-            (q.ptr, k.ptr, v.ptr, o.ptr, do.ptr, lse, delta, dq.ptr,
-             *q.s, *k.s, *v.s, *o.s, *do.s, *dq.s,
-             heads, area, n_area, img_w, qk_scale, scale, bucket), common)
-    if pe_weight is not None:
-        # the input gradient of a 'same' conv is the conv with the kernel flipped (tiny copy)
-        w = pe_weight.flip(-1, -2)
-        swc, _, swy, swx = w.stride()
-        ks = w.shape[-1]
-    else:
-        w, swc, swy, swx, ks = None, 0, 0, 0, 1
-    _launch(_bwd_dkdv_kernel, "bwd_dkdv", n_problems, n_area, head_dim, "BLOCK_N",
-            (q.ptr, k.ptr, v.ptr, do.ptr, lse, delta, dk.ptr, dv.ptr, w,
-             *q.s, *k.s, *v.s, *do.s, *dk.s, *dv.s, swc, swy, swx,
-             heads, area, n_area, img_h, img_w, qk_scale, scale, bucket),
-            dict(common, FUSE_PE=pe_weight is not None, KS=ks))
+
+def backward_drop_in(dout, q, k, v, out, lse, dq, dk, dv, area: int, scale: float) -> None:
+    """The drop-in backward, (B, N, heads, d) tensors (as forward_drop_in: a cheap plan key)."""
+    key = ("bwd-drop-in", q.dtype, q.device, q.shape, q.stride(), k.stride(), v.stride(),
+           out.stride(), dout.stride(), dq.stride(), dk.stride(), dv.stride(), area,
+           _all_aligned(q, k, v, out) and _all_aligned(dout, dq, dk, dv)
+           or tuple(map(_aligned, (q, k, v, out, dout, dq, dk, dv))))
+    ptrs = (q, k, v, out, dout, lse, dq, dk, dv, None)
+    plan = _plans.get(key) if _dry_runs_off() else None
+    if plan is None:
+        B, N, heads, d = q.shape
+        views = tuple(map(drop_in_view, (q, k, v, out, dout, dq, dk, dv)))
+        plan = get_plan(key, _backward_builder(views, ptrs, scale, B, heads, d, area, 1, N, 1))
+    plan.run(ptrs, scale)
+
+
+def backward_fused(dout, qkv, o, lse, dqkv, taps, ks: int, heads: int, area: int,
+                   scale: float) -> None:
+    """The fused backward: dq, dk, dv (+ pe's input gradient) into dqkv (B, 3C, H, W)."""
+    key = ("bwd-fused", qkv.dtype, qkv.device, qkv.shape, qkv.stride(), o.stride(),
+           dout.stride(), dqkv.stride(), heads, area, ks,
+           _all_aligned(qkv, o, dout, dqkv) and _aligned(taps)
+           or tuple(map(_aligned, (qkv, o, dout, dqkv, taps))))
+    ptrs = (qkv, qkv, qkv, o, dout, lse, dqkv, dqkv, dqkv, taps)
+    plan = _plans.get(key) if _dry_runs_off() else None
+    if plan is None:
+        B, C3, H, W = qkv.shape
+        d = C3 // 3 // heads
+        views = (*(model_view(qkv, d, p) for p in range(3)), nchw_view(o, d), nchw_view(dout, d),
+                 *(model_view(dqkv, d, p) for p in range(3)))
+        plan = get_plan(key, _backward_builder(views, ptrs, scale, B, heads, d, area, H, W, ks))
+    plan.run(ptrs, scale)
 
 
 def default_scale(head_dim: int, scale: float | None) -> float:
     return float(head_dim ** -0.5) if scale is None else float(scale)
 
 
-__all__ = ["forward", "backward", "drop_in_view", "model_view", "nchw_view", "View", "INTERPRET",
-           "HEAD_DIMS", "default_scale"]
+__all__ = ["forward", "forward_drop_in", "forward_fused", "backward", "backward_drop_in",
+           "backward_fused", "drop_in_view", "model_view", "nchw_view", "View", "INTERPRET",
+           "HEAD_DIMS", "default_scale", "pe_taps", "RUNTIME_INTS"]

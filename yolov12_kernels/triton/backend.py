@@ -1,22 +1,29 @@
 """The Triton backend (see ``yolov12_kernels.dispatch`` for the interface).
 
-Both ops are ``torch.library`` custom ops in the ``yolov12`` namespace, each with a fake (meta)
-implementation and an autograd formula (``register_autograd``, which wraps them in a
-``torch.autograd.Function``): eager autograd works, and ``torch.compile`` sees one opaque op per
-call instead of a graph break inside the Triton launcher.
+The public ops (``yolov12_kernels.attention``) validate the arguments once; the functions here
+receive validated tensors and do the least work per call, by what the call needs:
 
-* ``yolov12::triton_area_attention_fwd(q, k, v, area, scale, need_lse) -> (out, lse)``
-* ``yolov12::triton_area_attention_bwd(dout, q, k, v, out, lse, area, scale) -> (dq, dk, dv)``
-* ``yolov12::triton_fused_area_attention_fwd(qkv, pe_weight, pe_bias, num_heads, area, scale,
-  need_grad) -> (out, o, lse)``: out = attention + pe(v); o (attention alone) and lse are saved for
-  backward and are empty when no gradient is needed (inference writes only ``out``).
-* ``yolov12::triton_fused_area_attention_bwd(dout, qkv, o, lse, pe_weight, num_heads, area,
-  scale) -> dqkv``: dq, dk and dv (attention + pe's input gradient) written straight into one
-  (B, 3C, H, W) tensor by the kernels.
+* no gradient, nothing tracing (the inference case): the kernel launch directly (``launch.Plan``:
+  one cached plan per shape class, Triton's launcher called with the pointers);
+* a gradient, eager: a plain ``torch.autograd.Function`` around the same launches;
+* anything tracing (``torch.compile``, fake tensors, ``make_fx``, functorch transforms, jit
+  tracing): the ``torch.library`` custom ops below, each with a fake (meta) implementation and an
+  autograd formula, so the compiler sees one opaque op per call instead of the launcher's Python:
 
-The pe weight and bias gradients of the fused path are computed with PyTorch
-(``aten.convolution_backward``): they reduce over the whole batch and image, which a per-area
-attention kernel cannot do without atomics, and they are a small part of the backward's work.
+  * ``yolov12::triton_area_attention_fwd(q, k, v, area, scale, need_lse) -> (out, lse)``
+  * ``yolov12::triton_area_attention_bwd(dout, q, k, v, out, lse, area, scale) -> (dq, dk, dv)``
+  * ``yolov12::triton_fused_area_attention_fwd(qkv, pe_weight, pe_bias, num_heads, area, scale,
+    need_grad) -> (out, o, lse)``: out = attention + pe(v); o (attention alone) and lse are saved
+    for backward and are empty when no gradient is needed (inference writes only ``out``).
+  * ``yolov12::triton_fused_area_attention_bwd(dout, qkv, o, lse, pe_weight, num_heads, area,
+    scale, want_qkv, want_weight, want_bias) -> (dqkv, dweight, dbias)``: dq, dk and dv
+    (attention + pe's input gradient) written by the kernel straight into one (B, 3C, H, W)
+    tensor; the pe weight and bias gradients (empty when not wanted).
+
+The pe weight and bias gradients are reductions over the whole batch and image, which a per-area
+kernel cannot do without atomics; they are a small part of the work and use cuDNN/ATen
+(``aten.convolution_backward``) in float32 with TF32 off, so they are accurate whatever the input
+dtype, the memory format and the algorithm cuDNN picks.
 
 This module deliberately has no ``from __future__ import annotations``: ``custom_op`` reads the
 type annotations to build the op schema.
@@ -27,7 +34,6 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-
 try:
     import triton  # noqa: F401
     _IMPORT_ERROR = None
@@ -36,12 +42,16 @@ except ImportError as e:  # optional dependency: say why instead of failing
 
 _OPS = ("area_attention", "fused_area_attention")
 _DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+_K = None
 
 
 def _kernels():
     # imported on first use: importing the kernels needs Triton, registering the ops does not
-    from . import area_attention
-    return area_attention
+    global _K
+    if _K is None:
+        from . import area_attention
+        _K = area_attention
+    return _K
 
 
 def unavailable():
@@ -73,13 +83,37 @@ def unsupported(op, device, dtype, head_dim, needs_grad):
     return None
 
 
+_NO_GUARD = contextlib.nullcontext()
+
+
 def _device_guard(t: Tensor):
-    # Triton launches on the current CUDA device: make it the tensors' one
-    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
+    # Triton launches on the current CUDA device (its compiled kernels are loaded per device):
+    # make it the tensors' one, when it is not already (the guard itself costs microseconds)
+    if t.is_cuda and t.device.index != torch.cuda.current_device():
+        return torch.cuda.device(t.device)
+    return _NO_GUARD
 
 
 def _empty_f32(t: Tensor, shape) -> Tensor:
     return t.new_empty(shape, dtype=torch.float32)
+
+
+_PLAIN = (Tensor, torch.nn.Parameter)
+
+
+def _eager(*ts) -> bool:
+    """True when nothing traces this call: plain tensors, no dispatch mode (fake tensors,
+    make_fx), no functorch transform, no dynamo, no jit tracing. Then the launch may bypass the
+    custom ops; otherwise it must go through them so that the tracer sees one op."""
+    return (not torch.compiler.is_compiling()
+            and torch._C._len_torch_dispatch_stack() == 0
+            and torch._C._functorch.peek_interpreter_stack() is None
+            and not torch._C._is_tracing()
+            and all(t is None or type(t) in _PLAIN for t in ts))
+
+
+def _needs_grad(*ts) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in ts)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -91,9 +125,7 @@ def area_forward_impl(q, k, v, area, scale, need_lse, out=None):
     out = q.new_empty(q.shape) if out is None else out
     lse = _empty_f32(q, (B * area * heads, N // area) if need_lse else (0,))
     with _device_guard(q):
-        K.forward(K.drop_in_view(q), K.drop_in_view(k), K.drop_in_view(v), batch=B, heads=heads,
-                  head_dim=d, area=area, img_h=1, img_w=N, scale=scale,
-                  o=K.drop_in_view(out), lse=lse if need_lse else None)
+        K.forward_drop_in(q, k, v, out, lse if need_lse else None, area, scale)
     return out, lse
 
 
@@ -103,47 +135,137 @@ def area_backward_impl(dout, q, k, v, out, lse, area, scale, dq=None, dk=None, d
     dq = q.new_empty(q.shape) if dq is None else dq
     dk = k.new_empty(k.shape) if dk is None else dk
     dv = v.new_empty(v.shape) if dv is None else dv
-    V = K.drop_in_view
     with _device_guard(q):
-        K.backward(V(q), V(k), V(v), V(out), V(dout), lse, V(dq), V(dk), V(dv), batch=B,
-                   heads=heads, head_dim=d, area=area, img_h=1, img_w=N, scale=scale)
+        K.backward_drop_in(dout, q, k, v, out, lse, dq, dk, dv, area, scale)
     return dq, dk, dv
 
 
 def fused_forward_impl(qkv, pe_weight, pe_bias, num_heads, area, scale, need_grad, out=None):
     K = _kernels()
     B, C3, H, W = qkv.shape
-    C = C3 // 3
-    d = C // num_heads
-    out = qkv.new_empty((B, C, H, W)) if out is None else out
-    o = qkv.new_empty((B, C, H, W) if need_grad else (0,))
+    out = qkv.new_empty((B, C3 // 3, H, W)) if out is None else out
+    o = qkv.new_empty(out.shape if need_grad else (0,))
     lse = _empty_f32(qkv, (B * area * num_heads, H * W // area) if need_grad else (0,))
     with _device_guard(qkv):
-        K.forward(K.model_view(qkv, d, 0), K.model_view(qkv, d, 1), K.model_view(qkv, d, 2),
-                  batch=B, heads=num_heads, head_dim=d, area=area, img_h=H, img_w=W,
-                  scale=scale, o=K.nchw_view(o, d) if need_grad else None,
-                  out=K.nchw_view(out, d), lse=lse if need_grad else None,
-                  pe_weight=pe_weight, pe_bias=pe_bias)
+        K.forward_fused(qkv, num_heads, area, out, o if need_grad else None,
+                        lse if need_grad else None, K.pe_taps(pe_weight, pe_bias),
+                        pe_weight.shape[-1], pe_bias is not None, scale)
     return out, o, lse
 
 
-def fused_backward_impl(dout, qkv, o, lse, pe_weight, num_heads, area, scale, dqkv=None):
-    K = _kernels()
+def _infer_drop_in(q, k, v, area, scale):
+    """Inference, nothing tracing: the output and one launch, nothing else."""
+    out = q.new_empty(q.shape)
+    if q.is_cuda and q.device.index != torch.cuda.current_device():
+        with torch.cuda.device(q.device):
+            _K.forward_drop_in(q, k, v, out, None, area, scale)
+    else:
+        _K.forward_drop_in(q, k, v, out, None, area, scale)
+    return out
+
+
+def _infer_fused(qkv, num_heads, area, pe_weight, pe_bias, scale):
     B, C3, H, W = qkv.shape
-    d = C3 // 3 // num_heads
-    dqkv = qkv.new_empty(qkv.shape) if dqkv is None else dqkv
-    M = K.model_view
-    do = K.nchw_view(dout, d)
+    out = qkv.new_empty((B, C3 // 3, H, W))
     with _device_guard(qkv):
-        K.backward(M(qkv, d, 0), M(qkv, d, 1), M(qkv, d, 2), K.nchw_view(o, d), do, lse,
-                   M(dqkv, d, 0), M(dqkv, d, 1), M(dqkv, d, 2), batch=B, heads=num_heads,
-                   head_dim=d, area=area, img_h=H, img_w=W, scale=scale,
-                   pe_weight=pe_weight)
+        _K.forward_fused(qkv, num_heads, area, out, None, None, _K.pe_taps(pe_weight, pe_bias),
+                         pe_weight.shape[-1], pe_bias is not None, scale)
+    return out
+
+
+def fused_backward_impl(dout, qkv, o, lse, pe_weight, num_heads, area, scale, dqkv=None):
+    """dqkv: dq, dk and dv (attention + pe's input gradient), one kernel launch."""
+    K = _kernels()
+    dqkv = qkv.new_empty(qkv.shape) if dqkv is None else dqkv
+    with _device_guard(qkv):
+        K.backward_fused(dout, qkv, o, lse, dqkv, K.pe_taps(pe_weight, None),
+                         pe_weight.shape[-1], num_heads, area, scale)
     return dqkv
 
 
+def _no_tf32():
+    """cuDNN with TF32 off (its other settings as they are), for accurate float32 convolutions."""
+    cudnn = torch.backends.cudnn
+    return cudnn.flags(enabled=cudnn.enabled, benchmark=cudnn.benchmark,
+                       deterministic=cudnn.deterministic, allow_tf32=False)
+
+
+def pe_param_grads(dout, qkv, pe_weight, num_heads, want_weight, want_bias):
+    """(dweight, dbias) of pe(v) = depthwise conv (C, 1, ks, ks) of v, in float32.
+
+    Computed in float32 with TF32 off whatever the input dtype: a sum over B*H*W products per
+    tap, whose error in the input dtype would depend on the algorithm cuDNN picks for the layout
+    (and, for float32, on TF32, on by default for cuDNN convolutions)."""
+    B, C3, H, W = qkv.shape
+    C = C3 // 3
+    d = C // num_heads
+    ks = pe_weight.shape[-1]
+    v = qkv.unflatten(1, (num_heads, 3, d))[:, :, 2].reshape(B, C, H, W).float()
+    with _no_tf32():
+        _, dw, db = torch.ops.aten.convolution_backward(
+            dout.float(), v, pe_weight.detach().float(), [C] if want_bias else None, [1, 1],
+            [ks // 2, ks // 2], [1, 1], False, [0, 0], C, [False, want_weight, want_bias])
+    return dw, db
+
+
 # ------------------------------------------------------------------------------------------------
-# custom ops
+# eager autograd (no custom-op layer)
+# ------------------------------------------------------------------------------------------------
+def _zeros_if_none(dout, like):
+    return torch.zeros_like(like) if dout is None else dout
+
+
+class _AreaAttention(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, area, scale):
+        out, lse = area_forward_impl(q, k, v, area, scale, True)
+        ctx.save_for_backward(q, k, v, out, lse)
+        ctx.area, ctx.scale = area, scale
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dout):
+        q, k, v, out, lse = ctx.saved_tensors
+        dq, dk, dv = area_backward_impl(_zeros_if_none(dout, out), q, k, v, out, lse, ctx.area,
+                                        ctx.scale)
+        return dq, dk, dv, None, None
+
+
+def _fused_grads(dout, qkv, o, lse, pe_weight, bias_dtype, num_heads, area, scale, want_qkv,
+                 want_w, want_b):
+    dqkv = dw = db = None
+    if want_qkv:  # the Triton kernel: dq, dk, dv incl. pe's input gradient
+        dqkv = fused_backward_impl(dout, qkv, o, lse, pe_weight, num_heads, area, scale)
+    if want_w or want_b:
+        dw, db = pe_param_grads(dout, qkv, pe_weight, num_heads, want_w, want_b)
+        dw = dw.to(pe_weight.dtype) if want_w else None
+        db = db.to(bias_dtype) if want_b else None
+    return dqkv, dw, db
+
+
+class _FusedAreaAttention(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, qkv, pe_weight, pe_bias, num_heads, area, scale):
+        out, o, lse = fused_forward_impl(qkv, pe_weight, pe_bias, num_heads, area, scale, True)
+        ctx.save_for_backward(qkv, pe_weight, o, lse)
+        ctx.num_heads, ctx.area, ctx.scale = num_heads, area, scale
+        ctx.bias_dtype = None if pe_bias is None else pe_bias.dtype
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dout):
+        qkv, pe_weight, o, lse = ctx.saved_tensors
+        want_qkv, want_w, want_b = ctx.needs_input_grad[:3]
+        dqkv, dw, db = _fused_grads(_zeros_if_none(dout, o), qkv, o, lse, pe_weight,
+                                    ctx.bias_dtype, ctx.num_heads, ctx.area, ctx.scale,
+                                    want_qkv, want_w, want_b and ctx.bias_dtype is not None)
+        return dqkv, dw, db, None, None, None
+
+
+# ------------------------------------------------------------------------------------------------
+# custom ops (what torch.compile and other tracers see)
 # ------------------------------------------------------------------------------------------------
 @torch.library.custom_op("yolov12::triton_area_attention_fwd", mutates_args=())
 def _area_fwd_op(q: Tensor, k: Tensor, v: Tensor, area: int, scale: float,
@@ -185,9 +307,7 @@ def _area_backward(ctx, dout, _dlse):
     q, k, v, out, lse = ctx.saved_tensors
     if lse.numel() == 0:
         raise _no_lse_error()
-    if dout is None:
-        dout = torch.zeros_like(out)
-    dq, dk, dv = _area_bwd_op(dout, q, k, v, out, lse, ctx.area, ctx.scale)
+    dq, dk, dv = _area_bwd_op(_zeros_if_none(dout, out), q, k, v, out, lse, ctx.area, ctx.scale)
     return dq, dk, dv, None, None, None
 
 
@@ -210,13 +330,21 @@ def _(qkv, pe_weight, pe_bias, num_heads, area, scale, need_grad):
 
 @torch.library.custom_op("yolov12::triton_fused_area_attention_bwd", mutates_args=())
 def _fused_bwd_op(dout: Tensor, qkv: Tensor, o: Tensor, lse: Tensor, pe_weight: Tensor,
-                  num_heads: int, area: int, scale: float) -> Tensor:
-    return fused_backward_impl(dout, qkv, o, lse, pe_weight, num_heads, area, scale)
+                  num_heads: int, area: int, scale: float, want_qkv: bool, want_weight: bool,
+                  want_bias: bool) -> tuple[Tensor, Tensor, Tensor]:
+    dqkv, dw, db = _fused_grads(dout, qkv, o, lse, pe_weight, pe_weight.dtype, num_heads, area,
+                                scale, want_qkv, want_weight, want_bias)
+    empty = qkv.new_empty((0,))
+    return (empty if dqkv is None else dqkv, empty if dw is None else dw,
+            empty if db is None else db)
 
 
 @_fused_bwd_op.register_fake
-def _(dout, qkv, o, lse, pe_weight, num_heads, area, scale):
-    return qkv.new_empty(qkv.shape)
+def _(dout, qkv, o, lse, pe_weight, num_heads, area, scale, want_qkv, want_weight, want_bias):
+    C = qkv.shape[1] // 3
+    return (qkv.new_empty(qkv.shape if want_qkv else (0,)),
+            pe_weight.new_empty(pe_weight.shape if want_weight else (0,)),
+            pe_weight.new_empty((C,) if want_bias else (0,)))
 
 
 def _fused_setup(ctx, inputs, output):
@@ -224,8 +352,7 @@ def _fused_setup(ctx, inputs, output):
     out, o, lse = output
     ctx.save_for_backward(qkv, pe_weight, o, lse)
     ctx.num_heads, ctx.area, ctx.scale = num_heads, area, scale
-    ctx.has_bias = pe_bias is not None
-    ctx.bias_dtype = pe_bias.dtype if pe_bias is not None else None
+    ctx.bias_dtype = None if pe_bias is None else pe_bias.dtype
     ctx.mark_non_differentiable(o, lse)
 
 
@@ -233,44 +360,37 @@ def _fused_backward(ctx, dout, _do, _dlse):
     qkv, pe_weight, o, lse = ctx.saved_tensors
     if lse.numel() == 0:
         raise _no_lse_error()
-    if dout is None:
-        dout = qkv.new_zeros(o.shape)
     want_qkv, want_w, want_b = ctx.needs_input_grad[:3]
-    dqkv = dw = db = None
-    if want_qkv:  # the Triton kernels: dq, dk, dv incl. pe's input gradient
-        dqkv = _fused_bwd_op(dout, qkv, o, lse, pe_weight, ctx.num_heads, ctx.area, ctx.scale)
-    if want_w or (want_b and ctx.has_bias):
-        # pe's weight/bias gradients with PyTorch (reductions over batch and image, see above);
-        # v as (B, C, H, W) is a (copying) reshape of a strided view of qkv.
-        B, C3, H, W = qkv.shape
-        C = C3 // 3
-        d = C // ctx.num_heads
-        v = qkv.unflatten(1, (ctx.num_heads, 3, d))[:, :, 2].reshape(B, C, H, W)
-        ks = pe_weight.shape[-1]
-        _, dw, db = torch.ops.aten.convolution_backward(
-            dout, v, pe_weight.to(qkv.dtype), [C] if ctx.has_bias else None, [1, 1],
-            [ks // 2, ks // 2], [1, 1], False, [0, 0], C, [False, bool(want_w), bool(want_b)])
-        dw = dw.to(pe_weight.dtype) if want_w else None
-        db = db.to(ctx.bias_dtype) if (want_b and ctx.has_bias) else None
-    return dqkv, dw, db, None, None, None, None
+    want_b = want_b and ctx.bias_dtype is not None
+    dqkv, dw, db = _fused_bwd_op(_zeros_if_none(dout, o), qkv, o, lse, pe_weight, ctx.num_heads,
+                                 ctx.area, ctx.scale, want_qkv, want_w, want_b)
+    return (dqkv if want_qkv else None, dw if want_w else None,
+            db.to(ctx.bias_dtype) if want_b else None, None, None, None, None)
 
 
 _fused_fwd_op.register_autograd(_fused_backward, setup_context=_fused_setup)
 
 
 # ------------------------------------------------------------------------------------------------
-# the backend's ops (signature of the public ops minus ``backend``)
+# the backend's ops: validated tensors in (the public ops check), a float scale (None: default)
 # ------------------------------------------------------------------------------------------------
-def _needs_grad(*ts) -> bool:
-    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in ts)
+def area_attention(q, k, v, area, scale=None):
+    scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
+    grad = _needs_grad(q, k, v)
+    if _eager(q, k, v):
+        if not grad:
+            _kernels()
+            return _infer_drop_in(q, k, v, area, scale)
+        return _AreaAttention.apply(q, k, v, area, scale)
+    return _area_fwd_op(q, k, v, area, scale, grad)[0]
 
 
-def area_attention(q, k, v, area, scale):
-    out, _ = _area_fwd_op(q, k, v, area, scale, _needs_grad(q, k, v))
-    return out
-
-
-def fused_area_attention(qkv, num_heads, area, pe_weight, pe_bias, scale):
-    out, _, _ = _fused_fwd_op(qkv, pe_weight, pe_bias, num_heads, area, scale,
-                              _needs_grad(qkv, pe_weight, pe_bias))
-    return out
+def fused_area_attention(qkv, num_heads, area, pe_weight, pe_bias=None, scale=None):
+    scale = (qkv.shape[1] // 3 // num_heads) ** -0.5 if scale is None else float(scale)
+    grad = _needs_grad(qkv, pe_weight, pe_bias)
+    if _eager(qkv, pe_weight, pe_bias):
+        if not grad:
+            _kernels()
+            return _infer_fused(qkv, num_heads, area, pe_weight, pe_bias, scale)
+        return _FusedAreaAttention.apply(qkv, pe_weight, pe_bias, num_heads, area, scale)
+    return _fused_fwd_op(qkv, pe_weight, pe_bias, num_heads, area, scale, grad)[0]

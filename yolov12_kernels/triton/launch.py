@@ -1,0 +1,235 @@
+"""Launching the Triton kernels with the least host work per call.
+
+Triton's ``kernel[grid](*args)`` binds ~50 arguments, computes a specialisation key from every one
+of them and looks the compiled kernel up on every call (tens of microseconds of Python). Our calls
+repeat: the same layout, dtype and shape class again and again. So a launch goes through a
+:class:`Plan`, cached per *plan key* (everything that fixes the launch but the data pointers and the
+scale: kernel, flags, dtype, device, shapes and strides, pointer alignment, configuration):
+
+* the first call of a key goes through Triton's JIT once (which compiles, or finds the kernel in its
+  own caches when only runtime sizes changed: those are ``do_not_specialize``), and keeps the
+  ``CompiledKernel`` it returns;
+* every later call hands the pointers, the scale and the precomputed rest straight to that kernel's
+  launcher, the same call ``JITFunction.run`` ends with in Triton 3.6 and 3.9.
+
+The plan key holds the exact strides and shapes, so it is finer than Triton's own specialisation
+key (stride divisibility and ==1, pointer alignment): reusing the compiled kernel for every call of
+one plan key is always what the JIT would have done. If a Triton version lacks the attributes this
+relies on, the plan falls back to the JIT call (slower, same result).
+
+Under the interpreter (``TRITON_INTERPRET=1``) plans run the JIT call each time, with tensor views
+as pointers (the interpreter needs tensors).
+
+Configuration: one block configuration per (head_dim, dtype class) from a small table (no
+autotuning: a new N or batch compiles nothing). ``pinned_config`` overrides it in a ``with`` block
+(tests); ``YOLOV12_TRITON_AUTOTUNE=1`` times a few candidates once per plan key instead (offline
+tuning only, off by default, never in tests).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import NamedTuple
+
+import torch
+import triton
+
+INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+AUTOTUNE_ENV = "YOLOV12_TRITON_AUTOTUNE"
+MAX_PLANS = 512  # plan keys kept; past that the cache starts over (a plan is cheap to rebuild)
+
+
+class Config(NamedTuple):
+    block_m: int
+    block_n: int
+    num_warps: int
+    num_stages: int
+
+
+# Interpreter: few large blocks (every program runs in numpy).
+INTERPRETER_CONFIG = Config(64, 64, 4, 1)
+
+# The candidates YOLOV12_TRITON_AUTOTUNE=1 times (offline tuning of the table below).
+TUNING_CANDIDATES = (Config(32, 32, 2, 2), Config(32, 64, 4, 2), Config(64, 32, 4, 2),
+                     Config(64, 64, 4, 2), Config(64, 64, 4, 3), Config(128, 32, 8, 2),
+                     Config(128, 64, 8, 2))
+
+_pinned: Config | None = None
+
+
+def default_config(head_dim: int, fp32: bool, fused_pe: bool = False) -> Config:
+    """The block configuration of a call: a function of head_dim, the dtype class and whether the
+    pe is fused only, so the YOLOv12 shape set needs one configuration per variant (see the tests'
+    variant budget). Registers and spills per variant: ``compile_check``."""
+    if _pinned is not None:
+        return _pinned
+    if INTERPRET:
+        return INTERPRETER_CONFIG
+    if fp32:
+        # IEEE fp32 dots are FMA loops with 4-byte operands: 64 x 64 tiles of 64+ dims spill tens
+        # of KB with 4 warps, and 128 dims at 64 x 32 need ~105 KB of shared memory in the
+        # backward, over the 99 KB of sm_86/sm_89 (RTX 30xx/40xx, L4, A10); 8 warps, and
+        # 32 x 32 tiles past head_dim 32 (compile_check reports registers and spills)
+        return Config(64, 64, 8, 2) if head_dim <= 32 else Config(32, 32, 8, 2)
+    # 64-row tiles: a 400-token area (YOLOv12) is 7 blocks, 12.5% padding
+    block_n = 32 if head_dim >= 128 else 64
+    # the pe epilogue (7 row-shifted tile loads in flight per kernel row) needs 8 warps: with 4,
+    # the fused kernels reach 255 registers and spill on sm_80/sm_90 (compile_check, Triton 3.9);
+    # with 8, float16 head_dim 32 uses 128-225 and spills nothing
+    return Config(64, block_n, 8 if fused_pe else 4, 2)
+
+
+@contextlib.contextmanager
+def pinned_config(config: Config):
+    """Run every launch inside the block with ``config`` (tests: one block shape, no tuning)."""
+    global _pinned
+    saved, _pinned = _pinned, Config(*config)
+    _plans.clear()  # plans remember their configuration (cleared in place: modules hold it)
+    try:
+        yield
+    finally:
+        _pinned = saved
+        _plans.clear()
+
+
+def autotune_requested() -> bool:
+    return os.environ.get(AUTOTUNE_ENV, "0") == "1" and not INTERPRET and _pinned is None
+
+
+def current_stream(device: torch.device) -> int:
+    """The raw CUDA stream torch would launch on (what Triton's own launch path reads)."""
+    if device.type != "cuda":
+        return 0
+    return torch._C._cuda_getCurrentRawStream(device.index)
+
+
+def _pointer_view(base: torch.Tensor | None, offset: int):
+    """A tensor whose data_ptr is ``offset`` elements past ``base``'s (the JIT and the
+    interpreter need tensors: they read dtype, alignment and, interpreted, the data)."""
+    if base is None or offset == 0:
+        return base
+    start = base.storage_offset() + offset
+    return base.as_strided((base.untyped_storage().nbytes() // base.element_size() - start,),
+                           (1,), start)
+
+
+class Plan:
+    """One launch of one kernel, all arguments fixed but the data pointers and the scale.
+
+    ``offsets[i]`` is pointer i's offset in elements from the tensor passed for it; ``tail`` is
+    every argument after the scale (strides, sizes, constexprs) in the kernel's order."""
+
+    __slots__ = ("kernel", "grid", "offsets", "byte_offsets", "tail", "config", "compiled",
+                 "launcher", "function", "packed", "jit_only")
+
+    def __init__(self, kernel, grid: int, offsets, tail: tuple, config: Config):
+        self.kernel, self.grid, self.offsets, self.tail, self.config = (kernel, grid,
+                                                                        tuple(offsets), tail,
+                                                                        config)
+        self.byte_offsets = None
+        self.compiled = self.launcher = self.function = self.packed = None
+        self.jit_only = INTERPRET
+
+    def _jit(self, ptrs, scale):
+        views = [_pointer_view(p, o) for p, o in zip(ptrs, self.offsets)]
+        return self.kernel[(self.grid,)](*views, scale, *self.tail,
+                                         num_warps=self.config.num_warps,
+                                         num_stages=self.config.num_stages)
+
+    def run(self, ptrs, scale: float) -> None:
+        """Launch on ``ptrs`` (tensors or None, in the kernel's pointer order)."""
+        launcher = self.launcher
+        if launcher is None:
+            compiled = self._jit(ptrs, scale)
+            if not self.jit_only:
+                self.jit_only = not _bind_compiled(self, compiled, ptrs)
+            return
+        first = ptrs[0]
+        args = [None if p is None else p.data_ptr() + o for p, o in zip(ptrs, self.byte_offsets)]
+        hooks = triton.knobs.runtime
+        enter, leave = _hook(hooks.launch_enter_hook), _hook(hooks.launch_exit_hook)
+        stream = current_stream(first.device)
+        meta = None if enter is None else self.compiled.launch_metadata(
+            (self.grid, 1, 1), stream, *args, scale, *self.tail)
+        launcher(self.grid, 1, 1, stream, self.function, self.packed, meta, enter, leave,
+                 *args, scale, *self.tail)
+
+
+def _hook(hook):
+    """A launch hook, or None when there is none: Triton 3.9 keeps an (often empty) HookChain
+    where 3.6 keeps None; an empty chain would cost a launch-metadata dict per call for nothing."""
+    return None if hook is None or not getattr(hook, "calls", True) else hook
+
+
+def _bind_compiled(plan: Plan, compiled, ptrs) -> bool:
+    """Keep what a direct launch needs from Triton's CompiledKernel; False if it lacks it (the
+    plan then runs the JIT call every time)."""
+    try:
+        plan.launcher = compiled.run  # initialises the module and function handles
+        plan.function = compiled.function
+        plan.packed = compiled.packed_metadata
+    except AttributeError:
+        plan.launcher = None
+        return False
+    plan.compiled = compiled
+    plan.byte_offsets = tuple(0 if p is None else o * p.element_size()
+                              for p, o in zip(ptrs, plan.offsets))
+    return True
+
+
+_plans: dict = {}
+_dry_runs: list | None = None
+
+
+class _DryRun:
+    """Stands for a plan inside ``dry_run()``: records what would be launched."""
+
+    def __init__(self, build):
+        self.build = build
+
+    def run(self, ptrs, scale):
+        _dry_runs.append((self.build(), ptrs, scale))
+
+
+@contextlib.contextmanager
+def dry_run():
+    """Inside the block, launches are recorded, not run: yields the list of (plan, pointers,
+    scale) the calls made. For compile_check and the tests that count compiled variants: the
+    backend's own code builds the launches, on CPU tensors, with no GPU."""
+    global _dry_runs
+    saved, _dry_runs = _dry_runs, []
+    try:
+        yield _dry_runs
+    finally:
+        _dry_runs = saved
+
+
+def get_plan(key, build) -> Plan:
+    """The cached plan of ``key``, or ``build()``'s (then cached)."""
+    if _dry_runs is not None:
+        return _DryRun(build)
+    plan = _plans.get(key)
+    if plan is None:
+        if len(_plans) >= MAX_PLANS:
+            _plans.clear()
+        plan = _plans[key] = build()
+    return plan
+
+
+def tune(make_plan, ptrs, scale) -> Config:
+    """Offline tuning (YOLOV12_TRITON_AUTOTUNE=1): the fastest of TUNING_CANDIDATES for one call,
+    timed with ``triton.testing.do_bench`` after a compile each. Printed, for the table above."""
+    from triton.testing import do_bench
+    best = None
+    for cfg in TUNING_CANDIDATES:
+        plan = make_plan(cfg)
+        try:
+            ms = do_bench(lambda: plan._jit(ptrs, scale), warmup=5, rep=20)
+        except triton.runtime.errors.OutOfResources:
+            continue
+        if best is None or ms < best[0]:
+            best = (ms, cfg)
+    print(f"yolov12_kernels triton autotune: {make_plan(best[1]).kernel.__name__} {best[1]} "
+          f"{best[0] * 1e3:.1f} us", flush=True)
+    return best[1]
