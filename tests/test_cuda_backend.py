@@ -13,17 +13,15 @@ to run all of this on the sm_75 code path JIT-compiled by the driver (see docs/c
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 import subprocess
 import sys
-import textwrap
 
 import pytest
 import torch
 from _utils import assert_close_to_reference, poison_like
 
 import yolov12_kernels as yk
+from benchmarks import sanitizer_case
 from yolov12_kernels import cuda_backend, dispatch, reference
 
 HAS_CUDA = torch.cuda.is_available()
@@ -389,28 +387,13 @@ def test_argument_errors_name_the_argument(ext):
 
 
 @needs_gpu
-@pytest.mark.parametrize("tool", ["memcheck", "racecheck"])
-def test_compute_sanitizer(ext, tool, tmp_path):
-    sanitizer = shutil.which("compute-sanitizer")
-    if sanitizer is None:
-        pytest.skip("compute-sanitizer not on PATH")
-    script = tmp_path / "small_case.py"
-    script.write_text(textwrap.dedent("""
-        import torch
-        from yolov12_kernels import cuda_backend
-        ext = cuda_backend.extension()
-        for dt in (torch.float16,):
-            q, k, v = (torch.randn(1, 130, 2, 64, device="cuda", dtype=dt) for _ in range(3))
-            ext.area_attention_fwd(q, k, v, 2, 0.125)
-            qkv = torch.randn(1, 192, 5, 13, device="cuda", dtype=dt)
-            w = torch.randn(64, 1, 7, 7, device="cuda")
-            ext.fused_area_attention_fwd(qkv, 2, 5, w, None, 0.17)
-            ext.position_perceiver_fwd(torch.randn(1, 3, 37, 35, device="cuda"),
-                                       torch.randn(3, 1, 5, 5, device="cuda"))
-        torch.cuda.synchronize()
-    """))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-    proc = subprocess.run([sanitizer, "--tool", tool, "--error-exitcode", "1",
-                           sys.executable, str(script)], capture_output=True, text=True, env=env,
-                          timeout=600)
+@pytest.mark.slow
+@pytest.mark.parametrize("tool", sanitizer_case.TOOLS)
+def test_compute_sanitizer(ext, tool):
+    """memcheck and racecheck on a small case of every kernel (benchmarks/sanitizer_case.py, also
+    run by ``python -m benchmarks.gpu_check``)."""
+    if sanitizer_case.find_sanitizer() is None:
+        pytest.skip("compute-sanitizer not found")
+    proc = subprocess.run(sanitizer_case.command(tool), capture_output=True, text=True,
+                          env=sanitizer_case.environment(), cwd=sanitizer_case.ROOT, timeout=600)
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
