@@ -274,3 +274,23 @@ def test_sanitizer_case_command_and_summary():
     assert sanitizer_case.summary(out) == "RACECHECK SUMMARY: 0 hazards displayed (0 errors, " \
                                           "0 warnings)"
     assert "no sanitizer summary" in sanitizer_case.summary("Segmentation fault")
+
+
+def test_xdist_workers_share_the_cores(monkeypatch):
+    """tests/conftest.py: with -n 8 on 16 cores each worker runs PyTorch (and its subprocesses'
+    OpenMP) on 2 threads instead of 16 (the oversubscription that timed tests out on the GPU)."""
+    import conftest
+    threads = []
+    monkeypatch.setattr(torch, "set_num_threads", threads.append)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "8")
+    conftest._share_cores_between_xdist_workers()
+    assert threads == [2] and os.environ["OMP_NUM_THREADS"] == "2"
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the user's setting wins
+    conftest._share_cores_between_xdist_workers()
+    assert threads == [2]
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    monkeypatch.delenv("PYTEST_XDIST_WORKER_COUNT")  # no xdist: PyTorch's default stays
+    conftest._share_cores_between_xdist_workers()
+    assert threads == [2]
