@@ -351,11 +351,11 @@ def _has_module(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
 
 
-def _inner(ctx: Context, name: str, log: str, env: dict | None = None) -> Command:
-    """A step body that is a function of this module, run as its own process."""
+def _inner(ctx: Context, name: str, log: str) -> Command:
+    """A step body that is a function of this module (``BODIES``), run as its own process."""
     return Command([ctx.python, "-m", "benchmarks.gpu_check", "--run-step", name, "--out",
                     str(ctx.out), "--work", str(ctx.work)] + (["--quick"] if ctx.quick else []),
-                   log, env or {})
+                   log)
 
 
 def _json(path: Path) -> dict:

@@ -34,6 +34,7 @@ def bench(*args: str) -> subprocess.CompletedProcess:
     return proc
 
 
+@pytest.mark.slow
 def test_quick_suite_end_to_end(tmp_path):
     out = tmp_path / "results"
     proc = bench("--quick", "--device", "cpu", "--imgsz", "64", "--runs", "2", "--warmup", "1",
@@ -67,6 +68,7 @@ def test_quick_suite_end_to_end(tmp_path):
     assert plot.exists()
 
 
+@pytest.mark.slow
 def test_original_options_still_work(tmp_path):
     bench("--model", "n", "--device", "cpu", "--imgsz", "64", "--runs", "2", "--warmup", "1",
           "--out", str(tmp_path), "--no-progress")
@@ -222,6 +224,7 @@ def test_peak_memory_leaves_out_first_call_autotuning(monkeypatch):
     assert built is fn and mb == 60 and len(calls) == 2
 
 
+@pytest.mark.slow
 def test_compile_baseline_is_the_reference_in_one_graph():
     """The torch.compile baselines compile the reference computation (BN unfolded, reference
     attention, decode in the model's dtype) as ONE graph: no break at the attention or the decode.
