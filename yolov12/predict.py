@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from .coco import class_names
+from .images import to_rgb8
 from .model import SCALES, STRIDE, YOLOv12
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
@@ -33,12 +34,24 @@ PAD_VALUE = 114  # grey padding, what the public models were trained with
 # images and letterbox
 # ---------------------------------------------------------------------------------------------
 def load_image(path):
-    """An RGB ``PIL.Image``, rotated upright per its EXIF orientation (as phones store photos)."""
+    """An 8-bit RGB ``PIL.Image``, rotated upright per its EXIF orientation (as phones store
+    photos); 16-bit and float images are scaled to 8 bits (``images.to_rgb8``), never clipped.
+
+    Raises ``ValueError`` naming the file when it cannot be read: not an image, corrupt or
+    truncated, or over Pillow's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``).
+    """
     from PIL import Image, ImageOps
     try:
         with Image.open(path) as im:
-            return ImageOps.exif_transpose(im).convert("RGB")
-    except (OSError, ValueError) as e:
+            im = ImageOps.exif_transpose(im)
+            im.load()  # decode now: a truncated file fails here, inside this try
+            return to_rgb8(im, repr(str(path)))
+    except Image.DecompressionBombError as e:
+        raise ValueError(f"image: refusing {str(path)!r}: {e} (a decompression bomb, or a huge "
+                         "image: raise PIL.Image.MAX_IMAGE_PIXELS if you trust it)") from e
+    except Image.UnidentifiedImageError as e:
+        raise ValueError(f"image: {str(path)!r} is not an image Pillow can read") from e
+    except (OSError, SyntaxError) as e:  # truncated / corrupt data (Pillow raises both)
         raise ValueError(f"image: cannot read {str(path)!r}: {e}") from e
 
 
@@ -52,22 +65,16 @@ class Letterbox:
 
 
 def letterbox(image, imgsz: int = 640, stride: int = STRIDE) -> tuple[torch.Tensor, Letterbox]:
-    """Resize ``image`` (PIL image or HWC uint8 array) so its long side is ``imgsz``, keeping the
-    aspect ratio, and pad it (grey, centred) to the next multiple of ``stride`` on each side.
+    """Resize ``image`` (a PIL image or an array, see ``images.to_rgb8``) so its long side is
+    ``imgsz``, keeping the aspect ratio, and pad it (grey, centred) to the next multiple of
+    ``stride`` on each side.
 
     Returns a (3, H, W) float32 tensor in [0, 1] and the ``Letterbox`` to map boxes back.
     """
     from PIL import Image
     if isinstance(imgsz, bool) or not isinstance(imgsz, int) or imgsz < stride:
         raise ValueError(f"imgsz: expected an int >= {stride}, got {imgsz!r}")
-    if isinstance(image, np.ndarray):
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(f"image: expected an HxWx3 uint8 array, got {image.shape} "
-                             f"{image.dtype}")
-        image = Image.fromarray(image)
-    if not isinstance(image, Image.Image):
-        raise ValueError(f"image: expected a PIL image or an array, got {type(image).__name__}")
-    image = image.convert("RGB")
+    image = to_rgb8(image)  # 16-bit / float pixels scaled, gray -> RGB
     w, h = image.size
     r = min(imgsz / h, imgsz / w)
     nw, nh = max(1, round(w * r)), max(1, round(h * r))
