@@ -51,6 +51,94 @@ def _aspect(path) -> float:
     return h / w
 
 
+def _fail(path, msg):
+    raise ValueError(f"annotations: {path}: {msg}")
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def load_annotations(path, print_fn=print) -> dict:
+    """The COCO-format dataset in ``path``, checked field by field so that a malformed file fails
+    here with the file, the entry and the field named, not deep inside pycocotools.
+
+    Required: a top-level object with non-empty ``images`` (``id``, ``file_name``),
+    ``annotations`` (``id``, ``image_id``, ``category_id``, ``bbox`` [x, y, w, h]) and
+    ``categories`` (``id``) lists, unique ids, and annotations that refer to listed images and
+    categories. Optional, filled in with one note: ``iscrowd`` (0) and ``area`` (the box's w*h; COCO
+    stores the mask area there, which sets the small/medium/large split).
+    """
+    path = Path(path)
+    try:
+        with open(path) as fh:
+            d = json.load(fh)
+    except json.JSONDecodeError as e:
+        _fail(path, f"not valid JSON ({e})")
+    except UnicodeDecodeError as e:
+        _fail(path, f"not a text (JSON) file ({e})")
+    if not isinstance(d, dict):
+        _fail(path, f"the top level is a JSON {type(d).__name__}; a COCO file is an object "
+                    '{"images": [...], "annotations": [...], "categories": [...]}')
+    for key in ("images", "annotations", "categories"):
+        if key not in d:
+            _fail(path, f"no {key!r} list (found keys {sorted(d)}); a COCO detection file has "
+                        "'images', 'annotations' and 'categories'")
+        if not isinstance(d[key], list):
+            _fail(path, f"{key!r} is a {type(d[key]).__name__}, expected a list")
+        if not d[key]:
+            what = "nothing to score" if key == "annotations" else "nothing to evaluate"
+            _fail(path, f"{key!r} is empty: {what}")
+
+    def entries(key, required):
+        for i, e in enumerate(d[key]):
+            if not isinstance(e, dict):
+                _fail(path, f"{key}[{i}] is a {type(e).__name__}, expected an object")
+            for field, ok, want in required:
+                if field not in e:
+                    _fail(path, f"{key}[{i}] has no {field!r}")
+                if not ok(e[field]):
+                    _fail(path, f"{key}[{i}].{field} is {e[field]!r}, expected {want}")
+            yield i, e
+
+    def unique_ids(key):
+        seen = set()
+        for i, e in enumerate(d[key]):
+            if e["id"] in seen:
+                _fail(path, f"{key}[{i}].id {e['id']!r} is used twice")
+            seen.add(e["id"])
+        return seen
+
+    is_int = (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer")
+    list(entries("images", [("id", *is_int), ("file_name", lambda v: isinstance(v, str) and v,
+                                               "a file name")]))
+    list(entries("categories", [("id", *is_int)]))
+    image_ids, cat_ids = unique_ids("images"), unique_ids("categories")
+    box_ok = (lambda b: isinstance(b, list) and len(b) == 4 and all(map(_is_number, b))
+              and b[2] >= 0 and b[3] >= 0, "[x, y, width, height] with width, height >= 0")
+    filled = set()
+    for i, a in entries("annotations", [("id", *is_int), ("image_id", *is_int),
+                                        ("category_id", *is_int), ("bbox", *box_ok)]):
+        if a["image_id"] not in image_ids:
+            _fail(path, f"annotations[{i}].image_id {a['image_id']} is not in 'images'")
+        if a["category_id"] not in cat_ids:
+            _fail(path, f"annotations[{i}].category_id {a['category_id']} is not in "
+                        f"'categories' (ids {sorted(cat_ids)[:20]})")
+        if "area" not in a:
+            a["area"] = float(a["bbox"][2] * a["bbox"][3])
+            filled.add("'area' as the box area w*h")
+        elif not _is_number(a["area"]):
+            _fail(path, f"annotations[{i}].area is {a['area']!r}, expected a number")
+        if "iscrowd" not in a:
+            a["iscrowd"] = 0
+            filled.add("'iscrowd' as 0")
+    unique_ids("annotations")
+    if filled:
+        print_fn(f"note: {path.name}: annotations without {' / '.join(sorted(filled))} "
+                 "are filled in")
+    return d
+
+
 def evaluate(images_dir, annotations, predictor, batch: int = 8, out=None, workers: int = 0,
              limit: int | None = None, progress: bool = True, print_fn=print) -> dict:
     """Predict every image listed in ``annotations`` (found under ``images_dir``), write COCO
@@ -72,10 +160,12 @@ def evaluate(images_dir, annotations, predictor, batch: int = 8, out=None, worke
         raise ValueError(f"annotations: no such file {str(annotations)!r}")
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise ValueError(f"batch: expected an int >= 1, got {batch!r}")
-    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools chatters on load
-        gt = COCO(str(annotations))
-    if not gt.dataset.get("categories"):
-        raise ValueError(f"annotations: {annotations} lists no categories")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"limit: expected a positive number of images, got {limit!r}")
+    gt = COCO()
+    gt.dataset = load_annotations(annotations, print_fn)
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools chatters
+        gt.createIndex()
     cat_ids = category_map(gt.dataset["categories"])
     nc = len(getattr(predictor, "names", None) or cat_ids)
     if nc != len(cat_ids):  # allowed (a subset may be fine), but usually a wrong pairing
@@ -89,8 +179,6 @@ def evaluate(images_dir, annotations, predictor, batch: int = 8, out=None, worke
     if missing:
         raise ValueError(f"images_dir: {len(missing)} of {len(items) + len(missing)} images listed "
                          f"in the annotations are not in {images_dir} (e.g. {missing[0][1].name})")
-    if not items:
-        raise ValueError(f"annotations: {annotations} lists no images")
     if limit is not None:
         items = items[:limit]
     # batches of similar aspect ratio pad less (each batch is padded to its largest image)
@@ -175,6 +263,8 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     from .predict import Predictor, model_from_args, pick_device
+    if args.limit is not None and args.limit < 1:
+        raise SystemExit(f"--limit: expected a positive number of images, got {args.limit}")
     model = model_from_args(args, "val").fuse().set_attention_backend(args.backend)
     predictor = Predictor(model, args.imgsz, args.conf, args.iou, args.max_det, multi_label=True,
                           device=pick_device(args.device), half=args.half)
