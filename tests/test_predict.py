@@ -64,6 +64,22 @@ def test_batched_nms_matches_brute_force(n, classes, thr):
     assert batched_nms(boxes, scores, labels, thr, use_torchvision=True).tolist() == want
 
 
+def test_nms_stopping_at_max_det_keeps_exactly_the_full_runs_first_boxes():
+    # many overlapping candidates in few classes, ties in score included: the early stop must not
+    # change which boxes are kept or their order
+    n = 400
+    boxes = _random_boxes(n, size=150.0)
+    scores = torch.rand(n).mul(50).round().div(50)  # ties
+    labels = torch.randint(0, 3, (n,))
+    full = batched_nms(boxes, scores, labels, 0.5, use_torchvision=False)
+    plain = nms(boxes, scores, 0.5)
+    assert len(full) > 40 and len(plain) > 40
+    for max_det in (1, 7, 40, 10_000):
+        got = batched_nms(boxes, scores, labels, 0.5, use_torchvision=False, max_det=max_det)
+        assert got.tolist() == full[:max_det].tolist(), max_det
+        assert nms(boxes, scores, 0.5, max_det).tolist() == plain[:max_det].tolist(), max_det
+
+
 def test_nms_negative_coordinates_and_empty():
     # class offsets must keep classes apart even for boxes left of / above the origin
     boxes = torch.tensor([[-50.0, -50, -10, -10], [-49, -49, -11, -11], [-50, -50, -10, -10]])

@@ -123,13 +123,19 @@ def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return inter / union.clamp(min=torch.finfo(inter.dtype).tiny)
 
 
-def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
+def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float,
+        max_det: int | None = None) -> torch.Tensor:
     """Greedy NMS in plain torch: indices of kept boxes, highest score first. A box is dropped
-    when its IoU with a kept, higher-scoring box is > ``iou_threshold`` (torchvision's rule)."""
+    when its IoU with a kept, higher-scoring box is > ``iou_threshold`` (torchvision's rule).
+
+    ``max_det``: stop once that many boxes are kept. Greedy NMS decides boxes in score order and
+    never revisits a kept one, so the result is exactly the first ``max_det`` of the full run; with
+    a low score threshold (mAP evaluation) thousands of candidates would otherwise each cost a pass.
+    """
     order = torch.sort(scores, descending=True, stable=True).indices
     keep = []
     # one pass per *kept* box, each vectorised over the boxes still in play
-    while order.numel():
+    while order.numel() and (max_det is None or len(keep) < max_det):
         i = order[0]
         keep.append(i)
         rest = order[1:]
@@ -149,9 +155,11 @@ def _torchvision_ops():
 
 
 def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor,
-                iou_threshold: float, use_torchvision: bool | None = None) -> torch.Tensor:
+                iou_threshold: float, use_torchvision: bool | None = None,
+                max_det: int | None = None) -> torch.Tensor:
     """Class-aware NMS: boxes of different ``idxs`` never suppress each other. Kept indices,
-    highest score first. Uses ``torchvision.ops.batched_nms`` when importable (faster, same rule).
+    highest score first, at most ``max_det`` of them (the first ``max_det`` of the full result).
+    Uses ``torchvision.ops.batched_nms`` when importable (faster, same rule).
     """
     if boxes.numel() == 0:
         return torch.empty(0, dtype=torch.long, device=boxes.device)
@@ -159,11 +167,11 @@ def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor,
     if use_torchvision and ops is None:
         raise ValueError("use_torchvision: True but torchvision cannot be imported")
     if ops is not None:
-        return ops.batched_nms(boxes.float(), scores.float(), idxs, iou_threshold)
+        return ops.batched_nms(boxes.float(), scores.float(), idxs, iou_threshold)[:max_det]
     # shift each class into its own disjoint region, then one plain NMS does all classes at once
     span = (boxes.max() - boxes.min() + 1).to(boxes.dtype)
     shifted = boxes + (idxs.to(boxes.dtype) * span)[:, None]
-    return nms(shifted.float(), scores.float(), iou_threshold)
+    return nms(shifted.float(), scores.float(), iou_threshold, max_det)
 
 
 def postprocess(preds: torch.Tensor, conf: float = 0.25, iou: float = 0.7, max_det: int = 300,
@@ -194,7 +202,7 @@ def postprocess(preds: torch.Tensor, conf: float = 0.25, iou: float = 0.7, max_d
         if scores.numel() > max_nms:  # bound NMS work on near-empty-threshold runs
             top = scores.topk(max_nms).indices
             boxes, scores, labels = boxes[top], scores[top], labels[top]
-        keep = batched_nms(boxes, scores, labels, iou)[:max_det]
+        keep = batched_nms(boxes, scores, labels, iou, max_det=max_det)
         out.append((boxes[keep], scores[keep], labels[keep]))
     return out
 
