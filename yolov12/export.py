@@ -102,7 +102,7 @@ def check_onnx(model: YOLOv12, path, x: torch.Tensor, print_fn=print) -> dict:
 
 
 def add_parser(sub) -> None:
-    from .predict import add_model_args
+    from .cli_args import add_model_args
     p = sub.add_parser("export", help="export to ONNX and check it against PyTorch")
     p.add_argument("--format", default="onnx", choices=["onnx"], help="only onnx for now")
     add_model_args(p)
@@ -119,12 +119,13 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from .predict import model_from_args
+    from .cli_args import model_from_args, weights_and_scale
     if len(args.imgsz) not in (1, 2):
         raise SystemExit("--imgsz: give one size (square) or two (H W)")
     h, w = (args.imgsz * 2)[:2]
     model = model_from_args(args, "export")
-    out = args.out or (Path(args.weights).with_suffix(".onnx").name if args.weights
+    weights = weights_and_scale(args)[0]
+    out = args.out or (Path(weights).with_suffix(".onnx").name if weights
                        else f"yolov12{model.scale}.onnx")
     try:
         path = export_onnx(model, out, (h, w), dynamic_batch=args.dynamic_batch,

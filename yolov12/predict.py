@@ -15,16 +15,19 @@ from __future__ import annotations
 import json
 import math
 import os
-import warnings
+import sys
+import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .cli_args import add_backend_arg, add_model_args, check_half, model_from_args, pick_device
 from .coco import class_names
 from .images import to_rgb8
-from .model import SCALES, STRIDE, YOLOv12
+from .model import STRIDE, YOLOv12
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 PAD_VALUE = 114  # grey padding, what the public models were trained with
@@ -215,57 +218,117 @@ class Detections:
     boxes: torch.Tensor   # (n, 4) xyxy in original-image pixels
     scores: torch.Tensor  # (n,)
     labels: torch.Tensor  # (n,) class index 0..nc-1
+    input_shape: tuple[int, int] | None = None  # (h, w) of the letterboxed network input
 
 
 class Predictor:
     """A callable ``images -> list[Detections]`` (PIL images in, boxes in their own pixels out).
 
-    val.py takes any callable with this signature, so tests can substitute a stub.
+    ``model``: a ``YOLOv12`` (run through its fast path ``model.optimize(device, dtype, backend)``
+    unless ``fast=False``: BN folded, the fastest attention backend, channels-last on CPU) or an
+    already optimized ``FastYOLOv12``. ``times`` accumulates seconds spent per stage (pre-process:
+    letterbox and batching; inference: the forward pass; nms: post-processing), ``seen`` the
+    images. val.py takes any callable with this signature, so tests can substitute a stub.
     """
 
-    def __init__(self, model: YOLOv12, imgsz: int = 640, conf: float = 0.25, iou: float = 0.7,
-                 max_det: int = 300, multi_label: bool = False, device=None, half: bool = False):
-        if not isinstance(model, torch.nn.Module):
-            raise ValueError(f"model: expected a YOLOv12 module, got {type(model).__name__}")
+    def __init__(self, model, imgsz: int = 640, conf: float = 0.25, iou: float = 0.7,
+                 max_det: int = 300, multi_label: bool = False, device=None, half: bool = False,
+                 *, backend: str = "auto", fast: bool = True):
+        from .fast import FastYOLOv12
+        if not isinstance(model, (YOLOv12, FastYOLOv12)):
+            raise TypeError(f"model: expected a YOLOv12 (or its optimize() result), got "
+                            f"{type(model).__name__}")
+        if isinstance(imgsz, bool) or not isinstance(imgsz, int) or imgsz < STRIDE:
+            raise ValueError(f"imgsz: expected an int >= {STRIDE}, got {imgsz!r}")
+        for name, v in (("conf", conf), ("iou", iou)):
+            if not 0.0 <= v <= 1.0:
+                raise ValueError(f"{name}: expected a value in [0, 1], got {v}")
+        if isinstance(max_det, bool) or not isinstance(max_det, int) or max_det < 1:
+            raise ValueError(f"max_det: expected a positive int, got {max_det!r}")
+        net = model.net if isinstance(model, FastYOLOv12) else model
         self.device = (torch.device(device) if device is not None
                        else next(model.parameters()).device)
-        self.dtype = torch.float16 if half else torch.float32
         if half and self.device.type != "cuda":
-            raise ValueError("half: float16 inference needs a CUDA device")
-        self.model = model.to(self.device, self.dtype).eval()
+            raise ValueError(f"half: float16 inference needs a CUDA device, got {self.device}")
+        self.dtype = torch.float16 if half else torch.float32
+        if isinstance(model, FastYOLOv12):
+            if (model.device, model.dtype) != (self.device, self.dtype):
+                raise ValueError(f"model: optimized for {model.device} {model.dtype}, but this "
+                                 f"predictor runs on {self.device} {self.dtype}")
+            self.model = model
+        elif fast:
+            self.model = model.optimize(self.device, self.dtype, backend=backend)
+        else:
+            self.model = model.to(self.device, self.dtype).eval()
+            if backend != "auto":
+                self.model.set_attention_backend(backend)
         self.imgsz, self.conf, self.iou = imgsz, conf, iou
         self.max_det, self.multi_label = max_det, multi_label
-        self.names = class_names(getattr(model, "nc", 80), getattr(model, "names", None))
+        self.names = class_names(net.nc, getattr(net, "names", None))
+        self.times = {"pre": 0.0, "infer": 0.0, "nms": 0.0}
+        self.seen = 0
+
+    def _sync(self):
+        if self.device.type == "cuda":  # kernels run asynchronously: time them to completion
+            torch.cuda.synchronize(self.device)
 
     @torch.inference_mode()
     def __call__(self, images) -> list[Detections]:
         if not images:
             return []
+        t0 = time.perf_counter()
         xs, lbs = zip(*(letterbox(im, self.imgsz) for im in images))
         x = pad_batch(list(xs)).to(self.device, self.dtype)
+        self._sync()
+        t1 = time.perf_counter()
         preds = self.model(x)
+        self._sync()
+        t2 = time.perf_counter()
         out = []
         for (boxes, scores, labels), lb in zip(
                 postprocess(preds, self.conf, self.iou, self.max_det, self.multi_label), lbs):
-            out.append(Detections(scale_boxes(boxes, lb).cpu(), scores.cpu(), labels.cpu()))
+            out.append(Detections(scale_boxes(boxes, lb).cpu(), scores.cpu(), labels.cpu(),
+                                  lb.shape))
+        t3 = time.perf_counter()
+        for k, dt in (("pre", t1 - t0), ("infer", t2 - t1), ("nms", t3 - t2)):
+            self.times[k] += dt
+        self.seen += len(images)
         return out
+
+    def speed(self) -> dict[str, float]:
+        """Milliseconds per image for each stage so far: {"pre", "infer", "nms"}."""
+        n = max(self.seen, 1)
+        return {k: 1000.0 * v / n for k, v in self.times.items()}
+
+
+def label_font(image_size: tuple[int, int]):
+    """A font sized to the image (about 3.5% of its mean side, at least 12 px): the label stays
+    legible on a 4000-pixel photo and does not cover a 300-pixel thumbnail. Pillow's scalable
+    default font needs FreeType (Pillow >= 10.1); without it, the small bitmap font."""
+    from PIL import ImageFont
+    size = max(12, round(0.035 * (image_size[0] + image_size[1]) / 2))
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, OSError, ImportError):  # old Pillow, or no FreeType
+        return ImageFont.load_default()
 
 
 def draw(image, det: Detections, names: dict[int, str]):
     """A copy of ``image`` with each box and "name score" drawn on it."""
-    from PIL import ImageDraw, ImageFont
+    from PIL import ImageDraw
     im = image.copy()
     d = ImageDraw.Draw(im)
-    font = ImageFont.load_default()
-    lw = max(2, round(0.003 * max(im.size)))
+    font = label_font(im.size)
+    lw = max(2, round(0.003 * (im.size[0] + im.size[1]) / 2))
     for box, score, label in zip(det.boxes.tolist(), det.scores.tolist(), det.labels.tolist()):
         color = _PALETTE[int(label) % len(_PALETTE)]
         d.rectangle(box, outline=color, width=lw)
         text = f"{names.get(int(label), label)} {score:.2f}"
         l, t, r, b = d.textbbox((0, 0), text, font=font)
-        y = max(0, box[1] - (b - t) - 2)
-        d.rectangle((box[0], y, box[0] + (r - l) + 4, y + (b - t) + 2), fill=color)
-        d.text((box[0] + 2, y), text, fill=(255, 255, 255), font=font)
+        pad = max(2, lw)
+        y = max(0, box[1] - (b - t) - 2 * pad)
+        d.rectangle((box[0], y, box[0] + (r - l) + 2 * pad, y + (b - t) + 2 * pad), fill=color)
+        d.text((box[0] + pad - l, y + pad - t), text, fill=(255, 255, 255), font=font)
     return im
 
 
@@ -275,50 +338,28 @@ _PALETTE = [(255, 56, 56), (255, 157, 151), (255, 112, 31), (255, 178, 29), (207
             (132, 56, 255), (82, 0, 133), (203, 56, 255), (255, 149, 200), (255, 55, 199)]
 
 
+def summarize(det: Detections, names: dict[int, str]) -> str:
+    """'2 person, 1 bus' (most frequent first), or 'no detections'."""
+    counts = Counter(int(c) for c in det.labels.tolist())
+    if not counts:
+        return "no detections"
+    return ", ".join(f"{n} {names.get(c, str(c))}" for c, n in counts.most_common())
+
+
 # ---------------------------------------------------------------------------------------------
-# shared CLI helpers (predict, val, export)
+# the command
 # ---------------------------------------------------------------------------------------------
-def add_model_args(p) -> None:
-    p.add_argument("--weights", default=None,
-                   help="checkpoint: public YOLO12 .pt, a state dict, or .safetensors")
-    p.add_argument("--model", "--scale", dest="scale", default=None, choices=list(SCALES),
-                   help="without --weights: a randomly initialised scale (smoke runs only)")
-    p.add_argument("--nc", type=int, default=80, help="classes for --model (default 80)")
-
-
-def model_from_args(args, command: str) -> YOLOv12:
-    """The model named by --weights, or (with a loud warning) a random one for --model."""
-    if args.weights:
-        try:
-            model = YOLOv12.load(args.weights)
-        except ValueError as e:
-            raise SystemExit(f"--weights: {e}") from e
-        if args.scale and args.scale != model.scale:
-            raise SystemExit(f"--model {args.scale} contradicts --weights, which holds scale "
-                             f"{model.scale}; drop --model")
-        return model
-    if not args.scale:
-        raise SystemExit(f"{command}: give --weights FILE (e.g. yolo12n.pt from the YOLO12 "
-                         "releases); --model SCALE alone builds a randomly initialised model "
-                         "for smoke tests")
-    warnings.warn(f"{command}: no --weights, using a randomly initialised YOLOv12-{args.scale}: "
-                  "its outputs are noise", stacklevel=2)
-    return YOLOv12(args.scale, nc=args.nc).eval()
-
-
-def pick_device(name: str | None) -> torch.device:
-    device = torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device: cuda requested but torch sees no CUDA device")
-    return device
-
-
-def _expand_images(paths) -> list[Path]:
+def expand_images(paths) -> list[Path]:
+    """Image files named on the command line, folders expanded (their image files, sorted)."""
     files = []
     for p in map(Path, paths):
         if p.is_dir():
-            files.extend(sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES))
+            files.extend(sorted(f for f in p.iterdir()
+                                if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES))
         elif p.is_file():
+            if p.suffix.lower() not in IMAGE_SUFFIXES:
+                raise SystemExit(f"IMAGE: {str(p)!r} is not an image file (expected one of "
+                                 f"{' '.join(sorted(IMAGE_SUFFIXES))})")
             files.append(p)
         else:
             raise SystemExit(f"IMAGE: no such file or directory {str(p)!r}")
@@ -327,52 +368,128 @@ def _expand_images(paths) -> list[Path]:
     return files
 
 
+def output_dir(path, exist_ok: bool = False) -> Path:
+    """``path``, or when it already holds files and ``exist_ok`` is off, the first free
+    ``path2``, ``path3``, ... (earlier results are never overwritten silently)."""
+    path = Path(path)
+    if exist_ok or not path.exists() or (path.is_dir() and not any(path.iterdir())):
+        return path
+    n = 2
+    while path.with_name(f"{path.name}{n}").exists():
+        n += 1
+    return path.with_name(f"{path.name}{n}")
+
+
+def output_names(files: list[Path]) -> list[str]:
+    """A distinct output file name per input (same-named images from different folders get
+    ``name_2``, ``name_3``, ...), decided up front so it does not depend on processing order."""
+    names, used = [], set()
+    for f in files:
+        name, n = f.name, 2
+        while name in used:
+            name, n = f"{f.stem}_{n}{f.suffix}", n + 1
+        used.add(name)
+        names.append(name)
+    return names
+
+
 def add_parser(sub) -> None:
     p = sub.add_parser("predict", help="detect objects in images; write annotated images + JSON")
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files or directories")
+    p.add_argument("images", nargs="*", metavar="IMAGE", help="image files or directories")
     add_model_args(p)
     p.add_argument("--conf", type=float, default=0.25, help="score threshold (default 0.25)")
     p.add_argument("--iou", type=float, default=0.7, help="NMS IoU threshold (default 0.7)")
     p.add_argument("--imgsz", type=int, default=640, help="long side of the input (default 640)")
     p.add_argument("--max-det", type=int, default=300, help="boxes per image at most")
     p.add_argument("--batch", type=int, default=1, help="images per forward pass")
-    p.add_argument("--out", default="runs/predict", help="output directory (default runs/predict)")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    p.add_argument("--out", default="runs/predict",
+                   help="output directory (default runs/predict; runs/predict2, ... when it "
+                        "already holds results, unless --exist-ok)")
+    p.add_argument("--exist-ok", action="store_true", help="write into --out even if it exists")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or N (default: cuda when "
+                   "present)")
     p.add_argument("--half", action="store_true", help="float16 (CUDA only)")
-    p.add_argument("--backend", default="auto", help="attention backend (default auto)")
+    add_backend_arg(p)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
+def _record(f: Path, out: Path, im, det: Detections, names) -> dict:
+    return {"image": str(f), "output": str(out), "width": im.size[0], "height": im.size[1],
+            "detections": [{"box": [round(v, 2) for v in b], "score": round(s, 4),
+                            "class_id": int(c), "class_name": names.get(int(c), str(c))}
+                           for b, s, c in zip(det.boxes.tolist(), det.scores.tolist(),
+                                              det.labels.tolist())]}
+
+
 def run(args) -> int:
-    for name, lo, hi in (("conf", 0, 1), ("iou", 0, 1)):
-        if not lo <= getattr(args, name) <= hi:
-            raise SystemExit(f"--{name}: expected a value in [{lo}, {hi}], "
-                             f"got {getattr(args, name)}")
-    if args.imgsz < STRIDE or args.batch < 1 or args.max_det < 1:
-        raise SystemExit(f"--imgsz must be >= {STRIDE}, --batch and --max-det >= 1")
-    files = _expand_images(args.images)
-    model = model_from_args(args, "predict").fuse().set_attention_backend(args.backend)
-    pred = Predictor(model, args.imgsz, args.conf, args.iou, args.max_det,
-                     device=pick_device(args.device), half=args.half)
-    out_dir = Path(args.out)
+    for name in ("conf", "iou"):
+        if not 0.0 <= getattr(args, name) <= 1.0:
+            raise SystemExit(f"--{name}: expected a value in [0, 1], got {getattr(args, name)}")
+    for flag, v, lo in (("--imgsz", args.imgsz, STRIDE), ("--batch", args.batch, 1),
+                        ("--max-det", args.max_det, 1)):
+        if v < lo:
+            raise SystemExit(f"{flag}: expected a value >= {lo}, got {v}")
+    if not args.images:
+        raise SystemExit("predict: name the images (IMAGE... or source=PATH)")
+    files = expand_images(args.images)
+    device = pick_device(args.device)
+    check_half(args.half, device)
+    model = model_from_args(args, "predict")
+    pred = Predictor(model, args.imgsz, args.conf, args.iou, args.max_det, device=device,
+                     half=args.half, backend=args.backend)
+    out_dir = output_dir(args.out, args.exist_ok)
     os.makedirs(out_dir, exist_ok=True)
-    records, used = [], set()
-    for start in range(0, len(files), args.batch):
-        chunk = files[start:start + args.batch]
-        images = [load_image(f) for f in chunk]
-        for f, im, det in zip(chunk, images, pred(images)):
-            name = f.name if f.name not in used else f"{f.stem}_{len(used)}{f.suffix}"
-            used.add(name)
-            draw(im, det, pred.names).save(out_dir / name)
-            records.append({
-                "image": str(f), "output": str(out_dir / name), "width": im.size[0],
-                "height": im.size[1],
-                "detections": [{"box": [round(v, 2) for v in b], "score": round(s, 4),
-                                "class_id": int(c), "class_name": pred.names.get(int(c), str(c))}
-                               for b, s, c in zip(det.boxes.tolist(), det.scores.tolist(),
-                                                  det.labels.tolist())]})
-            print(f"{f}: {len(det.scores)} detections -> {out_dir / name}")
-    with open(out_dir / "predictions.json", "w") as fh:
-        json.dump(records, fh, indent=1)
-    print(f"wrote {out_dir / 'predictions.json'}")
+    names = output_names(files)
+
+    bar = None
+    if len(files) > 1 and not args.no_progress:
+        from tqdm import tqdm
+        bar = tqdm(total=len(files), desc="predict", unit="img")
+    say = bar.write if bar is not None else print
+
+    def warn(msg):
+        if bar is not None:
+            bar.write(msg, file=sys.stderr)
+        else:
+            print(msg, file=sys.stderr)
+
+    records, failed = [], 0
+    try:
+        for start in range(0, len(files), args.batch):
+            chunk = list(zip(files[start:start + args.batch], names[start:start + args.batch]))
+            loaded = []
+            for i, (f, name) in enumerate(chunk):
+                try:
+                    loaded.append((start + i, f, name, load_image(f)))
+                except ValueError as e:  # corrupt / not an image: skip it, keep going
+                    failed += 1
+                    warn(f"warning: {e}; skipped")
+                    records.append({"image": str(f), "error": str(e)})
+            infer_before = pred.times["infer"]
+            dets = pred([im for *_, im in loaded])
+            infer_ms = 1000.0 * (pred.times["infer"] - infer_before) / max(len(loaded), 1)
+            for (i, f, name, im), det in zip(loaded, dets):
+                draw(im, det, pred.names).save(out_dir / name)
+                records.append(_record(f, out_dir / name, im, det, pred.names))
+                h, w = det.input_shape
+                say(f"image {i + 1}/{len(files)} {f}: {h}x{w} {summarize(det, pred.names)}, "
+                    f"{infer_ms:.1f}ms")
+            if bar is not None:
+                bar.update(len(chunk))
+    finally:  # also on Ctrl-C: what was done is not lost
+        if bar is not None:
+            bar.close()
+        with open(out_dir / "predictions.json", "w") as fh:
+            json.dump(records, fh, indent=1)
+    sp = pred.speed()
+    print(f"Speed: {sp['pre']:.1f}ms pre-process, {sp['infer']:.1f}ms inference, "
+          f"{sp['nms']:.1f}ms NMS per image (batch {args.batch}, long side {args.imgsz}, "
+          f"{device}{', float16' if args.half else ''})")
+    print(f"Results: {len(files) - failed} images -> {out_dir}/, boxes in "
+          f"{out_dir / 'predictions.json'}")
+    if failed:
+        print(f"predict: {failed} of {len(files)} images could not be read (listed in "
+              "predictions.json with an 'error')", file=sys.stderr)
+        return 1
     return 0

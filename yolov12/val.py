@@ -239,7 +239,7 @@ def evaluate(images_dir, annotations, predictor, batch: int = 8, out=None, worke
 
 
 def add_parser(sub) -> None:
-    from .predict import add_model_args
+    from .cli_args import add_backend_arg, add_model_args
     p = sub.add_parser("val", help="COCO mAP of a model on a COCO-format dataset (pycocotools)")
     p.add_argument("--images", required=True, help="directory of the images (e.g. val2017/)")
     p.add_argument("--annotations", required=True,
@@ -255,19 +255,30 @@ def add_parser(sub) -> None:
     p.add_argument("--limit", type=int, default=None, help="evaluate the first N images only")
     p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
                    help="image-decoding worker processes")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or N (default: cuda when "
+                   "present)")
     p.add_argument("--half", action="store_true", help="float16 (CUDA only)")
-    p.add_argument("--backend", default="auto", help="attention backend (default auto)")
+    add_backend_arg(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from .predict import Predictor, model_from_args, pick_device
+    from .cli_args import check_half, model_from_args, pick_device
+    from .predict import Predictor
     if args.limit is not None and args.limit < 1:
         raise SystemExit(f"--limit: expected a positive number of images, got {args.limit}")
-    model = model_from_args(args, "val").fuse().set_attention_backend(args.backend)
-    predictor = Predictor(model, args.imgsz, args.conf, args.iou, args.max_det, multi_label=True,
-                          device=pick_device(args.device), half=args.half)
+    for flag, v in (("--batch", args.batch), ("--max-det", args.max_det)):
+        if v < 1:
+            raise SystemExit(f"{flag}: expected a value >= 1, got {v}")
+    device = pick_device(args.device)
+    check_half(args.half, device)
+    model = model_from_args(args, "val")
+    try:
+        predictor = Predictor(model, args.imgsz, args.conf, args.iou, args.max_det,
+                              multi_label=True, device=device, half=args.half,
+                              backend=args.backend)
+    except ValueError as e:
+        raise SystemExit(f"val: {e}") from e
     try:
         metrics = evaluate(args.images, args.annotations, predictor, batch=args.batch,
                            out=args.out, workers=args.workers, limit=args.limit)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -77,6 +78,23 @@ def _inert_class(full_name: str) -> type:
 def _is_allowed(full_name: str) -> bool:
     return any(full_name.startswith(p) if p.endswith(".") else full_name == p
                for p in _ALLOWED_PREFIXES)
+
+
+# Where the public COCO checkpoints are published (they are not downloaded by this package):
+# ultralytics' YOLO12 (the paper's configuration, yolo12<scale>.pt) and the official repository's
+# default, YOLOv12-turbo (yolov12<scale>.pt, its "turbo" release).
+PUBLIC_WEIGHTS = {
+    "yolo12": "https://github.com/ultralytics/assets/releases/download/v8.3.0/yolo12{s}.pt",
+    "turbo": "https://github.com/sunsmarterjie/yolov12/releases/download/turbo/yolov12{s}.pt",
+}
+
+
+def public_weights_url(file_name: str) -> str | None:
+    """The download address of a public checkpoint named ``file_name`` (e.g. yolo12n.pt), if any."""
+    m = re.fullmatch(r"yolo(v?)12([nsmlx])\.pt", file_name)
+    if not m:
+        return None
+    return PUBLIC_WEIGHTS["turbo" if m.group(1) else "yolo12"].format(s=m.group(2))
 
 
 # ---------------------------------------------------------------------------------------------
