@@ -32,6 +32,8 @@ from .model import LAYERS, SCALES, YOLOv12, _make_divisible
 # else (os, subprocess, builtins.eval/exec/getattr, ...) is refused.
 _ALLOWED_PREFIXES = (
     "ultralytics.",          # DetectionModel, Conv, C3k2, A2C2f, AAttn, Detect, namespaces
+    "yolov12.model.YOLOv12",  # torch.save(model) of our own model: loaded as tensors, like the rest
+    "yolov12.modules.",
     "torch.nn.modules.",     # Conv2d, BatchNorm2d, SiLU, Sequential, ModuleList, Upsample ...
     "pathlib.",              # PosixPath / WindowsPath in training arguments
     "numpy.",                # numpy scalars / dtypes in training metrics (stand-ins: never called)
@@ -100,26 +102,67 @@ def public_weights_url(file_name: str) -> str | None:
 # ---------------------------------------------------------------------------------------------
 # reading files
 # ---------------------------------------------------------------------------------------------
+def _refused(path: Path, names) -> ValueError:
+    return ValueError(
+        f"path: {path} refers to {sorted(names)}: functions or classes that have no business in a "
+        "model checkpoint (loading it could run code). Refused; nothing was executed. Files that "
+        "hold only tensors load: a state_dict saved with torch.save, or .safetensors.")
+
+
+def _unreadable(path: Path, why: str) -> ValueError:
+    return ValueError(f"path: {path} is not a readable PyTorch checkpoint: {why}. Is it truncated "
+                      "(an interrupted download or copy) or another kind of file?")
+
+
+def _first_line(text, limit: int = 200) -> str:
+    line = next((t.strip() for t in str(text).splitlines() if t.strip()), "")
+    return line[:limit]
+
+
+def _torch_cause(text: str) -> str:
+    """The cause in a ``torch.load`` error, without torch's advice around it (which recommends
+    ``weights_only=False`` or allow-listing: both would run the file's code)."""
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1]
+    lines = [t.strip() for t in text.splitlines() if t.strip()]
+    lines = [t for t in lines if "weights_only" not in t and not t.startswith(
+        ("Weights only load failed", "Check the documentation", "Please file an issue"))]
+    return _first_line(lines[0] if lines else "")
+
+
 def _torch_load(path: Path) -> object:
-    """``torch.load(weights_only=True)`` with inert stand-ins for the model classes it names."""
+    """``torch.load(weights_only=True)`` with inert stand-ins for the model classes it names.
+
+    Errors are ours, worded for what happened: a refusal names the globals refused; a corrupt or
+    truncated file says so. torch's own text is not passed on: it advises ``weights_only=False``,
+    which runs whatever code the file carries.
+    """
+    with open(path, "rb") as fh:
+        head = fh.read(4)
     if zipfile.is_zipfile(path):
         # static scan of the pickle's GLOBAL opcodes: nothing is unpickled here
-        names = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
-    else:  # legacy (pre-1.6) format: no static scan; the restricted unpickler still refuses all
-        names = []
-    refused = sorted(n for n in names if not _is_allowed(n))
+        try:
+            names = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
+        except Exception as e:
+            raise _unreadable(path, f"its zip archive is damaged ({_first_line(e)})") from None
+    elif head.startswith(b"PK"):
+        raise _unreadable(path, "a zip archive (the format torch.save writes) whose end is missing")
+    elif head[:1] == b"\x80":  # a pickle: the legacy (pre-1.6) torch.save format
+        names = []  # no static scan there; the restricted unpickler still refuses every global
+    else:
+        raise _unreadable(path, f"neither a zip archive nor a pickle (it starts with {head!r})")
+    refused = [n for n in names if not _is_allowed(n)]
     if refused:
-        raise ValueError(
-            f"path: {path} refers to {refused} — functions or classes that have no business in a "
-            "model checkpoint (loading it could run code). Refused; nothing was executed. If you "
-            "trust the file, re-save its state_dict() with a plain torch.save.")
+        raise _refused(path, refused)
     stand_ins = [(_inert_class(n), n) for n in names]
     try:
         with torch.serialization.safe_globals(stand_ins):
             return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # the restricted unpickler refused something the scan did not see
-        raise ValueError(f"path: cannot load {path} safely with the restricted unpickler: "
-                         f"{type(e).__name__}: {e}") from e
+    except Exception as e:
+        m = re.search(r"GLOBAL ([\w.]+)", str(e))
+        if m:  # the restricted unpickler refused a global the static scan could not see
+            raise _refused(path, [m.group(1)]) from None
+        raise _unreadable(path, f"{type(e).__name__}: {_torch_cause(str(e))}") from None
 
 
 def _module_tensors(obj, prefix: str, out: dict, seen: set) -> None:
@@ -144,11 +187,33 @@ def _is_state_dict(obj) -> bool:
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
 
 
+def _is_module(obj) -> bool:
+    return hasattr(obj, "__dict__") and "_modules" in vars(obj)
+
+
+def _from_module(obj) -> tuple[dict, dict]:
+    """(state dict, metadata) of a pickled model object: an ultralytics ``DetectionModel``
+    (``names``, ``yaml["scale"]``) or our own ``YOLOv12`` (``names``, ``scale``, ``nc``,
+    ``variant``), read from the attributes the pickle stored (nothing of theirs is called)."""
+    sd: dict = {}
+    _module_tensors(obj, "", sd, set())
+    attrs, meta = vars(obj), {}
+    names = attrs.get("names")
+    if isinstance(names, (dict, list)):
+        meta["names"] = dict(names) if isinstance(names, dict) else dict(enumerate(names))
+    yaml = attrs.get("yaml")
+    if isinstance(yaml, dict) and isinstance(yaml.get("scale"), str):
+        meta["scale"] = yaml["scale"]
+    for key, kind in (("scale", str), ("nc", int), ("variant", str)):
+        if isinstance(attrs.get(key), kind) and not isinstance(attrs.get(key), bool):
+            meta.setdefault(key, attrs[key])
+    return sd, meta
+
+
 def _extract(obj, path: Path) -> tuple[dict, dict]:
     """(state dict, metadata) from whatever a ``.pt`` held."""
-    meta: dict = {}
     if _is_state_dict(obj):
-        return dict(obj), meta
+        return dict(obj), {}
     if isinstance(obj, Mapping):
         # ultralytics prefers the EMA weights when a checkpoint still has them (mid-training files)
         for key in ("ema", "model", "state_dict", "model_state_dict"):
@@ -156,22 +221,11 @@ def _extract(obj, path: Path) -> tuple[dict, dict]:
             if inner is None:
                 continue
             if _is_state_dict(inner):
-                return dict(inner), meta
-            if hasattr(inner, "__dict__") and "_modules" in vars(inner):
-                sd: dict = {}
-                _module_tensors(inner, "", sd, set())
-                names = vars(inner).get("names")
-                if isinstance(names, (dict, list)):
-                    meta["names"] = (dict(names) if isinstance(names, dict)
-                                     else dict(enumerate(names)))
-                yaml = vars(inner).get("yaml")
-                if isinstance(yaml, dict) and isinstance(yaml.get("scale"), str):
-                    meta["scale"] = yaml["scale"]
-                return sd, meta
-    if hasattr(obj, "__dict__") and "_modules" in vars(obj):  # a bare pickled model
-        sd = {}
-        _module_tensors(obj, "", sd, set())
-        return sd, meta
+                return dict(inner), {}
+            if _is_module(inner):
+                return _from_module(inner)
+    if _is_module(obj):  # a bare pickled model: torch.save(model)
+        return _from_module(obj)
     raise ValueError(f"path: {path} holds no model weights that we know how to read (expected a "
                      "state dict, or a dict with 'model'/'ema'/'state_dict'; got "
                      f"{type(obj).__name__}"
@@ -188,10 +242,15 @@ def _read(path) -> tuple[dict, dict]:
         except ImportError as e:
             raise ValueError(f"path: {path} is a .safetensors file; pip install safetensors") from e
         sd, meta = {}, {}
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            for k in f.keys():
-                sd[k] = f.get_tensor(k)
-            raw = f.metadata() or {}
+        try:
+            with safe_open(str(path), framework="pt", device="cpu") as f:
+                for k in f.keys():
+                    sd[k] = f.get_tensor(k)
+                raw = f.metadata() or {}
+        except Exception as e:  # SafetensorError (header, offsets) or an OSError
+            raise ValueError(f"path: {path} is not a readable .safetensors file "
+                             f"({type(e).__name__}: {_first_line(e)}); is it truncated or "
+                             "another kind of file?") from None
         if "scale" in raw:
             meta["scale"] = raw["scale"]
         if "nc" in raw:
@@ -260,6 +319,12 @@ def infer_layout(sd: dict) -> tuple[str, int]:
     return scale, int(sd[kc].shape[0])
 
 
+def is_fused_state_dict(sd: dict) -> bool:
+    """True for the state dict of a model saved after ``fuse()``: Conv+BN folded, so the first
+    conv has a bias and there is no BatchNorm tensor at all."""
+    return "model.0.conv.bias" in sd and not any(".bn." in k for k in sd)
+
+
 def _check_against(model: YOLOv12, sd: dict) -> None:
     """Raise ``ValueError`` listing missing / unexpected / mis-shaped keys (before loading)."""
     want = model.state_dict()
@@ -274,16 +339,23 @@ def _check_against(model: YOLOv12, sd: dict) -> None:
             if items:
                 more = f" (+{len(items) - 5} more)" if len(items) > 5 else ""
                 parts.append(f"{label} {len(items)}: {items[:5]}{more}")
+        hint = ""
+        if missing and all(".bn." in k for k in missing) and any(
+                k.endswith(".conv.bias") for k in unexpected):
+            hint = (" (BatchNorm tensors missing and conv biases instead: this file was saved "
+                    "from a partly fused model; save the state dict before calling fuse())")
         raise ValueError(f"state dict: does not match YOLOv12-{model.scale} (nc={model.nc}): "
-                         + "; ".join(parts))
+                         + "; ".join(parts) + hint)
 
 
 def load_model(path, map_location="cpu") -> YOLOv12:
     """A ``YOLOv12`` (eval mode) with the weights in ``path``; scale and nc come from the file.
 
-    Accepts public ultralytics YOLO12 ``.pt`` checkpoints, plain state dicts (``.pt``/``.pth``) and
-    ``.safetensors`` (ours, from ``save_safetensors``). Class names stored in the file, if any, are
-    kept on ``model.names``. Never executes code from the file.
+    Accepts public ultralytics YOLO12 ``.pt`` checkpoints, plain state dicts (``.pt``/``.pth``),
+    ``torch.save(model)`` of our own ``YOLOv12`` (read as tensors, no code runs) and
+    ``.safetensors`` (ours, from ``save_safetensors``). A state dict saved after ``fuse()`` (conv
+    biases, no BatchNorm tensors) gives a fused model, for inference. Class names stored in the
+    file, if any, are kept on ``model.names``. Never executes code from the file.
     """
     sd, meta = _read(path)
     scale, nc = infer_layout(sd)
@@ -292,6 +364,8 @@ def load_model(path, map_location="cpu") -> YOLOv12:
             raise ValueError(f"path: {path} metadata says {key}={meta[key]!r} but its tensors are "
                              f"those of {key}={value!r}")
     model = YOLOv12(scale, nc)
+    if is_fused_state_dict(sd):
+        model.eval().fuse()  # same modules as the file's: convs with bias, no BN
     _check_against(model, sd)
     want = model.state_dict()
     # public checkpoints are float16: cast to the model's dtype; tolerate a missing BN step counter
