@@ -125,10 +125,22 @@ class YOLOv12(nn.Module):
                 m.eps, m.momentum = 1e-3, 0.03
 
     # ----------------------------------------------------------------------------------------
-    def check_input(self, x) -> None:
-        if not isinstance(x, torch.Tensor) or x.dim() != 4:
-            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise ValueError(f"x: expected an image batch (B, 3, H, W), got {shape}")
+    def check_input(self, x, match_model: bool = False) -> None:
+        """Raise a clear error for anything the model cannot take: not a tensor (``TypeError``),
+        not a float image batch (``TypeError`` for integer pixels: scale them to [0, 1]), an
+        empty batch, a shape other than (B, 3, H, W) with sides multiples of 32 (``ValueError``).
+        ``match_model``: also the model's own dtype (``TypeError``) and device (``ValueError``)."""
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"x: expected an image batch, a torch.Tensor (B, 3, H, W), got "
+                            f"{type(x).__name__}")
+        if x.dim() != 4:
+            raise ValueError(f"x: expected an image batch (B, 3, H, W), got {tuple(x.shape)}")
+        if not x.is_floating_point():
+            raise TypeError(f"x: expected a floating-point image batch with values in [0, 1], "
+                            f"got {x.dtype}" + (" (8-bit pixels: use x.float() / 255)"
+                                                if x.dtype == torch.uint8 else ""))
+        if x.shape[0] == 0:
+            raise ValueError(f"x: empty batch (B=0) in shape {tuple(x.shape)}")
         if x.shape[1] != 3:
             raise ValueError(f"x: expected 3 channels (RGB), got {x.shape[1]} in shape "
                              f"{tuple(x.shape)}")
@@ -138,9 +150,17 @@ class YOLOv12(nn.Module):
                              f"letterbox or pad the image to e.g. "
                              f"{math.ceil(max(H, 1) / STRIDE) * STRIDE}x"
                              f"{math.ceil(max(W, 1) / STRIDE) * STRIDE}")
+        if match_model:
+            p = next(self.parameters())
+            if x.dtype != p.dtype:
+                raise TypeError(f"x: dtype {x.dtype} does not match the model's {p.dtype}; "
+                                f"cast the input (x.to({p.dtype})) or the model "
+                                f"(model.to({x.dtype}))")
+            if x.device != p.device:
+                raise ValueError(f"x: on {x.device} but the model is on {p.device}")
 
     def forward(self, x):
-        self.check_input(x)
+        self.check_input(x, match_model=True)
         return self.run(x)
 
     def run(self, x):
