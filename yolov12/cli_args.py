@@ -5,6 +5,7 @@ model is built.
 """
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 
@@ -35,10 +36,19 @@ def add_backend_arg(p) -> None:
 
 
 def weights_and_scale(args) -> tuple[str | None, str | None]:
-    """(weights file, random scale) from --weights / --model / --scale, contradictions refused."""
+    """(weights file, random scale) from --weights / --model / --scale, contradictions refused.
+
+    ``--model`` is a checkpoint file, or a scale: one of n/s/m/l/x, or an ultralytics config name
+    (``yolo12n.yaml``: YOLO12; ``yolov12n.yaml``: the official repository's, turbo), which also
+    sets ``args.variant``.
+    """
     weights, scale = args.weights, args.scale
     model = getattr(args, "model", None)
     if model is not None:
+        config = re.fullmatch(r"yolo(v?)12([nsmlx])\.ya?ml", Path(model).name)
+        if config and not Path(model).is_file():
+            model = config.group(2)
+            _set_variant(args, "turbo" if config.group(1) else "yolo12")
         if model in SCALES:
             if scale and scale != model:
                 raise SystemExit(f"--model {model} contradicts --scale {scale}")
@@ -49,6 +59,13 @@ def weights_and_scale(args) -> tuple[str | None, str | None]:
                                  "give one")
             weights = model
     return weights, scale
+
+
+def _set_variant(args, variant: str) -> None:
+    given = getattr(args, "variant", None)
+    if given and given != variant:
+        raise SystemExit(f"--variant {given} contradicts --model {args.model}")
+    args.variant = variant
 
 
 def model_from_args(args, command: str) -> YOLOv12:

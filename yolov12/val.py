@@ -16,6 +16,7 @@ import contextlib
 import io
 import json
 import os
+import re
 from pathlib import Path
 
 import torch
@@ -238,12 +239,79 @@ def evaluate(images_dir, annotations, predictor, batch: int = 8, out=None, worke
     return metrics
 
 
+def _read_yaml(path: Path) -> dict:
+    """A dataset YAML's top-level keys. PyYAML when installed; otherwise the flat ``key: value``
+    lines (all that locating the validation images needs: ``path`` and ``val``)."""
+    text = path.read_text()
+    try:
+        import yaml
+    except ImportError:
+        out = {}
+        for line in text.splitlines():
+            m = re.match(r"^([A-Za-z_]\w*):\s*(.*?)\s*(#.*)?$", line)
+            if m and m.group(2):
+                out[m.group(1)] = m.group(2).strip("'\"")
+        return out
+    d = yaml.safe_load(text)
+    return d if isinstance(d, dict) else {}
+
+
+def resolve_data(data, images=None, annotations=None) -> tuple[Path, Path]:
+    """(images directory, COCO json) from ``data``: an ultralytics dataset YAML (coco.yaml: its
+    ``path`` and ``val`` entries give the images; the json is looked for where ultralytics' COCO
+    download puts it, ``<path>/annotations/instances_<val name>.json``) or a COCO json itself.
+    ``images`` / ``annotations`` given explicitly take precedence."""
+    data = Path(data)
+    if data.suffix == ".json":
+        if images is None:
+            raise ValueError(f"data: {data} is a COCO json; give the images folder too "
+                             "(--images DIR or images=DIR)")
+        return Path(images), Path(annotations or data)
+    if not data.is_file():
+        raise ValueError(f"data: no such file {str(data)!r} (ultralytics resolves its built-in "
+                         "dataset names; here give the dataset YAML file, or --images DIR "
+                         "--annotations FILE)")
+    d = _read_yaml(data)
+    root = Path(d.get("path") or data.parent)
+    if not root.is_absolute():
+        root = (data.parent / root) if (data.parent / root).exists() else root
+    val = d.get("val")
+    if isinstance(val, list):
+        val = val[0] if val else None
+    if not isinstance(val, str) or not val:
+        raise ValueError(f"data: {data} has no 'val' entry (the validation images)")
+    val_path = root / val
+    if images is None:
+        if val_path.is_dir():
+            images = val_path
+        elif val_path.suffix == ".txt" and val_path.is_file():  # a list of image paths
+            first = next((ln.strip() for ln in val_path.read_text().splitlines() if ln.strip()),
+                         None)
+            if first is None:
+                raise ValueError(f"data: {val_path} lists no images")
+            images = (root / first).parent
+        else:
+            raise ValueError(f"data: {data}: val {val!r} is neither a folder nor an image list "
+                             f"under {root}")
+    if annotations is None:
+        stem = Path(val).stem  # val2017 for images/val2017 and val2017.txt alike
+        annotations = root / "annotations" / f"instances_{stem}.json"
+        if not annotations.is_file():
+            raise ValueError(f"data: {data}: no COCO json at {annotations} (yolov12 val scores "
+                             "with pycocotools against COCO-format json, not YOLO txt labels); "
+                             "give --annotations FILE")
+    return Path(images), Path(annotations)
+
+
 def add_parser(sub) -> None:
     from .cli_args import add_backend_arg, add_model_args
     p = sub.add_parser("val", help="COCO mAP of a model on a COCO-format dataset (pycocotools)")
-    p.add_argument("--images", required=True, help="directory of the images (e.g. val2017/)")
-    p.add_argument("--annotations", required=True,
+    p.add_argument("--images", default=None, help="directory of the images (e.g. val2017/)")
+    p.add_argument("--annotations", default=None,
                    help="COCO-format json (e.g. annotations/instances_val2017.json)")
+    p.add_argument("--data", default=None,
+                   help="instead of --images/--annotations: an ultralytics dataset YAML "
+                        "(coco.yaml; the json is taken from <path>/annotations/) or a COCO json")
     add_model_args(p)
     p.add_argument("--batch", type=int, default=8, help="images per forward pass (default 8)")
     p.add_argument("--imgsz", type=int, default=640, help="long side of the input (default 640)")
@@ -270,6 +338,13 @@ def run(args) -> int:
     for flag, v in (("--batch", args.batch), ("--max-det", args.max_det)):
         if v < 1:
             raise SystemExit(f"{flag}: expected a value >= 1, got {v}")
+    if args.data is not None:
+        try:
+            args.images, args.annotations = resolve_data(args.data, args.images, args.annotations)
+        except ValueError as e:
+            raise SystemExit(f"--{e}") from e
+    if args.images is None or args.annotations is None:
+        raise SystemExit("val: give --images DIR and --annotations FILE (or --data coco.yaml)")
     device = pick_device(args.device)
     check_half(args.half, device)
     model = model_from_args(args, "val")
