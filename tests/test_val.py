@@ -221,3 +221,40 @@ def test_val_cli_limit_zero_is_an_error(dataset):
         with pytest.raises(SystemExit, match="--limit: expected a positive number"):
             main(["val", "--images", str(img_dir), "--annotations", str(ann), "--model", "n",
                   "--limit", n])
+
+
+def _coco_layout(dataset, tmp_path, val_entry):
+    """An ultralytics-style COCO folder: <root>/images/val2017, <root>/annotations/..., a YAML."""
+    import shutil
+    img_dir, ann = dataset
+    root = tmp_path / "coco"
+    shutil.copytree(img_dir, root / "images" / "val2017")
+    (root / "annotations").mkdir()
+    shutil.copy(ann, root / "annotations" / "instances_val2017.json")
+    (root / "val2017.txt").write_text("".join(f"./images/val2017/{n}\n" for n, *_ in IMAGES))
+    yaml = tmp_path / "coco.yaml"
+    yaml.write_text(f"# COCO 2017\npath: {root}  # dataset root\ntrain: train2017.txt\n"
+                    f"val: {val_entry}\nnames:\n  0: widget\n")
+    return root, yaml
+
+
+@pytest.mark.parametrize("val_entry", ["images/val2017", "val2017.txt"])
+def test_data_yaml_finds_images_and_coco_json(dataset, tmp_path, val_entry):
+    from yolov12.val import resolve_data
+    root, yaml = _coco_layout(dataset, tmp_path, val_entry)
+    images, ann = resolve_data(yaml)
+    assert images == root / "images" / "val2017"
+    assert ann == root / "annotations" / "instances_val2017.json"
+    (root / "annotations" / "instances_val2017.json").unlink()
+    with pytest.raises(ValueError, match=r"no COCO json at .*instances_val2017.json"):
+        resolve_data(yaml)
+    with pytest.raises(ValueError, match="data: no such file 'coco8.yaml'"):
+        resolve_data("coco8.yaml")
+
+
+def test_val_cli_the_ultralytics_way(dataset, tmp_path, capsys):
+    _, yaml = _coco_layout(dataset, tmp_path, "images/val2017")
+    with pytest.warns(UserWarning, match="noise"):
+        rc = main(["val", "model=n", "nc=3", f"data={yaml}", "imgsz=64", "batch=2",
+                   "workers=0", f"out={tmp_path / 'r.json'}", "device=cpu"])
+    assert rc == 0 and "mAP50-95" in capsys.readouterr().out
