@@ -185,18 +185,19 @@ def test_dict_with_model_state_dict(tmp_path, model_n):
 # ---------------------------------------------------------------------------------------------
 # wrong layouts
 # ---------------------------------------------------------------------------------------------
-def test_turbo_layout_is_a_clear_error(tmp_path, model_n):
+def test_official_v1_layout_is_a_clear_error(tmp_path, model_n):
     sd = OrderedDict()
     for k, v in model_n.state_dict().items():
-        if ".attn.qkv." in k:  # turbo: qk (2C) and v (C) convs instead of one qkv conv
+        if ".attn.qkv." in k:  # v1.0: qk (2C) and v (C) convs, YOLO12's 7x7 pe and plain convs
             c = v.shape[0] // 3 if v.dim() else None
             sd[k.replace(".attn.qkv.", ".attn.qk.")] = v[: 2 * c] if c else v
             sd[k.replace(".attn.qkv.", ".attn.v.")] = v[2 * c:] if c else v
         else:
             sd[k] = v
-    path = tmp_path / "turbo.pt"
+    path = tmp_path / "v1.pt"
     torch.save(sd, path)
-    with pytest.raises(ValueError, match=r"turbo.*qkv"):
+    with pytest.raises(ValueError, match=r"attn.qk \+ attn.v, position perceiver 7x7.*v1.0 "
+                                         r"layout, which is not supported"):
         load_model(path)
 
 
@@ -205,7 +206,8 @@ def test_5x5_pe_is_a_clear_error(tmp_path, model_n):
           for k, v in model_n.state_dict().items()}
     path = tmp_path / "pe5.pt"
     torch.save(sd, path)
-    with pytest.raises(ValueError, match="5x5"):
+    with pytest.raises(ValueError, match=r"position perceiver 5x5, layer 1 conv with 1 group"
+                                         r"\(s\), which matches neither"):
         load_model(path)
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from .model import SCALES, YOLOv12
+from .model import SCALES, VARIANTS, YOLOv12
 from .weights import public_weights_url
 
 BACKEND_CHOICES = ("auto", "cuda", "triton", "flash", "sdpa", "reference")
@@ -26,6 +26,10 @@ def add_model_args(p) -> None:
                         "one of n/s/m/l/x for a randomly initialised model (smoke runs only)")
     p.add_argument("--scale", default=None, choices=list(SCALES),
                    help="a randomly initialised model of this scale (smoke runs only)")
+    p.add_argument("--variant", default=None, choices=list(VARIANTS),
+                   help="configuration of the random model: yolo12 (default; ultralytics' YOLO12, "
+                        "the paper) or turbo (the official repository's default); checkpoints "
+                        "carry their own")
     p.add_argument("--nc", type=int, default=80, help="classes of the random model (default 80)")
 
 
@@ -85,6 +89,10 @@ def model_from_args(args, command: str) -> YOLOv12:
         if scale and scale != model.scale:
             raise SystemExit(f"--scale {scale} contradicts {weights}, which holds scale "
                              f"{model.scale}; drop --scale")
+        variant = getattr(args, "variant", None)
+        if variant and variant != model.variant:
+            raise SystemExit(f"--variant {variant} contradicts {weights}, which holds a "
+                             f"{model.variant} model; drop --variant")
         return model
     if not scale:
         raise SystemExit(f"{command}: give --weights FILE (or model=FILE), e.g. yolo12n.pt; "

@@ -64,6 +64,10 @@ PAPER = {
 
 STRIDE = 32  # the largest downsampling: input sides must be multiples of it
 
+# "yolo12": the table above (the paper, ultralytics' YOLO12); "turbo": the official repository's
+# default checkpoints, four changes to it (yolov12/turbo.py)
+VARIANTS = ("yolo12", "turbo")
+
 
 def _make_divisible(x: float, divisor: int = 8) -> int:
     return math.ceil(x / divisor) * divisor
@@ -108,15 +112,20 @@ class YOLOv12(nn.Module):
     raw per-level maps.
     """
 
-    def __init__(self, scale: str = "n", nc: int = 80):
+    def __init__(self, scale: str = "n", nc: int = 80, variant: str = "yolo12"):
         super().__init__()
         if scale not in SCALES:
             raise ValueError(f"scale: expected one of {list(SCALES)}, got {scale!r}")
         if isinstance(nc, bool) or not isinstance(nc, int) or nc < 1:
             raise ValueError(f"nc: expected a positive int, got {nc!r}")
-        self.scale, self.nc = scale, nc
+        if variant not in VARIANTS:
+            raise ValueError(f"variant: expected one of {list(VARIANTS)}, got {variant!r}")
+        self.scale, self.nc, self.variant = scale, nc, variant
         layers, self._froms = build_layers(scale, nc)
         self.model = nn.Sequential(*layers)
+        if variant == "turbo":
+            from .turbo import convert
+            convert(self)
         self.stride = torch.tensor([8.0, 16.0, 32.0])
         self._save = {x for f in self._froms if isinstance(f, list) for x in f if x != -1}
         self.model[-1].bias_init()
@@ -236,12 +245,18 @@ class YOLOv12(nn.Module):
     def info(self, imgsz: int = 640, print_fn=print) -> dict:
         """Params and GFLOPs at ``imgsz`` beside the paper's figures; returns them as a dict."""
         params, gf = self.num_params(), self.gflops(imgsz)
-        paper = PAPER[self.scale]
-        print_fn(f"YOLOv12-{self.scale.upper()} (nc={self.nc}): {params:,} params "
+        if self.variant == "turbo":  # the official README's turbo table
+            from .turbo import README as paper_figures
+        else:
+            paper_figures = PAPER
+        paper = paper_figures[self.scale]
+        print_fn(f"YOLOv12-{self.scale.upper()}{'-turbo' if self.variant == 'turbo' else ''} "
+                 f"(nc={self.nc}): {params:,} params "
                  f"(paper {paper['params_M']} M); at {imgsz}: {gf['conv']:.1f} GFLOPs in convs "
                  f"(paper {paper['gflops']}, which counts convs only) + {gf['attention']:.2f} in "
                  f"attention matmuls = {gf['total']:.1f} total "
                  "(torch.utils.flop_counter, a multiply-add = 2 FLOPs)")
-        return {"scale": self.scale, "nc": self.nc, "params": params, "imgsz": imgsz,
+        return {"scale": self.scale, "nc": self.nc, "variant": self.variant, "params": params,
+                "imgsz": imgsz,
                 "gflops": gf["total"], "gflops_conv": gf["conv"],
                 "gflops_attention": gf["attention"], "paper": paper}

@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from .model import LAYERS, SCALES, YOLOv12, _make_divisible
+from .turbo import GROUPS, qkv_from_qk_v
 
 # Namespaces whose classes may appear in a model checkpoint; each gets an inert stand-in. Anything
 # else (os, subprocess, builtins.eval/exec/getattr, ...) is refused.
@@ -257,6 +258,8 @@ def _read(path) -> tuple[dict, dict]:
             meta["nc"] = int(raw["nc"])
         if "names" in raw:
             meta["names"] = {int(k): v for k, v in json.loads(raw["names"]).items()}
+        if "variant" in raw:
+            meta["variant"] = raw["variant"]
     else:
         sd, meta = _extract(_torch_load(path), path)
     if sd and all(k.startswith("module.") for k in sd):  # saved from DataParallel / DDP
@@ -285,27 +288,40 @@ def _count_children(sd: dict, prefix: str) -> int:
     return len({i for i in idx if i.isdigit()})
 
 
+def infer_variant(sd: dict) -> str:
+    """"yolo12" or "turbo" (see ``yolov12/turbo.py``), from the attention layout, the position
+    perceiver's kernel and the groups of layer 1; a ``ValueError`` that says what was found for
+    any other combination (the official v1.0 layout among them)."""
+    separate = any(".attn.qk." in k for k in sd) or any(".attn.v." in k for k in sd)
+    pe = {tuple(v.shape[-2:]) for k, v in sd.items() if k.endswith(".attn.pe.conv.weight")}
+    k0, k1 = "model.0.conv.weight", "model.1.conv.weight"
+    groups = (int(sd[k0].shape[0]) // max(int(sd[k1].shape[1]), 1)
+              if k0 in sd and k1 in sd and sd[k1].dim() == 4 else None)
+    found = (f"attention convs {'attn.qk + attn.v' if separate else 'attn.qkv'}, "
+             f"position perceiver {' / '.join(f'{h}x{w}' for h, w in sorted(pe)) or 'absent'}, "
+             f"layer 1 conv with {groups} group(s)")
+    if pe == {(5, 5)} and groups == GROUPS[1]:
+        return "turbo"
+    if pe == {(7, 7)} and groups == 1 and not separate:
+        return "yolo12"
+    if pe == {(7, 7)} and groups == 1 and separate:
+        raise ValueError(f"state dict: {found}: the official repository's v1.0 layout, which is "
+                         "not supported (its own code computes area attention differently on CPU "
+                         "and on GPU); use its default turbo weights or ultralytics' YOLO12")
+    raise ValueError(f"state dict: {found}, which matches neither YOLO12 (attn.qkv, 7x7, 1 group) "
+                     f"nor YOLOv12-turbo (attn.qk + attn.v or attn.qkv, 5x5, {GROUPS[1]} groups)")
+
+
 def infer_layout(sd: dict) -> tuple[str, int]:
-    """(scale, nc) of a YOLO12 state dict; ``ValueError`` saying what was found if it is not one."""
+    """(scale, nc) of a YOLO12 / YOLOv12-turbo state dict; ``ValueError`` saying what was found if
+    it is not one (``infer_variant`` tells which of the two)."""
     if not sd:
         raise ValueError("state dict: empty, no tensors found")
-    attn_keys = [k for k in sd if ".attn." in k]
-    if any(".attn.qk." in k for k in attn_keys) or any(".attn.v." in k for k in attn_keys):
-        found = sorted({k.split(".attn.")[1].split(".")[0] for k in attn_keys})
-        raise ValueError(
-            f"state dict: attention with separate convs {found} (e.g. "
-            f"{next(k for k in attn_keys if '.attn.qk.' in k or '.attn.v.' in k)}): this is the "
-            "YOLOv12 'turbo' / v1.0 layout; this model implements the YOLO12 layout with one fused "
-            "qkv conv (attn.qkv) and a 7x7 pe")
-    for k in attn_keys:
-        if k.endswith(".attn.pe.conv.weight") and tuple(sd[k].shape[-2:]) != (7, 7):
-            raise ValueError(f"state dict: {k} has a {sd[k].shape[-2]}x{sd[k].shape[-1]} position "
-                             "perceiver kernel; this model implements the YOLO12 layout with a 7x7 "
-                             f"pe (shape {tuple(sd[k].shape)} found)")
     k0 = "model.0.conv.weight"
     if k0 not in sd:
         raise ValueError(f"state dict: no {k0!r}; not a YOLO12 detection model (first keys: "
                          f"{list(sd)[:5]})")
+    infer_variant(sd)
     found = (int(sd[k0].shape[0]), _count_children(sd, "model.6.m."))
     scale = next((s for s in SCALES if _scale_signature(s) == found), None)
     if scale is None:
@@ -359,11 +375,14 @@ def load_model(path, map_location="cpu") -> YOLOv12:
     """
     sd, meta = _read(path)
     scale, nc = infer_layout(sd)
-    for key, value in (("scale", scale), ("nc", nc)):
+    variant = infer_variant(sd)
+    for key, value in (("scale", scale), ("nc", nc), ("variant", variant)):
         if key in meta and meta[key] != value:
             raise ValueError(f"path: {path} metadata says {key}={meta[key]!r} but its tensors are "
                              f"those of {key}={value!r}")
-    model = YOLOv12(scale, nc)
+    if variant == "turbo":  # the official qk/v conv pair -> our fused qkv conv (exact reorder)
+        sd = qkv_from_qk_v(sd)
+    model = YOLOv12(scale, nc, variant=variant)
     if is_fused_state_dict(sd):
         model.eval().fuse()  # same modules as the file's: convs with bias, no BN
     _check_against(model, sd)
@@ -396,7 +415,8 @@ def save_safetensors(model: YOLOv12, path) -> None:
     path = Path(path)
     if path.suffix != ".safetensors":
         raise ValueError(f"path: expected a .safetensors file name, got {str(path)!r}")
-    meta = {"format": "yolov12-kernels", "scale": model.scale, "nc": str(model.nc)}
+    meta = {"format": "yolov12-kernels", "scale": model.scale, "nc": str(model.nc),
+            "variant": model.variant}
     names = getattr(model, "names", None)
     if names:
         meta["names"] = json.dumps({str(k): v for k, v in names.items()})
