@@ -433,19 +433,34 @@ def run(args) -> int:
     if not args.images:
         raise SystemExit("predict: name the images (IMAGE... or source=PATH)")
     files = expand_images(args.images)
-    device = pick_device(args.device)
+    from . import distributed
+    ctx = distributed.setup(args.device)  # torchrun: join the group; else one process
+    try:
+        return _run(args, files, ctx)
+    finally:
+        ctx.close()
+
+
+def _run(args, files: list[Path], ctx) -> int:
+    from . import distributed
+    device = pick_device(distributed.device_for(ctx, args.device))
     check_half(args.half, device)
     model = model_from_args(args, "predict")
     pred = Predictor(model, args.imgsz, args.conf, args.iou, args.max_det, device=device,
                      half=args.half, backend=args.backend)
-    out_dir = output_dir(args.out, args.exist_ok)
+    out_dir = ctx.broadcast(output_dir(args.out, args.exist_ok) if ctx.main else None)
     os.makedirs(out_dir, exist_ok=True)
     names = output_names(files)
+    # this process's share: whole batches, dealt out as in distributed.py
+    starts = [range(0, len(files), args.batch)[b]
+              for b in ctx.my_batches(math.ceil(len(files) / args.batch))]
+    mine = sum(min(args.batch, len(files) - s) for s in starts)
 
     bar = None
-    if len(files) > 1 and not args.no_progress:
+    if mine > 1 and ctx.main and not args.no_progress:
         from tqdm import tqdm
-        bar = tqdm(total=len(files), desc="predict", unit="img")
+        bar = tqdm(total=mine, unit="img",
+                   desc="predict" if ctx.world == 1 else f"predict (rank 0 of {ctx.world})")
     say = bar.write if bar is not None else print
 
     def warn(msg):
@@ -454,38 +469,53 @@ def run(args) -> int:
         else:
             print(msg, file=sys.stderr)
 
-    records, failed = [], 0
+    records = []  # (index in files, record)
+
+    def write_json(all_records):
+        with open(out_dir / "predictions.json", "w") as fh:
+            json.dump([r for _, r in sorted(all_records, key=lambda t: t[0])], fh, indent=1)
+
     try:
-        for start in range(0, len(files), args.batch):
-            chunk = list(zip(files[start:start + args.batch], names[start:start + args.batch]))
+        for start in starts:
+            chunk = list(zip(range(start, len(files)), files[start:start + args.batch],
+                             names[start:start + args.batch]))
             loaded = []
-            for i, (f, name) in enumerate(chunk):
+            for i, f, name in chunk:
                 try:
-                    loaded.append((start + i, f, name, load_image(f)))
+                    loaded.append((i, f, name, load_image(f)))
                 except ValueError as e:  # corrupt / not an image: skip it, keep going
-                    failed += 1
                     warn(f"warning: {e}; skipped")
-                    records.append({"image": str(f), "error": str(e)})
+                    records.append((i, {"image": str(f), "error": str(e)}))
             infer_before = pred.times["infer"]
             dets = pred([im for *_, im in loaded])
             infer_ms = 1000.0 * (pred.times["infer"] - infer_before) / max(len(loaded), 1)
             for (i, f, name, im), det in zip(loaded, dets):
                 draw(im, det, pred.names).save(out_dir / name)
-                records.append(_record(f, out_dir / name, im, det, pred.names))
+                records.append((i, _record(f, out_dir / name, im, det, pred.names)))
                 h, w = det.input_shape
                 say(f"image {i + 1}/{len(files)} {f}: {h}x{w} {summarize(det, pred.names)}, "
                     f"{infer_ms:.1f}ms")
             if bar is not None:
                 bar.update(len(chunk))
-    finally:  # also on Ctrl-C: what was done is not lost
+    except BaseException:
+        if ctx.world == 1:  # also on Ctrl-C: what was done is not lost
+            write_json(records)
+        raise
+    finally:
         if bar is not None:
             bar.close()
-        with open(out_dir / "predictions.json", "w") as fh:
-            json.dump(records, fh, indent=1)
-    sp = pred.speed()
+    shares = ctx.gather((records, pred.times, pred.seen))
+    if not ctx.main:
+        return 0
+    all_records = [r for share, _, _ in shares for r in share]
+    write_json(all_records)
+    seen = max(sum(n for *_, n in shares), 1)
+    sp = {k: 1000.0 * sum(t[k] for _, t, _ in shares) / seen for k in ("pre", "infer", "nms")}
+    failed = sum("error" in r for _, r in all_records)
     print(f"Speed: {sp['pre']:.1f}ms pre-process, {sp['infer']:.1f}ms inference, "
           f"{sp['nms']:.1f}ms NMS per image (batch {args.batch}, long side {args.imgsz}, "
-          f"{device}{', float16' if args.half else ''})")
+          f"{device}{', float16' if args.half else ''}"
+          + (f", {ctx.world} processes" if ctx.world > 1 else "") + ")")
     print(f"Results: {len(files) - failed} images -> {out_dir}/, boxes in "
           f"{out_dir / 'predictions.json'}")
     if failed:

@@ -141,11 +141,17 @@ def load_annotations(path, print_fn=print) -> dict:
 
 
 def evaluate(images_dir, annotations, predictor, batch: int = 8, out=None, workers: int = 0,
-             limit: int | None = None, progress: bool = True, print_fn=print) -> dict:
+             limit: int | None = None, progress: bool = True, print_fn=print,
+             ctx=None) -> dict | None:
     """Predict every image listed in ``annotations`` (found under ``images_dir``), write COCO
     results (to ``out`` if given) and return ``{metric: value}`` for the 12 COCO metrics plus
     ``"images"`` and ``"detections"`` counts.
+
+    ``ctx`` (a ``distributed.Context``): run this process's share of the batches; rank 0 gathers
+    every share, writes ``out`` and returns the metrics, the other ranks return None.
     """
+    from .distributed import Context
+    ctx = ctx or Context()
     try:
         from pycocotools.coco import COCO
         from pycocotools.cocoeval import COCOeval
@@ -185,19 +191,25 @@ def evaluate(images_dir, annotations, predictor, batch: int = 8, out=None, worke
     # batches of similar aspect ratio pad less (each batch is padded to its largest image)
     items.sort(key=lambda it: _aspect(it[1]))
 
-    loader = torch.utils.data.DataLoader(_Images(items), batch_size=batch, shuffle=False,
-                                         num_workers=workers, collate_fn=_collate)
-    if progress:
+    # this process's batches: the single-process batches, dealt out whole (distributed.py)
+    batches = [items[i:i + batch] for i in range(0, len(items), batch)]
+    mine = ctx.my_batches(len(batches))
+    loader = torch.utils.data.DataLoader(_Images([it for b in mine for it in batches[b]]),
+                                         batch_size=batch, shuffle=False, num_workers=workers,
+                                         collate_fn=_collate)
+    if progress and ctx.main:
         try:
             from tqdm import tqdm
-            loader = tqdm(loader, desc="val", unit="batch")
+            loader = tqdm(loader, desc="val" if ctx.world == 1 else f"val (rank 0 of {ctx.world})",
+                          unit="batch")
         except ImportError:
             pass
-    results, bad_labels = [], set()
-    for ids, images in loader:
+    per_batch, bad_labels = [], set()
+    for b, (ids, images) in zip(mine, loader):
         dets = predictor(images)
         if len(dets) != len(images):
             raise ValueError(f"predictor: returned {len(dets)} results for {len(images)} images")
+        found = []
         for image_id, det in zip(ids, dets):
             for (x1, y1, x2, y2), score, label in zip(det.boxes.tolist(), det.scores.tolist(),
                                                       det.labels.tolist()):
@@ -205,10 +217,17 @@ def evaluate(images_dir, annotations, predictor, batch: int = 8, out=None, worke
                 if not 0 <= label < len(cat_ids):
                     bad_labels.add(label)
                     continue
-                results.append({"image_id": image_id, "category_id": cat_ids[label],
-                                "bbox": [round(x1, 3), round(y1, 3), round(x2 - x1, 3),
-                                         round(y2 - y1, 3)],
-                                "score": round(float(score), 5)})
+                found.append({"image_id": image_id, "category_id": cat_ids[label],
+                              "bbox": [round(x1, 3), round(y1, 3), round(x2 - x1, 3),
+                                       round(y2 - y1, 3)],
+                              "score": round(float(score), 5)})
+        per_batch.append((b, found))
+    shares = ctx.gather((per_batch, sorted(bad_labels)))
+    if not ctx.main:
+        return None
+    bad_labels = {label for _, labels in shares for label in labels}
+    batches_found = sorted((b for share, _ in shares for b in share), key=lambda t: t[0])
+    results = [r for _, found in batches_found for r in found]
     if bad_labels:
         raise ValueError(f"predictor: class indices {sorted(bad_labels)[:10]} outside the "
                          f"{len(cat_ids)} categories of {annotations.name}; the model's classes do "
@@ -345,20 +364,25 @@ def run(args) -> int:
             raise SystemExit(f"--{e}") from e
     if args.images is None or args.annotations is None:
         raise SystemExit("val: give --images DIR and --annotations FILE (or --data coco.yaml)")
-    device = pick_device(args.device)
-    check_half(args.half, device)
-    model = model_from_args(args, "val")
+    from . import distributed
+    ctx = distributed.setup(args.device)  # torchrun: join the group; else one process
     try:
-        predictor = Predictor(model, args.imgsz, args.conf, args.iou, args.max_det,
-                              multi_label=True, device=device, half=args.half,
-                              backend=args.backend)
-    except ValueError as e:
-        raise SystemExit(f"val: {e}") from e
-    try:
-        metrics = evaluate(args.images, args.annotations, predictor, batch=args.batch,
-                           out=args.out, workers=args.workers, limit=args.limit)
-    except ValueError as e:
-        raise SystemExit(f"val: {e}") from e
-    print(f"mAP50-95 {metrics['AP']:.4f}  mAP50 {metrics['AP50']:.4f}  "
-          f"on {metrics['images']} images ({metrics['detections']} detections)")
-    return 0
+        device = pick_device(distributed.device_for(ctx, args.device))
+        check_half(args.half, device)
+        model = model_from_args(args, "val")
+        try:
+            predictor = Predictor(model, args.imgsz, args.conf, args.iou, args.max_det,
+                                  multi_label=True, device=device, half=args.half,
+                                  backend=args.backend)
+            metrics = evaluate(args.images, args.annotations, predictor, batch=args.batch,
+                               out=args.out, workers=args.workers, limit=args.limit, ctx=ctx,
+                               print_fn=print if ctx.main else (lambda *_: None))
+        except ValueError as e:
+            raise SystemExit(f"val: {e}") from e
+        if ctx.main:
+            print(f"mAP50-95 {metrics['AP']:.4f}  mAP50 {metrics['AP50']:.4f}  "
+                  f"on {metrics['images']} images ({metrics['detections']} detections)"
+                  + (f", {ctx.world} processes" if ctx.world > 1 else ""))
+        return 0
+    finally:
+        ctx.close()
