@@ -1,7 +1,8 @@
 """Detections on images: letterbox -> model -> class-aware NMS -> boxes in original pixels.
 
-``python -m yolov12 predict IMAGE... --weights yolo12n.pt`` writes each image with its boxes drawn
-and ``predictions.json`` (boxes as [x1, y1, x2, y2] in original pixels, score, class id and name).
+``yolov12 predict IMAGE... --weights yolo12n.pt`` (or ``model=yolo12n.pt source=IMAGE``) writes
+each image with its boxes drawn and ``predictions.json`` (boxes as [x1, y1, x2, y2] in original
+pixels, score, class id and name; an image that could not be read as ``{"image", "error"}``).
 
 Library use::
 

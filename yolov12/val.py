@@ -1,7 +1,8 @@
 """COCO-style evaluation: run a predictor over a COCO-format dataset and score it with pycocotools.
 
-``python -m yolov12 val --images val2017/ --annotations instances_val2017.json \\
---weights yolo12n.pt``
+``yolov12 val --images val2017/ --annotations instances_val2017.json --weights yolo12n.pt``, or
+``yolov12 val model=yolo12n.pt data=coco.yaml``; under ``torchrun`` the batches are shared out
+across processes (``distributed.py``) with exactly the single-process metrics.
 
 Works on any COCO-format dataset: class index i of the model is the i-th category id in ascending
 order (for COCO itself that is the standard 80 -> 91 id map, ``coco.COCO80_TO_91``); images of any
