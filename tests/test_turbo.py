@@ -141,23 +141,43 @@ def test_attention_equals_the_official_reference_in_float64(dim, heads, area, hw
         torch.testing.assert_close(ours(x), official(x), atol=1e-10, rtol=1e-10)
 
 
-def _backends():
-    from yolov12_kernels import available_backends
-    ok = available_backends()
-    return [b for b in ("reference", "sdpa", "triton") if ok.get(b) is None]
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-@pytest.mark.parametrize("backend", _backends())
-def test_attention_equals_the_official_reference_on_every_backend(backend):
+def _runs_here(backend, dtype=torch.float32, device=DEVICE) -> str | None:
+    """None if ``backend`` can run the fused attention here, else why not."""
+    from yolov12_kernels import dispatch
+    try:
+        dispatch.select("fused_area_attention", backend, device, dtype, 32, False)
+    except RuntimeError as e:
+        return str(e)
+    return None
+
+
+def _backends(device=torch.device("cpu")):
+    return [b for b in ("reference", "sdpa", "triton") if _runs_here(b, device=device) is None]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize("backend", ["reference", "sdpa", "triton", "cuda", "flash"])
+def test_attention_equals_the_official_reference_on_every_backend(backend, dtype):
+    """turbo's 5x5 pe through every backend (on a GPU the fused Triton and CUDA kernels)."""
+    if DEVICE.type == "cpu" and (dtype == torch.float16 or backend in ("cuda", "flash")):
+        pytest.skip("float16 and the cuda/flash backends are checked on a GPU")
+    why = _runs_here(backend, dtype)
+    if why:
+        pytest.skip(why)
     official = _randomize(OfficialTurboAAttn(64, 2, 4))
-    ours = _ours_from(official)
+    ours = _ours_from(official).to(DEVICE, dtype)
     ours.backend = backend
     x = torch.randn(2, 64, 8, 8)
     with torch.no_grad():
         want_hi = copy.deepcopy(official).double()(x.double())
-        want_lo = official(x)  # the official module's own float32 error sets the tolerance
-        got = ours(x)
-    assert_close_to_reference(got, want_hi, want_lo, name=f"turbo attention ({backend})")
+        # the official module's own error in this dtype (on this device) sets the tolerance
+        want_lo = copy.deepcopy(official).to(DEVICE, dtype)(x.to(DEVICE, dtype))
+        got = ours(x.to(DEVICE, dtype))
+    assert_close_to_reference(got.cpu(), want_hi, want_lo.cpu(),
+                              name=f"turbo attention ({backend}, {dtype})")
 
 
 # ---------------------------------------------------------------------------------------------
