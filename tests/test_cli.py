@@ -43,3 +43,66 @@ def test_module_entry_point_help():
     r = subprocess.run([sys.executable, "-m", "yolov12", "--help"], capture_output=True,
                        text=True, timeout=120)
     assert r.returncode == 0 and "bench" in r.stdout and "info" in r.stdout
+
+
+def test_ultralytics_style_arguments_translate_to_options():
+    from yolov12.__main__ import translate
+    assert translate(["predict", "model=yolo12n.pt", "source=bus.jpg", "conf=0.25",
+                      "half=True", "max_det=5"]) == [
+        "predict", "--model", "yolo12n.pt", "--conf", "0.25", "--half", "--max-det", "5",
+        "bus.jpg"]
+    assert translate(["detect", "val", "model=w.pt", "data=coco.yaml", "half=false"]) == [
+        "val", "--model", "w.pt", "--data", "coco.yaml"]
+    assert translate(["export", "model=w.pt", "format=onnx", "imgsz=640,480", "dynamic=True"]) == [
+        "export", "--model", "w.pt", "--format", "onnx", "--imgsz", "640", "480", "--dynamic"]
+    assert translate(["predict", "source=a.jpg", "project=runs", "name=exp"])[-3:] == [
+        "--out", "runs/exp", "a.jpg"]
+    # flags pass through untouched, and so do other commands
+    assert translate(["predict", "a.jpg", "--conf", "0.5"]) == ["predict", "a.jpg", "--conf", "0.5"]
+    assert translate(["info", "--model", "n"]) == ["info", "--model", "n"]
+    with pytest.raises(SystemExit, match=r"^agnostic_nms=: not an argument of `yolov12 predict`"):
+        translate(["predict", "agnostic_nms=True"])
+    with pytest.raises(SystemExit, match="half=: expected True or False"):
+        translate(["predict", "half=maybe"])
+
+
+def test_version_and_usage_name_the_console_script(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0
+    assert capsys.readouterr().out.startswith("yolov12-kernels ")
+    with pytest.raises(SystemExit):
+        main([])
+    assert capsys.readouterr().err.startswith("usage: yolov12 ")
+
+
+def test_model_option_takes_a_file_or_a_scale(tmp_path):
+    import argparse
+    from yolov12.cli_args import weights_and_scale
+    ns = dict(weights=None, scale=None, variant=None)
+    assert weights_and_scale(argparse.Namespace(model="n", **ns)) == (None, "n")
+    assert weights_and_scale(argparse.Namespace(model="w.pt", **ns)) == ("w.pt", None)
+    a = argparse.Namespace(model="yolov12s.yaml", **ns)
+    assert weights_and_scale(a) == (None, "s") and a.variant == "turbo"
+    a = argparse.Namespace(model="yolo12s.yaml", **ns)
+    assert weights_and_scale(a) == (None, "s") and a.variant == "yolo12"
+    with pytest.raises(SystemExit, match="contradicts --scale"):
+        weights_and_scale(argparse.Namespace(model="n", weights=None, scale="s", variant=None))
+    with pytest.raises(SystemExit, match="name two checkpoints"):
+        weights_and_scale(argparse.Namespace(model="a.pt", weights="b.pt", scale=None,
+                                             variant=None))
+
+
+def test_predict_the_ultralytics_way(tmp_path, capsys):
+    Image = pytest.importorskip("PIL.Image", reason="Pillow not installed")
+    import torch
+    from yolov12 import YOLOv12
+    weights = tmp_path / "yolo12n.pt"
+    torch.save(YOLOv12("n").state_dict(), weights)
+    img = tmp_path / "bus.jpg"
+    Image.new("RGB", (80, 60), (120, 40, 200)).save(img)
+    rc = main(["predict", f"model={weights}", f"source={img}", "conf=0.0", "imgsz=64",
+               "device=cpu", f"project={tmp_path}", "name=exp"])
+    assert rc == 0
+    assert (tmp_path / "exp" / "bus.jpg").is_file()
+    assert json.loads((tmp_path / "exp" / "predictions.json").read_text())[0]["detections"]

@@ -84,3 +84,34 @@ def test_export_cli(tmp_path, capsys):
     assert "max abs diff" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="multiples of 32"):
         main(["export", "--weights", str(weights), "--imgsz", "70", "--out", str(out)])
+
+
+def test_dynamic_export_takes_letterboxed_inputs_of_any_aspect_ratio(tmp_path):
+    import onnxruntime as ort
+    model = lively(YOLOv12("n"))
+    original = copy.deepcopy(model)
+    path = export_onnx(model, tmp_path / "dyn.onnx", imgsz=(64, 96), dynamic=True)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for shape in [(1, 3, 64, 96), (2, 3, 96, 64), (1, 3, 128, 160), (1, 3, 32, 64)]:
+        x = torch.rand(shape)
+        anchors = sum((shape[2] // s) * (shape[3] // s) for s in (8, 16, 32))
+        assert sess.run(None, {"images": x.numpy()})[0].shape == (shape[0], 84, anchors)
+    for shape in [(2, 3, 96, 64), (1, 3, 128, 160)]:  # values, at sizes other than the traced one
+        report = check_onnx(original, path, torch.rand(shape), print_fn=lambda *_: None)
+        assert all(err <= allowed for err, allowed in report.values()), (shape, report)
+
+
+def test_export_cli_says_what_input_the_file_takes(tmp_path, capsys):
+    weights = tmp_path / "w.pt"
+    torch.save(YOLOv12("n").state_dict(), weights)
+    out = tmp_path / "fixed.onnx"
+    assert main(["export", "--weights", str(weights), "--imgsz", "64", "96", "--out", str(out),
+                 "--no-check"]) == 0
+    assert "input: images (1, 3, 64, 96) exactly" in capsys.readouterr().out
+    # ultralytics-style, dynamic: checked in onnxruntime at two aspect ratios
+    out = tmp_path / "dyn.onnx"
+    assert main(["export", f"model={weights}", "format=onnx", "imgsz=64,96", "dynamic=True",
+                 "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "(batch, 3, height, width)" in text
+    assert "on (2, 3, 64, 96)" in text and "on (1, 3, 96, 64)" in text

@@ -150,6 +150,16 @@ def test_bad_input_names_the_argument():
         model(torch.rand(1, 4, 64, 64))
     with pytest.raises(ValueError, match=r"^x: expected an image batch \(B, 3, H, W\)"):
         model(torch.rand(3, 64, 64))
+    with pytest.raises(TypeError, match=r"^x: expected an image batch, a torch.Tensor"):
+        model([[0.0]])
+    with pytest.raises(TypeError, match=r"^x: expected a floating-point .* got torch.uint8 "
+                                        r"\(8-bit pixels: use x.float\(\) / 255\)"):
+        model(torch.zeros(1, 3, 64, 64, dtype=torch.uint8))
+    with pytest.raises(TypeError, match=r"^x: dtype torch.float64 does not match the model's "
+                                        r"torch.float32"):
+        model(torch.rand(1, 3, 64, 64, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"^x: empty batch \(B=0\)"):
+        model(torch.rand(0, 3, 64, 64))
     with pytest.raises(ValueError, match="^scale"):
         YOLOv12("q")
     with pytest.raises(ValueError, match="^nc"):

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from _lively import lively
 from yolov12 import YOLOv12
 from yolov12.__main__ import main
 from yolov12.coco import NAMES
@@ -62,6 +63,22 @@ def test_batched_nms_matches_brute_force(n, classes, thr):
     except Exception:
         return
     assert batched_nms(boxes, scores, labels, thr, use_torchvision=True).tolist() == want
+
+
+def test_nms_stopping_at_max_det_keeps_exactly_the_full_runs_first_boxes():
+    # many overlapping candidates in few classes, ties in score included: the early stop must not
+    # change which boxes are kept or their order
+    n = 400
+    boxes = _random_boxes(n, size=150.0)
+    scores = torch.rand(n).mul(50).round().div(50)  # ties
+    labels = torch.randint(0, 3, (n,))
+    full = batched_nms(boxes, scores, labels, 0.5, use_torchvision=False)
+    plain = nms(boxes, scores, 0.5)
+    assert len(full) > 40 and len(plain) > 40
+    for max_det in (1, 7, 40, 10_000):
+        got = batched_nms(boxes, scores, labels, 0.5, use_torchvision=False, max_det=max_det)
+        assert got.tolist() == full[:max_det].tolist(), max_det
+        assert nms(boxes, scores, 0.5, max_det).tolist() == plain[:max_det].tolist(), max_det
 
 
 def test_nms_negative_coordinates_and_empty():
@@ -161,11 +178,136 @@ def test_predict_cli_end_to_end(tmp_path, capsys):
         assert d["class_name"] == NAMES[d["class_id"]] and 0.0 <= d["score"] <= 1.0
 
 
+@pytest.fixture(scope="module")
+def weights_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("w") / "w.pt"
+    torch.save(YOLOv12("n").state_dict(), path)
+    return path
+
+
+def _folder(tmp_path, n_good=3, corrupt=("broken.jpg",)):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(n_good):
+        Image.new("RGB", (90 + 10 * i, 60), (30 * i, 120, 200)).save(folder / f"img{i}.png")
+    for name in corrupt:
+        (folder / name).write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")
+    (folder / "notes.txt").write_text("ignored: not an image suffix")
+    return folder
+
+
+def test_predict_skips_a_corrupt_file_keeps_going_and_lists_it(tmp_path, capsys, weights_file):
+    folder = _folder(tmp_path)
+    out = tmp_path / "out"
+    rc = main(["predict", str(folder), "--weights", str(weights_file), "--imgsz", "64",
+               "--out", str(out), "--device", "cpu", "--batch", "2"])
+    assert rc == 1  # finished, but not every image could be read
+    captured = capsys.readouterr()
+    warnings = [line for line in captured.err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "broken.jpg" in warnings[0] and "skipped" in warnings[0]
+    assert "1 of 4 images could not be read" in captured.err
+    records = json.loads((out / "predictions.json").read_text())
+    assert [r["image"].rsplit("/", 1)[-1] for r in records] == [
+        "broken.jpg", "img0.png", "img1.png", "img2.png"]
+    assert "error" in records[0] and all("detections" in r for r in records[1:])
+    assert sorted(p.name for p in out.iterdir()) == [
+        "img0.png", "img1.png", "img2.png", "predictions.json"]
+    # one line per image, like ultralytics, and the per-stage speed
+    assert "image 2/4 " in captured.out and "64x" in captured.out
+    assert "ms pre-process" in captured.out and "ms inference" in captured.out
+    assert "ms NMS per image" in captured.out
+    assert "predict:" in captured.err  # the progress bar (stderr) on a folder
+
+
+def test_predict_writes_predictions_json_even_when_interrupted(tmp_path, monkeypatch,
+                                                               weights_file):
+    import yolov12.predict as P
+    folder = _folder(tmp_path, n_good=3, corrupt=())
+    calls = []
+
+    def draw_then_stop(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return Image.new("RGB", (8, 8))
+    monkeypatch.setattr(P, "draw", draw_then_stop)
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        main(["predict", str(folder), "--weights", str(weights_file), "--imgsz", "64",
+              "--out", str(out), "--device", "cpu", "--no-progress"])
+    records = json.loads((out / "predictions.json").read_text())
+    assert len(records) == 1 and records[0]["image"].endswith("img0.png")
+
+
+def test_predict_output_folder_is_not_overwritten(tmp_path, capsys, weights_file):
+    img = tmp_path / "a.png"
+    Image.new("RGB", (64, 48)).save(img)
+    out = tmp_path / "runs" / "predict"
+    base = ["predict", str(img), "--weights", str(weights_file), "--imgsz", "64", "--device",
+            "cpu", "--out", str(out)]
+    for _ in range(3):
+        assert main(base) == 0
+    assert sorted(p.name for p in out.parent.iterdir()) == ["predict", "predict2", "predict3"]
+    assert "predict3" in capsys.readouterr().out
+    assert main(base + ["--exist-ok"]) == 0
+    assert sorted(p.name for p in out.parent.iterdir()) == ["predict", "predict2", "predict3"]
+
+
+@pytest.mark.parametrize("argv,msg", [
+    (["--device", "tpu"], "--device: unknown device 'tpu'"),
+    (["--device", "cpu", "--half"], "--half: float16 inference needs a CUDA device"),
+    (["--conf", "1.5"], "--conf: expected a value in [0, 1]"),
+    (["--batch", "0"], "--batch: expected a value >= 1"),
+])
+def test_predict_bad_options_are_one_line(tmp_path, argv, msg):
+    img = tmp_path / "a.png"
+    Image.new("RGB", (64, 48)).save(img)
+    with pytest.raises(SystemExit) as e:
+        main(["predict", str(img), "--model", "n", "--out", str(tmp_path / "o")] + argv)
+    assert str(e.value).startswith(msg) and "\n" not in str(e.value)
+
+
+def test_predict_non_image_on_the_command_line_and_backend_typo(tmp_path, capsys):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("hello")
+    with pytest.raises(SystemExit, match=r"IMAGE: .*notes.txt' is not an image file"):
+        main(["predict", str(notes), "--model", "n"])
+    img = tmp_path / "a.png"
+    Image.new("RGB", (64, 48)).save(img)
+    with pytest.raises(SystemExit) as e:  # argparse: exit code 2 and the list of choices
+        main(["predict", str(img), "--model", "n", "--backend", "tritn"])
+    assert e.value.code == 2
+    assert "invalid choice: 'tritn'" in capsys.readouterr().err
+
+
+def test_label_font_grows_with_the_image():
+    from yolov12.predict import label_font
+    small, big = label_font((300, 200)), label_font((4000, 3000))
+    if not hasattr(big, "size"):
+        pytest.skip("Pillow without a scalable default font (needs >= 10.1 and FreeType)")
+    assert small.size == 12 and big.size == round(0.035 * 3500)
+
+
+def test_predictor_fast_path_matches_the_reference_model():
+    model = lively(YOLOv12("n"))
+    ims = [Image.new("RGB", (90, 40), (10, 200, 30)), Image.new("RGB", (40, 70), (200, 10, 30))]
+    fast = Predictor(model, imgsz=64, conf=0.0, max_det=20)
+    ref = Predictor(model, imgsz=64, conf=0.0, max_det=20, fast=False, backend="reference")
+    assert type(fast.model).__name__ == "FastYOLOv12"
+    for a, b in zip(fast(ims), ref(ims)):
+        torch.testing.assert_close(a.boxes, b.boxes, atol=1e-2, rtol=1e-4)
+        torch.testing.assert_close(a.scores, b.scores, atol=1e-4, rtol=1e-4)
+        assert torch.equal(a.labels, b.labels)
+    assert fast.seen == 2 and all(v > 0 for v in fast.speed().values())
+
+
 def test_predict_cli_needs_weights(tmp_path):
     img = tmp_path / "a.png"
     Image.new("RGB", (64, 64)).save(img)
-    with pytest.raises(SystemExit, match="--weights"):
+    with pytest.raises(SystemExit, match="--weights FILE"):
         main(["predict", str(img), "--out", str(tmp_path)])
+    with pytest.raises(SystemExit, match=r"no such file '.*yolo12n.pt'; download it from https://"):
+        main(["predict", str(img), "--model", str(tmp_path / "yolo12n.pt")])
     with pytest.warns(UserWarning, match="noise"):
         main(["predict", str(img), "--model", "n", "--imgsz", "64", "--out", str(tmp_path / "o")])
     with pytest.raises(SystemExit, match="no such file"):

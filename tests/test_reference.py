@@ -134,6 +134,12 @@ def test_fold_conv_bn_keeps_dtype_and_rejects_mismatch():
         reference.fold_conv_bn(nn.Linear(2, 2), randomized_bn(6))
 
 
+def test_fold_conv_bn_refuses_a_training_mode_bn():
+    conv = nn.Conv2d(4, 6, 3, bias=False)
+    with pytest.raises(ValueError, match=r"^bn: is in training mode.*\.eval\(\)"):
+        reference.fold_conv_bn(conv, randomized_bn(6).train())
+
+
 def test_bad_inputs_name_the_argument():
     q = torch.randn(1, 16, 2, 8)
     with pytest.raises(ValueError, match="^q: expected a 4-D"):

@@ -147,3 +147,114 @@ def test_val_cli_end_to_end(dataset, tmp_path, capsys):
     assert text.count("Average Recall") == 6 and text.count("Average Precision") == 6
     results = json.loads(out.read_text())
     assert results and {r["category_id"] for r in results} <= {3, 7, 42}
+
+
+def _write(tmp_path, name, obj):
+    path = tmp_path / name
+    path.write_text(json.dumps(obj))
+    return path
+
+
+def test_malformed_annotation_files_name_the_file_and_field(dataset, tmp_path):
+    img_dir, ann = dataset
+    good = json.loads(ann.read_text())
+    quiet = dict(progress=False, print_fn=lambda *_: None)
+
+    def broken(mutate):
+        d = json.loads(json.dumps(good))
+        mutate(d)
+        return d
+
+    cases = [
+        ([good["annotations"]], r"the top level is a JSON list"),
+        (broken(lambda d: d.pop("annotations")), r"no 'annotations' list"),
+        (broken(lambda d: d.update(annotations=[])), r"'annotations' is empty: nothing to score"),
+        (broken(lambda d: d["annotations"][2].pop("category_id")),
+         r"annotations\[2\] has no 'category_id'"),
+        (broken(lambda d: d["annotations"][1].update(bbox=[1, 2, 3])), r"annotations\[1\]\.bbox"),
+        (broken(lambda d: d["annotations"][0].update(category_id=99)),
+         r"annotations\[0\]\.category_id 99 is not in 'categories'"),
+        (broken(lambda d: d["annotations"][0].update(image_id=5)),
+         r"annotations\[0\]\.image_id 5 is not in 'images'"),
+        (broken(lambda d: d["images"][1].pop("file_name")), r"images\[1\] has no 'file_name'"),
+        (broken(lambda d: d["annotations"][3].update(id=1)), r"annotations\[3\]\.id 1 is used twice"),
+        (broken(lambda d: d.update(categories="widget")), r"'categories' is a str"),
+    ]
+    for obj, msg in cases:
+        path = _write(tmp_path, "bad.json", obj)
+        with pytest.raises(ValueError, match=rf"^annotations: .*bad\.json: {msg}"):
+            evaluate(img_dir, path, StubPredictor(), **quiet)
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(ValueError, match="bad.json: not valid JSON"):
+        evaluate(img_dir, tmp_path / "bad.json", StubPredictor(), **quiet)
+
+
+def test_missing_area_and_iscrowd_are_filled_with_a_note(dataset, tmp_path):
+    img_dir, ann = dataset
+    d = json.loads(ann.read_text())
+    for a in d["annotations"]:
+        del a["area"], a["iscrowd"]
+    notes = []
+    m = evaluate(img_dir, _write(tmp_path, "lean.json", d), StubPredictor(), progress=False,
+                 print_fn=notes.append)
+    assert m["AP"] == pytest.approx(1.0)
+    assert any("'area' as the box area" in n and "'iscrowd' as 0" in n for n in notes)
+
+
+@pytest.mark.parametrize("limit", [0, -2, 1.5, True])
+def test_limit_must_be_a_positive_count(dataset, limit):
+    img_dir, ann = dataset
+    with pytest.raises(ValueError, match="^limit: expected a positive number"):
+        evaluate(img_dir, ann, StubPredictor(), limit=limit, progress=False)
+
+
+def test_limit_evaluates_that_many_images(dataset):
+    img_dir, ann = dataset
+    stub = StubPredictor()
+    m = evaluate(img_dir, ann, stub, limit=2, progress=False, print_fn=lambda *_: None)
+    assert m["images"] == 2
+
+
+def test_val_cli_limit_zero_is_an_error(dataset):
+    img_dir, ann = dataset
+    for n in ("0", "-2"):
+        with pytest.raises(SystemExit, match="--limit: expected a positive number"):
+            main(["val", "--images", str(img_dir), "--annotations", str(ann), "--model", "n",
+                  "--limit", n])
+
+
+def _coco_layout(dataset, tmp_path, val_entry):
+    """An ultralytics-style COCO folder: <root>/images/val2017, <root>/annotations/..., a YAML."""
+    import shutil
+    img_dir, ann = dataset
+    root = tmp_path / "coco"
+    shutil.copytree(img_dir, root / "images" / "val2017")
+    (root / "annotations").mkdir()
+    shutil.copy(ann, root / "annotations" / "instances_val2017.json")
+    (root / "val2017.txt").write_text("".join(f"./images/val2017/{n}\n" for n, *_ in IMAGES))
+    yaml = tmp_path / "coco.yaml"
+    yaml.write_text(f"# COCO 2017\npath: {root}  # dataset root\ntrain: train2017.txt\n"
+                    f"val: {val_entry}\nnames:\n  0: widget\n")
+    return root, yaml
+
+
+@pytest.mark.parametrize("val_entry", ["images/val2017", "val2017.txt"])
+def test_data_yaml_finds_images_and_coco_json(dataset, tmp_path, val_entry):
+    from yolov12.val import resolve_data
+    root, yaml = _coco_layout(dataset, tmp_path, val_entry)
+    images, ann = resolve_data(yaml)
+    assert images == root / "images" / "val2017"
+    assert ann == root / "annotations" / "instances_val2017.json"
+    (root / "annotations" / "instances_val2017.json").unlink()
+    with pytest.raises(ValueError, match=r"no COCO json at .*instances_val2017.json"):
+        resolve_data(yaml)
+    with pytest.raises(ValueError, match="data: no such file 'coco8.yaml'"):
+        resolve_data("coco8.yaml")
+
+
+def test_val_cli_the_ultralytics_way(dataset, tmp_path, capsys):
+    _, yaml = _coco_layout(dataset, tmp_path, "images/val2017")
+    with pytest.warns(UserWarning, match="noise"):
+        rc = main(["val", "model=n", "nc=3", f"data={yaml}", "imgsz=64", "batch=2",
+                   "workers=0", f"out={tmp_path / 'r.json'}", "device=cpu"])
+    assert rc == 0 and "mAP50-95" in capsys.readouterr().out

@@ -185,18 +185,19 @@ def test_dict_with_model_state_dict(tmp_path, model_n):
 # ---------------------------------------------------------------------------------------------
 # wrong layouts
 # ---------------------------------------------------------------------------------------------
-def test_turbo_layout_is_a_clear_error(tmp_path, model_n):
+def test_official_v1_layout_is_a_clear_error(tmp_path, model_n):
     sd = OrderedDict()
     for k, v in model_n.state_dict().items():
-        if ".attn.qkv." in k:  # turbo: qk (2C) and v (C) convs instead of one qkv conv
+        if ".attn.qkv." in k:  # v1.0: qk (2C) and v (C) convs, YOLO12's 7x7 pe and plain convs
             c = v.shape[0] // 3 if v.dim() else None
             sd[k.replace(".attn.qkv.", ".attn.qk.")] = v[: 2 * c] if c else v
             sd[k.replace(".attn.qkv.", ".attn.v.")] = v[2 * c:] if c else v
         else:
             sd[k] = v
-    path = tmp_path / "turbo.pt"
+    path = tmp_path / "v1.pt"
     torch.save(sd, path)
-    with pytest.raises(ValueError, match=r"turbo.*qkv"):
+    with pytest.raises(ValueError, match=r"attn.qk \+ attn.v, position perceiver 7x7.*v1.0 "
+                                         r"layout, which is not supported"):
         load_model(path)
 
 
@@ -205,7 +206,8 @@ def test_5x5_pe_is_a_clear_error(tmp_path, model_n):
           for k, v in model_n.state_dict().items()}
     path = tmp_path / "pe5.pt"
     torch.save(sd, path)
-    with pytest.raises(ValueError, match="5x5"):
+    with pytest.raises(ValueError, match=r"position perceiver 5x5, layer 1 conv with 1 group"
+                                         r"\(s\), which matches neither"):
         load_model(path)
 
 
@@ -266,3 +268,87 @@ def test_malicious_checkpoint_refused_and_runs_nothing(tmp_path, model_n, zip_fo
     with pytest.raises(ValueError):
         load_state_dict_file(path)
     assert not marker.exists(), "loading the checkpoint executed code from it"
+
+
+# ---------------------------------------------------------------------------------------------
+# damaged files, whole-model saves, fused state dicts
+# ---------------------------------------------------------------------------------------------
+def _never_advises_unsafe_loading(msg: str):
+    assert "weights_only=False" not in msg and "weights_only` set to `False" not in msg
+    assert "add_safe_globals" not in msg and "safe_globals(" not in msg
+
+
+@pytest.mark.parametrize("damage", ["truncated", "random", "random-pickle", "cut-zip-head",
+                                    "text"])
+def test_damaged_pt_files_are_called_damaged_not_unsafe(tmp_path, model_n, damage):
+    good = tmp_path / "good.pt"
+    torch.save(model_n.state_dict(), good)
+    data = good.read_bytes()
+    path = tmp_path / f"{damage}.pt"
+    path.write_bytes({
+        "truncated": data[: len(data) // 2],
+        "random": b"\x13\x37" + os.urandom(4000),
+        "random-pickle": b"\x80\x02" + os.urandom(4000),  # a pickle's header, then noise
+        "cut-zip-head": data[:30],
+        "text": b"<html>404 Not Found</html>",
+    }[damage])
+    with pytest.raises(ValueError) as e:
+        load_model(path)
+    msg = str(e.value)
+    assert msg.startswith(f"path: {path} is not a readable PyTorch checkpoint")
+    assert "truncated" in msg and "Refused" not in msg and "could run code" not in msg
+    _never_advises_unsafe_loading(msg)
+
+
+def test_malicious_legacy_pickle_refusal_names_the_global_and_no_torch_advice(tmp_path, model_n):
+    path = tmp_path / "evil.pt"
+    torch.save({"model": model_n.state_dict(), "x": _Evil("true")}, path,
+               _use_new_zipfile_serialization=False)
+    with pytest.raises(ValueError, match=r"refers to \['(posix|nt|os)\.system'\].*Refused") as e:
+        load_model(path)
+    _never_advises_unsafe_loading(str(e.value))
+
+
+def test_corrupt_safetensors_is_a_clear_error(tmp_path, model_n):
+    pytest.importorskip("safetensors", reason="safetensors not installed")
+    good = tmp_path / "good.safetensors"
+    save_safetensors(model_n, good)
+    for name, data in (("cut", good.read_bytes()[:500]), ("noise", os.urandom(300))):
+        path = tmp_path / f"{name}.safetensors"
+        path.write_bytes(data)
+        with pytest.raises(ValueError, match=rf"^path: .*{name}\.safetensors is not a readable "
+                                             r"\.safetensors file \(SafetensorError"):
+            load_model(path)
+
+
+def test_whole_model_torch_save_of_our_yolov12_loads_without_running_code(tmp_path, model_n):
+    model = copy.deepcopy(model_n)
+    model.names = {i: f"thing{i}" for i in range(80)}
+    path = tmp_path / "whole.pt"
+    torch.save(model, path)
+    loaded = load_model(path)
+    assert (loaded.scale, loaded.nc, loaded.names[3]) == ("n", 80, "thing3")
+    _assert_same_weights(loaded, model)
+    # the classes in the file were stand-ins: none of ours was instantiated by unpickling
+    from yolov12 import weights as W
+    obj = W._torch_load(path)
+    assert type(obj).__name__ == "YOLOv12" and type(obj) is not YOLOv12
+    assert isinstance(obj, W._Inert)
+
+
+def test_state_dict_saved_after_fuse_loads_as_a_fused_model(tmp_path, model_n):
+    fused = copy.deepcopy(model_n).fuse()
+    path = tmp_path / "fused.pt"
+    torch.save(fused.state_dict(), path)
+    loaded = load_model(path)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in loaded.modules())
+    x = torch.rand(1, 3, 64, 96)
+    torch.testing.assert_close(_out(loaded, x), _out(model_n, x), atol=1e-3, rtol=1e-3)
+    # a partly fused file: the mismatch says what happened
+    sd = dict(model_n.state_dict())
+    for k in [k for k in sd if k.startswith("model.2.cv1.bn.")]:
+        del sd[k]
+    sd["model.2.cv1.conv.bias"] = torch.zeros(sd["model.2.cv1.conv.weight"].shape[0])
+    torch.save(sd, path)
+    with pytest.raises(ValueError, match="saved from a partly fused model"):
+        load_model(path)

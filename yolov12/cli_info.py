@@ -1,7 +1,7 @@
 """``python -m yolov12 info``: params and GFLOPs per scale beside the paper's figures."""
 from __future__ import annotations
 
-from .model import SCALES, YOLOv12
+from .model import SCALES, VARIANTS, YOLOv12
 
 
 def add_parser(sub) -> None:
@@ -10,6 +10,8 @@ def add_parser(sub) -> None:
                    help="scales, comma-separated, or 'all' (default: n)")
     p.add_argument("--imgsz", type=int, default=640, help="square image size (default 640)")
     p.add_argument("--nc", type=int, default=80, help="number of classes (default 80)")
+    p.add_argument("--variant", default="yolo12", choices=list(VARIANTS),
+                   help="yolo12 (the paper's table) or turbo (the official README's turbo table)")
     p.set_defaults(func=run)
 
 
@@ -23,16 +25,20 @@ def parse_scales(text: str) -> list[str]:
 
 
 def run(args) -> int:
-    rows = [YOLOv12(s, nc=args.nc).info(args.imgsz, print_fn=lambda *_: None)
+    rows = [YOLOv12(s, nc=args.nc, variant=args.variant).info(args.imgsz,
+                                                              print_fn=lambda *_: None)
             for s in parse_scales(args.scales)]
-    print("| scale | params | params (paper) | GFLOPs convs | GFLOPs (paper) | "
+    src = "README" if args.variant == "turbo" else "paper"
+    print(f"| scale | params | params ({src}) | GFLOPs convs | GFLOPs ({src}) | "
           "GFLOPs attention | GFLOPs total |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['scale']} | {r['params']:,} | {r['paper']['params_M']} M | "
               f"{r['gflops_conv']:.1f} | {r['paper']['gflops']} | {r['gflops_attention']:.2f} | "
               f"{r['gflops']:.1f} |")
-    print(f"\nAt {args.imgsz}x{args.imgsz}, nc={args.nc}. FLOPs counted with "
-          "torch.utils.flop_counter (a multiply-add = 2 FLOPs); the paper counts convolutions "
+    what = ("YOLOv12-turbo, figures of the official README's turbo table"
+            if args.variant == "turbo" else "YOLO12, figures of the paper's Table 1")
+    print(f"\n{what}. At {args.imgsz}x{args.imgsz}, nc={args.nc}. FLOPs counted with "
+          f"torch.utils.flop_counter (a multiply-add = 2 FLOPs); the {src} counts convolutions "
           "only, so compare its figure with the 'convs' column.")
     return 0

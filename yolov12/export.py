@@ -1,6 +1,6 @@
 """ONNX export of the fused model, checked against PyTorch with onnxruntime.
 
-``python -m yolov12 export --format onnx --weights yolo12n.pt [--imgsz 640] [--dynamic-batch]``
+``yolov12 export --format onnx --weights yolo12n.pt [--imgsz 640] [--dynamic | --dynamic-batch]``
 
 * BN is folded into the convs (``model.fuse()``) and area attention runs on the "reference" backend,
   i.e. plain matmul/softmax/conv ops that every ONNX runtime has (custom kernels cannot be
@@ -41,8 +41,14 @@ FLOOR = {"boxes": 1e-3, "scores": 1e-5}  # pixels, probability
 
 
 def export_onnx(model: YOLOv12, path, imgsz=640, batch: int = 1, dynamic_batch: bool = False,
-                opset: int = 17, exporter: str = "torchscript") -> Path:
-    """Write ``model`` (fused, reference attention, eval) to ``path`` as ONNX; returns the path."""
+                opset: int = 17, exporter: str = "torchscript", dynamic: bool = False) -> Path:
+    """Write ``model`` (fused, reference attention, eval) to ``path`` as ONNX; returns the path.
+
+    ``imgsz``: the example input's (H, W) (an int: square). Without ``dynamic`` the file takes
+    exactly that size, so a letterboxed image of another aspect ratio (640x480 ...) must be padded
+    to it; ``dynamic=True`` makes batch, height and width dynamic axes (any sides that are
+    multiples of 32, as for the PyTorch model), ``dynamic_batch=True`` the batch only.
+    """
     if not isinstance(model, YOLOv12):
         raise ValueError(f"model: expected a YOLOv12, got {type(model).__name__}")
     h, w = (imgsz, imgsz) if isinstance(imgsz, int) else tuple(imgsz)
@@ -57,13 +63,24 @@ def export_onnx(model: YOLOv12, path, imgsz=640, batch: int = 1, dynamic_batch: 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer / deprecation warnings: noise for users here
         if exporter == "torchscript":
+            axes = None
+            if dynamic:  # the traced graph computes every reshape from the input's sizes
+                axes = {"images": {0: "batch", 2: "height", 3: "width"},
+                        "output0": {0: "batch", 2: "anchors"}}
+            elif dynamic_batch:
+                axes = {"images": {0: "batch"}, "output0": {0: "batch"}}
             torch.onnx.export(
                 model, (x,), str(path), dynamo=False, opset_version=opset,
                 input_names=["images"], output_names=["output0"], do_constant_folding=True,
-                dynamic_axes=({"images": {0: "batch"}, "output0": {0: "batch"}}
-                              if dynamic_batch else None))
+                dynamic_axes=axes)
         else:
-            shapes = ({0: torch.export.Dim("batch", min=1, max=1024)},) if dynamic_batch else None
+            Dim = torch.export.Dim
+            shapes = None
+            if dynamic:
+                shapes = ({0: Dim("batch", min=1, max=1024), 2: STRIDE * Dim("h", min=1, max=256),
+                           3: STRIDE * Dim("w", min=1, max=256)},)
+            elif dynamic_batch:
+                shapes = ({0: Dim("batch", min=1, max=1024)},)
             torch.onnx.export(model, (x,), str(path), dynamo=True, opset_version=max(opset, 18),
                               input_names=["images"], output_names=["output0"],
                               dynamic_shapes=shapes)
@@ -134,12 +151,15 @@ def check_onnx(model: YOLOv12, path, x: torch.Tensor, print_fn=print) -> dict:
 
 
 def add_parser(sub) -> None:
-    from .predict import add_model_args
+    from .cli_args import add_model_args
     p = sub.add_parser("export", help="export to ONNX and check it against PyTorch")
     p.add_argument("--format", default="onnx", choices=["onnx"], help="only onnx for now")
     add_model_args(p)
     p.add_argument("--imgsz", type=int, nargs="+", default=[640],
                    help="input size: one value (square) or H W, multiples of 32 (default 640)")
+    p.add_argument("--dynamic", action="store_true",
+                   help="batch, height and width as dynamic axes: one file for letterboxed "
+                        "inputs of any aspect ratio (sides multiples of 32)")
     p.add_argument("--dynamic-batch", action="store_true", help="batch size as a dynamic axis")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     p.add_argument("--exporter", default="torchscript", choices=["torchscript", "dynamo"],
@@ -151,20 +171,28 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from .predict import model_from_args
+    from .cli_args import model_from_args, weights_and_scale
     if len(args.imgsz) not in (1, 2):
         raise SystemExit("--imgsz: give one size (square) or two (H W)")
     h, w = (args.imgsz * 2)[:2]
     model = model_from_args(args, "export")
-    out = args.out or (Path(args.weights).with_suffix(".onnx").name if args.weights
+    weights = weights_and_scale(args)[0]
+    out = args.out or (Path(weights).with_suffix(".onnx").name if weights
                        else f"yolov12{model.scale}.onnx")
     try:
         path = export_onnx(model, out, (h, w), dynamic_batch=args.dynamic_batch,
-                           opset=args.opset, exporter=args.exporter)
+                           opset=args.opset, exporter=args.exporter, dynamic=args.dynamic)
     except ValueError as e:
         raise SystemExit(f"--imgsz: {e}") from e
     print(f"exported YOLOv12-{model.scale} (fused, reference attention ops) to {path} "
           f"({path.stat().st_size / 1e6:.1f} MB, opset {args.opset}, {args.exporter} exporter)")
+    if args.dynamic:
+        print("input: images (batch, 3, height, width), sides multiples of 32: letterboxed "
+              "images of any aspect ratio go in as they are")
+    else:
+        print(f"input: images ({'batch' if args.dynamic_batch else 1}, 3, {h}, {w}) exactly: pad "
+              "letterboxed images of other aspect ratios (e.g. predict's 640x480 for a 4:3 "
+              f"photo) to {h}x{w}, or export with --dynamic")
     if not args.no_check:
         try:
             import onnx  # noqa: F401
@@ -172,9 +200,13 @@ def run(args) -> int:
         except ImportError as e:
             raise SystemExit(f"export: cannot check the file without onnx and onnxruntime ({e}); "
                              "pip install onnx onnxruntime, or pass --no-check") from e
-        x = torch.rand(2 if args.dynamic_batch else 1, 3, h, w)
+        b = 2 if (args.dynamic_batch or args.dynamic) else 1
+        shapes = [(b, 3, h, w)]
+        if args.dynamic:  # another aspect ratio than the example input's, to check the axes
+            shapes.append((1, 3, w, h) if h != w else (1, 3, h, max(STRIDE, w - STRIDE)))
         try:
-            check_onnx(model, path, x)
+            for shape in shapes:
+                check_onnx(model, path, torch.rand(shape))
         except RuntimeError as e:
             raise SystemExit(str(e)) from e
     return 0

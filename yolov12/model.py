@@ -64,6 +64,10 @@ PAPER = {
 
 STRIDE = 32  # the largest downsampling: input sides must be multiples of it
 
+# "yolo12": the table above (the paper, ultralytics' YOLO12); "turbo": the official repository's
+# default checkpoints, four changes to it (yolov12/turbo.py)
+VARIANTS = ("yolo12", "turbo")
+
 
 def _make_divisible(x: float, divisor: int = 8) -> int:
     return math.ceil(x / divisor) * divisor
@@ -108,15 +112,20 @@ class YOLOv12(nn.Module):
     raw per-level maps.
     """
 
-    def __init__(self, scale: str = "n", nc: int = 80):
+    def __init__(self, scale: str = "n", nc: int = 80, variant: str = "yolo12"):
         super().__init__()
         if scale not in SCALES:
             raise ValueError(f"scale: expected one of {list(SCALES)}, got {scale!r}")
         if isinstance(nc, bool) or not isinstance(nc, int) or nc < 1:
             raise ValueError(f"nc: expected a positive int, got {nc!r}")
-        self.scale, self.nc = scale, nc
+        if variant not in VARIANTS:
+            raise ValueError(f"variant: expected one of {list(VARIANTS)}, got {variant!r}")
+        self.scale, self.nc, self.variant = scale, nc, variant
         layers, self._froms = build_layers(scale, nc)
         self.model = nn.Sequential(*layers)
+        if variant == "turbo":
+            from .turbo import convert
+            convert(self)
         self.stride = torch.tensor([8.0, 16.0, 32.0])
         self._save = {x for f in self._froms if isinstance(f, list) for x in f if x != -1}
         self.model[-1].bias_init()
@@ -125,10 +134,22 @@ class YOLOv12(nn.Module):
                 m.eps, m.momentum = 1e-3, 0.03
 
     # ----------------------------------------------------------------------------------------
-    def check_input(self, x) -> None:
-        if not isinstance(x, torch.Tensor) or x.dim() != 4:
-            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise ValueError(f"x: expected an image batch (B, 3, H, W), got {shape}")
+    def check_input(self, x, match_model: bool = False) -> None:
+        """Raise a clear error for anything the model cannot take: not a tensor (``TypeError``),
+        not a float image batch (``TypeError`` for integer pixels: scale them to [0, 1]), an
+        empty batch, a shape other than (B, 3, H, W) with sides multiples of 32 (``ValueError``).
+        ``match_model``: also the model's own dtype (``TypeError``) and device (``ValueError``)."""
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"x: expected an image batch, a torch.Tensor (B, 3, H, W), got "
+                            f"{type(x).__name__}")
+        if x.dim() != 4:
+            raise ValueError(f"x: expected an image batch (B, 3, H, W), got {tuple(x.shape)}")
+        if not x.is_floating_point():
+            raise TypeError(f"x: expected a floating-point image batch with values in [0, 1], "
+                            f"got {x.dtype}" + (" (8-bit pixels: use x.float() / 255)"
+                                                if x.dtype == torch.uint8 else ""))
+        if x.shape[0] == 0:
+            raise ValueError(f"x: empty batch (B=0) in shape {tuple(x.shape)}")
         if x.shape[1] != 3:
             raise ValueError(f"x: expected 3 channels (RGB), got {x.shape[1]} in shape "
                              f"{tuple(x.shape)}")
@@ -138,9 +159,17 @@ class YOLOv12(nn.Module):
                              f"letterbox or pad the image to e.g. "
                              f"{math.ceil(max(H, 1) / STRIDE) * STRIDE}x"
                              f"{math.ceil(max(W, 1) / STRIDE) * STRIDE}")
+        if match_model:
+            p = next(self.parameters())
+            if x.dtype != p.dtype:
+                raise TypeError(f"x: dtype {x.dtype} does not match the model's {p.dtype}; "
+                                f"cast the input (x.to({p.dtype})) or the model "
+                                f"(model.to({x.dtype}))")
+            if x.device != p.device:
+                raise ValueError(f"x: on {x.device} but the model is on {p.device}")
 
     def forward(self, x):
-        self.check_input(x)
+        self.check_input(x, match_model=True)
         return self.run(x)
 
     def run(self, x):
@@ -216,12 +245,18 @@ class YOLOv12(nn.Module):
     def info(self, imgsz: int = 640, print_fn=print) -> dict:
         """Params and GFLOPs at ``imgsz`` beside the paper's figures; returns them as a dict."""
         params, gf = self.num_params(), self.gflops(imgsz)
-        paper = PAPER[self.scale]
-        print_fn(f"YOLOv12-{self.scale.upper()} (nc={self.nc}): {params:,} params "
+        if self.variant == "turbo":  # the official README's turbo table
+            from .turbo import README as paper_figures
+        else:
+            paper_figures = PAPER
+        paper = paper_figures[self.scale]
+        print_fn(f"YOLOv12-{self.scale.upper()}{'-turbo' if self.variant == 'turbo' else ''} "
+                 f"(nc={self.nc}): {params:,} params "
                  f"(paper {paper['params_M']} M); at {imgsz}: {gf['conv']:.1f} GFLOPs in convs "
                  f"(paper {paper['gflops']}, which counts convs only) + {gf['attention']:.2f} in "
                  f"attention matmuls = {gf['total']:.1f} total "
                  "(torch.utils.flop_counter, a multiply-add = 2 FLOPs)")
-        return {"scale": self.scale, "nc": self.nc, "params": params, "imgsz": imgsz,
+        return {"scale": self.scale, "nc": self.nc, "variant": self.variant, "params": params,
+                "imgsz": imgsz,
                 "gflops": gf["total"], "gflops_conv": gf["conv"],
                 "gflops_attention": gf["attention"], "paper": paper}

@@ -1,7 +1,8 @@
 """Detections on images: letterbox -> model -> class-aware NMS -> boxes in original pixels.
 
-``python -m yolov12 predict IMAGE... --weights yolo12n.pt`` writes each image with its boxes drawn
-and ``predictions.json`` (boxes as [x1, y1, x2, y2] in original pixels, score, class id and name).
+``yolov12 predict IMAGE... --weights yolo12n.pt`` (or ``model=yolo12n.pt source=IMAGE``) writes
+each image with its boxes drawn and ``predictions.json`` (boxes as [x1, y1, x2, y2] in original
+pixels, score, class id and name; an image that could not be read as ``{"image", "error"}``).
 
 Library use::
 
@@ -15,15 +16,19 @@ from __future__ import annotations
 import json
 import math
 import os
-import warnings
+import sys
+import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .cli_args import add_backend_arg, add_model_args, check_half, model_from_args, pick_device
 from .coco import class_names
-from .model import SCALES, STRIDE, YOLOv12
+from .images import to_rgb8
+from .model import STRIDE, YOLOv12
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 PAD_VALUE = 114  # grey padding, what the public models were trained with
@@ -33,12 +38,24 @@ PAD_VALUE = 114  # grey padding, what the public models were trained with
 # images and letterbox
 # ---------------------------------------------------------------------------------------------
 def load_image(path):
-    """An RGB ``PIL.Image``, rotated upright per its EXIF orientation (as phones store photos)."""
+    """An 8-bit RGB ``PIL.Image``, rotated upright per its EXIF orientation (as phones store
+    photos); 16-bit and float images are scaled to 8 bits (``images.to_rgb8``), never clipped.
+
+    Raises ``ValueError`` naming the file when it cannot be read: not an image, corrupt or
+    truncated, or over Pillow's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``).
+    """
     from PIL import Image, ImageOps
     try:
         with Image.open(path) as im:
-            return ImageOps.exif_transpose(im).convert("RGB")
-    except (OSError, ValueError) as e:
+            im = ImageOps.exif_transpose(im)
+            im.load()  # decode now: a truncated file fails here, inside this try
+            return to_rgb8(im, repr(str(path)))
+    except Image.DecompressionBombError as e:
+        raise ValueError(f"image: refusing {str(path)!r}: {e} (a decompression bomb, or a huge "
+                         "image: raise PIL.Image.MAX_IMAGE_PIXELS if you trust it)") from e
+    except Image.UnidentifiedImageError as e:
+        raise ValueError(f"image: {str(path)!r} is not an image Pillow can read") from e
+    except (OSError, SyntaxError) as e:  # truncated / corrupt data (Pillow raises both)
         raise ValueError(f"image: cannot read {str(path)!r}: {e}") from e
 
 
@@ -52,22 +69,16 @@ class Letterbox:
 
 
 def letterbox(image, imgsz: int = 640, stride: int = STRIDE) -> tuple[torch.Tensor, Letterbox]:
-    """Resize ``image`` (PIL image or HWC uint8 array) so its long side is ``imgsz``, keeping the
-    aspect ratio, and pad it (grey, centred) to the next multiple of ``stride`` on each side.
+    """Resize ``image`` (a PIL image or an array, see ``images.to_rgb8``) so its long side is
+    ``imgsz``, keeping the aspect ratio, and pad it (grey, centred) to the next multiple of
+    ``stride`` on each side.
 
     Returns a (3, H, W) float32 tensor in [0, 1] and the ``Letterbox`` to map boxes back.
     """
     from PIL import Image
     if isinstance(imgsz, bool) or not isinstance(imgsz, int) or imgsz < stride:
         raise ValueError(f"imgsz: expected an int >= {stride}, got {imgsz!r}")
-    if isinstance(image, np.ndarray):
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(f"image: expected an HxWx3 uint8 array, got {image.shape} "
-                             f"{image.dtype}")
-        image = Image.fromarray(image)
-    if not isinstance(image, Image.Image):
-        raise ValueError(f"image: expected a PIL image or an array, got {type(image).__name__}")
-    image = image.convert("RGB")
+    image = to_rgb8(image)  # 16-bit / float pixels scaled, gray -> RGB
     w, h = image.size
     r = min(imgsz / h, imgsz / w)
     nw, nh = max(1, round(w * r)), max(1, round(h * r))
@@ -116,13 +127,19 @@ def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return inter / union.clamp(min=torch.finfo(inter.dtype).tiny)
 
 
-def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
+def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float,
+        max_det: int | None = None) -> torch.Tensor:
     """Greedy NMS in plain torch: indices of kept boxes, highest score first. A box is dropped
-    when its IoU with a kept, higher-scoring box is > ``iou_threshold`` (torchvision's rule)."""
+    when its IoU with a kept, higher-scoring box is > ``iou_threshold`` (torchvision's rule).
+
+    ``max_det``: stop once that many boxes are kept. Greedy NMS decides boxes in score order and
+    never revisits a kept one, so the result is exactly the first ``max_det`` of the full run; with
+    a low score threshold (mAP evaluation) thousands of candidates would otherwise each cost a pass.
+    """
     order = torch.sort(scores, descending=True, stable=True).indices
     keep = []
     # one pass per *kept* box, each vectorised over the boxes still in play
-    while order.numel():
+    while order.numel() and (max_det is None or len(keep) < max_det):
         i = order[0]
         keep.append(i)
         rest = order[1:]
@@ -142,9 +159,11 @@ def _torchvision_ops():
 
 
 def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor,
-                iou_threshold: float, use_torchvision: bool | None = None) -> torch.Tensor:
+                iou_threshold: float, use_torchvision: bool | None = None,
+                max_det: int | None = None) -> torch.Tensor:
     """Class-aware NMS: boxes of different ``idxs`` never suppress each other. Kept indices,
-    highest score first. Uses ``torchvision.ops.batched_nms`` when importable (faster, same rule).
+    highest score first, at most ``max_det`` of them (the first ``max_det`` of the full result).
+    Uses ``torchvision.ops.batched_nms`` when importable (faster, same rule).
     """
     if boxes.numel() == 0:
         return torch.empty(0, dtype=torch.long, device=boxes.device)
@@ -152,11 +171,11 @@ def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor,
     if use_torchvision and ops is None:
         raise ValueError("use_torchvision: True but torchvision cannot be imported")
     if ops is not None:
-        return ops.batched_nms(boxes.float(), scores.float(), idxs, iou_threshold)
+        return ops.batched_nms(boxes.float(), scores.float(), idxs, iou_threshold)[:max_det]
     # shift each class into its own disjoint region, then one plain NMS does all classes at once
     span = (boxes.max() - boxes.min() + 1).to(boxes.dtype)
     shifted = boxes + (idxs.to(boxes.dtype) * span)[:, None]
-    return nms(shifted.float(), scores.float(), iou_threshold)
+    return nms(shifted.float(), scores.float(), iou_threshold, max_det)
 
 
 def postprocess(preds: torch.Tensor, conf: float = 0.25, iou: float = 0.7, max_det: int = 300,
@@ -187,7 +206,7 @@ def postprocess(preds: torch.Tensor, conf: float = 0.25, iou: float = 0.7, max_d
         if scores.numel() > max_nms:  # bound NMS work on near-empty-threshold runs
             top = scores.topk(max_nms).indices
             boxes, scores, labels = boxes[top], scores[top], labels[top]
-        keep = batched_nms(boxes, scores, labels, iou)[:max_det]
+        keep = batched_nms(boxes, scores, labels, iou, max_det=max_det)
         out.append((boxes[keep], scores[keep], labels[keep]))
     return out
 
@@ -200,57 +219,117 @@ class Detections:
     boxes: torch.Tensor   # (n, 4) xyxy in original-image pixels
     scores: torch.Tensor  # (n,)
     labels: torch.Tensor  # (n,) class index 0..nc-1
+    input_shape: tuple[int, int] | None = None  # (h, w) of the letterboxed network input
 
 
 class Predictor:
     """A callable ``images -> list[Detections]`` (PIL images in, boxes in their own pixels out).
 
-    val.py takes any callable with this signature, so tests can substitute a stub.
+    ``model``: a ``YOLOv12`` (run through its fast path ``model.optimize(device, dtype, backend)``
+    unless ``fast=False``: BN folded, the fastest attention backend, channels-last on CPU) or an
+    already optimized ``FastYOLOv12``. ``times`` accumulates seconds spent per stage (pre-process:
+    letterbox and batching; inference: the forward pass; nms: post-processing), ``seen`` the
+    images. val.py takes any callable with this signature, so tests can substitute a stub.
     """
 
-    def __init__(self, model: YOLOv12, imgsz: int = 640, conf: float = 0.25, iou: float = 0.7,
-                 max_det: int = 300, multi_label: bool = False, device=None, half: bool = False):
-        if not isinstance(model, torch.nn.Module):
-            raise ValueError(f"model: expected a YOLOv12 module, got {type(model).__name__}")
+    def __init__(self, model, imgsz: int = 640, conf: float = 0.25, iou: float = 0.7,
+                 max_det: int = 300, multi_label: bool = False, device=None, half: bool = False,
+                 *, backend: str = "auto", fast: bool = True):
+        from .fast import FastYOLOv12
+        if not isinstance(model, (YOLOv12, FastYOLOv12)):
+            raise TypeError(f"model: expected a YOLOv12 (or its optimize() result), got "
+                            f"{type(model).__name__}")
+        if isinstance(imgsz, bool) or not isinstance(imgsz, int) or imgsz < STRIDE:
+            raise ValueError(f"imgsz: expected an int >= {STRIDE}, got {imgsz!r}")
+        for name, v in (("conf", conf), ("iou", iou)):
+            if not 0.0 <= v <= 1.0:
+                raise ValueError(f"{name}: expected a value in [0, 1], got {v}")
+        if isinstance(max_det, bool) or not isinstance(max_det, int) or max_det < 1:
+            raise ValueError(f"max_det: expected a positive int, got {max_det!r}")
+        net = model.net if isinstance(model, FastYOLOv12) else model
         self.device = (torch.device(device) if device is not None
                        else next(model.parameters()).device)
-        self.dtype = torch.float16 if half else torch.float32
         if half and self.device.type != "cuda":
-            raise ValueError("half: float16 inference needs a CUDA device")
-        self.model = model.to(self.device, self.dtype).eval()
+            raise ValueError(f"half: float16 inference needs a CUDA device, got {self.device}")
+        self.dtype = torch.float16 if half else torch.float32
+        if isinstance(model, FastYOLOv12):
+            if (model.device, model.dtype) != (self.device, self.dtype):
+                raise ValueError(f"model: optimized for {model.device} {model.dtype}, but this "
+                                 f"predictor runs on {self.device} {self.dtype}")
+            self.model = model
+        elif fast:
+            self.model = model.optimize(self.device, self.dtype, backend=backend)
+        else:
+            self.model = model.to(self.device, self.dtype).eval()
+            if backend != "auto":
+                self.model.set_attention_backend(backend)
         self.imgsz, self.conf, self.iou = imgsz, conf, iou
         self.max_det, self.multi_label = max_det, multi_label
-        self.names = class_names(getattr(model, "nc", 80), getattr(model, "names", None))
+        self.names = class_names(net.nc, getattr(net, "names", None))
+        self.times = {"pre": 0.0, "infer": 0.0, "nms": 0.0}
+        self.seen = 0
+
+    def _sync(self):
+        if self.device.type == "cuda":  # kernels run asynchronously: time them to completion
+            torch.cuda.synchronize(self.device)
 
     @torch.inference_mode()
     def __call__(self, images) -> list[Detections]:
         if not images:
             return []
+        t0 = time.perf_counter()
         xs, lbs = zip(*(letterbox(im, self.imgsz) for im in images))
         x = pad_batch(list(xs)).to(self.device, self.dtype)
+        self._sync()
+        t1 = time.perf_counter()
         preds = self.model(x)
+        self._sync()
+        t2 = time.perf_counter()
         out = []
         for (boxes, scores, labels), lb in zip(
                 postprocess(preds, self.conf, self.iou, self.max_det, self.multi_label), lbs):
-            out.append(Detections(scale_boxes(boxes, lb).cpu(), scores.cpu(), labels.cpu()))
+            out.append(Detections(scale_boxes(boxes, lb).cpu(), scores.cpu(), labels.cpu(),
+                                  lb.shape))
+        t3 = time.perf_counter()
+        for k, dt in (("pre", t1 - t0), ("infer", t2 - t1), ("nms", t3 - t2)):
+            self.times[k] += dt
+        self.seen += len(images)
         return out
+
+    def speed(self) -> dict[str, float]:
+        """Milliseconds per image for each stage so far: {"pre", "infer", "nms"}."""
+        n = max(self.seen, 1)
+        return {k: 1000.0 * v / n for k, v in self.times.items()}
+
+
+def label_font(image_size: tuple[int, int]):
+    """A font sized to the image (about 3.5% of its mean side, at least 12 px): the label stays
+    legible on a 4000-pixel photo and does not cover a 300-pixel thumbnail. Pillow's scalable
+    default font needs FreeType (Pillow >= 10.1); without it, the small bitmap font."""
+    from PIL import ImageFont
+    size = max(12, round(0.035 * (image_size[0] + image_size[1]) / 2))
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, OSError, ImportError):  # old Pillow, or no FreeType
+        return ImageFont.load_default()
 
 
 def draw(image, det: Detections, names: dict[int, str]):
     """A copy of ``image`` with each box and "name score" drawn on it."""
-    from PIL import ImageDraw, ImageFont
+    from PIL import ImageDraw
     im = image.copy()
     d = ImageDraw.Draw(im)
-    font = ImageFont.load_default()
-    lw = max(2, round(0.003 * max(im.size)))
+    font = label_font(im.size)
+    lw = max(2, round(0.003 * (im.size[0] + im.size[1]) / 2))
     for box, score, label in zip(det.boxes.tolist(), det.scores.tolist(), det.labels.tolist()):
         color = _PALETTE[int(label) % len(_PALETTE)]
         d.rectangle(box, outline=color, width=lw)
         text = f"{names.get(int(label), label)} {score:.2f}"
         l, t, r, b = d.textbbox((0, 0), text, font=font)
-        y = max(0, box[1] - (b - t) - 2)
-        d.rectangle((box[0], y, box[0] + (r - l) + 4, y + (b - t) + 2), fill=color)
-        d.text((box[0] + 2, y), text, fill=(255, 255, 255), font=font)
+        pad = max(2, lw)
+        y = max(0, box[1] - (b - t) - 2 * pad)
+        d.rectangle((box[0], y, box[0] + (r - l) + 2 * pad, y + (b - t) + 2 * pad), fill=color)
+        d.text((box[0] + pad - l, y + pad - t), text, fill=(255, 255, 255), font=font)
     return im
 
 
@@ -260,50 +339,28 @@ _PALETTE = [(255, 56, 56), (255, 157, 151), (255, 112, 31), (255, 178, 29), (207
             (132, 56, 255), (82, 0, 133), (203, 56, 255), (255, 149, 200), (255, 55, 199)]
 
 
+def summarize(det: Detections, names: dict[int, str]) -> str:
+    """'2 person, 1 bus' (most frequent first), or 'no detections'."""
+    counts = Counter(int(c) for c in det.labels.tolist())
+    if not counts:
+        return "no detections"
+    return ", ".join(f"{n} {names.get(c, str(c))}" for c, n in counts.most_common())
+
+
 # ---------------------------------------------------------------------------------------------
-# shared CLI helpers (predict, val, export)
+# the command
 # ---------------------------------------------------------------------------------------------
-def add_model_args(p) -> None:
-    p.add_argument("--weights", default=None,
-                   help="checkpoint: public YOLO12 .pt, a state dict, or .safetensors")
-    p.add_argument("--model", "--scale", dest="scale", default=None, choices=list(SCALES),
-                   help="without --weights: a randomly initialised scale (smoke runs only)")
-    p.add_argument("--nc", type=int, default=80, help="classes for --model (default 80)")
-
-
-def model_from_args(args, command: str) -> YOLOv12:
-    """The model named by --weights, or (with a loud warning) a random one for --model."""
-    if args.weights:
-        try:
-            model = YOLOv12.load(args.weights)
-        except ValueError as e:
-            raise SystemExit(f"--weights: {e}") from e
-        if args.scale and args.scale != model.scale:
-            raise SystemExit(f"--model {args.scale} contradicts --weights, which holds scale "
-                             f"{model.scale}; drop --model")
-        return model
-    if not args.scale:
-        raise SystemExit(f"{command}: give --weights FILE (e.g. yolo12n.pt from the YOLO12 "
-                         "releases); --model SCALE alone builds a randomly initialised model "
-                         "for smoke tests")
-    warnings.warn(f"{command}: no --weights, using a randomly initialised YOLOv12-{args.scale}: "
-                  "its outputs are noise", stacklevel=2)
-    return YOLOv12(args.scale, nc=args.nc).eval()
-
-
-def pick_device(name: str | None) -> torch.device:
-    device = torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device: cuda requested but torch sees no CUDA device")
-    return device
-
-
-def _expand_images(paths) -> list[Path]:
+def expand_images(paths) -> list[Path]:
+    """Image files named on the command line, folders expanded (their image files, sorted)."""
     files = []
     for p in map(Path, paths):
         if p.is_dir():
-            files.extend(sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES))
+            files.extend(sorted(f for f in p.iterdir()
+                                if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES))
         elif p.is_file():
+            if p.suffix.lower() not in IMAGE_SUFFIXES:
+                raise SystemExit(f"IMAGE: {str(p)!r} is not an image file (expected one of "
+                                 f"{' '.join(sorted(IMAGE_SUFFIXES))})")
             files.append(p)
         else:
             raise SystemExit(f"IMAGE: no such file or directory {str(p)!r}")
@@ -312,52 +369,158 @@ def _expand_images(paths) -> list[Path]:
     return files
 
 
+def output_dir(path, exist_ok: bool = False) -> Path:
+    """``path``, or when it already holds files and ``exist_ok`` is off, the first free
+    ``path2``, ``path3``, ... (earlier results are never overwritten silently)."""
+    path = Path(path)
+    if exist_ok or not path.exists() or (path.is_dir() and not any(path.iterdir())):
+        return path
+    n = 2
+    while path.with_name(f"{path.name}{n}").exists():
+        n += 1
+    return path.with_name(f"{path.name}{n}")
+
+
+def output_names(files: list[Path]) -> list[str]:
+    """A distinct output file name per input (same-named images from different folders get
+    ``name_2``, ``name_3``, ...), decided up front so it does not depend on processing order."""
+    names, used = [], set()
+    for f in files:
+        name, n = f.name, 2
+        while name in used:
+            name, n = f"{f.stem}_{n}{f.suffix}", n + 1
+        used.add(name)
+        names.append(name)
+    return names
+
+
 def add_parser(sub) -> None:
     p = sub.add_parser("predict", help="detect objects in images; write annotated images + JSON")
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files or directories")
+    p.add_argument("images", nargs="*", metavar="IMAGE", help="image files or directories")
     add_model_args(p)
     p.add_argument("--conf", type=float, default=0.25, help="score threshold (default 0.25)")
     p.add_argument("--iou", type=float, default=0.7, help="NMS IoU threshold (default 0.7)")
     p.add_argument("--imgsz", type=int, default=640, help="long side of the input (default 640)")
     p.add_argument("--max-det", type=int, default=300, help="boxes per image at most")
     p.add_argument("--batch", type=int, default=1, help="images per forward pass")
-    p.add_argument("--out", default="runs/predict", help="output directory (default runs/predict)")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    p.add_argument("--out", default="runs/predict",
+                   help="output directory (default runs/predict; runs/predict2, ... when it "
+                        "already holds results, unless --exist-ok)")
+    p.add_argument("--exist-ok", action="store_true", help="write into --out even if it exists")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or N (default: cuda when "
+                   "present)")
     p.add_argument("--half", action="store_true", help="float16 (CUDA only)")
-    p.add_argument("--backend", default="auto", help="attention backend (default auto)")
+    add_backend_arg(p)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
+def _record(f: Path, out: Path, im, det: Detections, names) -> dict:
+    return {"image": str(f), "output": str(out), "width": im.size[0], "height": im.size[1],
+            "detections": [{"box": [round(v, 2) for v in b], "score": round(s, 4),
+                            "class_id": int(c), "class_name": names.get(int(c), str(c))}
+                           for b, s, c in zip(det.boxes.tolist(), det.scores.tolist(),
+                                              det.labels.tolist())]}
+
+
 def run(args) -> int:
-    for name, lo, hi in (("conf", 0, 1), ("iou", 0, 1)):
-        if not lo <= getattr(args, name) <= hi:
-            raise SystemExit(f"--{name}: expected a value in [{lo}, {hi}], "
-                             f"got {getattr(args, name)}")
-    if args.imgsz < STRIDE or args.batch < 1 or args.max_det < 1:
-        raise SystemExit(f"--imgsz must be >= {STRIDE}, --batch and --max-det >= 1")
-    files = _expand_images(args.images)
-    model = model_from_args(args, "predict").fuse().set_attention_backend(args.backend)
-    pred = Predictor(model, args.imgsz, args.conf, args.iou, args.max_det,
-                     device=pick_device(args.device), half=args.half)
-    out_dir = Path(args.out)
+    for name in ("conf", "iou"):
+        if not 0.0 <= getattr(args, name) <= 1.0:
+            raise SystemExit(f"--{name}: expected a value in [0, 1], got {getattr(args, name)}")
+    for flag, v, lo in (("--imgsz", args.imgsz, STRIDE), ("--batch", args.batch, 1),
+                        ("--max-det", args.max_det, 1)):
+        if v < lo:
+            raise SystemExit(f"{flag}: expected a value >= {lo}, got {v}")
+    if not args.images:
+        raise SystemExit("predict: name the images (IMAGE... or source=PATH)")
+    files = expand_images(args.images)
+    from . import distributed
+    ctx = distributed.setup(args.device)  # torchrun: join the group; else one process
+    try:
+        return _run(args, files, ctx)
+    finally:
+        ctx.close()
+
+
+def _run(args, files: list[Path], ctx) -> int:
+    from . import distributed
+    device = pick_device(distributed.device_for(ctx, args.device))
+    check_half(args.half, device)
+    model = model_from_args(args, "predict")
+    pred = Predictor(model, args.imgsz, args.conf, args.iou, args.max_det, device=device,
+                     half=args.half, backend=args.backend)
+    out_dir = ctx.broadcast(output_dir(args.out, args.exist_ok) if ctx.main else None)
     os.makedirs(out_dir, exist_ok=True)
-    records, used = [], set()
-    for start in range(0, len(files), args.batch):
-        chunk = files[start:start + args.batch]
-        images = [load_image(f) for f in chunk]
-        for f, im, det in zip(chunk, images, pred(images)):
-            name = f.name if f.name not in used else f"{f.stem}_{len(used)}{f.suffix}"
-            used.add(name)
-            draw(im, det, pred.names).save(out_dir / name)
-            records.append({
-                "image": str(f), "output": str(out_dir / name), "width": im.size[0],
-                "height": im.size[1],
-                "detections": [{"box": [round(v, 2) for v in b], "score": round(s, 4),
-                                "class_id": int(c), "class_name": pred.names.get(int(c), str(c))}
-                               for b, s, c in zip(det.boxes.tolist(), det.scores.tolist(),
-                                                  det.labels.tolist())]})
-            print(f"{f}: {len(det.scores)} detections -> {out_dir / name}")
-    with open(out_dir / "predictions.json", "w") as fh:
-        json.dump(records, fh, indent=1)
-    print(f"wrote {out_dir / 'predictions.json'}")
+    names = output_names(files)
+    # this process's share: whole batches, dealt out as in distributed.py
+    starts = [range(0, len(files), args.batch)[b]
+              for b in ctx.my_batches(math.ceil(len(files) / args.batch))]
+    mine = sum(min(args.batch, len(files) - s) for s in starts)
+
+    bar = None
+    if mine > 1 and ctx.main and not args.no_progress:
+        from tqdm import tqdm
+        bar = tqdm(total=mine, unit="img",
+                   desc="predict" if ctx.world == 1 else f"predict (rank 0 of {ctx.world})")
+    say = bar.write if bar is not None else print
+
+    def warn(msg):
+        if bar is not None:
+            bar.write(msg, file=sys.stderr)
+        else:
+            print(msg, file=sys.stderr)
+
+    records = []  # (index in files, record)
+
+    def write_json(all_records):
+        with open(out_dir / "predictions.json", "w") as fh:
+            json.dump([r for _, r in sorted(all_records, key=lambda t: t[0])], fh, indent=1)
+
+    try:
+        for start in starts:
+            chunk = list(zip(range(start, len(files)), files[start:start + args.batch],
+                             names[start:start + args.batch]))
+            loaded = []
+            for i, f, name in chunk:
+                try:
+                    loaded.append((i, f, name, load_image(f)))
+                except ValueError as e:  # corrupt / not an image: skip it, keep going
+                    warn(f"warning: {e}; skipped")
+                    records.append((i, {"image": str(f), "error": str(e)}))
+            infer_before = pred.times["infer"]
+            dets = pred([im for *_, im in loaded])
+            infer_ms = 1000.0 * (pred.times["infer"] - infer_before) / max(len(loaded), 1)
+            for (i, f, name, im), det in zip(loaded, dets):
+                draw(im, det, pred.names).save(out_dir / name)
+                records.append((i, _record(f, out_dir / name, im, det, pred.names)))
+                h, w = det.input_shape
+                say(f"image {i + 1}/{len(files)} {f}: {h}x{w} {summarize(det, pred.names)}, "
+                    f"{infer_ms:.1f}ms")
+            if bar is not None:
+                bar.update(len(chunk))
+    except BaseException:
+        if ctx.world == 1:  # also on Ctrl-C: what was done is not lost
+            write_json(records)
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+    shares = ctx.gather((records, pred.times, pred.seen))
+    if not ctx.main:
+        return 0
+    all_records = [r for share, _, _ in shares for r in share]
+    write_json(all_records)
+    seen = max(sum(n for *_, n in shares), 1)
+    sp = {k: 1000.0 * sum(t[k] for _, t, _ in shares) / seen for k in ("pre", "infer", "nms")}
+    failed = sum("error" in r for _, r in all_records)
+    print(f"Speed: {sp['pre']:.1f}ms pre-process, {sp['infer']:.1f}ms inference, "
+          f"{sp['nms']:.1f}ms NMS per image (batch {args.batch}, long side {args.imgsz}, "
+          f"{device}{', float16' if args.half else ''}"
+          + (f", {ctx.world} processes" if ctx.world > 1 else "") + ")")
+    print(f"Results: {len(files) - failed} images -> {out_dir}/, boxes in "
+          f"{out_dir / 'predictions.json'}")
+    if failed:
+        print(f"predict: {failed} of {len(files)} images could not be read (listed in "
+              "predictions.json with an 'error')", file=sys.stderr)
+        return 1
     return 0

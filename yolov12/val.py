@@ -1,7 +1,8 @@
 """COCO-style evaluation: run a predictor over a COCO-format dataset and score it with pycocotools.
 
-``python -m yolov12 val --images val2017/ --annotations instances_val2017.json \\
---weights yolo12n.pt``
+``yolov12 val --images val2017/ --annotations instances_val2017.json --weights yolo12n.pt``, or
+``yolov12 val model=yolo12n.pt data=coco.yaml``; under ``torchrun`` the batches are shared out
+across processes (``distributed.py``) with exactly the single-process metrics.
 
 Works on any COCO-format dataset: class index i of the model is the i-th category id in ascending
 order (for COCO itself that is the standard 80 -> 91 id map, ``coco.COCO80_TO_91``); images of any
@@ -16,6 +17,7 @@ import contextlib
 import io
 import json
 import os
+import re
 from pathlib import Path
 
 import torch
@@ -51,12 +53,106 @@ def _aspect(path) -> float:
     return h / w
 
 
+def _fail(path, msg):
+    raise ValueError(f"annotations: {path}: {msg}")
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def load_annotations(path, print_fn=print) -> dict:
+    """The COCO-format dataset in ``path``, checked field by field so that a malformed file fails
+    here with the file, the entry and the field named, not deep inside pycocotools.
+
+    Required: a top-level object with non-empty ``images`` (``id``, ``file_name``),
+    ``annotations`` (``id``, ``image_id``, ``category_id``, ``bbox`` [x, y, w, h]) and
+    ``categories`` (``id``) lists, unique ids, and annotations that refer to listed images and
+    categories. Optional, filled in with one note: ``iscrowd`` (0) and ``area`` (the box's w*h; COCO
+    stores the mask area there, which sets the small/medium/large split).
+    """
+    path = Path(path)
+    try:
+        with open(path) as fh:
+            d = json.load(fh)
+    except json.JSONDecodeError as e:
+        _fail(path, f"not valid JSON ({e})")
+    except UnicodeDecodeError as e:
+        _fail(path, f"not a text (JSON) file ({e})")
+    if not isinstance(d, dict):
+        _fail(path, f"the top level is a JSON {type(d).__name__}; a COCO file is an object "
+                    '{"images": [...], "annotations": [...], "categories": [...]}')
+    for key in ("images", "annotations", "categories"):
+        if key not in d:
+            _fail(path, f"no {key!r} list (found keys {sorted(d)}); a COCO detection file has "
+                        "'images', 'annotations' and 'categories'")
+        if not isinstance(d[key], list):
+            _fail(path, f"{key!r} is a {type(d[key]).__name__}, expected a list")
+        if not d[key]:
+            what = "nothing to score" if key == "annotations" else "nothing to evaluate"
+            _fail(path, f"{key!r} is empty: {what}")
+
+    def entries(key, required):
+        for i, e in enumerate(d[key]):
+            if not isinstance(e, dict):
+                _fail(path, f"{key}[{i}] is a {type(e).__name__}, expected an object")
+            for field, ok, want in required:
+                if field not in e:
+                    _fail(path, f"{key}[{i}] has no {field!r}")
+                if not ok(e[field]):
+                    _fail(path, f"{key}[{i}].{field} is {e[field]!r}, expected {want}")
+            yield i, e
+
+    def unique_ids(key):
+        seen = set()
+        for i, e in enumerate(d[key]):
+            if e["id"] in seen:
+                _fail(path, f"{key}[{i}].id {e['id']!r} is used twice")
+            seen.add(e["id"])
+        return seen
+
+    is_int = (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer")
+    list(entries("images", [("id", *is_int), ("file_name", lambda v: isinstance(v, str) and v,
+                                               "a file name")]))
+    list(entries("categories", [("id", *is_int)]))
+    image_ids, cat_ids = unique_ids("images"), unique_ids("categories")
+    box_ok = (lambda b: isinstance(b, list) and len(b) == 4 and all(map(_is_number, b))
+              and b[2] >= 0 and b[3] >= 0, "[x, y, width, height] with width, height >= 0")
+    filled = set()
+    for i, a in entries("annotations", [("id", *is_int), ("image_id", *is_int),
+                                        ("category_id", *is_int), ("bbox", *box_ok)]):
+        if a["image_id"] not in image_ids:
+            _fail(path, f"annotations[{i}].image_id {a['image_id']} is not in 'images'")
+        if a["category_id"] not in cat_ids:
+            _fail(path, f"annotations[{i}].category_id {a['category_id']} is not in "
+                        f"'categories' (ids {sorted(cat_ids)[:20]})")
+        if "area" not in a:
+            a["area"] = float(a["bbox"][2] * a["bbox"][3])
+            filled.add("'area' as the box area w*h")
+        elif not _is_number(a["area"]):
+            _fail(path, f"annotations[{i}].area is {a['area']!r}, expected a number")
+        if "iscrowd" not in a:
+            a["iscrowd"] = 0
+            filled.add("'iscrowd' as 0")
+    unique_ids("annotations")
+    if filled:
+        print_fn(f"note: {path.name}: annotations without {' / '.join(sorted(filled))} "
+                 "are filled in")
+    return d
+
+
 def evaluate(images_dir, annotations, predictor, batch: int = 8, out=None, workers: int = 0,
-             limit: int | None = None, progress: bool = True, print_fn=print) -> dict:
+             limit: int | None = None, progress: bool = True, print_fn=print,
+             ctx=None) -> dict | None:
     """Predict every image listed in ``annotations`` (found under ``images_dir``), write COCO
     results (to ``out`` if given) and return ``{metric: value}`` for the 12 COCO metrics plus
     ``"images"`` and ``"detections"`` counts.
+
+    ``ctx`` (a ``distributed.Context``): run this process's share of the batches; rank 0 gathers
+    every share, writes ``out`` and returns the metrics, the other ranks return None.
     """
+    from .distributed import Context
+    ctx = ctx or Context()
     try:
         from pycocotools.coco import COCO
         from pycocotools.cocoeval import COCOeval
@@ -72,10 +168,12 @@ def evaluate(images_dir, annotations, predictor, batch: int = 8, out=None, worke
         raise ValueError(f"annotations: no such file {str(annotations)!r}")
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise ValueError(f"batch: expected an int >= 1, got {batch!r}")
-    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools chatters on load
-        gt = COCO(str(annotations))
-    if not gt.dataset.get("categories"):
-        raise ValueError(f"annotations: {annotations} lists no categories")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"limit: expected a positive number of images, got {limit!r}")
+    gt = COCO()
+    gt.dataset = load_annotations(annotations, print_fn)
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools chatters
+        gt.createIndex()
     cat_ids = category_map(gt.dataset["categories"])
     nc = len(getattr(predictor, "names", None) or cat_ids)
     if nc != len(cat_ids):  # allowed (a subset may be fine), but usually a wrong pairing
@@ -89,26 +187,30 @@ def evaluate(images_dir, annotations, predictor, batch: int = 8, out=None, worke
     if missing:
         raise ValueError(f"images_dir: {len(missing)} of {len(items) + len(missing)} images listed "
                          f"in the annotations are not in {images_dir} (e.g. {missing[0][1].name})")
-    if not items:
-        raise ValueError(f"annotations: {annotations} lists no images")
     if limit is not None:
         items = items[:limit]
     # batches of similar aspect ratio pad less (each batch is padded to its largest image)
     items.sort(key=lambda it: _aspect(it[1]))
 
-    loader = torch.utils.data.DataLoader(_Images(items), batch_size=batch, shuffle=False,
-                                         num_workers=workers, collate_fn=_collate)
-    if progress:
+    # this process's batches: the single-process batches, dealt out whole (distributed.py)
+    batches = [items[i:i + batch] for i in range(0, len(items), batch)]
+    mine = ctx.my_batches(len(batches))
+    loader = torch.utils.data.DataLoader(_Images([it for b in mine for it in batches[b]]),
+                                         batch_size=batch, shuffle=False, num_workers=workers,
+                                         collate_fn=_collate)
+    if progress and ctx.main:
         try:
             from tqdm import tqdm
-            loader = tqdm(loader, desc="val", unit="batch")
+            loader = tqdm(loader, desc="val" if ctx.world == 1 else f"val (rank 0 of {ctx.world})",
+                          unit="batch")
         except ImportError:
             pass
-    results, bad_labels = [], set()
-    for ids, images in loader:
+    per_batch, bad_labels = [], set()
+    for b, (ids, images) in zip(mine, loader):
         dets = predictor(images)
         if len(dets) != len(images):
             raise ValueError(f"predictor: returned {len(dets)} results for {len(images)} images")
+        found = []
         for image_id, det in zip(ids, dets):
             for (x1, y1, x2, y2), score, label in zip(det.boxes.tolist(), det.scores.tolist(),
                                                       det.labels.tolist()):
@@ -116,10 +218,17 @@ def evaluate(images_dir, annotations, predictor, batch: int = 8, out=None, worke
                 if not 0 <= label < len(cat_ids):
                     bad_labels.add(label)
                     continue
-                results.append({"image_id": image_id, "category_id": cat_ids[label],
-                                "bbox": [round(x1, 3), round(y1, 3), round(x2 - x1, 3),
-                                         round(y2 - y1, 3)],
-                                "score": round(float(score), 5)})
+                found.append({"image_id": image_id, "category_id": cat_ids[label],
+                              "bbox": [round(x1, 3), round(y1, 3), round(x2 - x1, 3),
+                                       round(y2 - y1, 3)],
+                              "score": round(float(score), 5)})
+        per_batch.append((b, found))
+    shares = ctx.gather((per_batch, sorted(bad_labels)))
+    if not ctx.main:
+        return None
+    bad_labels = {label for _, labels in shares for label in labels}
+    batches_found = sorted((b for share, _ in shares for b in share), key=lambda t: t[0])
+    results = [r for _, found in batches_found for r in found]
     if bad_labels:
         raise ValueError(f"predictor: class indices {sorted(bad_labels)[:10]} outside the "
                          f"{len(cat_ids)} categories of {annotations.name}; the model's classes do "
@@ -150,12 +259,79 @@ def evaluate(images_dir, annotations, predictor, batch: int = 8, out=None, worke
     return metrics
 
 
+def _read_yaml(path: Path) -> dict:
+    """A dataset YAML's top-level keys. PyYAML when installed; otherwise the flat ``key: value``
+    lines (all that locating the validation images needs: ``path`` and ``val``)."""
+    text = path.read_text()
+    try:
+        import yaml
+    except ImportError:
+        out = {}
+        for line in text.splitlines():
+            m = re.match(r"^([A-Za-z_]\w*):\s*(.*?)\s*(#.*)?$", line)
+            if m and m.group(2):
+                out[m.group(1)] = m.group(2).strip("'\"")
+        return out
+    d = yaml.safe_load(text)
+    return d if isinstance(d, dict) else {}
+
+
+def resolve_data(data, images=None, annotations=None) -> tuple[Path, Path]:
+    """(images directory, COCO json) from ``data``: an ultralytics dataset YAML (coco.yaml: its
+    ``path`` and ``val`` entries give the images; the json is looked for where ultralytics' COCO
+    download puts it, ``<path>/annotations/instances_<val name>.json``) or a COCO json itself.
+    ``images`` / ``annotations`` given explicitly take precedence."""
+    data = Path(data)
+    if data.suffix == ".json":
+        if images is None:
+            raise ValueError(f"data: {data} is a COCO json; give the images folder too "
+                             "(--images DIR or images=DIR)")
+        return Path(images), Path(annotations or data)
+    if not data.is_file():
+        raise ValueError(f"data: no such file {str(data)!r} (ultralytics resolves its built-in "
+                         "dataset names; here give the dataset YAML file, or --images DIR "
+                         "--annotations FILE)")
+    d = _read_yaml(data)
+    root = Path(d.get("path") or data.parent)
+    if not root.is_absolute():
+        root = (data.parent / root) if (data.parent / root).exists() else root
+    val = d.get("val")
+    if isinstance(val, list):
+        val = val[0] if val else None
+    if not isinstance(val, str) or not val:
+        raise ValueError(f"data: {data} has no 'val' entry (the validation images)")
+    val_path = root / val
+    if images is None:
+        if val_path.is_dir():
+            images = val_path
+        elif val_path.suffix == ".txt" and val_path.is_file():  # a list of image paths
+            first = next((ln.strip() for ln in val_path.read_text().splitlines() if ln.strip()),
+                         None)
+            if first is None:
+                raise ValueError(f"data: {val_path} lists no images")
+            images = (root / first).parent
+        else:
+            raise ValueError(f"data: {data}: val {val!r} is neither a folder nor an image list "
+                             f"under {root}")
+    if annotations is None:
+        stem = Path(val).stem  # val2017 for images/val2017 and val2017.txt alike
+        annotations = root / "annotations" / f"instances_{stem}.json"
+        if not annotations.is_file():
+            raise ValueError(f"data: {data}: no COCO json at {annotations} (yolov12 val scores "
+                             "with pycocotools against COCO-format json, not YOLO txt labels); "
+                             "give --annotations FILE")
+    return Path(images), Path(annotations)
+
+
 def add_parser(sub) -> None:
-    from .predict import add_model_args
+    from .cli_args import add_backend_arg, add_model_args
     p = sub.add_parser("val", help="COCO mAP of a model on a COCO-format dataset (pycocotools)")
-    p.add_argument("--images", required=True, help="directory of the images (e.g. val2017/)")
-    p.add_argument("--annotations", required=True,
+    p.add_argument("--images", default=None, help="directory of the images (e.g. val2017/)")
+    p.add_argument("--annotations", default=None,
                    help="COCO-format json (e.g. annotations/instances_val2017.json)")
+    p.add_argument("--data", default=None,
+                   help="instead of --images/--annotations: an ultralytics dataset YAML "
+                        "(coco.yaml; the json is taken from <path>/annotations/) or a COCO json")
     add_model_args(p)
     p.add_argument("--batch", type=int, default=8, help="images per forward pass (default 8)")
     p.add_argument("--imgsz", type=int, default=640, help="long side of the input (default 640)")
@@ -167,22 +343,47 @@ def add_parser(sub) -> None:
     p.add_argument("--limit", type=int, default=None, help="evaluate the first N images only")
     p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
                    help="image-decoding worker processes")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or N (default: cuda when "
+                   "present)")
     p.add_argument("--half", action="store_true", help="float16 (CUDA only)")
-    p.add_argument("--backend", default="auto", help="attention backend (default auto)")
+    add_backend_arg(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from .predict import Predictor, model_from_args, pick_device
-    model = model_from_args(args, "val").fuse().set_attention_backend(args.backend)
-    predictor = Predictor(model, args.imgsz, args.conf, args.iou, args.max_det, multi_label=True,
-                          device=pick_device(args.device), half=args.half)
+    from .cli_args import check_half, model_from_args, pick_device
+    from .predict import Predictor
+    if args.limit is not None and args.limit < 1:
+        raise SystemExit(f"--limit: expected a positive number of images, got {args.limit}")
+    for flag, v in (("--batch", args.batch), ("--max-det", args.max_det)):
+        if v < 1:
+            raise SystemExit(f"{flag}: expected a value >= 1, got {v}")
+    if args.data is not None:
+        try:
+            args.images, args.annotations = resolve_data(args.data, args.images, args.annotations)
+        except ValueError as e:
+            raise SystemExit(f"--{e}") from e
+    if args.images is None or args.annotations is None:
+        raise SystemExit("val: give --images DIR and --annotations FILE (or --data coco.yaml)")
+    from . import distributed
+    ctx = distributed.setup(args.device)  # torchrun: join the group; else one process
     try:
-        metrics = evaluate(args.images, args.annotations, predictor, batch=args.batch,
-                           out=args.out, workers=args.workers, limit=args.limit)
-    except ValueError as e:
-        raise SystemExit(f"val: {e}") from e
-    print(f"mAP50-95 {metrics['AP']:.4f}  mAP50 {metrics['AP50']:.4f}  "
-          f"on {metrics['images']} images ({metrics['detections']} detections)")
-    return 0
+        device = pick_device(distributed.device_for(ctx, args.device))
+        check_half(args.half, device)
+        model = model_from_args(args, "val")
+        try:
+            predictor = Predictor(model, args.imgsz, args.conf, args.iou, args.max_det,
+                                  multi_label=True, device=device, half=args.half,
+                                  backend=args.backend)
+            metrics = evaluate(args.images, args.annotations, predictor, batch=args.batch,
+                               out=args.out, workers=args.workers, limit=args.limit, ctx=ctx,
+                               print_fn=print if ctx.main else (lambda *_: None))
+        except ValueError as e:
+            raise SystemExit(f"val: {e}") from e
+        if ctx.main:
+            print(f"mAP50-95 {metrics['AP']:.4f}  mAP50 {metrics['AP50']:.4f}  "
+                  f"on {metrics['images']} images ({metrics['detections']} detections)"
+                  + (f", {ctx.world} processes" if ctx.world > 1 else ""))
+        return 0
+    finally:
+        ctx.close()

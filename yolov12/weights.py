@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,11 +27,14 @@ from pathlib import Path
 import torch
 
 from .model import LAYERS, SCALES, YOLOv12, _make_divisible
+from .turbo import GROUPS, qkv_from_qk_v
 
 # Namespaces whose classes may appear in a model checkpoint; each gets an inert stand-in. Anything
 # else (os, subprocess, builtins.eval/exec/getattr, ...) is refused.
 _ALLOWED_PREFIXES = (
     "ultralytics.",          # DetectionModel, Conv, C3k2, A2C2f, AAttn, Detect, namespaces
+    "yolov12.model.YOLOv12",  # torch.save(model) of our own model: loaded as tensors, like the rest
+    "yolov12.modules.",
     "torch.nn.modules.",     # Conv2d, BatchNorm2d, SiLU, Sequential, ModuleList, Upsample ...
     "pathlib.",              # PosixPath / WindowsPath in training arguments
     "numpy.",                # numpy scalars / dtypes in training metrics (stand-ins: never called)
@@ -79,29 +83,87 @@ def _is_allowed(full_name: str) -> bool:
                for p in _ALLOWED_PREFIXES)
 
 
+# Where the public COCO checkpoints are published (they are not downloaded by this package):
+# ultralytics' YOLO12 (the paper's configuration, yolo12<scale>.pt) and the official repository's
+# default, YOLOv12-turbo (yolov12<scale>.pt, its "turbo" release).
+PUBLIC_WEIGHTS = {
+    "yolo12": "https://github.com/ultralytics/assets/releases/download/v8.3.0/yolo12{s}.pt",
+    "turbo": "https://github.com/sunsmarterjie/yolov12/releases/download/turbo/yolov12{s}.pt",
+}
+
+
+def public_weights_url(file_name: str) -> str | None:
+    """The download address of a public checkpoint named ``file_name`` (e.g. yolo12n.pt), if any."""
+    m = re.fullmatch(r"yolo(v?)12([nsmlx])\.pt", file_name)
+    if not m:
+        return None
+    return PUBLIC_WEIGHTS["turbo" if m.group(1) else "yolo12"].format(s=m.group(2))
+
+
 # ---------------------------------------------------------------------------------------------
 # reading files
 # ---------------------------------------------------------------------------------------------
+def _refused(path: Path, names) -> ValueError:
+    return ValueError(
+        f"path: {path} refers to {sorted(names)}: functions or classes that have no business in a "
+        "model checkpoint (loading it could run code). Refused; nothing was executed. Files that "
+        "hold only tensors load: a state_dict saved with torch.save, or .safetensors.")
+
+
+def _unreadable(path: Path, why: str) -> ValueError:
+    return ValueError(f"path: {path} is not a readable PyTorch checkpoint: {why}. Is it truncated "
+                      "(an interrupted download or copy) or another kind of file?")
+
+
+def _first_line(text, limit: int = 200) -> str:
+    line = next((t.strip() for t in str(text).splitlines() if t.strip()), "")
+    return line[:limit]
+
+
+def _torch_cause(text: str) -> str:
+    """The cause in a ``torch.load`` error, without torch's advice around it (which recommends
+    ``weights_only=False`` or allow-listing: both would run the file's code)."""
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1]
+    lines = [t.strip() for t in text.splitlines() if t.strip()]
+    lines = [t for t in lines if "weights_only" not in t and not t.startswith(
+        ("Weights only load failed", "Check the documentation", "Please file an issue"))]
+    return _first_line(lines[0] if lines else "")
+
+
 def _torch_load(path: Path) -> object:
-    """``torch.load(weights_only=True)`` with inert stand-ins for the model classes it names."""
+    """``torch.load(weights_only=True)`` with inert stand-ins for the model classes it names.
+
+    Errors are ours, worded for what happened: a refusal names the globals refused; a corrupt or
+    truncated file says so. torch's own text is not passed on: it advises ``weights_only=False``,
+    which runs whatever code the file carries.
+    """
+    with open(path, "rb") as fh:
+        head = fh.read(4)
     if zipfile.is_zipfile(path):
         # static scan of the pickle's GLOBAL opcodes: nothing is unpickled here
-        names = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
-    else:  # legacy (pre-1.6) format: no static scan; the restricted unpickler still refuses all
-        names = []
-    refused = sorted(n for n in names if not _is_allowed(n))
+        try:
+            names = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
+        except Exception as e:
+            raise _unreadable(path, f"its zip archive is damaged ({_first_line(e)})") from None
+    elif head.startswith(b"PK"):
+        raise _unreadable(path, "a zip archive (the format torch.save writes) whose end is missing")
+    elif head[:1] == b"\x80":  # a pickle: the legacy (pre-1.6) torch.save format
+        names = []  # no static scan there; the restricted unpickler still refuses every global
+    else:
+        raise _unreadable(path, f"neither a zip archive nor a pickle (it starts with {head!r})")
+    refused = [n for n in names if not _is_allowed(n)]
     if refused:
-        raise ValueError(
-            f"path: {path} refers to {refused} — functions or classes that have no business in a "
-            "model checkpoint (loading it could run code). Refused; nothing was executed. If you "
-            "trust the file, re-save its state_dict() with a plain torch.save.")
+        raise _refused(path, refused)
     stand_ins = [(_inert_class(n), n) for n in names]
     try:
         with torch.serialization.safe_globals(stand_ins):
             return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # the restricted unpickler refused something the scan did not see
-        raise ValueError(f"path: cannot load {path} safely with the restricted unpickler: "
-                         f"{type(e).__name__}: {e}") from e
+    except Exception as e:
+        m = re.search(r"GLOBAL ([\w.]+)", str(e))
+        if m:  # the restricted unpickler refused a global the static scan could not see
+            raise _refused(path, [m.group(1)]) from None
+        raise _unreadable(path, f"{type(e).__name__}: {_torch_cause(str(e))}") from None
 
 
 def _module_tensors(obj, prefix: str, out: dict, seen: set) -> None:
@@ -126,11 +188,33 @@ def _is_state_dict(obj) -> bool:
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
 
 
+def _is_module(obj) -> bool:
+    return hasattr(obj, "__dict__") and "_modules" in vars(obj)
+
+
+def _from_module(obj) -> tuple[dict, dict]:
+    """(state dict, metadata) of a pickled model object: an ultralytics ``DetectionModel``
+    (``names``, ``yaml["scale"]``) or our own ``YOLOv12`` (``names``, ``scale``, ``nc``,
+    ``variant``), read from the attributes the pickle stored (nothing of theirs is called)."""
+    sd: dict = {}
+    _module_tensors(obj, "", sd, set())
+    attrs, meta = vars(obj), {}
+    names = attrs.get("names")
+    if isinstance(names, (dict, list)):
+        meta["names"] = dict(names) if isinstance(names, dict) else dict(enumerate(names))
+    yaml = attrs.get("yaml")
+    if isinstance(yaml, dict) and isinstance(yaml.get("scale"), str):
+        meta["scale"] = yaml["scale"]
+    for key, kind in (("scale", str), ("nc", int), ("variant", str)):
+        if isinstance(attrs.get(key), kind) and not isinstance(attrs.get(key), bool):
+            meta.setdefault(key, attrs[key])
+    return sd, meta
+
+
 def _extract(obj, path: Path) -> tuple[dict, dict]:
     """(state dict, metadata) from whatever a ``.pt`` held."""
-    meta: dict = {}
     if _is_state_dict(obj):
-        return dict(obj), meta
+        return dict(obj), {}
     if isinstance(obj, Mapping):
         # ultralytics prefers the EMA weights when a checkpoint still has them (mid-training files)
         for key in ("ema", "model", "state_dict", "model_state_dict"):
@@ -138,22 +222,11 @@ def _extract(obj, path: Path) -> tuple[dict, dict]:
             if inner is None:
                 continue
             if _is_state_dict(inner):
-                return dict(inner), meta
-            if hasattr(inner, "__dict__") and "_modules" in vars(inner):
-                sd: dict = {}
-                _module_tensors(inner, "", sd, set())
-                names = vars(inner).get("names")
-                if isinstance(names, (dict, list)):
-                    meta["names"] = (dict(names) if isinstance(names, dict)
-                                     else dict(enumerate(names)))
-                yaml = vars(inner).get("yaml")
-                if isinstance(yaml, dict) and isinstance(yaml.get("scale"), str):
-                    meta["scale"] = yaml["scale"]
-                return sd, meta
-    if hasattr(obj, "__dict__") and "_modules" in vars(obj):  # a bare pickled model
-        sd = {}
-        _module_tensors(obj, "", sd, set())
-        return sd, meta
+                return dict(inner), {}
+            if _is_module(inner):
+                return _from_module(inner)
+    if _is_module(obj):  # a bare pickled model: torch.save(model)
+        return _from_module(obj)
     raise ValueError(f"path: {path} holds no model weights that we know how to read (expected a "
                      "state dict, or a dict with 'model'/'ema'/'state_dict'; got "
                      f"{type(obj).__name__}"
@@ -170,16 +243,23 @@ def _read(path) -> tuple[dict, dict]:
         except ImportError as e:
             raise ValueError(f"path: {path} is a .safetensors file; pip install safetensors") from e
         sd, meta = {}, {}
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            for k in f.keys():
-                sd[k] = f.get_tensor(k)
-            raw = f.metadata() or {}
+        try:
+            with safe_open(str(path), framework="pt", device="cpu") as f:
+                for k in f.keys():
+                    sd[k] = f.get_tensor(k)
+                raw = f.metadata() or {}
+        except Exception as e:  # SafetensorError (header, offsets) or an OSError
+            raise ValueError(f"path: {path} is not a readable .safetensors file "
+                             f"({type(e).__name__}: {_first_line(e)}); is it truncated or "
+                             "another kind of file?") from None
         if "scale" in raw:
             meta["scale"] = raw["scale"]
         if "nc" in raw:
             meta["nc"] = int(raw["nc"])
         if "names" in raw:
             meta["names"] = {int(k): v for k, v in json.loads(raw["names"]).items()}
+        if "variant" in raw:
+            meta["variant"] = raw["variant"]
     else:
         sd, meta = _extract(_torch_load(path), path)
     if sd and all(k.startswith("module.") for k in sd):  # saved from DataParallel / DDP
@@ -208,27 +288,40 @@ def _count_children(sd: dict, prefix: str) -> int:
     return len({i for i in idx if i.isdigit()})
 
 
+def infer_variant(sd: dict) -> str:
+    """"yolo12" or "turbo" (see ``yolov12/turbo.py``), from the attention layout, the position
+    perceiver's kernel and the groups of layer 1; a ``ValueError`` that says what was found for
+    any other combination (the official v1.0 layout among them)."""
+    separate = any(".attn.qk." in k for k in sd) or any(".attn.v." in k for k in sd)
+    pe = {tuple(v.shape[-2:]) for k, v in sd.items() if k.endswith(".attn.pe.conv.weight")}
+    k0, k1 = "model.0.conv.weight", "model.1.conv.weight"
+    groups = (int(sd[k0].shape[0]) // max(int(sd[k1].shape[1]), 1)
+              if k0 in sd and k1 in sd and sd[k1].dim() == 4 else None)
+    found = (f"attention convs {'attn.qk + attn.v' if separate else 'attn.qkv'}, "
+             f"position perceiver {' / '.join(f'{h}x{w}' for h, w in sorted(pe)) or 'absent'}, "
+             f"layer 1 conv with {groups} group(s)")
+    if pe == {(5, 5)} and groups == GROUPS[1]:
+        return "turbo"
+    if pe == {(7, 7)} and groups == 1 and not separate:
+        return "yolo12"
+    if pe == {(7, 7)} and groups == 1 and separate:
+        raise ValueError(f"state dict: {found}: the official repository's v1.0 layout, which is "
+                         "not supported (its own code computes area attention differently on CPU "
+                         "and on GPU); use its default turbo weights or ultralytics' YOLO12")
+    raise ValueError(f"state dict: {found}, which matches neither YOLO12 (attn.qkv, 7x7, 1 group) "
+                     f"nor YOLOv12-turbo (attn.qk + attn.v or attn.qkv, 5x5, {GROUPS[1]} groups)")
+
+
 def infer_layout(sd: dict) -> tuple[str, int]:
-    """(scale, nc) of a YOLO12 state dict; ``ValueError`` saying what was found if it is not one."""
+    """(scale, nc) of a YOLO12 / YOLOv12-turbo state dict; ``ValueError`` saying what was found if
+    it is not one (``infer_variant`` tells which of the two)."""
     if not sd:
         raise ValueError("state dict: empty, no tensors found")
-    attn_keys = [k for k in sd if ".attn." in k]
-    if any(".attn.qk." in k for k in attn_keys) or any(".attn.v." in k for k in attn_keys):
-        found = sorted({k.split(".attn.")[1].split(".")[0] for k in attn_keys})
-        raise ValueError(
-            f"state dict: attention with separate convs {found} (e.g. "
-            f"{next(k for k in attn_keys if '.attn.qk.' in k or '.attn.v.' in k)}): this is the "
-            "YOLOv12 'turbo' / v1.0 layout; this model implements the YOLO12 layout with one fused "
-            "qkv conv (attn.qkv) and a 7x7 pe")
-    for k in attn_keys:
-        if k.endswith(".attn.pe.conv.weight") and tuple(sd[k].shape[-2:]) != (7, 7):
-            raise ValueError(f"state dict: {k} has a {sd[k].shape[-2]}x{sd[k].shape[-1]} position "
-                             "perceiver kernel; this model implements the YOLO12 layout with a 7x7 "
-                             f"pe (shape {tuple(sd[k].shape)} found)")
     k0 = "model.0.conv.weight"
     if k0 not in sd:
         raise ValueError(f"state dict: no {k0!r}; not a YOLO12 detection model (first keys: "
                          f"{list(sd)[:5]})")
+    infer_variant(sd)
     found = (int(sd[k0].shape[0]), _count_children(sd, "model.6.m."))
     scale = next((s for s in SCALES if _scale_signature(s) == found), None)
     if scale is None:
@@ -240,6 +333,12 @@ def infer_layout(sd: dict) -> tuple[str, int]:
     if kc not in sd:
         raise ValueError(f"state dict: no {kc!r} (Detect class conv); not a YOLO12 detection head")
     return scale, int(sd[kc].shape[0])
+
+
+def is_fused_state_dict(sd: dict) -> bool:
+    """True for the state dict of a model saved after ``fuse()``: Conv+BN folded, so the first
+    conv has a bias and there is no BatchNorm tensor at all."""
+    return "model.0.conv.bias" in sd and not any(".bn." in k for k in sd)
 
 
 def _check_against(model: YOLOv12, sd: dict) -> None:
@@ -256,24 +355,36 @@ def _check_against(model: YOLOv12, sd: dict) -> None:
             if items:
                 more = f" (+{len(items) - 5} more)" if len(items) > 5 else ""
                 parts.append(f"{label} {len(items)}: {items[:5]}{more}")
+        hint = ""
+        if missing and all(".bn." in k for k in missing) and any(
+                k.endswith(".conv.bias") for k in unexpected):
+            hint = (" (BatchNorm tensors missing and conv biases instead: this file was saved "
+                    "from a partly fused model; save the state dict before calling fuse())")
         raise ValueError(f"state dict: does not match YOLOv12-{model.scale} (nc={model.nc}): "
-                         + "; ".join(parts))
+                         + "; ".join(parts) + hint)
 
 
 def load_model(path, map_location="cpu") -> YOLOv12:
     """A ``YOLOv12`` (eval mode) with the weights in ``path``; scale and nc come from the file.
 
-    Accepts public ultralytics YOLO12 ``.pt`` checkpoints, plain state dicts (``.pt``/``.pth``) and
-    ``.safetensors`` (ours, from ``save_safetensors``). Class names stored in the file, if any, are
-    kept on ``model.names``. Never executes code from the file.
+    Accepts public ultralytics YOLO12 ``.pt`` checkpoints, plain state dicts (``.pt``/``.pth``),
+    ``torch.save(model)`` of our own ``YOLOv12`` (read as tensors, no code runs) and
+    ``.safetensors`` (ours, from ``save_safetensors``). A state dict saved after ``fuse()`` (conv
+    biases, no BatchNorm tensors) gives a fused model, for inference. Class names stored in the
+    file, if any, are kept on ``model.names``. Never executes code from the file.
     """
     sd, meta = _read(path)
     scale, nc = infer_layout(sd)
-    for key, value in (("scale", scale), ("nc", nc)):
+    variant = infer_variant(sd)
+    for key, value in (("scale", scale), ("nc", nc), ("variant", variant)):
         if key in meta and meta[key] != value:
             raise ValueError(f"path: {path} metadata says {key}={meta[key]!r} but its tensors are "
                              f"those of {key}={value!r}")
-    model = YOLOv12(scale, nc)
+    if variant == "turbo":  # the official qk/v conv pair -> our fused qkv conv (exact reorder)
+        sd = qkv_from_qk_v(sd)
+    model = YOLOv12(scale, nc, variant=variant)
+    if is_fused_state_dict(sd):
+        model.eval().fuse()  # same modules as the file's: convs with bias, no BN
     _check_against(model, sd)
     want = model.state_dict()
     # public checkpoints are float16: cast to the model's dtype; tolerate a missing BN step counter
@@ -304,7 +415,8 @@ def save_safetensors(model: YOLOv12, path) -> None:
     path = Path(path)
     if path.suffix != ".safetensors":
         raise ValueError(f"path: expected a .safetensors file name, got {str(path)!r}")
-    meta = {"format": "yolov12-kernels", "scale": model.scale, "nc": str(model.nc)}
+    meta = {"format": "yolov12-kernels", "scale": model.scale, "nc": str(model.nc),
+            "variant": model.variant}
     names = getattr(model, "names", None)
     if names:
         meta["names"] = json.dumps({str(k): v for k, v in names.items()})

@@ -159,7 +159,8 @@ def conv_bn_params(conv: nn.Conv2d, bn: nn.BatchNorm2d | None):
 
 @torch.no_grad()
 def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
-    """A new Conv2d with bias equal to ``bn(conv(x))`` in eval mode (running statistics).
+    """A new Conv2d with bias equal to ``bn(conv(x))`` in eval mode (running statistics); a BN in
+    training mode is refused (``ValueError``), since its output depends on the batch.
 
     Any groups / stride / padding / dilation / padding_mode; dtype and device of ``conv`` kept. The
     arithmetic runs in float64 so folding does not add rounding of its own.
@@ -173,6 +174,11 @@ def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
                          f"conv.out_channels={conv.out_channels}")
     if bn.running_mean is None or bn.running_var is None:
         raise ValueError("bn: has no running statistics (track_running_stats=False); cannot fold")
+    if bn.training:
+        # a training-mode BN normalises with each batch's statistics, which no fixed conv can
+        # reproduce; folding its running statistics would silently change the outputs
+        raise ValueError("bn: is in training mode (it normalises with batch statistics); folding "
+                         "uses its running statistics, so call .eval() on the model first")
     w = conv.weight.double()
     mean, var = bn.running_mean.double(), bn.running_var.double()
     gamma = bn.weight.double() if bn.weight is not None else torch.ones_like(mean)

@@ -1,0 +1,141 @@
+"""Command-line pieces shared by predict, val and export: which model, which device, which backend.
+
+Every mistake here ends the run with one line that names the option (``SystemExit``), before any
+model is built.
+"""
+from __future__ import annotations
+
+import re
+import warnings
+from pathlib import Path
+
+import torch
+
+from .model import SCALES, VARIANTS, YOLOv12
+from .weights import public_weights_url
+
+BACKEND_CHOICES = ("auto", "cuda", "triton", "flash", "sdpa", "reference")
+
+
+def add_model_args(p) -> None:
+    p.add_argument("--weights", metavar="FILE", default=None,
+                   help="checkpoint: YOLO12 .pt (ultralytics or the official turbo), a state "
+                        "dict, or .safetensors")
+    p.add_argument("--model", metavar="FILE|SCALE", default=None,
+                   help="a checkpoint file (same as --weights, like ultralytics' model=...), or "
+                        "one of n/s/m/l/x for a randomly initialised model (smoke runs only)")
+    p.add_argument("--scale", default=None, choices=list(SCALES),
+                   help="a randomly initialised model of this scale (smoke runs only)")
+    p.add_argument("--variant", default=None, choices=list(VARIANTS),
+                   help="configuration of the random model: yolo12 (default; ultralytics' YOLO12, "
+                        "the paper) or turbo (the official repository's default); checkpoints "
+                        "carry their own")
+    p.add_argument("--nc", type=int, default=80, help="classes of the random model (default 80)")
+
+
+def add_backend_arg(p) -> None:
+    # the choices are the backend names: a typo fails at parse time with the list, not later
+    p.add_argument("--backend", default="auto", choices=BACKEND_CHOICES,
+                   help="attention backend (default auto: the fastest that runs here)")
+
+
+def weights_and_scale(args) -> tuple[str | None, str | None]:
+    """(weights file, random scale) from --weights / --model / --scale, contradictions refused.
+
+    ``--model`` is a checkpoint file, or a scale: one of n/s/m/l/x, or an ultralytics config name
+    (``yolo12n.yaml``: YOLO12; ``yolov12n.yaml``: the official repository's, turbo), which also
+    sets ``args.variant``.
+    """
+    weights, scale = args.weights, args.scale
+    model = getattr(args, "model", None)
+    if model is not None:
+        config = re.fullmatch(r"yolo(v?)12([nsmlx])\.ya?ml", Path(model).name)
+        if config and not Path(model).is_file():
+            model = config.group(2)
+            _set_variant(args, "turbo" if config.group(1) else "yolo12")
+        if model in SCALES:
+            if scale and scale != model:
+                raise SystemExit(f"--model {model} contradicts --scale {scale}")
+            scale = model
+        else:
+            if weights and weights != model:
+                raise SystemExit(f"--model {model} and --weights {weights} name two checkpoints; "
+                                 "give one")
+            weights = model
+    return weights, scale
+
+
+def _set_variant(args, variant: str) -> None:
+    given = getattr(args, "variant", None)
+    if given and given != variant:
+        raise SystemExit(f"--variant {given} contradicts --model {args.model}")
+    args.variant = variant
+
+
+def model_from_args(args, command: str) -> YOLOv12:
+    """The model named on the command line: a checkpoint (--weights FILE, --model FILE), or with a
+    loud warning a randomly initialised scale (--model SCALE, --scale SCALE)."""
+    weights, scale = weights_and_scale(args)
+    if weights:
+        path = Path(weights)
+        if not path.is_file():
+            url = public_weights_url(path.name)
+            raise SystemExit(f"--weights: no such file {weights!r}"
+                             + (f"; download it from {url}" if url else ""))
+        try:
+            model = YOLOv12.load(path)
+        except ValueError as e:
+            raise SystemExit(f"--weights: {e}") from e
+        if scale and scale != model.scale:
+            raise SystemExit(f"--scale {scale} contradicts {weights}, which holds scale "
+                             f"{model.scale}; drop --scale")
+        variant = getattr(args, "variant", None)
+        if variant and variant != model.variant:
+            raise SystemExit(f"--variant {variant} contradicts {weights}, which holds a "
+                             f"{model.variant} model; drop --variant")
+        return model
+    if not scale:
+        raise SystemExit(f"{command}: give --weights FILE (or model=FILE), e.g. yolo12n.pt; "
+                         "--model n|s|m|l|x alone builds a randomly initialised model for smoke "
+                         "tests")
+    if isinstance(args.nc, bool) or args.nc < 1:
+        raise SystemExit(f"--nc: expected a positive number of classes, got {args.nc}")
+    warnings.warn(f"{command}: no weights, using a randomly initialised YOLOv12-{scale}: its "
+                  "outputs are noise", stacklevel=2)
+    return YOLOv12(scale, nc=args.nc, **_variant_kwargs(args)).eval()
+
+
+def _variant_kwargs(args) -> dict:
+    variant = getattr(args, "variant", None)
+    return {"variant": variant} if variant else {}
+
+
+def pick_device(name: str | None) -> torch.device:
+    """``--device``: cpu, cuda, cuda:N or N (a CUDA index, as ultralytics writes it); default cuda
+    when torch sees one. Anything else ends the run with one line."""
+    if name is None or name == "":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    text = str(name).strip().lower()
+    if text.isdigit():
+        text = f"cuda:{text}"
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise SystemExit(f"--device: unknown device {name!r}; use cpu, cuda, cuda:N or N") from None
+    if device.type not in ("cpu", "cuda"):
+        raise SystemExit(f"--device: {name!r} is not supported by this command; use cpu, cuda, "
+                         "cuda:N or N")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise SystemExit(f"--device: {name!r} requested but torch sees no CUDA device "
+                             f"(torch {torch.__version__}); use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise SystemExit(f"--device: {name!r} but torch sees {torch.cuda.device_count()} CUDA "
+                             "device(s)")
+    return device
+
+
+def check_half(half: bool, device: torch.device) -> None:
+    if half and device.type != "cuda":
+        raise SystemExit(f"--half: float16 inference needs a CUDA device, this run is on "
+                         f"{device}; drop --half")
