@@ -27,6 +27,7 @@ from ._checks import (
     check_pe_params,
     check_tensor,
 )
+from ._conv_checks import check_conv_args
 
 __all__ = [
     "area_attention",
@@ -36,6 +37,7 @@ __all__ = [
     "fused_area_attention",
     "fold_conv_bn",
     "conv_bn_params",
+    "conv_bn_act",
 ]
 
 
@@ -187,3 +189,22 @@ def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     fused.bias.copy_(((b - mean) * factor + beta).to(conv.weight.dtype))
     fused.weight.requires_grad_(conv.weight.requires_grad)
     return fused
+
+
+def conv_bn_act(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+                stride: int = 1, silu: bool = False, residual: torch.Tensor | None = None,
+                gamma: torch.Tensor | None = None) -> torch.Tensor:
+    """The model's Conv with BN folded (``weight``, ``bias``) and the fused kernels' epilogue.
+
+    ``y = conv2d(x, weight, bias, stride, padding=k // 2)`` for x (B, Cin, H, W) and weight
+    (Cout, Cin, k, k), k in (1, 3); then SiLU if ``silu``; then, with ``residual`` (B, Cout, HO, WO),
+    ``residual + y`` — or ``residual + gamma * y`` with ``gamma`` (Cout,), A2C2f's layer scale.
+    Logical NCHW in and out, any memory format; computed in the inputs' dtype.
+    """
+    check_conv_args(x, weight, bias, stride, silu, residual, gamma)
+    y = F.conv2d(x, weight, bias, stride=stride, padding=weight.shape[-1] // 2)
+    if silu:
+        y = F.silu(y)
+    if residual is not None:
+        y = residual + (gamma.view(1, -1, 1, 1) * y if gamma is not None else y)
+    return y
