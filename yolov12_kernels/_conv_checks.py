@@ -137,7 +137,7 @@ def check_out(out, name: str, shape, like: torch.Tensor, inputs: dict,
 
 def check_offsets_int32(t: torch.Tensor, name: str) -> None:
     """The kernels index inside one image in int32 (the batch offset is int64)."""
-    if _extent(t[:1])[1] - t.storage_offset() > _INT32_MAX:
+    if sum((n - 1) * st for n, st in zip(t.shape[1:], t.stride()[1:])) > _INT32_MAX:
         raise ValueError(f"{name}: one image spans more than 2**31 elements "
                          f"(shape {tuple(t.shape)}, strides {t.stride()})")
 

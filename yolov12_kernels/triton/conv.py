@@ -29,6 +29,7 @@ autotuning at start-up or in tests; ``YOLOV12_CONV_CONFIG`` pins one for offline
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import NamedTuple
 
@@ -190,8 +191,6 @@ def conv_config(arch: str, dtype: torch.dtype, m: int, cout: int, cin: int, ks: 
     """
     fp32 = dtype == torch.float32
     k_red = ks * ks * cin if taps_in_k(ks, cin) else cin
-    if INTERPRET:  # numpy runs each program: few large blocks are much faster
-        return Config(64, min(64, _pow2_at_least(cout, 16)), 64 if k_red > 32 else 32, 4, 1)
     sms, smem = ARCHS[arch]
     bn = min(128, _pow2_at_least(cout, 16))
     n_blocks = triton.cdiv(cout, bn)
@@ -208,6 +207,12 @@ def conv_config(arch: str, dtype: torch.dtype, m: int, cout: int, cin: int, ks: 
     return Config(bm, bn, bk, warps, stages)
 
 
+def interpreter_config(cout: int, cin: int, ks: int) -> Config:
+    """Under the interpreter numpy runs each program: few large blocks are much faster."""
+    k_red = ks * ks * cin if taps_in_k(ks, cin) else cin
+    return Config(64, min(64, _pow2_at_least(cout, 16)), 64 if k_red > 32 else 32, 4, 1)
+
+
 def _config_from_env() -> Config | None:
     spec = os.environ.get(CONFIG_ENV)
     if not spec:
@@ -215,8 +220,17 @@ def _config_from_env() -> Config | None:
     return Config(*(int(v) for v in spec.split(",")))
 
 
-# Tests pin a configuration here (a Config); None = the table's choice.
-FORCE_CONFIG: Config | None = None
+_forced: list[Config] = []
+
+
+@contextlib.contextmanager
+def forced_config(config: Config):
+    """Every launch inside the block uses ``config`` (tests: several tiles, K tails)."""
+    _forced.append(config)
+    try:
+        yield
+    finally:
+        _forced.pop()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -235,14 +249,15 @@ def launch_args(x, weight, bias, residual, gamma, out, stride: int, silu: bool,
     _, _, HO, WO = out.shape
     m = B * HO * WO
     if config is None:
-        config = FORCE_CONFIG or _config_from_env()
+        config = _forced[-1] if _forced else _config_from_env()
+    if config is None and arch is None and INTERPRET:
+        config = interpreter_config(cout, cin, ks)
     if config is None:
-        config = conv_config(arch or (arch_class(x.device) if x.is_cuda else "sm80"), x.dtype, m,
-                             cout, cin, ks)
+        config = conv_config(arch or arch_class(x.device), x.dtype, m, cout, cin, ks)
     res_strides = residual.stride() if residual is not None else (0, 0, 0, 0)
+    # strides in the kernel's order: activations (b, c, y, x), weight (cout, cin, ky, kx)
     args = (x, weight, bias, residual, gamma, out, H, W, cin, HO, WO, cout, m,
-            *_bchw(x.stride()), *_nkyx(weight.stride()), *_bchw(res_strides),
-            *_bchw(out.stride()))
+            *x.stride(), *weight.stride(), *res_strides, *out.stride())
     kwargs = dict(KS=ks, STRIDE=stride, TAPS_IN_K=taps_in_k(ks, cin), HAS_BIAS=bias is not None,
                   SILU=bool(silu), HAS_RES=residual is not None, HAS_GAMMA=gamma is not None,
                   PREC=_prec(x.dtype), BLOCK_M=config.block_m, BLOCK_N=config.block_n,
@@ -252,19 +267,11 @@ def launch_args(x, weight, bias, residual, gamma, out, stride: int, silu: bool,
     return grid, args, kwargs
 
 
-def _bchw(s):  # (sb, sc, sy, sx): the kernel's argument order
-    return s[0], s[1], s[2], s[3]
-
-
-def _nkyx(s):  # weight (Cout, Cin, ky, kx) strides: (swn, swc, swy, swx)
-    return s[0], s[1], s[2], s[3]
-
-
 def launch(x, weight, bias, residual, gamma, out, stride: int, silu: bool) -> None:
     """Run the conv into ``out`` (already validated tensors; see ``yolov12_kernels.conv``)."""
     grid, args, kwargs = launch_args(x, weight, bias, residual, gamma, out, stride, silu)
     _conv_kernel[grid](*args, **kwargs)
 
 
-__all__ = ["launch", "launch_args", "conv_config", "arch_class", "taps_in_k", "Config", "ARCHS",
-           "INTERPRET", "FORCE_CONFIG"]
+__all__ = ["launch", "launch_args", "conv_config", "interpreter_config", "forced_config",
+           "arch_class", "taps_in_k", "Config", "ARCHS", "INTERPRET"]
