@@ -121,6 +121,16 @@ def _conv_kernel(X, Wt, Bias, Res, Gamma, Out,
             w = tl.load(w_col[None, :] + (c * swc + ky * swy + kx * swx)[:, None],
                         mask=k_ok[:, None] & n_ok[None, :], other=0.0)
             acc = tl.dot(a, w, acc, input_precision=PREC)
+    elif KS == 1:  # a plain GEMM: no taps, no halo (every input pixel of a 1x1 conv exists)
+        a_row = x_img + yi0 * sxy + xi0 * sxx
+        for k0 in range(0, CIN, BLOCK_K):
+            c = k0 + offs_k
+            c_ok = c < CIN
+            a = tl.load(a_row[:, None] + c[None, :] * sxc, mask=m_ok[:, None] & c_ok[None, :],
+                        other=0.0)
+            w = tl.load(w_col[None, :] + (c * swc)[:, None], mask=c_ok[:, None] & n_ok[None, :],
+                        other=0.0)
+            acc = tl.dot(a, w, acc, input_precision=PREC)
     else:
         k_blocks = tl.cdiv(CIN, BLOCK_K)
         for i in range(0, KS * KS * k_blocks):
@@ -131,10 +141,7 @@ def _conv_kernel(X, Wt, Bias, Res, Gamma, Out,
             kx = tap - ky * KS
             yi = yi0 + ky
             xi = xi0 + kx
-            if KS == 1:  # no halo: every input pixel of a 1x1 conv exists
-                row_ok = m_ok
-            else:
-                row_ok = m_ok & (yi >= 0) & (yi < H) & (xi >= 0) & (xi < W)
+            row_ok = m_ok & (yi >= 0) & (yi < H) & (xi >= 0) & (xi < W)
             a = tl.load((x_img + yi * sxy + xi * sxx)[:, None] + c[None, :] * sxc,
                         mask=row_ok[:, None] & c_ok[None, :], other=0.0)
             w = tl.load(w_col[None, :] + (c * swc)[:, None] + (ky * swy + kx * swx),

@@ -1,0 +1,179 @@
+"""Compile the fused conv kernels to GPU machine code without a GPU, as the JIT would specialise
+them for the model's real tensors.
+
+    python -m yolov12_kernels.triton.conv_check [--quick] [--archs 80 90] [--scales n s m l x]
+
+For every conv of YOLOv12 (``conv_shapes.model_convs``: each scale at 640, batch 1 and 32, float16,
+bfloat16 and float32, with its epilogue and concat slice) it builds CPU tensors of the real shapes
+and strides, asks the launcher for the exact launch (``launch_args``: grid, arguments, the fixed
+configuration of that arch class), runs Triton's own JIT binder on them — the specialisation a
+real launch gets: which integers are 1 or divisible by 16, pointer alignment, constexprs — and
+lowers each distinct variant with ``triton.compile`` for the target. Reports registers, spills
+(re-running ptxas -v on the PTX) and shared memory, which must fit the arch class's limit
+(``ARCHS``). ``--quick``: YOLOv12-N in float16 at batch 1 for sm_80 (what CI runs).
+
+Needs Triton's NVIDIA backend (ptxas ships with the wheel), no driver. Exit status 1 on a failure.
+Run it as its own process: it unsets TRITON_INTERPRET before importing the kernels.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+
+os.environ.pop("TRITON_INTERPRET", None)  # before triton.jit runs: we want compiled kernels
+
+_ARCH_CLASS = {80: "sm80", 86: "sm86", 89: "sm86", 90: "sm90"}
+_DTYPES = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32"}
+
+
+def jit_compile(kernel, args, kwargs, cc: int):
+    """``kernel[grid](*args, **kwargs)``'s compile step for sm_``cc``, without a driver: Triton's
+    JIT binder computes the specialisation from the real arguments, then ``triton.compile``."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource, make_backend
+    from triton.runtime.jit import create_function_from_signature
+    target = GPUTarget("cuda", cc, 32)
+    backend = make_backend(target)
+    binder = create_function_from_signature(kernel.signature, kernel.params, backend)
+    bound, specialization, options = binder(*args, **kwargs)
+    options, signature, constexprs, attrs = kernel._pack_args(backend, kwargs, bound,
+                                                              specialization, options)
+    src = ASTSource(kernel, signature, constexprs, attrs)
+    return triton.compile(src, target=target, options=options.__dict__)
+
+
+def specialization_key(kernel, args, kwargs) -> tuple:
+    """What makes two launches compile to the same binary (the JIT's cache key, minus device)."""
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import make_backend
+    from triton.runtime.jit import create_function_from_signature
+    backend = make_backend(GPUTarget("cuda", 80, 32))
+    binder = create_function_from_signature(kernel.signature, kernel.params, backend)
+    _, specialization, options = binder(*args, **kwargs)
+    return (kernel.__name__, tuple(map(str, specialization)), tuple(sorted(options.items())))
+
+
+def ptxas_usage(ptx: str, cc: int) -> dict:
+    """Registers and spill bytes of the PTX, from ``ptxas -v`` (the compiled kernel's metadata
+    gets them from the driver, which we do not have)."""
+    from triton.backends.nvidia.compiler import get_ptxas, sm_arch_from_capability
+    with tempfile.TemporaryDirectory() as d:
+        src = os.path.join(d, "k.ptx")
+        with open(src, "w") as f:
+            f.write(ptx)
+        r = subprocess.run([get_ptxas(cc).path, "-v", f"--gpu-name={sm_arch_from_capability(cc)}",
+                            src, "-o", os.path.join(d, "k.o")], capture_output=True, text=True)
+    log = r.stdout + r.stderr
+    regs = re.search(r"Used (\d+) registers", log)
+    spill = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", log)
+    return {"regs": int(regs.group(1)) if regs else -1,
+            "spill": int(spill.group(1)) + int(spill.group(2)) if spill else -1}
+
+
+# ------------------------------------------------------------------------------------------------
+# variants: (label, kernel, args, kwargs, arch class) per op
+# ------------------------------------------------------------------------------------------------
+def _cl(t):
+    import torch
+    return t.contiguous(memory_format=torch.channels_last)
+
+
+def conv_variants(scales, dtypes, batches, arch: str):
+    """The dense convs (1x1, 3x3) of every layer: tensors as the fused path lays them out."""
+    import torch
+
+    from ..conv_shapes import model_convs
+    from . import conv as K
+    for scale in scales:
+        for r in model_convs(scale):
+            if r.depthwise or r.role in ("mlp1", "mlp2"):
+                continue  # other kernels (dwconv, mlp), checked by their own variants
+            for dt in dtypes:
+                dtype = getattr(torch, _DTYPES[dt])
+                x_buf = _cl(torch.empty(1, r.in_total or r.cin, r.h, r.w, dtype=dtype))
+                xs = [x_buf[:, r.in_off:r.in_off + r.cin]]
+                if r.name == "model.0":
+                    xs.append(torch.empty(1, r.cin, r.h, r.w, dtype=dtype))  # the NCHW image
+                w = _cl(torch.empty(r.cout, r.cin, r.k, r.k, dtype=dtype))
+                b = torch.empty(r.cout, dtype=dtype)
+                o_buf = _cl(torch.empty(1, r.out_total or r.cout, r.ho, r.wo, dtype=dtype))
+                out = o_buf[:, r.out_off:r.out_off + r.cout]
+                res = _cl(torch.empty(1, r.cout, r.ho, r.wo, dtype=dtype)) if r.residual else None
+                gamma = torch.empty(r.cout, dtype=dtype) if r.gamma else None
+                for x in xs:
+                    for batch in batches:
+                        cfg = K.conv_config(arch, dtype, batch * r.ho * r.wo, r.cout, r.cin, r.k)
+                        _, args, kwargs = K.launch_args(x, w, b, res, gamma, out, r.stride,
+                                                        r.silu, config=cfg)
+                        yield f"{scale}:{r.name}:b{batch}", K._conv_kernel, args, kwargs
+
+
+def variants(quick: bool, archs, scales=None):
+    """(cc, arch class, label, kernel, args, kwargs) for every launch to check."""
+    scales = scales or ("n", "s", "m", "l", "x")
+    if quick:
+        return [(80, "sm80", *v) for v in conv_variants(("n",), ("fp16",), (1,), "sm80")]
+    out = []
+    for cc in archs:
+        arch = _ARCH_CLASS[cc]
+        out += [(cc, arch, *v) for v in conv_variants(scales, ("fp16", "bf16", "fp32"), (1, 32),
+                                                       arch)]
+    return out
+
+
+def _describe(kwargs) -> str:
+    flags = " ".join(k for k, v in kwargs.items() if v is True)
+    blocks = "x".join(str(v) for k, v in kwargs.items() if k.startswith("BLOCK_"))
+    others = " ".join(f"{k}={v}" for k, v in kwargs.items()
+                      if k.isupper() and not k.startswith("BLOCK_") and not isinstance(v, bool)
+                      and k != "PREC")
+    return f"{others} {blocks} w{kwargs['num_warps']}s{kwargs['num_stages']} {flags}"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--archs", nargs="+", type=int, default=[80, 90])
+    ap.add_argument("--scales", nargs="+", default=None)
+    args = ap.parse_args(argv)
+    import triton
+
+    from . import conv as K
+    t0 = time.time()
+    todo = variants(args.quick, args.archs, args.scales)
+    groups: dict = {}
+    for cc, arch, label, kernel, a, kw in todo:
+        key = (cc, specialization_key(kernel, a, kw))
+        groups.setdefault(key, [cc, arch, kernel, a, kw, []])[5].append(label)
+    failures = spilled = 0
+    for cc, arch, kernel, a, kw, labels in groups.values():
+        dtype = str(a[0].dtype).removeprefix("torch.")
+        name = f"sm_{cc} {kernel.__name__} {dtype} {_describe(kw)}"
+        used = f"{labels[0]}" + (f" (+{len(labels) - 1} more)" if len(labels) > 1 else "")
+        try:
+            k = jit_compile(kernel, a, kw, cc)
+            limit = K.ARCHS[arch][1]
+            if k.metadata.shared > limit:
+                raise RuntimeError(f"needs {k.metadata.shared} B of shared memory, over the "
+                                   f"{limit} B of {arch}")
+            u = ptxas_usage(k.asm["ptx"], cc)
+            spilled += u["spill"] > 0
+            print(f"ok   {name}: regs={u['regs']} spill={u['spill']}B "
+                  f"shared={k.metadata.shared}B  [{used}]", flush=True)
+        except Exception as e:  # report every failure, not just the first
+            failures += 1
+            print(f"FAIL {name} [{used}]: {type(e).__name__}: {str(e)[:1500]}", flush=True)
+    print(f"{len(groups) - failures}/{len(groups)} distinct variants compiled ({len(todo)} "
+          f"launches, {spilled} with spills) in {time.time() - t0:.0f}s "
+          f"(triton {triton.__version__})")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
