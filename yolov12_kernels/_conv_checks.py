@@ -212,3 +212,23 @@ def check_conv_args(x, weight, bias, stride, silu, residual, gamma,
                          "give residual too")
     check_optional(gamma, "gamma", (cout,), x, allow_fp32=True)
     return shape
+
+
+DW_KERNEL_SIZES = (3, 5, 7)
+
+
+def check_dwconv_args(x, weight, bias, stride, silu, dtypes=FLOAT_DTYPES) -> tuple:
+    """Arguments of ``depthwise_conv_bn_act``; returns the output shape (B, C, HO, WO)."""
+    check_activation(x, "x", dtypes)
+    B, C, H, W = x.shape
+    if not isinstance(weight, torch.Tensor):
+        raise TypeError(f"weight: expected a torch.Tensor, got {type(weight).__name__}")
+    if (weight.dim() != 4 or weight.shape[0] != C or weight.shape[1] != 1
+            or weight.shape[2] != weight.shape[3] or weight.shape[2] not in DW_KERNEL_SIZES):
+        raise ValueError(f"weight: expected a depthwise weight ({C}, 1, k, k) with k in "
+                         f"{DW_KERNEL_SIZES} for x's {C} channels, got {tuple(weight.shape)}")
+    check_like(weight, "weight", weight.shape, x, "x")
+    check_int(stride, "stride", (1, 2))
+    check_flag(silu, "silu")
+    check_optional(bias, "bias", (C,), x, allow_fp32=True)
+    return (B, C, *conv_out_hw(H, W, weight.shape[2], stride))

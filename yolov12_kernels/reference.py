@@ -27,7 +27,7 @@ from ._checks import (
     check_pe_params,
     check_tensor,
 )
-from ._conv_checks import check_conv_args
+from ._conv_checks import check_conv_args, check_dwconv_args
 
 __all__ = [
     "area_attention",
@@ -38,6 +38,7 @@ __all__ = [
     "fold_conv_bn",
     "conv_bn_params",
     "conv_bn_act",
+    "depthwise_conv_bn_act",
 ]
 
 
@@ -208,3 +209,14 @@ def conv_bn_act(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     if residual is not None:
         y = residual + (gamma.view(1, -1, 1, 1) * y if gamma is not None else y)
     return y
+
+
+def depthwise_conv_bn_act(x: torch.Tensor, weight: torch.Tensor,
+                          bias: torch.Tensor | None = None, stride: int = 1,
+                          silu: bool = False) -> torch.Tensor:
+    """The model's DWConv with BN folded: a depthwise k x k conv (one filter per channel, weight
+    (C, 1, k, k), 'same' padding k // 2) + ``bias``, then SiLU if ``silu``. Logical NCHW."""
+    check_dwconv_args(x, weight, bias, stride, silu)
+    y = F.conv2d(x, weight, bias, stride=stride, padding=weight.shape[-1] // 2,
+                 groups=x.shape[1])
+    return F.silu(y) if silu else y

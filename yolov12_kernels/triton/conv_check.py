@@ -4,8 +4,8 @@ them for the model's real tensors.
     python -m yolov12_kernels.triton.conv_check [--quick] [--archs 80 90] [--scales n s m l x]
 
 For every conv of YOLOv12 (``conv_shapes.model_convs``: each scale at 640, batch 1 and 32, float16,
-bfloat16 and float32, with its epilogue and concat slice) it builds CPU tensors of the real shapes
-and strides, asks the launcher for the exact launch (``launch_args``: grid, arguments, the fixed
+bfloat16 and float32, with its epilogue and concat slice) it builds meta tensors of the real
+shapes, strides and offsets, asks the launcher for the exact launch (``launch_args``: grid, arguments, the fixed
 configuration of that arch class), runs Triton's own JIT binder on them — the specialisation a
 real launch gets: which integers are 1 or divisible by 16, pointer alignment, constexprs — and
 lowers each distinct variant with ``triton.compile`` for the target. Reports registers, spills
@@ -79,9 +79,12 @@ def ptxas_usage(ptx: str, cc: int) -> dict:
 # ------------------------------------------------------------------------------------------------
 # variants: (label, kernel, args, kwargs, arch class) per op
 # ------------------------------------------------------------------------------------------------
-def _cl(t):
+def _empty(*shape, dtype, nchw: bool = False):
+    """A meta tensor: real shapes, strides and offsets (its data_ptr is its byte offset, so slices
+    specialise like real ones: the base of a real allocation is 256-byte aligned), no memory."""
     import torch
-    return t.contiguous(memory_format=torch.channels_last)
+    fmt = torch.contiguous_format if nchw or len(shape) != 4 else torch.channels_last
+    return torch.empty(*shape, dtype=dtype, device="meta", memory_format=fmt)
 
 
 def conv_variants(scales, dtypes, batches, arch: str):
@@ -96,16 +99,16 @@ def conv_variants(scales, dtypes, batches, arch: str):
                 continue  # other kernels (dwconv, mlp), checked by their own variants
             for dt in dtypes:
                 dtype = getattr(torch, _DTYPES[dt])
-                x_buf = _cl(torch.empty(1, r.in_total or r.cin, r.h, r.w, dtype=dtype))
+                x_buf = _empty(1, r.in_total or r.cin, r.h, r.w, dtype=dtype)
                 xs = [x_buf[:, r.in_off:r.in_off + r.cin]]
-                if r.name == "model.0":
-                    xs.append(torch.empty(1, r.cin, r.h, r.w, dtype=dtype))  # the NCHW image
-                w = _cl(torch.empty(r.cout, r.cin, r.k, r.k, dtype=dtype))
-                b = torch.empty(r.cout, dtype=dtype)
-                o_buf = _cl(torch.empty(1, r.out_total or r.cout, r.ho, r.wo, dtype=dtype))
+                if r.name == "model.0":  # the image, NCHW
+                    xs.append(_empty(1, r.cin, r.h, r.w, dtype=dtype, nchw=True))
+                w = _empty(r.cout, r.cin, r.k, r.k, dtype=dtype)
+                b = _empty(r.cout, dtype=dtype)
+                o_buf = _empty(1, r.out_total or r.cout, r.ho, r.wo, dtype=dtype)
                 out = o_buf[:, r.out_off:r.out_off + r.cout]
-                res = _cl(torch.empty(1, r.cout, r.ho, r.wo, dtype=dtype)) if r.residual else None
-                gamma = torch.empty(r.cout, dtype=dtype) if r.gamma else None
+                res = _empty(1, r.cout, r.ho, r.wo, dtype=dtype) if r.residual else None
+                gamma = _empty(r.cout, dtype=dtype) if r.gamma else None
                 for x in xs:
                     for batch in batches:
                         cfg = K.conv_config(arch, dtype, batch * r.ho * r.wo, r.cout, r.cin, r.k)
@@ -114,16 +117,38 @@ def conv_variants(scales, dtypes, batches, arch: str):
                         yield f"{scale}:{r.name}:b{batch}", K._conv_kernel, args, kwargs
 
 
+def dwconv_variants(scales, dtypes):
+    """Detect's depthwise 3x3 convs (one fixed configuration for every arch and batch)."""
+    import torch
+
+    from ..conv_shapes import model_convs
+    from . import dwconv as D
+    for scale in scales:
+        for r in model_convs(scale):
+            if not r.depthwise:
+                continue
+            for dt in dtypes:
+                dtype = getattr(torch, _DTYPES[dt])
+                x = _empty(1, r.cin, r.h, r.w, dtype=dtype)
+                w = _empty(r.cin, 1, r.k, r.k, dtype=dtype, nchw=True)
+                out = _empty(1, r.cout, r.ho, r.wo, dtype=dtype)
+                _, args, kwargs = D.launch_args(x, w, _empty(r.cin, dtype=dtype), out, r.stride,
+                                                r.silu)
+                yield f"{scale}:{r.name}", D._dwconv_kernel, args, kwargs
+
+
 def variants(quick: bool, archs, scales=None):
     """(cc, arch class, label, kernel, args, kwargs) for every launch to check."""
     scales = scales or ("n", "s", "m", "l", "x")
     if quick:
-        return [(80, "sm80", *v) for v in conv_variants(("n",), ("fp16",), (1,), "sm80")]
+        return [(80, "sm80", *v) for v in (*conv_variants(("n",), ("fp16",), (1,), "sm80"),
+                                           *dwconv_variants(("n",), ("fp16",)))]
     out = []
+    dtypes = ("fp16", "bf16", "fp32")
     for cc in archs:
         arch = _ARCH_CLASS[cc]
-        out += [(cc, arch, *v) for v in conv_variants(scales, ("fp16", "bf16", "fp32"), (1, 32),
-                                                       arch)]
+        out += [(cc, arch, *v) for v in (*conv_variants(scales, dtypes, (1, 32), arch),
+                                         *dwconv_variants(scales, dtypes))]
     return out
 
 
@@ -133,7 +158,8 @@ def _describe(kwargs) -> str:
     others = " ".join(f"{k}={v}" for k, v in kwargs.items()
                       if k.isupper() and not k.startswith("BLOCK_") and not isinstance(v, bool)
                       and k != "PREC")
-    return f"{others} {blocks} w{kwargs['num_warps']}s{kwargs['num_stages']} {flags}"
+    return (f"{others} {blocks} w{kwargs['num_warps']}s{kwargs.get('num_stages', '-')} "
+            f"{flags}")
 
 
 def main(argv=None) -> int:
@@ -147,7 +173,7 @@ def main(argv=None) -> int:
     from . import conv as K
     t0 = time.time()
     todo = variants(args.quick, args.archs, args.scales)
-    groups: dict = {}
+    groups: dict = {}  # the first launch of each distinct variant, and every launch's label
     for cc, arch, label, kernel, a, kw in todo:
         key = (cc, specialization_key(kernel, a, kw))
         groups.setdefault(key, [cc, arch, kernel, a, kw, []])[5].append(label)
