@@ -232,3 +232,15 @@ def check_dwconv_args(x, weight, bias, stride, silu, dtypes=FLOAT_DTYPES) -> tup
     check_flag(silu, "silu")
     check_optional(bias, "bias", (C,), x, allow_fp32=True)
     return (B, C, *conv_out_hw(H, W, weight.shape[2], stride))
+
+
+def check_mlp_args(x, w1, b1, w2, b2, residual, dtypes=FLOAT_DTYPES) -> int:
+    """Arguments of ``mlp_residual``; returns the hidden width."""
+    check_activation(x, "x", dtypes)
+    C = x.shape[1]
+    hidden, _ = check_weight(w1, "w1", None, C, (1,), x)
+    check_weight(w2, "w2", C, hidden, (1,), x, like_name="w1's output")
+    check_optional(b1, "b1", (hidden,), x, allow_fp32=True)
+    check_optional(b2, "b2", (C,), x, allow_fp32=True)
+    check_flag(residual, "residual")
+    return hidden

@@ -27,7 +27,7 @@ from ._checks import (
     check_pe_params,
     check_tensor,
 )
-from ._conv_checks import check_conv_args, check_dwconv_args
+from ._conv_checks import check_conv_args, check_dwconv_args, check_mlp_args
 
 __all__ = [
     "area_attention",
@@ -39,6 +39,7 @@ __all__ = [
     "conv_bn_params",
     "conv_bn_act",
     "depthwise_conv_bn_act",
+    "mlp_residual",
 ]
 
 
@@ -220,3 +221,14 @@ def depthwise_conv_bn_act(x: torch.Tensor, weight: torch.Tensor,
     y = F.conv2d(x, weight, bias, stride=stride, padding=weight.shape[-1] // 2,
                  groups=x.shape[1])
     return F.silu(y) if silu else y
+
+
+def mlp_residual(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor | None,
+                 w2: torch.Tensor, b2: torch.Tensor | None,
+                 residual: bool = True) -> torch.Tensor:
+    """ABlock's MLP with BNs folded: ``x + conv1x1(silu(conv1x1(x, w1, b1)), w2, b2)`` (without
+    the ``x +`` when ``residual=False``). w1 (hidden, C, 1, 1), w2 (C, hidden, 1, 1); the hidden
+    activations are in x's dtype, as the model stores them. Logical NCHW."""
+    check_mlp_args(x, w1, b1, w2, b2, residual)
+    y = F.conv2d(F.silu(F.conv2d(x, w1, b1)), w2, b2)
+    return x + y if residual else y

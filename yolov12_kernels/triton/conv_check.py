@@ -137,18 +137,44 @@ def dwconv_variants(scales, dtypes):
                 yield f"{scale}:{r.name}", D._dwconv_kernel, args, kwargs
 
 
+def mlp_variants(scales, dtypes):
+    """The ABlock MLP pairs (rows mlp1 + mlp2) as one kernel, w2 packed with ``pack_w2``."""
+    import torch
+
+    from ..conv_shapes import model_convs
+    from . import mlp as Mk
+    for scale in scales:
+        rows = model_convs(scale)
+        for r1, r2 in zip(rows, rows[1:]):
+            if r1.role != "mlp1":
+                continue
+            for dt in dtypes:
+                dtype = getattr(torch, _DTYPES[dt])
+                C, hid = r1.cin, r1.cout
+                x = _empty(1, C, r1.h, r1.w, dtype=dtype)
+                o_buf = _empty(1, r2.out_total or C, r1.h, r1.w, dtype=dtype)
+                out = o_buf[:, r2.out_off:r2.out_off + C]
+                w2 = Mk.pack_w2(_empty(C, hid, 1, 1, dtype=dtype))
+                _, args, kwargs = Mk.launch_args(x, _empty(hid, C, 1, 1, dtype=dtype),
+                                                 _empty(hid, dtype=dtype), w2,
+                                                 _empty(C, dtype=dtype), out, True)
+                yield f"{scale}:{r1.name.removesuffix('.0')}", Mk._mlp_kernel, args, kwargs
+
+
 def variants(quick: bool, archs, scales=None):
     """(cc, arch class, label, kernel, args, kwargs) for every launch to check."""
     scales = scales or ("n", "s", "m", "l", "x")
     if quick:
         return [(80, "sm80", *v) for v in (*conv_variants(("n",), ("fp16",), (1,), "sm80"),
-                                           *dwconv_variants(("n",), ("fp16",)))]
+                                           *dwconv_variants(("n",), ("fp16",)),
+                                           *mlp_variants(("n",), ("fp16",)))]
     out = []
     dtypes = ("fp16", "bf16", "fp32")
     for cc in archs:
         arch = _ARCH_CLASS[cc]
         out += [(cc, arch, *v) for v in (*conv_variants(scales, dtypes, (1, 32), arch),
-                                         *dwconv_variants(scales, dtypes))]
+                                         *dwconv_variants(scales, dtypes),
+                                         *mlp_variants(scales, dtypes))]
     return out
 
 
