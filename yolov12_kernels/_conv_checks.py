@@ -244,3 +244,38 @@ def check_mlp_args(x, w1, b1, w2, b2, residual, dtypes=FLOAT_DTYPES) -> int:
     check_optional(b2, "b2", (C,), x, allow_fp32=True)
     check_flag(residual, "residual")
     return hidden
+
+
+def check_box_decode_args(feats, level_shapes, strides, reg_max,
+                          dtypes=FLOAT_DTYPES) -> tuple[int, int]:
+    """Arguments of ``box_decode``; returns (number of classes, anchors)."""
+    if not isinstance(feats, torch.Tensor):
+        raise TypeError(f"feats: expected a torch.Tensor, got {type(feats).__name__}")
+    if feats.dim() != 3:
+        raise ValueError(f"feats: expected (B, 4 * reg_max + nc, anchors), got shape "
+                         f"{tuple(feats.shape)}")
+    if feats.dtype not in dtypes:
+        raise ValueError(f"feats: expected dtype in {[str(d) for d in dtypes]}, got {feats.dtype}")
+    if isinstance(reg_max, bool) or not isinstance(reg_max, int) or reg_max < 1:
+        raise ValueError(f"reg_max: expected a positive int, got {reg_max!r}")
+    if not isinstance(level_shapes, (list, tuple)) or not 1 <= len(level_shapes) <= 3 or any(
+            not isinstance(s, (list, tuple)) or len(s) != 2
+            or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in s)
+            for s in level_shapes):
+        raise ValueError(f"level_shapes: expected 1 to 3 (H, W) pairs of positive ints, got "
+                         f"{level_shapes!r}")
+    if (not isinstance(strides, (list, tuple)) or len(strides) != len(level_shapes)
+            or any(isinstance(s, bool) or not isinstance(s, (int, float)) or s <= 0
+                   for s in strides)):
+        raise ValueError(f"strides: expected {len(level_shapes)} positive numbers (one per "
+                         f"level), got {strides!r}")
+    anchors = sum(h * w for h, w in level_shapes)
+    B, no, A = feats.shape
+    if A != anchors:
+        raise ValueError(f"feats: {A} anchors, but level_shapes {list(level_shapes)} have "
+                         f"{anchors}")
+    nc = no - 4 * reg_max
+    if nc < 1 or B == 0:
+        raise ValueError(f"feats: {no} channels leave no class scores after 4 * reg_max = "
+                         f"{4 * reg_max} box bins (or the batch is empty)")
+    return nc, anchors

@@ -27,7 +27,12 @@ from ._checks import (
     check_pe_params,
     check_tensor,
 )
-from ._conv_checks import check_conv_args, check_dwconv_args, check_mlp_args
+from ._conv_checks import (
+    check_box_decode_args,
+    check_conv_args,
+    check_dwconv_args,
+    check_mlp_args,
+)
 
 __all__ = [
     "area_attention",
@@ -40,6 +45,7 @@ __all__ = [
     "conv_bn_act",
     "depthwise_conv_bn_act",
     "mlp_residual",
+    "box_decode",
 ]
 
 
@@ -232,3 +238,30 @@ def mlp_residual(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor | None,
     check_mlp_args(x, w1, b1, w2, b2, residual)
     y = F.conv2d(F.silu(F.conv2d(x, w1, b1)), w2, b2)
     return x + y if residual else y
+
+
+def box_decode(feats: torch.Tensor, level_shapes, strides, reg_max: int = 16) -> torch.Tensor:
+    """The Detect head's eval-mode decode on the levels' outputs concatenated along anchors.
+
+    feats (B, 4 * reg_max + nc, A): per anchor (level by level, row-major inside a level) 4 sides
+    x reg_max bin logits, then nc class logits. Returns (B, 4 + nc, A): xywh boxes in input pixels
+    — each side is the softmax-expected bin (DFL), measured from the anchor's cell centre, times
+    the level's stride — then sigmoid class scores. Computed in feats' dtype.
+    """
+    nc, A = check_box_decode_args(feats, level_shapes, strides, reg_max)
+    B = feats.shape[0]
+    centres, scale = [], []
+    for (h, w), s in zip(level_shapes, strides):
+        ys, xs = torch.meshgrid(torch.arange(h, dtype=feats.dtype, device=feats.device) + 0.5,
+                                torch.arange(w, dtype=feats.dtype, device=feats.device) + 0.5,
+                                indexing="ij")
+        centres.append(torch.stack((xs.reshape(-1), ys.reshape(-1))))
+        scale.append(torch.full((h * w,), float(s), dtype=feats.dtype, device=feats.device))
+    centre, stride = torch.cat(centres, 1), torch.cat(scale)  # (2, A), (A,)
+    box, cls = feats.split((4 * reg_max, nc), 1)
+    prob = box.reshape(B, 4, reg_max, A).softmax(2)
+    bins = torch.arange(reg_max, dtype=feats.dtype, device=feats.device).view(1, 1, reg_max, 1)
+    dist = (prob * bins).sum(2)  # (B, 4, A): left, top, right, bottom
+    x1y1, x2y2 = centre - dist[:, :2], centre + dist[:, 2:]
+    xywh = torch.cat(((x1y1 + x2y2) / 2, x2y2 - x1y1), 1) * stride
+    return torch.cat((xywh, cls.sigmoid()), 1)

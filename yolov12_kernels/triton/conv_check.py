@@ -161,20 +161,37 @@ def mlp_variants(scales, dtypes):
                 yield f"{scale}:{r1.name.removesuffix('.0')}", Mk._mlp_kernel, args, kwargs
 
 
+def box_decode_variants(dtypes):
+    """The Detect decode at 640 (three levels, 80 classes), feats as the head writes them."""
+    import torch
+
+    from . import box_decode as Bk
+    shapes = [(80, 80), (40, 40), (20, 20)]
+    A = sum(h * w for h, w in shapes)
+    for dt in dtypes:
+        dtype = getattr(torch, _DTYPES[dt])
+        feats = _empty(1, A, 144, dtype=dtype).permute(0, 2, 1)
+        out = _empty(1, 84, A, dtype=torch.float32)
+        _, args, kwargs = Bk.launch_args(feats, out, shapes, (8.0, 16.0, 32.0), 16)
+        yield "decode:640", Bk._box_decode_kernel, args, kwargs
+
+
 def variants(quick: bool, archs, scales=None):
     """(cc, arch class, label, kernel, args, kwargs) for every launch to check."""
     scales = scales or ("n", "s", "m", "l", "x")
     if quick:
         return [(80, "sm80", *v) for v in (*conv_variants(("n",), ("fp16",), (1,), "sm80"),
                                            *dwconv_variants(("n",), ("fp16",)),
-                                           *mlp_variants(("n",), ("fp16",)))]
+                                           *mlp_variants(("n",), ("fp16",)),
+                                           *box_decode_variants(("fp16",)))]
     out = []
     dtypes = ("fp16", "bf16", "fp32")
     for cc in archs:
         arch = _ARCH_CLASS[cc]
         out += [(cc, arch, *v) for v in (*conv_variants(scales, dtypes, (1, 32), arch),
                                          *dwconv_variants(scales, dtypes),
-                                         *mlp_variants(scales, dtypes))]
+                                         *mlp_variants(scales, dtypes),
+                                         *box_decode_variants(dtypes))]
     return out
 
 
