@@ -194,6 +194,8 @@ def conv_config(arch: str, dtype: torch.dtype, m: int, cout: int, cin: int, ks: 
       (small late layers at batch 1: more programs beat bigger tiles there);
     * BLOCK_K 64 for 16-bit inputs with >= 64 reduction columns, else 32 (fp32 tiles are twice
       the bytes, so fp32 keeps 32);
+    * warps: 8 for 128 x 128 tiles, else 4; fp32 (exact IEEE products, no tensor cores) caps
+      BLOCK_N at 64 and takes 8 warps from 64 x 64 up — 4 warps spilled there (conv_check);
     * stages: as many as fit the arch's shared memory (<= 4 on sm90, <= 3 elsewhere).
     """
     fp32 = dtype == torch.float32
@@ -207,7 +209,11 @@ def conv_config(arch: str, dtype: torch.dtype, m: int, cout: int, cin: int, ks: 
             bm = cand
             break
     bk = 64 if (not fp32 and k_red >= 64) else 32
-    warps = 8 if bm * bn >= 128 * 128 else 4
+    if fp32:  # IEEE fp32 products run on FMA units, operands in registers: smaller tiles
+        bn = min(bn, 64)
+        warps = 8 if bm * bn >= 64 * 64 else 4
+    else:
+        warps = 8 if bm * bn >= 128 * 128 else 4
     elem = 4 if fp32 else 2
     stage_bytes = (bm * bk + bk * bn) * elem
     stages = max(2, min(4 if arch == "sm90" else 3, smem // stage_bytes))
