@@ -93,3 +93,49 @@ def test_gpu_yolov12_640(dtype):
             out = box_decode(feats, shapes, STRIDES)
         assert_close_to_reference(out, reference.box_decode(feats.double(), shapes, STRIDES),
                                   reference.box_decode(feats.float(), shapes, STRIDES))
+
+
+def test_detect_head_through_the_fused_ops():
+    """docs/fusion.md's Detect plan, end to end: each level's convs write their columns of one
+    (B, anchors, 4*16 + nc) buffer through out= views, box_decode reads it; equals the model's
+    Detect in eval mode (BN folded), float32."""
+    import copy
+
+    from _utils import randomize_bn
+    from yolov12.modules import Conv, Detect
+    from yolov12_kernels.conv import fused_conv2d
+    from yolov12_kernels.dwconv import fused_depthwise_conv2d
+    torch.manual_seed(0)
+    head = randomize_bn(Detect(nc=5, ch=(32, 64, 64))).eval()
+    for m in head.modules():
+        if isinstance(m, Conv):
+            m.fuse()
+    head = head.to(DEVICE)
+    shapes = [(6, 5), (3, 3), (2, 2)]
+    feats = [_cl4(torch.randn(1, c, h, w, device=DEVICE)) for c, (h, w) in zip((32, 64, 64), shapes)]
+    with torch.no_grad():
+        expected = head(feats)  # float32, the yardstick
+        truth = copy.deepcopy(head).double()([f.double() for f in feats])
+        A, no = sum(h * w for h, w in shapes), head.no
+        D = torch.full((1, A, no), float("nan"), device=DEVICE)
+        a0 = 0
+        for i, (h, w) in enumerate(shapes):
+            view = D[:, a0:a0 + h * w].unflatten(1, (h, w)).permute(0, 3, 1, 2)
+            a0 += h * w
+            x = feats[i]
+            for m in head.cv2[i][:2]:
+                x = fused_conv2d(x, m.conv.weight, m.conv.bias, silu=True)
+            last = head.cv2[i][2]
+            fused_conv2d(x, last.weight, last.bias, out=view[:, :64])
+            x = feats[i]
+            for dw, pw in head.cv3[i][:2]:
+                x = fused_depthwise_conv2d(x, dw.conv.weight, dw.conv.bias, silu=True)
+                x = fused_conv2d(x, pw.conv.weight, pw.conv.bias, silu=True)
+            last = head.cv3[i][2]
+            fused_conv2d(x, last.weight, last.bias, out=view[:, 64:])
+        out = box_decode(D.permute(0, 2, 1), shapes, head.stride)
+    assert_close_to_reference(out, truth, expected)
+
+
+def _cl4(t):
+    return t.contiguous(memory_format=torch.channels_last)

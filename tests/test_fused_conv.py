@@ -404,3 +404,17 @@ def test_kernels_compile_for_sm80_with_the_jits_specialisation():
                        cwd=root, env=env, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
     assert " 0 with spills" in r.stdout, r.stdout[-4000:]
+
+
+def test_launch_plan_within_budget():
+    """The fused forward's launch count (docs/fusion.md), YOLOv12-N: <= 120 (issue 13)."""
+    import subprocess
+    import sys
+    code = ("from yolov12_kernels.triton.conv_table import launch_plan, table; import torch; "
+            "t = table('n', [1, 32], torch.float16); assert t.count('\\n') > 90; "
+            "print(launch_plan('n')['total'])")
+    env = {k: v for k, v in __import__("os").environ.items() if k != "TRITON_INTERPRET"}
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert int(r.stdout.split()[-1]) <= 120
