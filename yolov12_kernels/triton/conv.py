@@ -193,7 +193,7 @@ def conv_config(arch: str, dtype: torch.dtype, m: int, cout: int, cin: int, ks: 
     * BLOCK_M 128 when that still gives two waves of programs on the arch's SMs, else 64, else 32
       (small late layers at batch 1: more programs beat bigger tiles there);
     * BLOCK_K 64 for 16-bit inputs with >= 64 reduction columns, else 32 (fp32 tiles are twice
-      the bytes, so fp32 keeps 32);
+      the bytes, so fp32 keeps 32; so do taps folded into K, whose addresses are per element);
     * warps: 8 for 128 x 128 tiles, else 4; fp32 (exact IEEE products, no tensor cores) caps
       BLOCK_N at 64 and takes 8 warps from 64 x 64 up — 4 warps spilled there (conv_check);
     * stages: as many as fit the arch's shared memory (<= 4 on sm90, <= 3 elsewhere).
@@ -208,7 +208,9 @@ def conv_config(arch: str, dtype: torch.dtype, m: int, cout: int, cin: int, ks: 
         if triton.cdiv(m, cand) * n_blocks >= 2 * sms:
             bm = cand
             break
-    bk = 64 if (not fp32 and k_red >= 64) else 32
+    # taps folded into K build every (pixel, k) address in registers: 32-wide K blocks keep
+    # that at half the registers of 64 (168 and a spill on Triton 3.6 for 8 -> 16 channels)
+    bk = 64 if (not fp32 and k_red >= 64 and not taps_in_k(ks, cin)) else 32
     if fp32:  # IEEE fp32 products run on FMA units, operands in registers: smaller tiles
         bn = min(bn, 64)
         warps = 8 if bm * bn >= 64 * 64 else 4
