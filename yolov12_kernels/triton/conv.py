@@ -211,6 +211,8 @@ def conv_config(arch: str, dtype: torch.dtype, m: int, cout: int, cin: int, ks: 
     # taps folded into K build every (pixel, k) address in registers: 32-wide K blocks keep
     # that at half the registers of 64 (168 and a spill on Triton 3.6 for 8 -> 16 channels)
     bk = 64 if (not fp32 and k_red >= 64 and not taps_in_k(ks, cin)) else 32
+    if ks > 1 and arch != "sm90" and bm * bn >= 128 * 128:
+        bk = 32  # mma.sync 3x3 at 128 x 128 x 64 + residual: 255 registers and spills on sm_80
     if fp32:  # IEEE fp32 products run on FMA units, operands in registers: smaller tiles
         bn = min(bn, 64)
         warps = 8 if bm * bn >= 64 * 64 else 4
