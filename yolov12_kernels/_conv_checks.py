@@ -71,7 +71,7 @@ def check_weight(weight, name: str, cout: int | None, cin: int, kernel_sizes, li
                          f"{tuple(kernel_sizes)}")
     if ci != cin:
         raise ValueError(f"{name}: takes {ci} input channels, {like_name} has {cin} "
-                         "(grouped convs other than depthwise are not supported)")
+                         "(grouped convs are not supported; depthwise ones: fused_depthwise_conv2d)")
     if cout is not None and co != cout:
         raise ValueError(f"{name}: has {co} output channels, expected {cout}")
     if co == 0:

@@ -30,6 +30,7 @@ from ._conv_checks import (
     check_offsets_int32,
     check_out,
     check_supported,
+    conv_out_hw,
     device_guard,
     empty_nhwc,
 )
@@ -41,7 +42,6 @@ def _kernels():
 
 
 def _out_shape(x, weight, stride):
-    from ._conv_checks import conv_out_hw
     k = weight.shape[-1]
     return (x.shape[0], weight.shape[0], *conv_out_hw(x.shape[2], x.shape[3], k, stride))
 
