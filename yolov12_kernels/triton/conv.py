@@ -196,7 +196,7 @@ def conv_config(arch: str, dtype: torch.dtype, m: int, cout: int, cin: int, ks: 
       the bytes, so fp32 keeps 32; so do taps folded into K, whose addresses are per element);
     * warps: 8 for 128 x 128 tiles, else 4; fp32 (exact IEEE products, no tensor cores) caps
       BLOCK_N at 64 and takes 8 warps from 64 x 64 up — 4 warps spilled there (conv_check);
-    * stages: as many as fit the arch's shared memory (<= 4 on sm90, <= 3 elsewhere).
+    * stages: as many as fit the arch's shared memory (<= 4 on sm90, <= 3 elsewhere; fp32: 2).
     """
     fp32 = dtype == torch.float32
     k_red = ks * ks * cin if taps_in_k(ks, cin) else cin
@@ -221,6 +221,8 @@ def conv_config(arch: str, dtype: torch.dtype, m: int, cout: int, cin: int, ks: 
     elem = 4 if fp32 else 2
     stage_bytes = (bm * bk + bk * bn) * elem
     stages = max(2, min(4 if arch == "sm90" else 3, smem // stage_bytes))
+    if fp32:
+        stages = 2  # 3-stage fp32 3x3 spilled on sm_80 (ptxas), 2 stages did not (conv_check)
     return Config(bm, bn, bk, warps, stages)
 
 
