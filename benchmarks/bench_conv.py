@@ -15,8 +15,8 @@ For each distinct layer of ``yolov12_kernels.conv_shapes.model_convs`` (640x640)
 
 Each provider is captured in a CUDA graph of ``--inner`` calls and timed per replay with CUDA
 events (the GPU time a graph-replayed forward pays, host overhead excluded), median of ``--rep``.
-Records ``conv/<scale>/<layer>`` (provider as above, ``pass`` fwd) are appended to
-benchmarks/results/kernel.jsonl with FLOPs and the bytes the op must move. Small batch-1 layers
+Records ``conv/<scale>/<layer>`` (provider as above, ``pass`` fwd) are appended to kernel.jsonl in
+a new runs/conv/<date-time> (or ``--out``) with FLOPs and the bytes the op must move. Small batch-1 layers
 stay L2-resident for every provider alike (no input rotation). Exits with one line (status 0)
 without a GPU.
 """
@@ -28,7 +28,7 @@ import sys
 import torch
 import torch.nn.functional as F
 
-from benchmarks.records import append_records, make_record, time_ms
+from yolov12.bench.records import append_records, make_record, new_run_dir, time_ms
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -160,7 +160,9 @@ def main(argv=None) -> int:
     ap.add_argument("--kinds", nargs="+", default=["conv", "dwconv", "mlp", "decode"])
     ap.add_argument("--rep", type=int, default=50)
     ap.add_argument("--inner", type=int, default=20, help="calls per captured graph")
-    ap.add_argument("--out", default=None, help="results directory (default benchmarks/results)")
+    ap.add_argument("--out", default=None,
+                    help="results directory (default: a new runs/conv/<date-time>; "
+                         "--out benchmarks/results updates the committed records)")
     args = ap.parse_args(argv)
     if not torch.cuda.is_available():
         print("bench_conv: no CUDA GPU visible; nothing to measure")
@@ -198,7 +200,7 @@ def main(argv=None) -> int:
     for (scale, dt, b), (tri, eag, nhwc) in totals.items():
         print(f"sum over distinct layers, {scale} {dt} b{b}: triton {tri:.3f} ms, eager "
               f"{eag:.3f} ms, eager-nhwc {nhwc:.3f} ms")
-    path = append_records(records, "kernel", args.out)
+    path = append_records(records, "kernel", args.out or new_run_dir("conv"))
     print(f"{len(records)} records appended to {path}")
     return 0
 
