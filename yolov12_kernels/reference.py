@@ -27,6 +27,12 @@ from ._checks import (
     check_pe_params,
     check_tensor,
 )
+from ._conv_checks import (
+    check_box_decode_args,
+    check_conv_args,
+    check_dwconv_args,
+    check_mlp_args,
+)
 
 __all__ = [
     "area_attention",
@@ -36,6 +42,10 @@ __all__ = [
     "fused_area_attention",
     "fold_conv_bn",
     "conv_bn_params",
+    "conv_bn_act",
+    "depthwise_conv_bn_act",
+    "mlp_residual",
+    "box_decode",
 ]
 
 
@@ -193,3 +203,71 @@ def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     fused.bias.copy_(((b - mean) * factor + beta).to(conv.weight.dtype))
     fused.weight.requires_grad_(conv.weight.requires_grad)
     return fused
+
+
+def conv_bn_act(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+                stride: int = 1, silu: bool = False, residual: torch.Tensor | None = None,
+                gamma: torch.Tensor | None = None) -> torch.Tensor:
+    """The model's Conv with BN folded (``weight``, ``bias``) and the fused kernels' epilogue.
+
+    ``y = conv2d(x, weight, bias, stride, padding=k // 2)`` for x (B, Cin, H, W) and weight
+    (Cout, Cin, k, k), k in (1, 3); then SiLU if ``silu``; then, with ``residual`` (B, Cout, HO, WO),
+    ``residual + y`` — or ``residual + gamma * y`` with ``gamma`` (Cout,), A2C2f's layer scale.
+    Logical NCHW in and out, any memory format; computed in the inputs' dtype.
+    """
+    check_conv_args(x, weight, bias, stride, silu, residual, gamma)
+    y = F.conv2d(x, weight, bias, stride=stride, padding=weight.shape[-1] // 2)
+    if silu:
+        y = F.silu(y)
+    if residual is not None:
+        y = residual + (gamma.view(1, -1, 1, 1) * y if gamma is not None else y)
+    return y
+
+
+def depthwise_conv_bn_act(x: torch.Tensor, weight: torch.Tensor,
+                          bias: torch.Tensor | None = None, stride: int = 1,
+                          silu: bool = False) -> torch.Tensor:
+    """The model's DWConv with BN folded: a depthwise k x k conv (one filter per channel, weight
+    (C, 1, k, k), 'same' padding k // 2) + ``bias``, then SiLU if ``silu``. Logical NCHW."""
+    check_dwconv_args(x, weight, bias, stride, silu)
+    y = F.conv2d(x, weight, bias, stride=stride, padding=weight.shape[-1] // 2,
+                 groups=x.shape[1])
+    return F.silu(y) if silu else y
+
+
+def mlp_residual(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor | None,
+                 w2: torch.Tensor, b2: torch.Tensor | None,
+                 residual: bool = True) -> torch.Tensor:
+    """ABlock's MLP with BNs folded: ``x + conv1x1(silu(conv1x1(x, w1, b1)), w2, b2)`` (without
+    the ``x +`` when ``residual=False``). w1 (hidden, C, 1, 1), w2 (C, hidden, 1, 1); the hidden
+    activations are in x's dtype, as the model stores them. Logical NCHW."""
+    check_mlp_args(x, w1, b1, w2, b2, residual)
+    y = F.conv2d(F.silu(F.conv2d(x, w1, b1)), w2, b2)
+    return x + y if residual else y
+
+
+def box_decode(feats: torch.Tensor, level_shapes, strides, reg_max: int = 16) -> torch.Tensor:
+    """The Detect head's eval-mode decode on the levels' outputs concatenated along anchors.
+
+    feats (B, 4 * reg_max + nc, A): per anchor (level by level, row-major inside a level) 4 sides
+    x reg_max bin logits, then nc class logits. Returns (B, 4 + nc, A): xywh boxes in input pixels
+    — each side is the softmax-expected bin (DFL), measured from the anchor's cell centre, times
+    the level's stride — then sigmoid class scores. Computed in feats' dtype.
+    """
+    nc, A = check_box_decode_args(feats, level_shapes, strides, reg_max)
+    B = feats.shape[0]
+    centres, scale = [], []
+    for (h, w), s in zip(level_shapes, strides):
+        ys, xs = torch.meshgrid(torch.arange(h, dtype=feats.dtype, device=feats.device) + 0.5,
+                                torch.arange(w, dtype=feats.dtype, device=feats.device) + 0.5,
+                                indexing="ij")
+        centres.append(torch.stack((xs.reshape(-1), ys.reshape(-1))))
+        scale.append(torch.full((h * w,), float(s), dtype=feats.dtype, device=feats.device))
+    centre, stride = torch.cat(centres, 1), torch.cat(scale)  # (2, A), (A,)
+    box, cls = feats.split((4 * reg_max, nc), 1)
+    prob = box.reshape(B, 4, reg_max, A).softmax(2)
+    bins = torch.arange(reg_max, dtype=feats.dtype, device=feats.device).view(1, 1, reg_max, 1)
+    dist = (prob * bins).sum(2)  # (B, 4, A): left, top, right, bottom
+    x1y1, x2y2 = centre - dist[:, :2], centre + dist[:, 2:]
+    xywh = torch.cat(((x1y1 + x2y2) / 2, x2y2 - x1y1), 1) * stride
+    return torch.cat((xywh, cls.sigmoid()), 1)
