@@ -16,7 +16,7 @@ from _utils import assert_close_to_reference, randomize_bn
 from yolov12 import YOLOv12
 from yolov12.modules import AAttn, ABlock
 from yolov12.turbo import PARAMS, README, qkv_from_qk_v, qkv_permutation
-from yolov12.weights import infer_variant, load_model, save_safetensors
+from yolov12.weights import infer_variant, save_safetensors
 
 
 # ---------------------------------------------------------------------------------------------
@@ -207,7 +207,7 @@ def test_official_state_dict_loads_and_equals_the_official_network(tmp_path, off
     assert infer_variant(sd) == "turbo"
     path = tmp_path / "yolov12n.pt"
     torch.save(sd, path)
-    ours = load_model(path)
+    ours = YOLOv12.load(path)
     assert (ours.scale, ours.nc, ours.variant) == ("n", 80, "turbo")
     x = torch.rand(2, 3, 64, 96)
     with torch.no_grad():
@@ -222,10 +222,10 @@ def test_official_state_dict_loads_and_equals_the_official_network(tmp_path, off
     # our own turbo model saves and loads back (qkv layout, 5x5, grouped convs), as
     # safetensors too, with the variant in the metadata
     torch.save(ours.state_dict(), tmp_path / "ours.pt")
-    assert load_model(tmp_path / "ours.pt").variant == "turbo"
+    assert YOLOv12.load(tmp_path / "ours.pt").variant == "turbo"
     pytest.importorskip("safetensors", reason="safetensors not installed")
     save_safetensors(ours, tmp_path / "ours.safetensors")
-    again = load_model(tmp_path / "ours.safetensors")
+    again = YOLOv12.load(tmp_path / "ours.safetensors")
     assert again.variant == "turbo"
     with torch.no_grad():
         assert torch.equal(again.set_attention_backend("reference")(x),
@@ -277,7 +277,7 @@ def test_published_checkpoint_layout_loads_without_importing_or_running_anything
     for name in list(sys.modules):  # loading must not need (or import) anything of theirs
         if name.split(".")[0] == "ultralytics":
             del sys.modules[name]
-    ours = load_model(path)
+    ours = YOLOv12.load(path)
     assert "ultralytics" not in sys.modules
     assert (ours.scale, ours.variant, ours.names[5]) == ("n", "turbo", "c5")
     expected = copy.deepcopy(official_n).half().float()  # the float16 weights, back in fp32

@@ -18,7 +18,6 @@ from yolov12 import YOLOv12
 from yolov12 import modules as M
 from yolov12.weights import (
     infer_layout,
-    load_model,
     load_state_dict_file,
     save_safetensors,
 )
@@ -60,7 +59,7 @@ def test_safetensors_round_trip_keeps_scale_nc_names(tmp_path):
     model.names = {0: "cat", 1: "dog", 2: "bird"}
     path = tmp_path / "m.safetensors"
     save_safetensors(model, path)
-    loaded = load_model(path)
+    loaded = YOLOv12.load(path)
     assert (loaded.scale, loaded.nc, loaded.names) == ("n", 3, model.names)
     _assert_same_weights(loaded, model)
     x = torch.rand(1, 3, 64, 64)
@@ -77,7 +76,7 @@ def test_save_safetensors_refuses_fused_model(tmp_path):
 
 def test_missing_file_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="no such file"):
-        load_model(tmp_path / "nope.pt")
+        YOLOv12.load(tmp_path / "nope.pt")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -153,7 +152,7 @@ def test_fake_ultralytics_checkpoint_loads_and_equals(tmp_path, model_n, fake_ul
     for name in list(sys.modules):  # loading must not need (or import) anything named ultralytics
         if name.split(".")[0] == "ultralytics":
             del sys.modules[name]
-    loaded = load_model(path)
+    loaded = YOLOv12.load(path)
     assert "ultralytics" not in sys.modules
     assert (loaded.scale, loaded.nc) == ("n", 80)
     assert loaded.names[7] == "class7"
@@ -173,13 +172,13 @@ def test_fake_ultralytics_prefers_ema(tmp_path, model_n, fake_ultralytics):
     path = tmp_path / "last.pt"
     torch.save(_ultra_ckpt(fake_ultralytics(model_n, half=False),
                            ema=fake_ultralytics(other, half=False)), path)
-    _assert_same_weights(load_model(path), other)
+    _assert_same_weights(YOLOv12.load(path), other)
 
 
 def test_dict_with_model_state_dict(tmp_path, model_n):
     path = tmp_path / "ck.pth"
     torch.save({"model": model_n.state_dict(), "epoch": 3}, path)
-    _assert_same_weights(load_model(path), model_n)
+    _assert_same_weights(YOLOv12.load(path), model_n)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -198,7 +197,7 @@ def test_official_v1_layout_is_a_clear_error(tmp_path, model_n):
     torch.save(sd, path)
     with pytest.raises(ValueError, match=r"attn.qk \+ attn.v, position perceiver 7x7.*v1.0 "
                                          r"layout, which is not supported"):
-        load_model(path)
+        YOLOv12.load(path)
 
 
 def test_5x5_pe_is_a_clear_error(tmp_path, model_n):
@@ -208,7 +207,7 @@ def test_5x5_pe_is_a_clear_error(tmp_path, model_n):
     torch.save(sd, path)
     with pytest.raises(ValueError, match=r"position perceiver 5x5, layer 1 conv with 1 group"
                                          r"\(s\), which matches neither"):
-        load_model(path)
+        YOLOv12.load(path)
 
 
 def test_scale_and_nc_inferred_and_unknown_width_refused(model_n):
@@ -230,7 +229,7 @@ def test_missing_and_unexpected_keys_listed(tmp_path, model_n):
     path = tmp_path / "broken.pt"
     torch.save(sd, path)
     with pytest.raises(ValueError, match=r"missing 1.*model\.2\.cv1\.conv\.weight.*unexpected 1"):
-        load_model(path)
+        YOLOv12.load(path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -264,7 +263,7 @@ def test_malicious_checkpoint_refused_and_runs_nothing(tmp_path, model_n, zip_fo
     path = tmp_path / "evil.pt"
     torch.save(ckpt, path, _use_new_zipfile_serialization=zip_format)
     with pytest.raises(ValueError, match="(Refused|safely)"):
-        load_model(path)
+        YOLOv12.load(path)
     with pytest.raises(ValueError):
         load_state_dict_file(path)
     assert not marker.exists(), "loading the checkpoint executed code from it"
@@ -293,7 +292,7 @@ def test_damaged_pt_files_are_called_damaged_not_unsafe(tmp_path, model_n, damag
         "text": b"<html>404 Not Found</html>",
     }[damage])
     with pytest.raises(ValueError) as e:
-        load_model(path)
+        YOLOv12.load(path)
     msg = str(e.value)
     assert msg.startswith(f"path: {path} is not a readable PyTorch checkpoint")
     assert "truncated" in msg and "Refused" not in msg and "could run code" not in msg
@@ -305,7 +304,7 @@ def test_malicious_legacy_pickle_refusal_names_the_global_and_no_torch_advice(tm
     torch.save({"model": model_n.state_dict(), "x": _Evil("true")}, path,
                _use_new_zipfile_serialization=False)
     with pytest.raises(ValueError, match=r"refers to \['(posix|nt|os)\.system'\].*Refused") as e:
-        load_model(path)
+        YOLOv12.load(path)
     _never_advises_unsafe_loading(str(e.value))
 
 
@@ -318,7 +317,7 @@ def test_corrupt_safetensors_is_a_clear_error(tmp_path, model_n):
         path.write_bytes(data)
         with pytest.raises(ValueError, match=rf"^path: .*{name}\.safetensors is not a readable "
                                              r"\.safetensors file \(SafetensorError"):
-            load_model(path)
+            YOLOv12.load(path)
 
 
 def test_whole_model_torch_save_of_our_yolov12_loads_without_running_code(tmp_path, model_n):
@@ -326,7 +325,7 @@ def test_whole_model_torch_save_of_our_yolov12_loads_without_running_code(tmp_pa
     model.names = {i: f"thing{i}" for i in range(80)}
     path = tmp_path / "whole.pt"
     torch.save(model, path)
-    loaded = load_model(path)
+    loaded = YOLOv12.load(path)
     assert (loaded.scale, loaded.nc, loaded.names[3]) == ("n", 80, "thing3")
     _assert_same_weights(loaded, model)
     # the classes in the file were stand-ins: none of ours was instantiated by unpickling
@@ -340,7 +339,7 @@ def test_state_dict_saved_after_fuse_loads_as_a_fused_model(tmp_path, model_n):
     fused = copy.deepcopy(model_n).fuse()
     path = tmp_path / "fused.pt"
     torch.save(fused.state_dict(), path)
-    loaded = load_model(path)
+    loaded = YOLOv12.load(path)
     assert not any(isinstance(m, nn.BatchNorm2d) for m in loaded.modules())
     x = torch.rand(1, 3, 64, 96)
     torch.testing.assert_close(_out(loaded, x), _out(model_n, x), atol=1e-3, rtol=1e-3)
@@ -351,4 +350,4 @@ def test_state_dict_saved_after_fuse_loads_as_a_fused_model(tmp_path, model_n):
     sd["model.2.cv1.conv.bias"] = torch.zeros(sd["model.2.cv1.conv.weight"].shape[0])
     torch.save(sd, path)
     with pytest.raises(ValueError, match="saved from a partly fused model"):
-        load_model(path)
+        YOLOv12.load(path)

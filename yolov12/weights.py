@@ -13,7 +13,8 @@ Loading never executes code from the file:
 
 The stand-ins are then walked like ``nn.Module.state_dict()`` would (``_parameters``, persistent
 ``_buffers``, ``_modules``) to get the public state dict (``model.0.conv.weight`` ...), from which
-scale and nc are read, the layout is checked, and ``YOLOv12`` is built and loaded strictly.
+scale and nc are read and the layout is checked (``read_checkpoint``); ``YOLOv12.load`` builds
+the model and loads it strictly (``load_into``).
 """
 from __future__ import annotations
 
@@ -22,11 +23,12 @@ import os
 import re
 import zipfile
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from .model import LAYERS, SCALES, YOLOv12, _make_divisible
+from .architecture import LAYERS, SCALES, make_divisible
 from .turbo import GROUPS, qkv_from_qk_v
 
 # Namespaces whose classes may appear in a model checkpoint; each gets an inert stand-in. Anything
@@ -279,7 +281,7 @@ def load_state_dict_file(path) -> dict:
 def _scale_signature(scale: str) -> tuple[int, int]:
     """(width of layer 0, A2C2f stages in layer 6) for ``scale``, from the config table."""
     depth, width, max_ch = SCALES[scale]
-    c0 = _make_divisible(min(LAYERS[0][3][0], max_ch) * width, 8)
+    c0 = make_divisible(min(LAYERS[0][3][0], max_ch) * width, 8)
     return c0, max(round(LAYERS[6][1] * depth), 1)
 
 
@@ -341,7 +343,41 @@ def is_fused_state_dict(sd: dict) -> bool:
     return "model.0.conv.bias" in sd and not any(".bn." in k for k in sd)
 
 
-def _check_against(model: YOLOv12, sd: dict) -> None:
+@dataclass
+class Checkpoint:
+    """What a weights file holds, read and checked: its state dict in our layout (turbo's qk/v pair
+    already merged into qkv) and the model it belongs to."""
+    state_dict: dict
+    scale: str
+    nc: int
+    variant: str
+    fused: bool            # saved after fuse(): conv biases, no BatchNorm tensors
+    names: dict | None     # class names stored in the file, when there is one per class
+
+
+def read_checkpoint(path) -> Checkpoint:
+    """The weights in ``path``; scale, nc and variant come from the tensors (and must agree with
+    the file's metadata). Build the model with them and call ``load_into`` (``YOLOv12.load`` does).
+
+    Accepts public ultralytics YOLO12 ``.pt`` checkpoints, plain state dicts (``.pt``/``.pth``),
+    ``torch.save(model)`` of our own ``YOLOv12`` (read as tensors, no code runs) and
+    ``.safetensors`` (ours, from ``save_safetensors``). Never executes code from the file.
+    """
+    sd, meta = _read(path)
+    scale, nc = infer_layout(sd)
+    variant = infer_variant(sd)
+    for key, value in (("scale", scale), ("nc", nc), ("variant", variant)):
+        if key in meta and meta[key] != value:
+            raise ValueError(f"path: {path} metadata says {key}={meta[key]!r} but its tensors are "
+                             f"those of {key}={value!r}")
+    if variant == "turbo":  # the official qk/v conv pair -> our fused qkv conv (exact reorder)
+        sd = qkv_from_qk_v(sd)
+    names = meta.get("names")
+    names = {int(k): str(v) for k, v in names.items()} if names and len(names) == nc else None
+    return Checkpoint(sd, scale, nc, variant, is_fused_state_dict(sd), names)
+
+
+def _check_against(model, sd: dict) -> None:
     """Raise ``ValueError`` listing missing / unexpected / mis-shaped keys (before loading)."""
     want = model.state_dict()
     missing = [k for k in want if k not in sd and not k.endswith("num_batches_tracked")]
@@ -364,42 +400,19 @@ def _check_against(model: YOLOv12, sd: dict) -> None:
                          + "; ".join(parts) + hint)
 
 
-def load_model(path, map_location="cpu") -> YOLOv12:
-    """A ``YOLOv12`` (eval mode) with the weights in ``path``; scale and nc come from the file.
-
-    Accepts public ultralytics YOLO12 ``.pt`` checkpoints, plain state dicts (``.pt``/``.pth``),
-    ``torch.save(model)`` of our own ``YOLOv12`` (read as tensors, no code runs) and
-    ``.safetensors`` (ours, from ``save_safetensors``). A state dict saved after ``fuse()`` (conv
-    biases, no BatchNorm tensors) gives a fused model, for inference. Class names stored in the
-    file, if any, are kept on ``model.names``. Never executes code from the file.
-    """
-    sd, meta = _read(path)
-    scale, nc = infer_layout(sd)
-    variant = infer_variant(sd)
-    for key, value in (("scale", scale), ("nc", nc), ("variant", variant)):
-        if key in meta and meta[key] != value:
-            raise ValueError(f"path: {path} metadata says {key}={meta[key]!r} but its tensors are "
-                             f"those of {key}={value!r}")
-    if variant == "turbo":  # the official qk/v conv pair -> our fused qkv conv (exact reorder)
-        sd = qkv_from_qk_v(sd)
-    model = YOLOv12(scale, nc, variant=variant)
-    if is_fused_state_dict(sd):
-        model.eval().fuse()  # same modules as the file's: convs with bias, no BN
+def load_into(model, sd: dict) -> None:
+    """Load ``sd`` into ``model`` strictly, after checking every key and shape (the error lists
+    what differs); tensors are cast to the model's dtypes (public checkpoints are float16)."""
     _check_against(model, sd)
     want = model.state_dict()
-    # public checkpoints are float16: cast to the model's dtype; tolerate a missing BN step counter
     sd = {k: v.to(want[k].dtype) for k, v in sd.items()}
-    for k in want:
+    for k in want:  # tolerate a missing BN step counter
         if k.endswith("num_batches_tracked") and k not in sd:
             sd[k] = want[k]
     model.load_state_dict(sd, strict=True)
-    names = meta.get("names")
-    model.names = ({int(k): str(v) for k, v in names.items()} if names and len(names) == nc
-                   else None)
-    return model.to(map_location).eval()
 
 
-def save_safetensors(model: YOLOv12, path) -> None:
+def save_safetensors(model, path) -> None:
     """Save ``model``'s weights as safetensors, with scale, nc (and class names) in the metadata.
 
     The model must not be fused (a fused model has no BN tensors and would not load back)."""
@@ -408,7 +421,8 @@ def save_safetensors(model: YOLOv12, path) -> None:
     except ImportError as e:
         raise ValueError("path: saving .safetensors needs the safetensors package "
                          "(pip install safetensors)") from e
-    if not isinstance(model, YOLOv12):
+    if not isinstance(model, torch.nn.Module) or not all(
+            hasattr(model, a) for a in ("scale", "nc", "variant")):
         raise ValueError(f"model: expected a YOLOv12, got {type(model).__name__}")
     if any(getattr(m, "bn", "absent") is None for m in model.modules()):
         raise ValueError("model: is fused (BN folded into convs); save it before calling fuse()")
