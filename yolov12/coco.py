@@ -21,7 +21,6 @@ NAMES = (
 
 _DROPPED = {12, 26, 29, 30, 45, 66, 68, 69, 71, 83}
 COCO80_TO_91 = tuple(i for i in range(1, 91) if i not in _DROPPED)
-COCO91_TO_80 = {cid: i for i, cid in enumerate(COCO80_TO_91)}
 
 assert len(NAMES) == len(COCO80_TO_91) == 80
 

@@ -17,6 +17,7 @@ import os
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 
 
 @dataclass
@@ -38,7 +39,6 @@ class Context:
         """Every process's ``obj``, in rank order, on rank 0 (None on the others)."""
         if self.world == 1:
             return [obj]
-        import torch.distributed as dist
         out = [None] * self.world if self.main else None
         dist.gather_object(obj, out, dst=0)
         return out
@@ -47,14 +47,12 @@ class Context:
         """Rank 0's ``obj`` on every process."""
         if self.world == 1:
             return obj
-        import torch.distributed as dist
         box = [obj if self.main else None]
         dist.broadcast_object_list(box, src=0)
         return box[0]
 
     def close(self) -> None:
         if self.owns_group:
-            import torch.distributed as dist
             dist.destroy_process_group()
             self.owns_group = False
 
@@ -72,7 +70,6 @@ def setup(device: str | None = None) -> Context:
     world = int(os.environ.get("WORLD_SIZE", "1") or 1)
     if world <= 1:
         return Context()
-    import torch.distributed as dist
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     owns = False
     if not dist.is_initialized():

@@ -25,8 +25,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .cli_args import add_backend_arg, add_model_args, check_half, model_from_args, pick_device
+from . import distributed
+from .cli_args import (
+    add_backend_arg,
+    add_model_args,
+    check_half,
+    model_from_args,
+    pick_device,
+)
 from .coco import class_names
+from .fast import FastYOLOv12
 from .images import to_rgb8
 from .model import STRIDE, YOLOv12
 
@@ -235,7 +243,6 @@ class Predictor:
     def __init__(self, model, imgsz: int = 640, conf: float = 0.25, iou: float = 0.7,
                  max_det: int = 300, multi_label: bool = False, device=None, half: bool = False,
                  *, backend: str = "auto", fast: bool = True):
-        from .fast import FastYOLOv12
         if not isinstance(model, (YOLOv12, FastYOLOv12)):
             raise TypeError(f"model: expected a YOLOv12 (or its optimize() result), got "
                             f"{type(model).__name__}")
@@ -434,7 +441,6 @@ def run(args) -> int:
     if not args.images:
         raise SystemExit("predict: name the images (IMAGE... or source=PATH)")
     files = expand_images(args.images)
-    from . import distributed
     ctx = distributed.setup(args.device)  # torchrun: join the group; else one process
     try:
         return _run(args, files, ctx)
@@ -443,7 +449,6 @@ def run(args) -> int:
 
 
 def _run(args, files: list[Path], ctx) -> int:
-    from . import distributed
     device = pick_device(distributed.device_for(ctx, args.device))
     check_half(args.half, device)
     model = model_from_args(args, "predict")

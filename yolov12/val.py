@@ -22,6 +22,18 @@ from pathlib import Path
 
 import torch
 
+from . import distributed
+from .cli_args import (
+    add_backend_arg,
+    add_model_args,
+    check_half,
+    model_from_args,
+    pick_device,
+)
+from .coco import category_map
+from .distributed import Context
+from .predict import Predictor, load_image
+
 # The 12 numbers COCOeval.summarize() prints, in the order of COCOeval.stats.
 METRICS = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large",
            "AR1", "AR10", "AR100", "AR_small", "AR_medium", "AR_large")
@@ -37,7 +49,6 @@ class _Images(torch.utils.data.Dataset):
         return len(self.items)
 
     def __getitem__(self, i):
-        from .predict import load_image
         image_id, path = self.items[i]
         return image_id, load_image(path)
 
@@ -151,7 +162,6 @@ def evaluate(images_dir, annotations, predictor, batch: int = 8, out=None, worke
     ``ctx`` (a ``distributed.Context``): run this process's share of the batches; rank 0 gathers
     every share, writes ``out`` and returns the metrics, the other ranks return None.
     """
-    from .distributed import Context
     ctx = ctx or Context()
     try:
         from pycocotools.coco import COCO
@@ -159,7 +169,6 @@ def evaluate(images_dir, annotations, predictor, batch: int = 8, out=None, worke
     except ImportError as e:
         raise ValueError("annotations: COCO evaluation needs pycocotools "
                          "(pip install pycocotools)") from e
-    from .coco import category_map
 
     images_dir, annotations = Path(images_dir), Path(annotations)
     if not images_dir.is_dir():
@@ -324,7 +333,6 @@ def resolve_data(data, images=None, annotations=None) -> tuple[Path, Path]:
 
 
 def add_parser(sub) -> None:
-    from .cli_args import add_backend_arg, add_model_args
     p = sub.add_parser("val", help="COCO mAP of a model on a COCO-format dataset (pycocotools)")
     p.add_argument("--images", default=None, help="directory of the images (e.g. val2017/)")
     p.add_argument("--annotations", default=None,
@@ -351,8 +359,6 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from .cli_args import check_half, model_from_args, pick_device
-    from .predict import Predictor
     if args.limit is not None and args.limit < 1:
         raise SystemExit(f"--limit: expected a positive number of images, got {args.limit}")
     for flag, v in (("--batch", args.batch), ("--max-det", args.max_det)):
@@ -365,7 +371,6 @@ def run(args) -> int:
             raise SystemExit(f"--{e}") from e
     if args.images is None or args.annotations is None:
         raise SystemExit("val: give --images DIR and --annotations FILE (or --data coco.yaml)")
-    from . import distributed
     ctx = distributed.setup(args.device)  # torchrun: join the group; else one process
     try:
         device = pick_device(distributed.device_for(ctx, args.device))
