@@ -17,8 +17,11 @@ from _lively import lively  # noqa: E402
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    """(unfused original model, ONNX file of it) — exported once, it takes seconds."""
-    model = lively(YOLOv12("n"))  # outputs that depend on the input, or equality proves little
+    """(unfused original model, ONNX file of it) — exported once, it takes seconds. Its own seed:
+    a module fixture is built after whichever test ran before it."""
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = lively(YOLOv12("n"))  # outputs that depend on the input, or equality proves little
     original = copy.deepcopy(model)  # unfused, the model's own attention backend
     path = export_onnx(model, tmp_path_factory.mktemp("onnx") / "n.onnx", imgsz=(64, 96),
                        dynamic_batch=True)
@@ -48,10 +51,25 @@ def test_check_onnx_passes_and_fails_loudly_on_a_wrong_file(exported):
     original, path = exported
     x = torch.rand(1, 3, 64, 96)
     other = copy.deepcopy(original)
-    with torch.no_grad():
-        other.model[0].conv.weight.mul_(1.5)  # first conv changed: every output moves
+    with torch.no_grad():  # every class logit of every anchor moves by 1: a well-conditioned change
+        for head in other.model[-1].cv3:
+            head[-1].bias.add_(1.0)
     with pytest.raises(RuntimeError, match="beyond fp32 tolerance"):
         check_onnx(other, path, x, print_fn=lambda *_: None)
+
+
+def test_check_onnx_refuses_to_judge_against_an_unstable_model(exported):
+    """When PyTorch's own float32 runs are far from its float64 run, "twice PyTorch's own error"
+    would allow a wrong file: the check says so instead of passing. The instability is made
+    deterministic: a hook moves every class probability by 0.2 in float32 runs only."""
+    original, path = exported
+    other = copy.deepcopy(original)
+
+    def float32_only_error(module, inputs, out):
+        return torch.cat((out[:, :4], out[:, 4:] + 0.2), 1) if out.dtype == torch.float32 else out
+    other.model[-1].register_forward_hook(float32_only_error)
+    with pytest.raises(RuntimeError, match="numerically unstable"):
+        check_onnx(other, path, torch.rand(1, 3, 64, 96), print_fn=lambda *_: None)
 
 
 def test_fp32_runs_are_distinct_valid_computations(exported):

@@ -14,12 +14,14 @@
 """
 from __future__ import annotations
 
+import copy
 import os
 import warnings
 from pathlib import Path
 
 import torch
 
+from .cli_args import add_model_args, model_from_args, weights_and_scale
 from .model import STRIDE, YOLOv12
 
 # fp32 tolerance, the flash-attention rule (docs/design.md): against a float64 run of the same model,
@@ -38,6 +40,11 @@ from .model import STRIDE, YOLOv12
 # eight runs it stayed within 1.7x.
 FACTOR = 2.0
 FLOOR = {"boxes": 1e-3, "scores": 1e-5}  # pixels, probability
+# Past these, PyTorch's own float32 runs are so far from float64 that the model is numerically
+# unstable in float32 (an error that grows through the layers): twice that error would let a wrong
+# file pass, so the check refuses to judge instead of passing vacuously. Boxes: a fraction of the
+# input's longer side; probabilities: absolute. Trained weights err by ~1e-3 px and ~1e-6.
+UNSTABLE = {"boxes": 0.05, "scores": 0.05}
 
 
 def export_onnx(model: YOLOv12, path, imgsz=640, batch: int = 1, dynamic_batch: bool = False,
@@ -101,7 +108,6 @@ def fp32_runs(model: YOLOv12, x: torch.Tensor):
     """Yield (name, output) of equally valid float32 CPU computations of ``model`` (left
     untouched) on ``x``: as given and BN-folded (if it has BNs), each on NCHW and channels-last
     activations, each with reference and SDPA attention. One copy of the model at a time."""
-    import copy
     has_bn = any(getattr(m, "bn", None) is not None for m in model.modules())
     for folded in ((False, True) if has_bn else (False,)):
         m = copy.deepcopy(model).cpu().float().eval()
@@ -120,7 +126,6 @@ def check_onnx(model: YOLOv12, path, x: torch.Tensor, print_fn=print) -> dict:
     """Run ``path`` in onnxruntime on ``x`` and compare with ``model``: prints the max abs
     difference to PyTorch float32 and returns ``{part: (onnx error, allowed)}`` with errors taken
     against a float64 run of ``model``; raises ``RuntimeError`` when ONNX is beyond tolerance."""
-    import copy
 
     import onnx
     onnx.checker.check_model(str(path))
@@ -139,6 +144,12 @@ def check_onnx(model: YOLOv12, path, x: torch.Tensor, print_fn=print) -> dict:
     for part, sl in (("boxes", slice(0, 4)), ("scores", slice(4, None))):
         err = (got[:, sl] - ref[:, sl]).abs().max().item()
         torch_err = max((o[:, sl] - ref[:, sl]).abs().max().item() for o in outs)
+        unstable = UNSTABLE[part] * (max(x.shape[-2:]) if part == "boxes" else 1)
+        if not torch_err <= unstable:
+            raise RuntimeError(
+                f"model: PyTorch's own float32 runs differ from float64 by {torch_err:.3g} in "
+                f"{part} (more than {unstable:.3g}): the model is numerically unstable in "
+                "float32 and the ONNX file cannot be judged against it")
         allowed = max(FLOOR[part], FACTOR * torch_err)
         report[part] = (err, allowed)
         if not err <= allowed:  # also catches NaN
@@ -151,7 +162,6 @@ def check_onnx(model: YOLOv12, path, x: torch.Tensor, print_fn=print) -> dict:
 
 
 def add_parser(sub) -> None:
-    from .cli_args import add_model_args
     p = sub.add_parser("export", help="export to ONNX and check it against PyTorch")
     p.add_argument("--format", default="onnx", choices=["onnx"], help="only onnx for now")
     add_model_args(p)
@@ -171,7 +181,6 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from .cli_args import model_from_args, weights_and_scale
     if len(args.imgsz) not in (1, 2):
         raise SystemExit("--imgsz: give one size (square) or two (H W)")
     h, w = (args.imgsz * 2)[:2]
