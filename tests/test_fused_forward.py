@@ -256,3 +256,28 @@ def test_kernel_count_per_forward_within_budget():
                    "yolov12.dwconv2d_fused": 6, "yolov12.mlp_fused_out": 8,
                    "yolov12.triton_fused_area_attention_fwd": 8, "aten.copy_": 2,
                    "aten._to_copy": 1, "yolov12.box_decode": 1}, sorted(ops.items())
+
+
+# ---------------------------------------------------------------------------------------------
+# the attention core's output follows qkv's memory format (the proj conv reads it channels-last)
+@interpreted
+def test_triton_attention_output_in_qkv_memory_format():
+    import yolov12_kernels
+    from yolov12_kernels import reference
+    C, H, W = 64, 4, 6
+    qkv = torch.randn(1, 3 * C, H, W).to(memory_format=torch.channels_last)
+    w, b = torch.randn(C, 1, 7, 7) / 7, torch.randn(C)
+    hi = reference.fused_area_attention(qkv.double(), 2, 2, w.double(), b.double())
+    lo = reference.fused_area_attention(qkv, 2, 2, w, b)
+    for grad in (False, True):
+        x = qkv.detach().clone().requires_grad_(grad)  # keeps the memory format
+        with torch.set_grad_enabled(grad):
+            out = yolov12_kernels.fused_area_attention(x, 2, 2, w, b, backend="triton")
+        assert out.is_contiguous(memory_format=torch.channels_last), (grad, out.stride())
+        assert_close_to_reference(out.detach(), hi, lo)
+    nchw = yolov12_kernels.fused_area_attention(qkv.contiguous(), 2, 2, w, b, backend="triton")
+    assert nchw.is_contiguous()
+    # the fake kernel promises the same strides as the real one (what compile and graphs rely on)
+    torch.library.opcheck(torch.ops.yolov12.triton_fused_area_attention_fwd.default,
+                          (qkv, w, b, 2, 2, 0.2, False),
+                          test_utils=("test_schema", "test_faketensor"))
