@@ -94,6 +94,21 @@ def test_fused_forward_within_framework_error(dtype):
 
 
 @interpreted
+@pytest.mark.slow
+@pytest.mark.parametrize("scale,variant", [("s", "yolo12"), ("m", "yolo12"), ("l", "yolo12"),
+                                           ("x", "yolo12"), ("l", "turbo")])
+def test_every_scale_within_framework_error(scale, variant):
+    """m/l/x: C3k blocks in every C3k2, l/x the gamma residual and MLP ratio 1.2 (turbo: 1.5),
+    widths up to 384 in the fused MLP. 25-50 s each in the interpreter."""
+    model = sensitive(YOLOv12(scale, variant=variant))
+    x = torch.rand(1, 3, 64, 64)
+    truth, ref_lo = truth_and_framework(model, x, torch.float32)
+    with torch.inference_mode():
+        out = fused(model)(x)
+    assert_within_framework_error(out, truth, ref_lo, 64)
+
+
+@interpreted
 def test_every_buffer_slice_is_written():
     """Concat, block and head buffers allocated NaN: every slice must be overwritten (a NaN read
     by any conv reaches the output); the result equals the unpoisoned one exactly."""
