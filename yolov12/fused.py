@@ -126,8 +126,10 @@ class FusedForward:
         for i, (layer, f) in enumerate(zip(net.model, net._froms)):
             src = [i - 1 if j == -1 else j for j in (f if isinstance(f, list) else [f])]
             src = [s for s in src if s >= 0]
-            chans.append(_out_channels(layer, [chans[s] for s in src], i))
-            if isinstance(layer, Concat) and layer.d == 1:
+            chans.append(_out_channels(layer, [chans[s] for s in src]))
+            # a part whose width or output size is unknown before it runs: torch.cat instead
+            if (isinstance(layer, Concat) and layer.d == 1
+                    and all(chans[s] is not None and _sized(net.model[s]) for s in src)):
                 off = 0
                 for s in src:
                     if s not in self.cat_parts:  # one feeding two concats: the second copies
@@ -163,7 +165,7 @@ class FusedForward:
                 x = self._concat(layer, i, x, cats[i])
             else:
                 x = self.layer(layer, x, out)
-            outputs.append(x)
+            outputs.append(x if i in net._save else None)  # the rest is freed as it goes
         return x
 
     def _concat(self, layer, i, xs, buf):
@@ -352,13 +354,18 @@ def _out_hw(layer: nn.Module, x) -> tuple[int, int]:
                      "concat")
 
 
-def _out_channels(layer: nn.Module, in_chans: list, i: int) -> int | None:
+def _sized(layer: nn.Module) -> bool:
+    """Whether ``_out_hw`` knows the layer's output size before it runs."""
+    return isinstance(layer, (Conv, nn.Upsample, C2f, A2C2f))
+
+
+def _out_channels(layer: nn.Module, in_chans: list) -> int | None:
     if isinstance(layer, Conv):
         return layer.conv.out_channels
     if isinstance(layer, (C2f, A2C2f)):
         return layer.cv2.conv.out_channels
     if isinstance(layer, nn.Upsample):
         return in_chans[0]
-    if isinstance(layer, Concat):
+    if isinstance(layer, Concat) and None not in in_chans:
         return sum(in_chans)
     return None
