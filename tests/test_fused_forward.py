@@ -296,3 +296,44 @@ def test_triton_attention_output_in_qkv_memory_format():
     torch.library.opcheck(torch.ops.yolov12.triton_fused_area_attention_fwd.default,
                           (qkv, w, b, 2, 2, 0.2, False),
                           test_utils=("test_schema", "test_faketensor"))
+
+
+# ---------------------------------------------------------------------------------------------
+# GPU (skipped without one): the default fast path is the fused one on sm_80+
+def _fused_gpu() -> bool:
+    return torch.cuda.is_available() and fused_convs_unsupported(
+        torch.device("cuda"), torch.float16) is None
+
+
+fused_gpu = pytest.mark.skipif(not _fused_gpu(), reason="needs a CUDA GPU where the fused conv "
+                                                        "kernels run (sm_80+)")
+
+
+@fused_gpu
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+def test_cuda_default_is_fused_within_framework_error(dtype):
+    model = sensitive(YOLOv12("n"))
+    x = torch.rand(2, 3, 160, 160)
+    with torch.inference_mode():
+        truth = copy.deepcopy(model).double().set_attention_backend("reference")(x.double())
+        with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+            ref_lo = copy.deepcopy(model).to("cuda", dtype).set_attention_backend("reference")(
+                x.to("cuda", dtype)).float().cpu()
+        fast = model.optimize("cuda", dtype)
+        assert fast.fused_convs, "the default fast path on this GPU should be the fused one"
+        out = fast(x.cuda()).cpu()
+    assert_within_framework_error(out, truth, ref_lo, 160)
+
+
+@fused_gpu
+def test_cuda_fused_graph_replay_and_kernel_count():
+    model = YOLOv12("n")
+    fast = model.optimize("cuda", torch.float16)
+    assert fast.fused_convs
+    x = torch.rand(1, 3, 640, 640, device="cuda")
+    ops = count_ops(fast, x)
+    assert sum(ops.values()) <= BUDGET, sorted(ops.items())
+    graphed = fast.capture(1, 640)
+    with torch.inference_mode():
+        want = fast(x.half())
+    torch.testing.assert_close(graphed(x.half()).clone(), want, rtol=1e-3, atol=1e-2)
