@@ -147,6 +147,28 @@ def test_lx_style_gamma_residual_and_mlp_ratio_within_framework_error():
 
 
 @interpreted
+def test_layers_the_kernels_do_not_take_run_as_pytorch():
+    """A conv with another activation (ReLU) writing into a block's buffer and into a concat
+    slice, a bilinear upsample into its slice, and a concat part whose size is unknown before it
+    runs (the upsample wrapped in a Sequential: that concat is a torch.cat): the modules run and
+    their results land where the fused ops' would."""
+    model = YOLOv12("n")
+    model.model[2].cv1.act = torch.nn.ReLU()
+    model.model[15].act = torch.nn.ReLU()
+    model.model[9] = torch.nn.Sequential(torch.nn.Upsample(None, 2, "nearest"))
+    model.model[12] = torch.nn.Upsample(None, 2, "bilinear")
+    model = sensitive(model)
+    x = torch.rand(1, 3, 64, 64)
+    truth, ref_lo = truth_and_framework(model, x, torch.float32)
+    fast = fused(model)
+    assert fast.net.model[15].fused.kind == "torch" and 10 not in fast._fused.cat_width
+    with torch.inference_mode():
+        fast._fused.poison = True
+        out = fast(x)
+    assert_within_framework_error(out, truth, ref_lo, 64)
+
+
+@interpreted
 def test_state_dict_and_original_model_unchanged():
     model = sensitive(YOLOv12("n"))
     before = {k: v.clone() for k, v in model.state_dict().items()}
