@@ -89,8 +89,12 @@ def test_gpu_baselines_end_to_end(tmp_path):
     recs = load_records([tmp_path / "e2e.jsonl"])
     for r in recs:
         validate_record(r)
-    assert {r["provider"] for r in recs} == {"eager", "compile", "compile-max-autotune", "fast",
-                                              "fast-graph"}
+    assert {r["provider"] for r in recs} == {"eager", "eager-graph", "compile",
+                                              "compile-max-autotune", "fast-noconv",
+                                              "fast-noconv-graph", "fast", "fast-graph"}
+    fused = {r["provider"]: r["fused_convs"] for r in recs if "fused_convs" in r}
+    assert fused == {"fast-noconv": False, "fast-noconv-graph": False, "fast": True,
+                     "fast-graph": True}
     assert all(r["dtype"] == "float16" and r["shape"] == [1, 3, 64, 64] and "driver" in r
                for r in recs)
     assert all(r["compile_backend"] == "eager" for r in recs if r["provider"].startswith("compile"))
@@ -153,8 +157,11 @@ def test_table1_and_baseline_ratios():
     base = tables.baselines(recs)
     row = next(line for line in base.splitlines() if line.startswith("| n |"))
     # best fast path vs eager, fast-graph vs eager-graph (graphs on both sides), vs max-autotune
-    assert row.endswith("| 5.00× | 3.00× | 2.00× |")
+    assert row.endswith("| 5.00× | 3.00× | 2.00× | – |")  # no fast-noconv row measured
     assert "compiled in 61 s" in row
+    recs.append(record("gpu", "n", "fast-noconv-graph", "float16", 3.0))
+    row = next(line for line in tables.baselines(recs).splitlines() if line.startswith("| n |"))
+    assert row.endswith("| 5.00× | 3.00× | 2.00× | 1.50× |")  # fast-noconv-graph / fast-graph
     summary = tables.summary(recs)
     assert "YOLOv12-n: 2 ms per batch, 500.0 images/s (fast-graph), 3.00x the reference model " \
            "(eager-graph, 6 ms)" in summary
@@ -342,6 +349,23 @@ def test_graph_providers_need_cuda_and_say_so():
     CPU they are skipped with the reason, never timed as something else."""
     from yolov12.bench.e2e import Config, Skip, build
     cfg = Config(device=torch.device("cpu"), dtype=torch.float32, size=(64, 64), warmup=0, runs=1)
-    for provider in ("eager-graph", "fast-graph"):
+    for provider in ("eager-graph", "fast-noconv-graph", "fast-graph"):
         with pytest.raises(Skip, match=f"{provider} needs CUDA"):
             build(provider, build_variant("n").eval(), cfg)
+
+
+def test_fast_noconv_is_the_fast_path_without_the_fused_conv_kernels(monkeypatch):
+    """The ablation row: skipped (with the reason) where the fast path runs no fused conv kernels
+    anyway, so it never times fast again under another name; where they run, the same fast path
+    built with fused_convs=False (recorded)."""
+    from yolov12.bench import e2e
+    cfg = e2e.Config(device=torch.device("cpu"), dtype=torch.float32, size=(64, 64), warmup=0,
+                     runs=1)
+    model = build_variant("n").eval()
+    with pytest.raises(e2e.Skip, match="fast-noconv: the fast path runs no fused conv kernels"):
+        e2e.build("fast-noconv", model, cfg)
+    monkeypatch.setattr(e2e, "fused_convs_absent", lambda device, dtype: None)
+    fn, extra = e2e.build("fast-noconv", model, cfg)
+    assert extra["fused_convs"] is False
+    with torch.inference_mode():
+        assert fn().shape == (1, 84, 84)

@@ -11,7 +11,14 @@ reference to compare against):
    16 bins then a weighted sum loses the sub-bin precision the boxes need. The decode is a few
    element-wise ops on (B, 144, 8400), so fp32 there costs nothing measurable;
 4. channels-last memory format where it helps (``channels_last=None`` picks per device, see
-   ``default_channels_last``), and autograd switched off on every parameter.
+   ``default_channels_last``), and autograd switched off on every parameter;
+5. on a GPU where the fused NHWC conv kernels can run (``yolov12_kernels._conv_checks.unsupported``
+   says None: sm_80+, float16/bfloat16/float32), the forward is ``yolov12.fused.FusedForward``:
+   every conv with its bias, SiLU and residual in one kernel, concat buffers filled in place, one
+   box decode kernel (docs/fusion.md). Elsewhere the modules above run, with one log line saying
+   why. ``fused_convs=False`` asks for that path everywhere (the benchmark's ablation "fast path
+   without the new conv kernels"); ``fused_convs=True`` for the fused one, also on the CPU under
+   ``TRITON_INTERPRET=1`` (Triton's interpreter: how the tests check it without a GPU).
 
 The result is a plain ``nn.Module`` whose forward has no Python-side state changes, so
 ``torch.compile(fast)`` traces it in one graph (tested with ``fullgraph=True``), and
@@ -20,16 +27,31 @@ The result is a plain ``nn.Module`` whose forward has no Python-side state chang
 from __future__ import annotations
 
 import copy
+import logging
 
 import torch
 from torch import nn
 
-from yolov12_kernels import dispatch, dispatch_table
+from yolov12_kernels import _conv_checks, dispatch, dispatch_table
 from yolov12_kernels.aattn import aattn_forward
 
 from .modules import AAttn, Detect
 
 _DEFAULT_DTYPE = {"cuda": torch.float16, "cpu": torch.float32}
+
+log = logging.getLogger("yolov12")
+_logged: set = set()
+
+
+def _log_once(msg: str, level: int = logging.WARNING) -> None:
+    if msg not in _logged:
+        _logged.add(msg)
+        log.log(level, msg)
+
+
+def fused_convs_unsupported(device: torch.device, dtype: torch.dtype) -> str | None:
+    """Why the fused conv path cannot run on ``device`` in ``dtype``, or None."""
+    return _conv_checks.unsupported(torch.device(device), dtype)
 
 
 def default_channels_last(device: torch.device, dtype: torch.dtype) -> bool:
@@ -67,9 +89,12 @@ class FastAAttn(nn.Module):
         self._cores = {cls: b.fused_area_attention for cls, b in cores.items()}
         self.backend = "+".join(sorted({b.name for b in cores.values()}))
 
+    def core_for(self, numel: int):
+        """The attention core for an input of ``numel`` elements (its size class's backend)."""
+        return self._cores[dispatch_table.size_class(numel)]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        core = self._cores[dispatch_table.size_class(x.numel())]  # qkv's C = x's C
-        return aattn_forward(self, x, core=core)
+        return aattn_forward(self, x, core=self.core_for(x.numel()))  # qkv's C = x's C
 
 
 def resolve_attention(net: nn.Module, backend: str = "auto", device=None, dtype=None) -> nn.Module:
@@ -102,11 +127,17 @@ class FastYOLOv12(nn.Module):
     ``forward(x)`` takes (B, 3, H, W), H and W multiples of 32, any float dtype (cast to the model's
     dtype and memory format, a no-op when already right) and returns float32 (B, 4 + nc, anchors)
     like the reference model in eval mode (in the model's dtype with ``fp32_decode=False``).
+
+    ``fused_convs``: None (default) runs the fused conv kernels (``yolov12.fused``) on a GPU where
+    they can run, else the modules with one log line; False never; True wherever they can run,
+    the CPU's Triton interpreter included (a ``RuntimeError`` saying why where they cannot). The fused path needs ``fold_bn`` and ``fp32_decode``; its default
+    memory format is channels-last on every device. ``fused_convs`` (the attribute) says which
+    path runs.
     """
 
     def __init__(self, model, device=None, dtype=None, *, backend: str = "auto",
                  channels_last: bool | None = None, fold_bn: bool = True,
-                 fp32_decode: bool = True):
+                 fp32_decode: bool = True, fused_convs: bool | None = None):
         super().__init__()
         # a YOLOv12 (or a subclass): a network whose layer loop is ``run`` and whose last layer
         # is the Detect head (checked by what it has: this module sits below yolov12.model)
@@ -120,8 +151,11 @@ class FastYOLOv12(nn.Module):
             dtype = _DEFAULT_DTYPE.get(device.type, torch.float32)
         if dtype not in (torch.float32, torch.float16, torch.bfloat16):
             raise ValueError(f"dtype: expected torch.float32, float16 or bfloat16, got {dtype}")
+        if fused_convs is not None and not isinstance(fused_convs, bool):
+            raise ValueError(f"fused_convs: expected None, True or False, got {fused_convs!r}")
+        use_fused = self._use_fused(fused_convs, device, dtype, fold_bn, fp32_decode)
         if channels_last is None:
-            channels_last = default_channels_last(device, dtype)
+            channels_last = True if use_fused else default_channels_last(device, dtype)
         self.device, self.dtype, self.channels_last = device, dtype, bool(channels_last)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
@@ -142,6 +176,37 @@ class FastYOLOv12(nn.Module):
         net.requires_grad_(False)
         self.net = net
         self.backend = backend
+        self.fused_convs = use_fused
+        # a plain object (not a submodule): it holds the net's own tensors, the state dict stays
+        self._fused = None
+        if use_fused:
+            from .fused import FusedForward
+            self._fused = FusedForward(net)
+
+    @staticmethod
+    def _use_fused(requested, device, dtype, fold_bn, fp32_decode) -> bool:
+        if requested is False:
+            return False
+        if not (fold_bn and fp32_decode):
+            if requested:
+                raise ValueError("fused_convs: the fused path needs fold_bn=True and "
+                                 "fp32_decode=True")
+            return False  # the reference computation, asked for explicitly
+        reason = fused_convs_unsupported(device, dtype)
+        if requested and reason is not None:
+            raise RuntimeError(f"fused_convs=True cannot run on {device} with {dtype}: {reason}")
+        if requested is None and reason is None and device.type != "cuda":
+            # the interpreter checks the kernels' arithmetic; it is no inference engine (YOLOv12-N
+            # at 64x64: seconds per forward where PyTorch's CPU convs take milliseconds)
+            reason = ("on the CPU the conv kernels run only in Triton's interpreter, a "
+                      "correctness check far slower than PyTorch's CPU convs; fused_convs=True "
+                      "runs them")
+        if reason is None:
+            return True
+        # a CPU has nothing to miss (no GPU kernels); on a GPU the fallback costs speed: warn
+        _log_once(f"yolov12: fast path without the fused conv kernels on {device} ({dtype}): "
+                  f"{reason}", logging.WARNING if device.type == "cuda" else logging.INFO)
+        return False
 
     # ----------------------------------------------------------------------------------------
     @property
@@ -159,8 +224,10 @@ class FastYOLOv12(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.net.check_input(x)
-        return self.net.run(x.to(device=self.device, dtype=self.dtype,
-                                 memory_format=self.memory_format))
+        x = x.to(device=self.device, dtype=self.dtype, memory_format=self.memory_format)
+        if self._fused is not None:
+            return self._fused(x)
+        return self.net.run(x)
 
     # ----------------------------------------------------------------------------------------
     def capture(self, batch: int = 1, size: int | tuple[int, int] = 640,
@@ -226,6 +293,7 @@ class CapturedForward:
 
 
 def optimize(model, device=None, dtype=None, *, backend: str = "auto",
-             channels_last: bool | None = None) -> FastYOLOv12:
+             channels_last: bool | None = None, fused_convs: bool | None = None) -> FastYOLOv12:
     """``model``'s fast inference path; see the module docstring. The model itself is unchanged."""
-    return FastYOLOv12(model, device, dtype, backend=backend, channels_last=channels_last)
+    return FastYOLOv12(model, device, dtype, backend=backend, channels_last=channels_last,
+                       fused_convs=fused_convs)

@@ -67,8 +67,10 @@ def add_parser(sub) -> None:
                    help="the runs are interleaved across providers in this many rounds (default 5)")
     p.add_argument("--providers", default=None,
                    help="baseline providers, comma-separated from eager,eager-graph,compile,"
-                        "compile-max-autotune,fast,fast-graph (default: all that run here: the "
-                        "-graph ones need CUDA, compile the --compile switch)")
+                        "compile-max-autotune,fast-noconv,fast-noconv-graph,fast,fast-graph "
+                        "(default: all that run here: the -graph and -noconv ones need CUDA, "
+                        "compile the --compile switch; fast-noconv = the fast path without the "
+                        "fused conv kernels)")
     p.add_argument("--compile", dest="compile", action="store_true", default=None,
                    help="time the torch.compile baselines (default on CUDA; off on CPU, where "
                         "inductor's C++ build takes minutes)")
@@ -161,7 +163,7 @@ def resolve(args):
                              f"{','.join(e2e.PROVIDERS)}")
     else:  # only what runs here, so that the progress bar's total (and its ETA) is the work
         providers = [p for p in e2e.PROVIDERS
-                     if (gpu or p not in e2e.GRAPH_PROVIDERS)
+                     if (gpu or p not in e2e.GRAPH_PROVIDERS + e2e.NOCONV_PROVIDERS)
                      and (compile_ok or not p.startswith("compile"))]
     batch_providers = [p for p in e2e.BATCH_PROVIDERS if gpu or p not in e2e.GRAPH_PROVIDERS]
     if args.batches:

@@ -23,12 +23,17 @@ from typing import Callable
 import torch
 import torch._inductor.config  # noqa: F401  (torch._inductor.config.patch below)
 
-from ..fast import CapturedForward, FastYOLOv12, optimize
+from ..fast import CapturedForward, FastYOLOv12, fused_convs_unsupported, optimize
 from .ablations import MLP_RATIOS, PE_KERNELS, build_variant
 from .records import make_record, summarize, time_ms
 
-PROVIDERS = ("eager", "eager-graph", "compile", "compile-max-autotune", "fast", "fast-graph")
-GRAPH_PROVIDERS = ("eager-graph", "fast-graph")  # replayed from a CUDA graph: CUDA only
+PROVIDERS = ("eager", "eager-graph", "compile", "compile-max-autotune", "fast-noconv",
+             "fast-noconv-graph", "fast", "fast-graph")
+# replayed from a CUDA graph: CUDA only
+GRAPH_PROVIDERS = ("eager-graph", "fast-noconv-graph", "fast-graph")
+# the ablation "fast path without the fused conv kernels": it differs from fast only where fast
+# runs them (a GPU); elsewhere it is skipped, not timed as a copy of fast
+NOCONV_PROVIDERS = ("fast-noconv", "fast-noconv-graph")
 BATCH_PROVIDERS = ("eager", "eager-graph", "fast", "fast-graph")
 DEFAULT_BATCHES = (1, 2, 4, 8, 16, 32, 64)
 
@@ -118,7 +123,7 @@ def build(provider: str, model, cfg: Config, batch: int | None = None,
         # the fair baseline for a graph-replayed fast path: the public code path (reference
         # attention, the model's own convs, NCHW) with BN fused, replayed from a CUDA graph too
         m = FastYOLOv12(model, dev, dtype, backend="reference", channels_last=False,
-                        fold_bn=True, fp32_decode=False)
+                        fold_bn=True, fp32_decode=False, fused_convs=False)
         g = m.capture(batch, (h, w))
         g.static_input.copy_(x)
         extra.update(attention_backend="reference", graph=True)
@@ -133,7 +138,7 @@ def build(provider: str, model, cfg: Config, batch: int | None = None,
         # from a CUDA graph like ours (inductor's own cudagraphs are off: max-autotune runs as
         # "max-autotune-no-cudagraphs", and we capture), so both sides pay no launch overhead.
         m = FastYOLOv12(model, dev, dtype, backend="reference", channels_last=False,
-                        fold_bn=False, fp32_decode=False)
+                        fold_bn=False, fp32_decode=False, fused_convs=False)
         max_autotune = provider == "compile-max-autotune"
         mode = ("max-autotune-no-cudagraphs" if dev.type == "cuda" else "max-autotune"
                 ) if max_autotune else None
@@ -148,16 +153,22 @@ def build(provider: str, model, cfg: Config, batch: int | None = None,
             extra["graph"] = True
             return g.replay, extra
         return (lambda: cm(x)), extra
-    if provider in ("fast", "fast-graph"):
-        f = optimize(model, dev, dtype, backend=attention, channels_last=cfg.channels_last)
-        extra.update(attention_backend=f.attention_backend, channels_last=f.channels_last)
+    if provider in ("fast", "fast-graph", *NOCONV_PROVIDERS):
+        noconv = provider in NOCONV_PROVIDERS
+        if noconv and fused_convs_absent(dev, dtype):
+            raise Skip(f"{provider}: the fast path runs no fused conv kernels here "
+                       f"({fused_convs_absent(dev, dtype)}), so it would time fast again")
+        f = optimize(model, dev, dtype, backend=attention, channels_last=cfg.channels_last,
+                     fused_convs=False if noconv else None)
+        extra.update(attention_backend=f.attention_backend, channels_last=f.channels_last,
+                     fused_convs=f.fused_convs)
         xf = x.contiguous(memory_format=f.memory_format)
         fn = f
         if cfg.fast_compile:
             fn, compile_s = _compile(
                 f, cfg, None if cfg.fast_compile == "default" else cfg.fast_compile, xf)
             extra.update(fast_compile=cfg.fast_compile, compile_s=round(compile_s, 1))
-        if provider == "fast":
+        if provider in ("fast", "fast-noconv"):
             return (lambda: fn(xf)), extra
         if cfg.fast_compile:
             raise Skip("fast-graph of a compiled fast path: use a compile mode without CUDA graphs")
@@ -166,6 +177,14 @@ def build(provider: str, model, cfg: Config, batch: int | None = None,
         extra["graph"] = True
         return g.replay, extra
     raise ValueError(f"provider: expected one of {PROVIDERS}, got {provider!r}")
+
+
+def fused_convs_absent(device: torch.device, dtype: torch.dtype) -> str | None:
+    """Why the default fast path runs no fused conv kernels on ``device`` in ``dtype``, or None
+    (yolov12.fast: they run by default on GPUs that can run them)."""
+    if device.type != "cuda":
+        return "not on a GPU"
+    return fused_convs_unsupported(device, dtype)
 
 
 # max-autotune's compile time is mostly benchmarking candidate kernels (inductor's default: 25

@@ -4,9 +4,8 @@
   latency of our fast path (median, p20-p80) beside the paper's mAP / params / GFLOPs / T4 latency;
 * ``table4`` — FP32 and FP16 latency per scale, one column pair per device, merged from every
   record given (several runs, several machines);
-* ``baselines`` — eager / eager-graph / compile / compile-max-autotune / fast / fast-graph side
-  by side, with
-  speed-ups as ratios;
+* ``baselines`` — eager / eager-graph / compile / compile-max-autotune / fast-noconv[-graph] /
+  fast / fast-graph side by side, with speed-ups as ratios;
 * ``ablations`` — area vs global attention at P4, fused vs unfused attention, position-perceiver
   kernel size and MLP ratio (latency / params / GFLOPs measured, mAP from the paper);
 * ``batch_sweep`` — latency, images/s and peak memory per batch size.
@@ -160,18 +159,27 @@ def _pair(by: dict, slow: str, fast: str) -> str:
     return "–"
 
 
+def _noconv_gain(by: dict) -> str:
+    """The fused conv kernels' gain: fast path without them over with them, graph-replayed
+    where both were."""
+    if "fast-noconv-graph" in by and "fast-graph" in by:
+        return _pair(by, "fast-noconv-graph", "fast-graph")
+    return _pair(by, "fast-noconv", "fast")
+
+
 def baselines(records: list[dict]) -> str:
     """Providers side by side (same run), with the speed-ups of our fast path: over the eager
     reference, over the reference replayed from a CUDA graph (the fair comparison for fast-graph:
-    graphs on both sides) and over compile-max-autotune (graph-replayed too on a GPU). A compile
-    row shows its compile time beside its latency."""
+    graphs on both sides), over compile-max-autotune (graph-replayed too on a GPU), and the
+    fused conv kernels' own gain (fast-noconv[-graph] over fast[-graph]). A compile row shows its
+    compile time beside its latency."""
     out = []
     for (device, dtype, size, batch), rows in sorted(_groups(records, "baseline").items()):
         lines = [f"**Baselines** — {device}, {dtype}, batch {batch}, {size}: latency ms "
                  "(median, p20–p80)", ""]
         lines += _header(["model"] + list(PROVIDERS) +
                          ["fast vs eager", "fast-graph vs eager-graph",
-                          "fast vs compile-max-autotune"])
+                          "fast vs compile-max-autotune", "fused convs' gain"])
         for scale in SCALES:
             by = {r["provider"]: r for r in rows if r["name"] == scale}
             if not by:
@@ -186,7 +194,8 @@ def baselines(records: list[dict]) -> str:
             best = _fast(list(by.values()))
             ratios = [_pair(by, "eager", best["provider"]) if best else "–",
                       _pair(by, "eager-graph", "fast-graph"),
-                      _pair(by, "compile-max-autotune", best["provider"]) if best else "–"]
+                      _pair(by, "compile-max-autotune", best["provider"]) if best else "–",
+                      _noconv_gain(by)]
             lines.append(f"| {scale} | " + " | ".join(cells + ratios) + " |")
         if len(lines) > 4:
             out.append("\n".join(lines))
