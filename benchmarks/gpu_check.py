@@ -464,12 +464,14 @@ def kbench_figures(ctx):
 
 
 def e2e_commands(ctx):
-    # eager and fast, each also replayed from a CUDA graph (the fair end-to-end comparison): the
+    # eager and fast, each also replayed from a CUDA graph (the fair end-to-end comparison), and
+    # the fast path without the fused conv kernels replayed (their own gain): the
     # torch.compile baselines (inductor, max-autotune) take minutes to compile per scale and
     # batch, more than this check has (docs/benchmarks.md)
     runs = ("30", "5") if ctx.quick else ("100", "20")
     base = [ctx.python, "-m", "yolov12", "bench", "--model", "n" if ctx.quick else "n,s",
-            "--suite", "baselines", "--dtype", "float16", "--providers", "eager,eager-graph,fast,fast-graph",
+            "--suite", "baselines", "--dtype", "float16",
+            "--providers", "eager,eager-graph,fast,fast-graph,fast-noconv-graph",
             "--runs", runs[0], "--warmup", runs[1], "--out", str(ctx.records), "--no-progress",
             "--label", "gpu_check"]
     return [Command(base + ["--batch", str(b)], f"e2e-b{b}.log") for b in (1, 32)]

@@ -218,6 +218,8 @@ def test_unsupported_dtype_falls_back_or_refuses_naming_why(caplog):
     assert reason is not None  # bf16 tl.dot in the interpreter, or no interpreter at all
     with pytest.raises(RuntimeError, match="fused_convs=True cannot run"):
         optimize(model, "cpu", torch.bfloat16, fused_convs=True)
+    with pytest.raises(RuntimeError, match="fused_convs=True cannot run"):  # the method passes it
+        model.optimize("cpu", torch.bfloat16, fused_convs=True)
     with caplog.at_level(logging.INFO, logger="yolov12"):
         fast = optimize(model, "cpu", torch.bfloat16)
     assert not fast.fused_convs
