@@ -169,6 +169,34 @@ def test_layers_the_kernels_do_not_take_run_as_pytorch():
 
 
 @interpreted
+def test_tuple_scale_upsample_and_weights_loaded_after_building():
+    """An upsample given as scale_factor=(2.0, 2.0) is the strided copy too; a conv without
+    'same' padding makes its concat a torch.cat (its size is not known before it runs); and
+    load_state_dict into a built fast model reaches the fused forward's prepared copies (NCHW
+    conv weights, the packed MLP weight), not only the parameters."""
+    from yolov12.fused import _sized
+    from yolov12.modules import Conv
+    unpadded = Conv(8, 8, 3)
+    unpadded.conv.padding = (0, 0)
+    assert not _sized(unpadded) and _sized(Conv(8, 8, 3))
+
+    def build():
+        model = YOLOv12("n")
+        model.model[9] = torch.nn.Upsample(scale_factor=(2.0, 2.0), mode="nearest")
+        return sensitive(model)
+    fast = optimize(build(), "cpu", torch.float32, fused_convs=True, channels_last=False)
+    assert fast._fused is not None and 10 in fast._fused.cat_width
+    other = build()  # other random weights
+    fast.load_state_dict(optimize(other, "cpu", torch.float32, fused_convs=False,
+                                  channels_last=False).state_dict())
+    x = torch.rand(1, 3, 64, 64)
+    truth, ref_lo = truth_and_framework(other, x, torch.float32)
+    with torch.inference_mode():
+        out = fast(x)
+    assert_within_framework_error(out, truth, ref_lo, 64)
+
+
+@interpreted
 def test_state_dict_and_original_model_unchanged():
     model = sensitive(YOLOv12("n"))
     before = {k: v.clone() for k, v in model.state_dict().items()}

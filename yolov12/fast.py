@@ -55,7 +55,9 @@ def fused_convs_unsupported(device: torch.device, dtype: torch.dtype) -> str | N
 
 
 def default_channels_last(device: torch.device, dtype: torch.dtype) -> bool:
-    """The fast path's default memory format: channels-last on the CPU, NCHW on CUDA.
+    """The default memory format of the fast path *without* the fused conv kernels (with them it
+    is always channels-last, the layout they are written for): channels-last on the CPU, NCHW on
+    CUDA.
 
     CPU (measured, YOLOv12-N at 640, fp32): channels-last is ~25% faster end to end. oneDNN's convs
     prefer NHWC, and with NHWC activations the q/k/v views of the qkv conv output have a contiguous
@@ -182,6 +184,9 @@ class FastYOLOv12(nn.Module):
         if use_fused:
             from .fused import FusedForward
             self._fused = FusedForward(net)
+            # the fused forward reads prepared copies of some weights: a load_state_dict into
+            # this model (or its net) updates them in place
+            net.register_load_state_dict_post_hook(lambda module, keys: self._fused.refresh())
 
     @staticmethod
     def _use_fused(requested, device, dtype, fold_bn, fp32_decode) -> bool:

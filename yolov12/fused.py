@@ -93,29 +93,48 @@ class FusedForward:
     fast model is unchanged."""
 
     def __init__(self, net: nn.Module):
-        from yolov12_kernels.triton.mlp import pack_w2  # needs Triton: imported when used
         self.net = net
         self.poison = False  # tests: fill every buffer allocated here with NaN
         # the prepared tensors sit on the modules as plain attributes (not parameters or
         # buffers: the state dict stays the model's); torch.compile reads them like weights
-        for m in net.modules():
-            if isinstance(m, Conv) or (isinstance(m, nn.Conv2d) and not hasattr(m, "fused")):
-                m.fused = conv_params(m)
-                if isinstance(m, Conv):
-                    m.conv.fused = None  # the inner conv runs through its wrapper
-            if hasattr(m, "core_for"):  # FastAAttn
-                m.fused_pe = tuple(None if t is None else t.detach()
-                                   for t in pe_weight_bias(m.pe))
-        for m in net.modules():
-            if not (isinstance(m, nn.Sequential) and len(m) == 2
-                    and all(isinstance(c, Conv) for c in m) and _is_mlp(m)):
-                continue
-            p1, p2 = m[0].fused, m[1].fused
-            m.fused_mlp = None
-            if (p1.kind == p2.kind == "dense" and p1.silu and not p2.silu
-                    and m[0].conv.in_channels <= MLP_MAX_CHANNELS):
-                m.fused_mlp = (p1.weight, p1.bias, pack_w2(p2.weight), p2.bias)
+        for m, name, value in self._prepared():
+            setattr(m, name, value)
         self._plan_concats()
+
+    def _prepared(self):
+        """(module, attribute, prepared value) of every tensor the fused forward reads instead
+        of a module's own: channels-last and per-group copies of conv weights, the packed MLP
+        weight, the folded pe weight. Some are views of the parameters, some are copies."""
+        from yolov12_kernels.triton.mlp import pack_w2  # needs Triton: imported when used
+        params = {}
+        for m in self.net.modules():
+            if isinstance(m, Conv):
+                params[m.conv] = None  # the inner conv runs through its wrapper
+        for m in self.net.modules():
+            if isinstance(m, Conv) or (isinstance(m, nn.Conv2d) and m not in params):
+                params[m] = conv_params(m)
+        for m, value in params.items():
+            yield m, "fused", value
+        for m in self.net.modules():
+            if hasattr(m, "core_for"):  # FastAAttn
+                yield m, "fused_pe", tuple(None if t is None else t.detach()
+                                           for t in pe_weight_bias(m.pe))
+            if (isinstance(m, nn.Sequential) and len(m) == 2
+                    and all(isinstance(c, Conv) for c in m) and _is_mlp(m)):
+                p1, p2 = params[m[0]], params[m[1]]
+                fused = None
+                if (p1.kind == p2.kind == "dense" and p1.silu and not p2.silu
+                        and m[0].conv.in_channels <= MLP_MAX_CHANNELS):
+                    fused = (p1.weight, p1.bias, pack_w2(p2.weight), p2.bias)
+                yield m, "fused_mlp", fused
+
+    def refresh(self) -> None:
+        """Bring the prepared tensors up to date with the network's parameters, in place (the
+        fast model calls it after ``load_state_dict``): the copies among them would otherwise keep
+        the old weights. In place, so a captured CUDA graph replays with the new weights too."""
+        with torch.no_grad():
+            for m, name, value in self._prepared():
+                _copy_into(getattr(m, name), value)
 
     # ------------------------------------------------------------------------------------------
     def _plan_concats(self) -> None:
@@ -299,7 +318,7 @@ class FusedForward:
 
     def upsample(self, m, x, out=None):
         """Nearest 2x upsampling as one strided copy into ``out`` (a slice of the next concat)."""
-        if m.mode != "nearest" or m.size is not None or float(m.scale_factor) != 2.0:
+        if not _doubles(m):
             return _into(m(x), out)
         B, C, H, W = x.shape
         if out is None:
@@ -329,11 +348,36 @@ def _is_mlp(seq: nn.Sequential) -> bool:
             and b.out_channels == a.in_channels and b.in_channels == a.out_channels)
 
 
+def _copy_into(old, new) -> None:
+    """Copy the tensors of ``new`` into those of ``old`` (the same structure: a tensor, None, or a
+    tuple of them), skipping a tensor that already is its source (a view of the parameter)."""
+    if isinstance(old, torch.Tensor):
+        if old.data_ptr() != new.data_ptr() or old.stride() != new.stride():
+            old.copy_(new)
+    elif isinstance(old, tuple):
+        for o, n in zip(old, new):
+            _copy_into(o, n)
+
+
 def _into(y: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
     if out is None:
         return y
     out.copy_(y)
     return out
+
+
+def _doubles(m: nn.Upsample) -> bool:
+    """Whether ``m`` is the nearest 2x upsampling the strided copy implements."""
+    factor = m.scale_factor
+    factors = tuple(factor) if isinstance(factor, (tuple, list)) else (factor, factor)
+    return m.mode == "nearest" and m.size is None and all(f == 2 for f in factors)
+
+
+def _same_padded(conv: nn.Conv2d) -> bool:
+    """A square conv with 'same' padding k // 2, no dilation, one stride: ``_conv_hw`` holds."""
+    k, s = conv.kernel_size, conv.stride
+    return (k[0] == k[1] and s[0] == s[1] and conv.padding == (k[0] // 2, k[0] // 2)
+            and conv.dilation == (1, 1))
 
 
 def _conv_hw(x: torch.Tensor, k: int, stride: int) -> tuple[int, int]:
@@ -346,8 +390,7 @@ def _out_hw(layer: nn.Module, x) -> tuple[int, int]:
     if isinstance(layer, Conv):
         return _conv_hw(x, layer.conv.kernel_size[0], layer.conv.stride[0])
     if isinstance(layer, nn.Upsample):
-        f = int(layer.scale_factor)
-        return x.shape[2] * f, x.shape[3] * f
+        return x.shape[2] * 2, x.shape[3] * 2
     if isinstance(layer, (C2f, A2C2f)):
         return x.shape[2], x.shape[3]
     raise ValueError(f"layer: cannot tell the output size of a {type(layer).__name__} feeding a "
@@ -356,7 +399,11 @@ def _out_hw(layer: nn.Module, x) -> tuple[int, int]:
 
 def _sized(layer: nn.Module) -> bool:
     """Whether ``_out_hw`` knows the layer's output size before it runs."""
-    return isinstance(layer, (Conv, nn.Upsample, C2f, A2C2f))
+    if isinstance(layer, Conv):
+        return _same_padded(layer.conv)
+    if isinstance(layer, nn.Upsample):
+        return _doubles(layer)
+    return isinstance(layer, (C2f, A2C2f))
 
 
 def _out_channels(layer: nn.Module, in_chans: list) -> int | None:
