@@ -13,6 +13,7 @@ No test autotunes: every launch uses the fixed configuration table, or one pinne
 ``launch.pinned_config``, so the GPU suite is bounded by its work, not by compiling candidates.
 """
 import contextlib
+import gc
 import os
 import random
 
@@ -334,7 +335,9 @@ def test_pe_param_grads_are_float32_accurate():
 
 @needs_runnable
 def test_pe_taps_table_and_its_cache():
-    """pe weights as an fp32 (k*k + bias row, C) table, rebuilt when a weight changes in place."""
+    """pe weights as an fp32 (k*k + bias row, C) table, rewritten in place when a weight changes
+    in place (a captured CUDA graph keeps its address), kept while the weight lives however many
+    other weights come and go, dropped with the weight."""
     w = torch.randn(6, 1, 3, 3, device=DEVICE)
     b = torch.randn(6, device=DEVICE)
     taps = K.pe_taps(w, b)
@@ -343,8 +346,17 @@ def test_pe_taps_table_and_its_cache():
     assert K.pe_taps(w, b) is taps  # cached
     with torch.no_grad():
         w.mul_(2)  # an optimizer step / load_state_dict: the version changes
-    assert torch.equal(K.pe_taps(w, b)[:9], w.reshape(6, 9).t())
+    again = K.pe_taps(w, b)
+    assert again is taps and torch.equal(again[:9], w.reshape(6, 9).t())
     assert K.pe_taps(w, None).shape == (9, 6)
+    others = [torch.randn(6, 1, 3, 3, device=DEVICE) for _ in range(100)]
+    for o in others:
+        K.pe_taps(o, None)
+    assert K.pe_taps(w, b) is taps  # no cap evicts a live weight's table
+    key = (id(w), id(b))
+    del w, others
+    gc.collect()
+    assert key not in K._taps_cache
 
 
 # ------------------------------------------------------------------------------------------------

@@ -405,27 +405,48 @@ def pe_taps(weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """The depthwise weight (C, 1, k, k) [+ bias (C,)] as one fp32 (k*k [+1], C) table: the kernels
     load tap t for a head's channels as one contiguous vector, and the bias as the last row.
 
-    Cached per (weight, bias) object and version: inference with fixed weights builds the table
-    once; an in-place update of either (optimizer step, load_state_dict) bumps its version and
-    rebuilds it. Weak references: a freed weight never matches a new one at the same address."""
+    Cached per (weight, bias) object while both live: inference with fixed weights builds the
+    table once. An in-place update of either (optimizer step, load_state_dict) bumps its version
+    and the table is rewritten in place. A table is never freed while its weight lives: a captured
+    CUDA graph keeps reading its address (a size-capped cache that dropped tables would hand that
+    memory to other tensors under a graph's feet). The entry goes when the weight or bias does."""
     key = (id(weight), id(bias))
     hit = _taps_cache.get(key)
     version = (weight._version, None if bias is None else bias._version)
-    if hit is not None:
+    if hit is not None and hit[3].shape[0] == _taps_rows(weight, bias):
         w_ref, b_ref, ver, taps = hit
-        if w_ref() is weight and (b_ref() if b_ref else None) is bias and ver == version:
+        if w_ref() is weight and (b_ref() if b_ref else None) is bias:
+            if ver != version:
+                taps.copy_(_taps_table(weight, bias))
+                _taps_cache[key] = (w_ref, b_ref, version, taps)
             return taps
+    taps = _taps_table(weight, bias)
+    _taps_cache[key] = (weakref.ref(weight), weakref.ref(bias) if bias is not None else None,
+                        version, taps)
+    for t in (weight, bias):
+        if t is not None:
+            weakref.finalize(t, _forget_taps, key, taps)
+    return taps
+
+
+def _taps_rows(weight: torch.Tensor, bias: torch.Tensor | None) -> int:
+    return weight.shape[-1] * weight.shape[-2] + (bias is not None)
+
+
+def _taps_table(weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     C, ks = weight.shape[0], weight.shape[-1]
     with torch.no_grad():
         rows = [weight.detach().reshape(C, ks * ks).t()]
         if bias is not None:
             rows.append(bias.detach().reshape(1, C))
-        taps = torch.cat(rows).to(torch.float32).contiguous()
-    if len(_taps_cache) > 64:
-        _taps_cache.clear()
-    _taps_cache[key] = (weakref.ref(weight), weakref.ref(bias) if bias is not None else None,
-                        version, taps)
-    return taps
+        return torch.cat(rows).to(torch.float32).contiguous()
+
+
+def _forget_taps(key, taps) -> None:
+    """Drop the entry of ``key`` if it still holds ``taps`` (a new weight may reuse the id)."""
+    hit = _taps_cache.get(key)
+    if hit is not None and hit[3] is taps:
+        del _taps_cache[key]
 
 
 # ------------------------------------------------------------------------------------------------
