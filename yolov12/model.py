@@ -134,7 +134,8 @@ class YOLOv12(nn.Module):
 
         Conv+BN folded, attention on the fastest backend (``backend``), weights in ``dtype``
         (default float16 on CUDA, float32 on CPU) with the box decode in float32, channels-last
-        where it helps (``channels_last=None``: per device). ``.capture(batch, size)`` on the result
+        where it helps (``channels_last=None``: always with the fused conv kernels, else on the
+        CPU only). ``.capture(batch, size)`` on the result
         gives a CUDA-graph replay for a fixed shape; ``torch.compile`` takes it without graph breaks.
 
         ``fused_convs``: run the convs as the fused NHWC kernels of ``yolov12_kernels``
