@@ -81,6 +81,16 @@ def fused(model, dtype=torch.float32, **kw) -> FastYOLOv12:
     return fast
 
 
+def assert_fused_float32_within_framework_error(model, fast=None) -> None:
+    """``fast`` (default: the fused float32 fast path of ``model``) on a 64x64 image, within 2x
+    the framework's float32 error of the float64 truth."""
+    x = torch.rand(1, 3, 64, 64)
+    truth, ref_lo = truth_and_framework(model, x, torch.float32)
+    with torch.inference_mode():
+        out = (fast or fused(model))(x)
+    assert_within_framework_error(out, truth, ref_lo, 64)
+
+
 # ---------------------------------------------------------------------------------------------
 @interpreted
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
@@ -100,12 +110,7 @@ def test_fused_forward_within_framework_error(dtype):
 def test_every_scale_within_framework_error(scale, variant):
     """m/l/x: C3k blocks in every C3k2, l/x the gamma residual and MLP ratio 1.2 (turbo: 1.5),
     widths up to 384 in the fused MLP. 25-50 s each in the interpreter."""
-    model = sensitive(YOLOv12(scale, variant=variant))
-    x = torch.rand(1, 3, 64, 64)
-    truth, ref_lo = truth_and_framework(model, x, torch.float32)
-    with torch.inference_mode():
-        out = fused(model)(x)
-    assert_within_framework_error(out, truth, ref_lo, 64)
+    assert_fused_float32_within_framework_error(sensitive(YOLOv12(scale, variant=variant)))
 
 
 @interpreted
@@ -127,23 +132,14 @@ def test_every_buffer_slice_is_written():
 def test_turbo_variant_within_framework_error():
     """Grouped 3x3 stride-2 convs (one fused conv per group into its slice) and 5x5 pe."""
     model = sensitive(YOLOv12("n", variant="turbo"))
-    x = torch.rand(1, 3, 64, 64)
-    truth, ref_lo = truth_and_framework(model, x, torch.float32)
     fast = fused(model)
     assert {m.fused.kind for m in (fast.net.model[1], fast.net.model[3])} == {"grouped"}
-    with torch.inference_mode():
-        out = fast(x)
-    assert_within_framework_error(out, truth, ref_lo, 64)
+    assert_fused_float32_within_framework_error(model, fast)
 
 
 @interpreted
 def test_lx_style_gamma_residual_and_mlp_ratio_within_framework_error():
-    model = lx_style_n()
-    x = torch.rand(1, 3, 64, 64)
-    truth, ref_lo = truth_and_framework(model, x, torch.float32)
-    with torch.inference_mode():
-        out = fused(model)(x)
-    assert_within_framework_error(out, truth, ref_lo, 64)
+    assert_fused_float32_within_framework_error(lx_style_n())
 
 
 @interpreted
