@@ -234,6 +234,17 @@ def test_cpu_default_is_todays_path_with_one_log_line(caplog):
     assert not off.fused_convs and off._fused is None
 
 
+@interpreted
+def test_probe_runs_one_fused_conv_and_reports_a_failure():
+    """On a GPU the default path first runs one small fused conv (fused_convs_probe): a Triton
+    that cannot build or launch there gives a reason (and the old path) instead of a crash at the
+    first forward. Here: the interpreter passes it; float64, which the kernel refuses, fails it."""
+    from yolov12.fast import fused_convs_probe
+    assert fused_convs_probe.__wrapped__(CPU, torch.float32) is None
+    why = fused_convs_probe.__wrapped__(CPU, torch.float64)
+    assert why is not None and why.startswith("a probe of the fused conv kernel failed")
+
+
 def test_unsupported_dtype_falls_back_or_refuses_naming_why(caplog):
     import yolov12.fast as fast_mod
     fast_mod._logged.clear()

@@ -27,6 +27,7 @@ The result is a plain ``nn.Module`` whose forward has no Python-side state chang
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 
 import torch
@@ -34,6 +35,7 @@ from torch import nn
 
 from yolov12_kernels import _conv_checks, dispatch, dispatch_table
 from yolov12_kernels.aattn import aattn_forward
+from yolov12_kernels.conv import fused_conv2d
 
 from .modules import AAttn, Detect
 
@@ -52,6 +54,28 @@ def _log_once(msg: str, level: int = logging.WARNING) -> None:
 def fused_convs_unsupported(device: torch.device, dtype: torch.dtype) -> str | None:
     """Why the fused conv path cannot run on ``device`` in ``dtype``, or None."""
     return _conv_checks.unsupported(torch.device(device), dtype)
+
+
+@functools.lru_cache(maxsize=None)
+def fused_convs_probe(device: torch.device, dtype: torch.dtype) -> str | None:
+    """Run one small fused conv on ``device``: None if it builds and runs, else why not. What
+    ``fused_convs_unsupported`` cannot see from the outside (Triton unable to compile or launch
+    on this machine: no C compiler for its launcher, a Triton too old for the GPU) then falls
+    back at ``optimize`` time with one log line, instead of failing at the first forward. Once
+    per process, device and dtype (a compile of about a second)."""
+    try:
+        x = torch.randn(1, 16, 8, 8, device=device, dtype=dtype).to(
+            memory_format=torch.channels_last)
+        w = torch.randn(16, 16, 1, 1, device=device, dtype=dtype).to(
+            memory_format=torch.channels_last)
+        y = fused_conv2d(x, w, None, 1, silu=True)
+        want = torch.nn.functional.silu(torch.nn.functional.conv2d(x.float(), w.float()))
+        if not torch.allclose(y.float(), want, rtol=2e-2, atol=2e-2):
+            return "a probe of the fused conv kernel computed wrong values on this device"
+    except Exception as e:  # noqa: BLE001 — any failure to build or run means: do not use them
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        return f"a probe of the fused conv kernel failed ({type(e).__name__}: {first[:200]})"
+    return None
 
 
 def default_channels_last(device: torch.device, dtype: torch.dtype) -> bool:
@@ -200,6 +224,8 @@ class FastYOLOv12(nn.Module):
         reason = fused_convs_unsupported(device, dtype)
         if requested and reason is not None:
             raise RuntimeError(f"fused_convs=True cannot run on {device} with {dtype}: {reason}")
+        if requested is None and reason is None and device.type == "cuda":
+            reason = fused_convs_probe(device, dtype)
         if requested is None and reason is None and device.type != "cuda":
             # the interpreter checks the kernels' arithmetic; it is no inference engine (YOLOv12-N
             # at 64x64: seconds per forward where PyTorch's CPU convs take milliseconds)
