@@ -42,7 +42,13 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from yolov12.bench.records import append_records, make_record, new_run_dir, time_ms
+from yolov12.bench.records import (
+    append_records,
+    cuda_graph_replay,
+    make_record,
+    new_run_dir,
+    time_ms,
+)
 from yolov12_kernels import shapes
 from yolov12_kernels.shapes import HEAD_DIM, HEADS
 
@@ -257,20 +263,6 @@ def timed_callable(fn: Callable, case: Case, input_sets: list) -> Callable[[], o
     return one
 
 
-def graphed(one: Callable[[], object]) -> Callable[[], object]:
-    """Capture ``one`` (already warmed up: autotuning and compiles done) in a CUDA graph."""
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        for _ in range(3):
-            one()
-    torch.cuda.current_stream().wait_stream(s)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        one()
-    return g.replay
-
-
 # ------------------------------------------------------------------------------------------------
 # records and table (pure functions; tested on CPU with fake timings)
 # ------------------------------------------------------------------------------------------------
@@ -379,10 +371,10 @@ def measure_case(case: Case, device, rep: int, l2_bytes: int, graph: bool,
             for _ in range(3):  # compiles, autotuning
                 one()
             if graph:
-                one = graphed(one)
+                one = cuda_graph_replay(one)
             result = Result(name, time_ms(one, device, warmup=10, rep=rep))
             if kernel_time and not graph and torch.device(device).type == "cuda":
-                replay = graphed(timed_callable(fn, case, [ins]))
+                replay = cuda_graph_replay(timed_callable(fn, case, [ins]))
                 result.extra["graph_median_ms"] = time_ms(replay, device, warmup=10,
                                                           rep=rep)["median_ms"]
             results.append(result)

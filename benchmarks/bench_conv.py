@@ -28,24 +28,15 @@ import sys
 import torch
 import torch.nn.functional as F
 
-from yolov12.bench.records import append_records, make_record, new_run_dir, time_ms
+from yolov12.bench.records import (
+    append_records,
+    cuda_graph_replay,
+    make_record,
+    new_run_dir,
+    time_ms,
+)
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
-def _graphed(fn, inner: int):
-    """A callable replaying a CUDA graph of ``inner`` calls of ``fn``."""
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for _ in range(3):
-            fn()
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for _ in range(inner):
-            fn()
-    return graph.replay
 
 
 def _conv_case(r, batch, dtype, dev):
@@ -180,7 +171,7 @@ def main(argv=None) -> int:
                         ms = {}
                         for provider, fn in (("triton", fused), ("eager", eager),
                                              ("eager-nhwc", nhwc)):
-                            t = time_ms(_graphed(fn, args.inner), dev, warmup=5, rep=args.rep)
+                            t = time_ms(cuda_graph_replay(fn, args.inner), dev, warmup=5, rep=args.rep)
                             t = {k: v / args.inner if k.endswith("_ms") else v
                                  for k, v in t.items()}
                             ms[provider] = t["median_ms"]
