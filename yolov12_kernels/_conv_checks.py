@@ -6,11 +6,11 @@ the wrong kind). ``unsupported`` says why the Triton kernels cannot run a call o
 """
 from __future__ import annotations
 
-import contextlib
-
 import torch
 
 from ._checks import FLOAT_DTYPES
+# device_guard: imported from here by the conv, dwconv, mlp and box-decode ops
+from .triton.devices import device_guard, unsupported_device  # noqa: F401
 
 KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 _INT32_MAX = 2 ** 31 - 1
@@ -159,29 +159,13 @@ def unsupported(device: torch.device, dtype: torch.dtype) -> str | None:
     except ImportError as e:
         return f"triton is not installed ({e})"
     from .triton import conv as K
-    if device.type == "cpu":
-        if not K.INTERPRET:
-            return ("CPU tensors run only in Triton's interpreter: set TRITON_INTERPRET=1 before "
-                    "importing yolov12_kernels")
-        if dtype == torch.bfloat16:
-            return "bfloat16 tl.dot is not exact in Triton's interpreter (bfloat16 needs a GPU)"
-        return None
-    if device.type != "cuda":
-        return f"the fused conv kernels need a CUDA tensor (or a CPU one, interpreted), got {device}"
-    if not K.INTERPRET and torch.cuda.get_device_capability(device) < (8, 0):
-        return "Triton emits no tensor-core code below sm_80"
-    return None
+    return unsupported_device(device, dtype, K.INTERPRET, "the fused conv kernels")
 
 
 def check_supported(t: torch.Tensor, op: str) -> None:
     reason = unsupported(t.device, t.dtype)
     if reason is not None:
         raise RuntimeError(f"{op}: cannot run here: {reason}")
-
-
-def device_guard(t: torch.Tensor):
-    """Triton launches on the current CUDA device: make it the tensors' one."""
-    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
 
 
 def empty_nhwc(shape, like: torch.Tensor) -> torch.Tensor:

@@ -28,11 +28,12 @@ dtype, the memory format and the algorithm cuDNN picks.
 This module deliberately has no ``from __future__ import annotations``: ``custom_op`` reads the
 type annotations to build the op schema.
 """
-import contextlib
 from typing import Optional
 
 import torch
 from torch import Tensor
+
+from .devices import device_guard, unsupported_device
 
 try:
     import triton  # noqa: F401
@@ -69,29 +70,8 @@ def unsupported(op, device, dtype, head_dim, needs_grad):
                 "(use the reference backend for float64)")
     if head_dim is not None and head_dim not in K.HEAD_DIMS:
         return f"the Triton kernels take head_dim in {K.HEAD_DIMS}, got {head_dim}"
-    if device.type == "cpu":
-        if not K.INTERPRET:
-            return ("CPU tensors run only in Triton's interpreter: set TRITON_INTERPRET=1 before "
-                    "importing yolov12_kernels")
-        if dtype == torch.bfloat16:
-            return "bfloat16 tl.dot is not exact in Triton's interpreter (bfloat16 needs a GPU)"
-    elif device.type == "cuda":
-        if not K.INTERPRET and torch.cuda.get_device_capability(device) < (8, 0):
-            return "Triton emits no tensor-core code below sm_80, use the cuda backend"
-    else:
-        return f"the Triton kernels need a CUDA tensor (or a CPU one, interpreted), got {device}"
-    return None
-
-
-_NO_GUARD = contextlib.nullcontext()
-
-
-def _device_guard(t: Tensor):
-    # Triton launches on the current CUDA device (its compiled kernels are loaded per device):
-    # make it the tensors' one, when it is not already (the guard itself costs microseconds)
-    if t.is_cuda and t.device.index != torch.cuda.current_device():
-        return torch.cuda.device(t.device)
-    return _NO_GUARD
+    return unsupported_device(device, dtype, K.INTERPRET, "the Triton kernels",
+                              below_sm80=", use the cuda backend")
 
 
 def _empty_f32(t: Tensor, shape) -> Tensor:
@@ -132,7 +112,7 @@ def area_forward_impl(q, k, v, area, scale, need_lse, out=None):
     B, N, heads, d = q.shape
     out = q.new_empty(q.shape) if out is None else out
     lse = _empty_f32(q, (B * area * heads, N // area) if need_lse else (0,))
-    with _device_guard(q):
+    with device_guard(q):
         K.forward_drop_in(q, k, v, out, lse if need_lse else None, area, scale)
     return out, lse
 
@@ -143,7 +123,7 @@ def area_backward_impl(dout, q, k, v, out, lse, area, scale, dq=None, dk=None, d
     dq = q.new_empty(q.shape) if dq is None else dq
     dk = k.new_empty(k.shape) if dk is None else dk
     dv = v.new_empty(v.shape) if dv is None else dv
-    with _device_guard(q):
+    with device_guard(q):
         K.backward_drop_in(dout, q, k, v, out, lse, dq, dk, dv, area, scale)
     return dq, dk, dv
 
@@ -154,7 +134,7 @@ def fused_forward_impl(qkv, pe_weight, pe_bias, num_heads, area, scale, need_gra
     out = _empty_like_qkv(qkv, (B, C3 // 3, H, W)) if out is None else out
     o = _empty_like_qkv(qkv, out.shape) if need_grad else qkv.new_empty((0,))
     lse = _empty_f32(qkv, (B * area * num_heads, H * W // area) if need_grad else (0,))
-    with _device_guard(qkv):
+    with device_guard(qkv):
         K.forward_fused(qkv, num_heads, area, out, o if need_grad else None,
                         lse if need_grad else None, K.pe_taps(pe_weight, pe_bias),
                         pe_weight.shape[-1], pe_bias is not None, scale)
@@ -175,7 +155,7 @@ def _infer_drop_in(q, k, v, area, scale):
 def _infer_fused(qkv, num_heads, area, pe_weight, pe_bias, scale):
     B, C3, H, W = qkv.shape
     out = _empty_like_qkv(qkv, (B, C3 // 3, H, W))
-    with _device_guard(qkv):
+    with device_guard(qkv):
         _K.forward_fused(qkv, num_heads, area, out, None, None, _K.pe_taps(pe_weight, pe_bias),
                          pe_weight.shape[-1], pe_bias is not None, scale)
     return out
@@ -185,7 +165,7 @@ def fused_backward_impl(dout, qkv, o, lse, pe_weight, num_heads, area, scale, dq
     """dqkv: dq, dk and dv (attention + pe's input gradient), one kernel launch."""
     K = _kernels()
     dqkv = qkv.new_empty(qkv.shape) if dqkv is None else dqkv
-    with _device_guard(qkv):
+    with device_guard(qkv):
         K.backward_fused(dout, qkv, o, lse, dqkv, K.pe_taps(pe_weight, None),
                          pe_weight.shape[-1], num_heads, area, scale)
     return dqkv
