@@ -17,6 +17,8 @@ import os
 import triton
 import triton.language as tl
 
+from . import launch as _launch  # the module; this one defines a function launch()
+
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
@@ -88,7 +90,7 @@ def launch_args(feats, out, level_shapes, strides, reg_max: int, block_a: int = 
 
 def launch(feats, out, level_shapes, strides, reg_max: int) -> None:
     grid, args, kwargs = launch_args(feats, out, level_shapes, strides, reg_max)
-    _box_decode_kernel[grid](*args, **kwargs)
+    _launch.run(_box_decode_kernel, grid, args, kwargs)  # recorded inside a launch.recording()
 
 
 __all__ = ["launch", "launch_args", "INTERPRET"]

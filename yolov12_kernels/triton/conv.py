@@ -37,6 +37,8 @@ import torch
 import triton
 import triton.language as tl
 
+from . import launch as _launch  # the module; this one defines a function launch()
+
 # triton.jit decides between compiling and interpreting at import time
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
@@ -289,7 +291,7 @@ def launch_args(x, weight, bias, residual, gamma, out, stride: int, silu: bool,
 def launch(x, weight, bias, residual, gamma, out, stride: int, silu: bool) -> None:
     """Run the conv into ``out`` (already validated tensors; see ``yolov12_kernels.conv``)."""
     grid, args, kwargs = launch_args(x, weight, bias, residual, gamma, out, stride, silu)
-    _conv_kernel[grid](*args, **kwargs)
+    _launch.run(_conv_kernel, grid, args, kwargs)  # recorded inside a launch.recording()
 
 
 __all__ = ["launch", "launch_args", "conv_config", "interpreter_config", "forced_config",

@@ -14,6 +14,7 @@ from typing import NamedTuple
 import triton
 import triton.language as tl
 
+from . import launch as _launch  # the module; this one defines a function launch()
 from .conv import _epilogue, _pixels
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
@@ -82,7 +83,7 @@ def launch_args(x, weight, bias, out, stride: int, silu: bool, config: Config | 
 
 def launch(x, weight, bias, out, stride: int, silu: bool) -> None:
     grid, args, kwargs = launch_args(x, weight, bias, out, stride, silu)
-    _dwconv_kernel[grid](*args, **kwargs)
+    _launch.run(_dwconv_kernel, grid, args, kwargs)  # recorded inside a launch.recording()
 
 
 __all__ = ["launch", "launch_args", "dwconv_config", "Config", "INTERPRET"]

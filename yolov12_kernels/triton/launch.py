@@ -20,6 +20,15 @@ relies on, the plan falls back to the JIT call (slower, same result).
 Under the interpreter (``TRITON_INTERPRET=1``) plans run the JIT call each time, with tensor views
 as pointers (the interpreter needs tensors).
 
+Recording (``recording()``): every launch of the package — a :class:`Plan`'s and the fused conv
+ops' (``run``, which their ``launch`` functions go through) — is run and, while a recording is
+active in the thread, also kept as a :class:`FixedLaunch`: the compiled kernel's launcher with every
+argument precomputed (data pointers as ints, the constexprs in the kernel's signature order, as
+``JITFunction.run`` passes them in Triton 3.6 and 3.9), so replaying it is one call into the
+launcher. Under the interpreter (or when the compiled kernel lacks what the direct launch needs)
+the recorded launch is the JIT call itself with its tensors (:class:`JitLaunch`). The model's launch
+plan (``yolov12.plan``) is such a recording of one forward.
+
 Configuration: one block configuration per (head_dim, dtype class) from a small table (no
 autotuning: a new N or batch compiles nothing). ``pinned_config`` overrides it in a ``with`` block
 (tests); ``YOLOV12_TRITON_AUTOTUNE=1`` times a few candidates once per plan key instead (offline
@@ -28,7 +37,9 @@ tuning only, off by default, never in tests).
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
+import threading
 from typing import NamedTuple
 
 import torch
@@ -144,6 +155,8 @@ class Plan:
             compiled = self._jit(ptrs, scale)
             if not self.jit_only:
                 self.jit_only = not _bind_compiled(self, compiled, ptrs)
+            if _recording.active is not None:
+                _recording.active.steps.append(self._recorded(ptrs, scale))
             return
         first = ptrs[0]
         args = [None if p is None else p.data_ptr() + o for p, o in zip(ptrs, self.byte_offsets)]
@@ -154,6 +167,17 @@ class Plan:
             (self.grid, 1, 1), stream, *args, scale, *self.tail)
         launcher(self.grid, 1, 1, stream, self.function, self.packed, meta, enter, leave,
                  *args, scale, *self.tail)
+        if _recording.active is not None:
+            _recording.active.steps.append(self._recorded(ptrs, scale))
+
+    def _recorded(self, ptrs, scale: float):
+        """This launch on ``ptrs`` as a recorded step (see ``recording``)."""
+        if self.launcher is None:  # interpreted, or a Triton without the direct launch
+            return JitLaunch(lambda: self._jit(ptrs, scale), ptrs)
+        args = tuple(None if p is None else p.data_ptr() + o
+                     for p, o in zip(ptrs, self.byte_offsets))
+        return FixedLaunch(self.launcher, self.function, self.packed, self.compiled,
+                           (self.grid, 1, 1), (*args, scale, *self.tail), ptrs)
 
 
 def _hook(hook):
@@ -162,22 +186,174 @@ def _hook(hook):
     return None if hook is None or not getattr(hook, "calls", True) else hook
 
 
+def _direct_launch(compiled):
+    """(launcher, function handle, packed metadata) of Triton's CompiledKernel: what
+    ``JITFunction.run`` hands its launcher; None if ``compiled`` lacks them (interpreted: None)."""
+    try:
+        launcher = compiled.run  # initialises the module and function handles
+        return launcher, compiled.function, compiled.packed_metadata
+    except AttributeError:
+        return None
+
+
 def _bind_compiled(plan: Plan, compiled, ptrs) -> bool:
     """Keep what a direct launch needs from Triton's CompiledKernel; False if it lacks it (the
     plan then runs the JIT call every time)."""
-    try:
-        plan.launcher = compiled.run  # initialises the module and function handles
-        plan.function = compiled.function
-        plan.packed = compiled.packed_metadata
-    except AttributeError:
+    direct = _direct_launch(compiled)
+    if direct is None:
         plan.launcher = None
         return False
+    plan.launcher, plan.function, plan.packed = direct
     plan.compiled = compiled
     plan.byte_offsets = tuple(0 if p is None else o * p.element_size()
                               for p, o in zip(ptrs, plan.offsets))
     return True
 
 
+# ------------------------------------------------------------------------------------------------
+# recorded launches
+# ------------------------------------------------------------------------------------------------
+class Recording:
+    """What one ``recording()`` collects: ``steps``, the launches in order (and the steps the
+    recording code adds itself: :class:`CallStep`), each called as ``step(stream, enter, leave)``;
+    ``tensors``, the tensors the recording code registers as its own (``own``: allocated while
+    recording, written by the steps)."""
+
+    __slots__ = ("steps", "tensors")
+
+    def __init__(self):
+        self.steps, self.tensors = [], []
+
+    def own(self, t):
+        """Register ``t`` (a tensor, or None) as allocated by the recorded code; returns it."""
+        if t is not None:
+            self.tensors.append(t)
+        return t
+
+
+class _Recording(threading.local):
+    active: Recording | None = None  # this thread's recording, None when not recording
+
+
+_recording = _Recording()
+
+
+@contextlib.contextmanager
+def recording():
+    """Inside the block, every launch this thread makes runs as usual and is also recorded in the
+    :class:`Recording` it yields, in launch order. Recorded launches keep their tensors alive:
+    they replay on the same memory."""
+    saved, _recording.active = _recording.active, Recording()
+    try:
+        yield _recording.active
+    finally:
+        _recording.active = saved
+
+
+def recorded() -> Recording | None:
+    """This thread's active ``recording``, or None outside one."""
+    return _recording.active
+
+
+class CallStep:
+    """A recorded step that is no Triton launch: ``fn(*args, **kwargs)`` called again, and a new
+    tensor it returns copied into ``result`` (what it returned when recorded, the tensor later
+    steps read). For the PyTorch operations between launches."""
+
+    __slots__ = ("fn", "args", "kwargs", "result")
+
+    def __init__(self, fn, args: tuple, kwargs: dict, result):
+        self.fn, self.args, self.kwargs, self.result = fn, args, kwargs, result
+
+    def __call__(self, stream: int, enter=None, leave=None) -> None:
+        y = self.fn(*self.args, **self.kwargs)
+        if y is not self.result and self.result is not None:
+            self.result.copy_(y)
+
+
+class FixedLaunch:
+    """One recorded launch with every argument fixed: ``step(stream, enter, leave)`` is one call
+    of the compiled kernel's launcher — the call ``JITFunction.run`` ends with — on ``stream``,
+    with the launch hooks given (None: none, see ``launch_hooks``). ``tensors``: what the pointers
+    point into, kept alive."""
+
+    __slots__ = ("launcher", "function", "packed", "compiled", "grid", "args", "tensors")
+
+    def __init__(self, launcher, function, packed, compiled, grid, args: tuple, tensors):
+        self.launcher, self.function, self.packed, self.compiled = (launcher, function, packed,
+                                                                    compiled)
+        self.grid, self.args, self.tensors = tuple(grid), args, tensors
+
+    def __call__(self, stream: int, enter=None, leave=None) -> None:
+        g0, g1, g2 = self.grid
+        meta = None if enter is None else self.compiled.launch_metadata(self.grid, stream,
+                                                                         *self.args)
+        self.launcher(g0, g1, g2, stream, self.function, self.packed, meta, enter, leave,
+                      *self.args)
+
+
+class JitLaunch:
+    """A recorded launch that goes through Triton's JIT call again when replayed (the interpreter
+    needs tensors, not pointers): ``call()`` makes it; ``tensors`` are its arguments."""
+
+    __slots__ = ("call", "tensors")
+
+    def __init__(self, call, tensors):
+        self.call, self.tensors = call, tensors
+
+    def __call__(self, stream: int, enter=None, leave=None) -> None:
+        self.call()
+
+
+def launch_hooks():
+    """Triton's (launch_enter_hook, launch_exit_hook), each None when unset: read once per
+    replay of recorded launches, as ``JITFunction.run`` reads them once per launch."""
+    hooks = triton.knobs.runtime
+    return _hook(hooks.launch_enter_hook), _hook(hooks.launch_exit_hook)
+
+
+def run(kernel, grid: tuple, args: tuple, kwargs: dict) -> None:
+    """``kernel[grid](*args, **kwargs)`` (the fused conv ops' launches), recorded while a
+    ``recording`` is active."""
+    compiled = kernel[grid](*args, **kwargs)
+    if _recording.active is not None:
+        _recording.active.steps.append(_recorded_call(kernel, compiled, grid, args, kwargs))
+
+
+_TAILS: dict = {}
+
+
+def _signature_tail(kernel, n_args: int) -> tuple:
+    """(name, default) of the kernel's parameters after its first ``n_args``, in signature order
+    (``inspect.Parameter.empty`` where there is no default)."""
+    key = (kernel, n_args)
+    tail = _TAILS.get(key)
+    if tail is None:
+        params = list(inspect.signature(kernel.fn).parameters.values())[n_args:]
+        tail = _TAILS[key] = tuple((p.name, p.default) for p in params)
+    return tail
+
+
+def _recorded_call(kernel, compiled, grid, args, kwargs):
+    """The launch ``kernel[grid](*args, **kwargs)`` made (returning ``compiled``) as a recorded
+    step. The launcher takes every parameter of the kernel's signature in order — positional
+    ones, then the keyword ones (constexprs) by name, defaults where absent — which is
+    ``bound_args.values()`` in ``JITFunction.run`` (Triton 3.6 and 3.9); the other keywords
+    (num_warps, num_stages) are compile options, already in the compiled kernel."""
+    direct = _direct_launch(compiled)
+    if direct is None:
+        return JitLaunch(lambda: kernel[grid](*args, **kwargs), args)
+    tail = []
+    for name, default in _signature_tail(kernel, len(args)):
+        value = kwargs.get(name, default)
+        if value is inspect.Parameter.empty:
+            raise TypeError(f"kwargs: {kernel.fn.__name__} launched without its argument {name}")
+        tail.append(value)
+    values = tuple(v.data_ptr() if isinstance(v, torch.Tensor) else v for v in (*args, *tail))
+    return FixedLaunch(*direct, compiled, (*grid, 1, 1)[:3], values, args)
+
+
+# ------------------------------------------------------------------------------------------------
 _plans: dict = {}
 _dry_runs: list | None = None
 
