@@ -19,6 +19,12 @@ weights taken once. Buffers come from ``empty`` (tests set ``poison`` to fill th
 slice nobody writes then shows up in the output). Convs the kernels do not take (other kernel
 sizes, dilation, an activation other than SiLU) run their PyTorch module and copy into the slice.
 
+Every operation of the forward goes through one of two methods, ``op`` (a fused kernel op, or the
+attention core) and ``torch_op`` (a PyTorch computation: modules the kernels do not take, copies,
+adds), so that a recording of one forward (``yolov12.plan``: the launch plan the fast model
+replays) holds all of them: the Triton launches as fixed launches, the rest as steps that call the
+operation again on the same tensors. Nothing else computes here (views and allocations only).
+
 Nothing in ``forward`` changes Python-side state and every op is a ``torch.library`` op with a
 fake kernel, so ``torch.compile(fullgraph=True)`` traces it and a CUDA graph captures it.
 """
@@ -35,6 +41,7 @@ from yolov12_kernels.conv import fused_conv2d
 from yolov12_kernels.dwconv import fused_depthwise_conv2d
 from yolov12_kernels.mlp import MAX_CHANNELS as MLP_MAX_CHANNELS
 from yolov12_kernels.mlp import fused_mlp
+from yolov12_kernels.triton import launch  # this module runs the Triton kernels: it needs Triton
 
 from .modules import C2f, C3, A2C2f, Bottleneck, Concat, Conv, Detect
 
@@ -162,10 +169,47 @@ class FusedForward:
                         memory_format=_CL if channels_last else torch.contiguous_format)
         if self.poison:
             t.fill_(float("nan"))
-        return t
+        rec = self._recording()
+        return t if rec is None else rec.own(t)
 
     # ------------------------------------------------------------------------------------------
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    # the two doors every operation of the forward goes through (see the module docstring)
+    def _recording(self):
+        """The active recording of this thread (``yolov12.plan`` builds one), else None; None
+        while torch.compile traces (it traces the ops, not a recording)."""
+        return None if torch.compiler.is_compiling() else launch.recorded()
+
+    def op(self, fn, *args, **kwargs):
+        """``fn(*args, **kwargs)``: a fused kernel op (or the attention core). Recorded, its
+        Triton launches are the op (recorded where they launch); one that launched none (an
+        attention core of another backend) is recorded as a call, like ``torch_op``."""
+        rec = self._recording()
+        if rec is None:
+            return fn(*args, **kwargs)
+        n = len(rec.steps)
+        y = fn(*args, **kwargs)
+        if len(rec.steps) == n:
+            rec.steps.append(launch.CallStep(fn, args, kwargs, y))
+        return rec.own(y)
+
+    def torch_op(self, fn, *args):
+        """``fn(*args)``: a PyTorch computation. Recorded as one call of it (a Triton launch
+        inside, e.g. attention in a module the fused forward does not take apart, is replayed
+        by that call, so it is not recorded on its own)."""
+        rec = self._recording()
+        if rec is None:
+            return fn(*args)
+        n = len(rec.steps)
+        y = fn(*args)
+        del rec.steps[n:]
+        rec.steps.append(launch.CallStep(fn, args, {}, y))
+        return rec.own(y)
+
+    # ------------------------------------------------------------------------------------------
+    def __call__(self, x: torch.Tensor, layer_outputs: list | None = None) -> torch.Tensor:
+        """The forward of ``x`` (checked, in the model's dtype and memory format). With
+        ``layer_outputs`` (a list), each layer's output is appended to it as produced (the view of
+        its concat slice for a layer that writes into a concat)."""
         net = self.net
         outputs: list = []
         cats: dict[int, torch.Tensor] = {}
@@ -185,6 +229,8 @@ class FusedForward:
             else:
                 x = self.layer(layer, x, out)
             outputs.append(x if i in net._save else None)  # the rest is freed as it goes
+            if layer_outputs is not None:
+                layer_outputs.append(x)
         return x
 
     def _concat(self, layer, i, xs, buf):
@@ -193,7 +239,7 @@ class FusedForward:
         off = 0
         for s, t in zip(self.cat_sources[i], xs):
             if self.cat_parts.get(s, (None,))[0] != i:
-                buf[:, off:off + t.shape[1]].copy_(t)
+                self.torch_op(torch.Tensor.copy_, buf[:, off:off + t.shape[1]], t)
             off += t.shape[1]
         return buf
 
@@ -208,21 +254,20 @@ class FusedForward:
             return self.upsample(m, x, out)
         if isinstance(m, Detect):
             return self.detect(m, x)
-        return _into(m(x), out)
+        return self.torch_op(_module_into, m, x, out)
 
     # ------------------------------------------------------------------------------------------
     def conv(self, m, x, out=None, residual=None, gamma=None):
         """``m`` (a folded Conv or an nn.Conv2d) on x, [+ residual (scaled by gamma)], into out."""
         p = m.fused
         if p.kind == "dense":
-            return fused_conv2d(x, p.weight, p.bias, p.stride, silu=p.silu, residual=residual,
-                                gamma=gamma, out=out)
+            return self.op(fused_conv2d, x, p.weight, p.bias, p.stride, silu=p.silu,
+                           residual=residual, gamma=gamma, out=out)
         if residual is not None:  # no fused residual for these: the module, then the add
-            y = self.conv(m, x)
-            y = residual + (y if gamma is None else gamma.view(1, -1, 1, 1) * y)
-            return _into(y, out)
+            return self.torch_op(_residual_add, self.conv(m, x), residual, gamma, out)
         if p.kind == "depthwise":
-            return fused_depthwise_conv2d(x, p.weight, p.bias, p.stride, silu=p.silu, out=out)
+            return self.op(fused_depthwise_conv2d, x, p.weight, p.bias, p.stride, silu=p.silu,
+                           out=out)
         if p.kind == "grouped":
             groups = len(p.weight)
             if out is None:
@@ -230,10 +275,10 @@ class FusedForward:
                 out = self.empty((x.shape[0], p.cout, *_conv_hw(x, k, p.stride)), x)
             ci, co = x.shape[1] // groups, p.cout // groups
             for g in range(groups):
-                fused_conv2d(x[:, g * ci:(g + 1) * ci], p.weight[g], p.bias[g], p.stride,
-                             silu=p.silu, out=out[:, g * co:(g + 1) * co])
+                self.op(fused_conv2d, x[:, g * ci:(g + 1) * ci], p.weight[g], p.bias[g],
+                        p.stride, silu=p.silu, out=out[:, g * co:(g + 1) * co])
             return out
-        return _into(m(x), out)
+        return self.torch_op(_module_into, m, x, out)
 
     def seq(self, m, x, out=None):
         """A chain of convs (nn.Sequential), the last into ``out``."""
@@ -256,7 +301,8 @@ class FusedForward:
         blocks = list(m.m)
         for j, b in enumerate(blocks):
             dst = z[:, :c_] if j == len(blocks) - 1 else None
-            t = self.bottleneck(b, t, dst) if isinstance(b, Bottleneck) else _into(b(t), dst)
+            t = (self.bottleneck(b, t, dst) if isinstance(b, Bottleneck)
+                 else self.torch_op(_module_into, b, t, dst))
         self.conv(m.cv2, x, z[:, c_:])
         return self.conv(m.cv3, z, out)
 
@@ -272,7 +318,7 @@ class FusedForward:
             elif isinstance(b, C3):
                 self.c3(b, src, dst)
             else:
-                _into(b(src), dst)
+                self.torch_op(_module_into, b, src, dst)
         return self.conv(m.cv2, y, out)
 
     def a2c2f(self, m, x, out=None):
@@ -306,24 +352,25 @@ class FusedForward:
                              "stripes")
         qkv = self.conv(a.qkv, x)
         pe_w, pe_b = a.fused_pe
-        att = a.core_for(x.numel())(qkv, a.num_heads, a.area, pe_w, pe_b,
-                                    float(a.head_dim ** -0.5))
+        att = self.op(a.core_for(x.numel()), qkv, a.num_heads, a.area, pe_w, pe_b,
+                      float(a.head_dim ** -0.5))
         x1 = self.conv(a.proj, att, x if owned else None, residual=x)
         dst = x1 if out is None else out
         p = getattr(m.mlp, "fused_mlp", None)
         if p is not None:
-            return fused_mlp(x1, *p, residual=True, out=dst)
+            return self.op(fused_mlp, x1, *p, residual=True, out=dst)
         h = self.conv(m.mlp[0], x1)
         return self.conv(m.mlp[1], h, dst, residual=x1)
 
     def upsample(self, m, x, out=None):
         """Nearest 2x upsampling as one strided copy into ``out`` (a slice of the next concat)."""
         if not _doubles(m):
-            return _into(m(x), out)
+            return self.torch_op(_module_into, m, x, out)
         B, C, H, W = x.shape
         if out is None:
             out = self.empty((B, C, 2 * H, 2 * W), x)
-        out.unflatten(2, (H, 2)).unflatten(4, (W, 2)).copy_(x[:, :, :, None, :, None])
+        self.torch_op(torch.Tensor.copy_, out.unflatten(2, (H, 2)).unflatten(4, (W, 2)),
+                      x[:, :, :, None, :, None])
         return out
 
     def detect(self, m, xs):
@@ -339,7 +386,7 @@ class FusedForward:
             self.seq(m.cv2[i], t, level[:, :nbox])
             self.seq(m.cv3[i], t, level[:, nbox:])
             a0 += h * w
-        return box_decode(d.permute(0, 2, 1), shapes, list(m.stride), m.reg_max)
+        return self.op(box_decode, d.permute(0, 2, 1), shapes, list(m.stride), m.reg_max)
 
 
 def _is_mlp(seq: nn.Sequential) -> bool:
@@ -364,6 +411,16 @@ def _into(y: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
         return y
     out.copy_(y)
     return out
+
+
+def _module_into(m: nn.Module, x, out: torch.Tensor | None) -> torch.Tensor:
+    """The module ``m`` on ``x``, into ``out`` when given (a layer the kernels do not take)."""
+    return _into(m(x), out)
+
+
+def _residual_add(y, residual, gamma, out):
+    """``residual + y`` (``+ gamma * y`` with a layer scale) into ``out`` when given."""
+    return _into(residual + (y if gamma is None else gamma.view(1, -1, 1, 1) * y), out)
 
 
 def _doubles(m: nn.Upsample) -> bool:
