@@ -20,21 +20,40 @@ reference to compare against):
    without the new conv kernels"); ``fused_convs=True`` for the fused one, also on the CPU under
    ``TRITON_INTERPRET=1`` (Triton's interpreter: how the tests check it without a GPU).
 
-The result is a plain ``nn.Module`` whose forward has no Python-side state changes, so
-``torch.compile(fast)`` traces it in one graph (tested with ``fullgraph=True``), and
-``fast.capture(batch, size)`` records it into a CUDA graph for a fixed input shape.
+What ``fast(x)`` runs, per input shape (batch, H, W) — prepared on the first call of that shape:
+
+* on CUDA (``graphs=True``, the default): the forward recorded into a CUDA graph (one eager
+  forward as warm-up, then the capture), replayed: a call copies ``x`` into the graph's input
+  (casting it: any device, dtype, memory format or strides), replays, and returns a copy of the
+  output (the next call does not overwrite what a caller keeps). A capture that fails logs one
+  line and the shape runs as below instead;
+* elsewhere, with the fused conv path (the CPU's interpreter, ``graphs=False``, a failed capture):
+  the launch plan of that shape (``yolov12.plan.LaunchPlan``), replayed eagerly;
+* the modules' path without graphs (``fused_convs=False`` on the CPU, ``graphs=False``): the
+  modules, as before.
+
+Prepared shapes are kept, least recently used first out past ``max_shapes`` (8; their memory
+goes with them); one lock serialises callers of one model across threads. While anything traces
+the call (``torch.compile``, ``torch.jit.trace``, ONNX export, a ``TorchDispatchMode``, a CUDA graph
+being captured around the call) the forward runs the ops directly instead, so
+``torch.compile(fast)`` traces them in one graph (tested with ``fullgraph=True``).
+``fast.capture(batch, size)`` records the direct forward into a CUDA graph whose static buffers
+the caller manages (the benchmark's ``fast-graph``).
 """
 from __future__ import annotations
 
 import copy
 import functools
 import logging
+import sys
+import threading
+from collections import OrderedDict
 
 import torch
 from torch import nn
 
 from yolov12_kernels import _conv_checks, dispatch, dispatch_table
-from yolov12_kernels.aattn import aattn_forward
+from yolov12_kernels.aattn import aattn_forward, pe_weight_bias
 from yolov12_kernels.conv import fused_conv2d
 
 from .modules import AAttn, Detect
@@ -122,6 +141,17 @@ class FastAAttn(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return aattn_forward(self, x, core=self.core_for(x.numel()))  # qkv's C = x's C
 
+    def refresh_pe_taps(self) -> None:
+        """Rewrite in place the Triton kernels' pe tap tables built from this module's pe weights
+        (its own and the fused forward's prepared ones), if any exist: a launch plan or a CUDA
+        graph reads a table's address, and only a Python call of the kernels would rewrite it."""
+        K = sys.modules.get("yolov12_kernels.triton.area_attention")
+        if K is None:  # never imported: no table exists
+            return
+        for wb in (getattr(self, "fused_pe", None), pe_weight_bias(self.pe)):
+            if wb is not None:
+                K.refresh_pe_taps(*wb)
+
 
 def resolve_attention(net: nn.Module, backend: str = "auto", device=None, dtype=None) -> nn.Module:
     """Replace, in place, every AAttn of ``net`` (in eval mode) by a FastAAttn calling ``backend``
@@ -156,14 +186,19 @@ class FastYOLOv12(nn.Module):
 
     ``fused_convs``: None (default) runs the fused conv kernels (``yolov12.fused``) on a GPU where
     they can run, else the modules with one log line; False never; True wherever they can run,
-    the CPU's Triton interpreter included (a ``RuntimeError`` saying why where they cannot). The fused path needs ``fold_bn`` and ``fp32_decode``; its default
-    memory format is channels-last on every device. ``fused_convs`` (the attribute) says which
-    path runs.
+    the CPU's Triton interpreter included (a ``RuntimeError`` saying why where they cannot). The
+    fused path needs ``fold_bn`` and ``fp32_decode``; its default memory format is channels-last
+    on every device. ``fused_convs`` (the attribute) says which path runs.
+
+    ``graphs``: replay each input shape's forward from a CUDA graph on CUDA (default True; False:
+    the launch plan, or the modules, eagerly). ``max_shapes``: how many input shapes keep their
+    graph or plan (the least recently used goes first). See the module docstring.
     """
 
     def __init__(self, model, device=None, dtype=None, *, backend: str = "auto",
                  channels_last: bool | None = None, fold_bn: bool = True,
-                 fp32_decode: bool = True, fused_convs: bool | None = None):
+                 fp32_decode: bool = True, fused_convs: bool | None = None,
+                 graphs: bool = True, max_shapes: int = 8):
         super().__init__()
         # a YOLOv12 (or a subclass): a network whose layer loop is ``run`` and whose last layer
         # is the Detect head (checked by what it has: this module sits below yolov12.model)
@@ -179,6 +214,10 @@ class FastYOLOv12(nn.Module):
             raise ValueError(f"dtype: expected torch.float32, float16 or bfloat16, got {dtype}")
         if fused_convs is not None and not isinstance(fused_convs, bool):
             raise ValueError(f"fused_convs: expected None, True or False, got {fused_convs!r}")
+        if not isinstance(graphs, bool):
+            raise ValueError(f"graphs: expected True or False, got {graphs!r}")
+        if isinstance(max_shapes, bool) or not isinstance(max_shapes, int) or max_shapes < 1:
+            raise ValueError(f"max_shapes: expected a positive int, got {max_shapes!r}")
         use_fused = self._use_fused(fused_convs, device, dtype, fold_bn, fp32_decode)
         if channels_last is None:
             channels_last = True if use_fused else default_channels_last(device, dtype)
@@ -208,9 +247,41 @@ class FastYOLOv12(nn.Module):
         if use_fused:
             from .fused import FusedForward
             self._fused = FusedForward(net)
-            # the fused forward reads prepared copies of some weights: a load_state_dict into
-            # this model (or its net) updates them in place
-            net.register_load_state_dict_post_hook(lambda module, keys: self._fused.refresh())
+        # replays read weights where they were found when prepared: a load_state_dict into this
+        # model (or its net) updates what they read in place (a bound method, not a lambda: a
+        # copy of this model then hooks the copy)
+        net.register_load_state_dict_post_hook(self._weights_loaded)
+        self.graphs, self.max_shapes = graphs, max_shapes
+        self._init_replays()
+
+    def _init_replays(self) -> None:
+        # input shape -> its CUDA-graph replay or launch plan (None: the modules run), LRU order
+        self._replays: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __getstate__(self):  # a lock cannot be copied or pickled; graphs and plans are rebuilt
+        state = self.__dict__.copy()
+        del state["_lock"], state["_replays"]
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._init_replays()
+
+    def _weights_loaded(self, module=None, incompatible_keys=None) -> None:
+        """After load_state_dict: the fused forward's prepared weight copies and the pe tap
+        tables, rewritten in place (graphs and plans keep reading the same addresses)."""
+        if self._fused is not None:
+            self._fused.refresh()
+        for m in self.net.modules():
+            if isinstance(m, FastAAttn):
+                m.refresh_pe_taps()
+
+    def reset_replays(self) -> None:
+        """Drop every prepared shape (CUDA graphs, launch plans) and their memory; the next call
+        of a shape prepares it again."""
+        with self._lock:
+            self._replays.clear()
 
     @staticmethod
     def _use_fused(requested, device, dtype, fold_bn, fp32_decode) -> bool:
@@ -255,10 +326,73 @@ class FastYOLOv12(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.net.check_input(x)
+        if not self._replayable(x):
+            return self.direct(x)
+        with self._lock:
+            replay, out = self._prepared(x)
+            if out is None:
+                if replay is None:  # nothing to replay for this path: the modules
+                    return self.direct(x)
+                out = replay(x)
+            return out.clone()  # the caller's: the next replay overwrites ``out``
+
+    def direct(self, x: torch.Tensor) -> torch.Tensor:
+        """The forward run op by op (no graph, no plan): what graphs and plans record, and what
+        runs while anything traces the call."""
         x = x.to(device=self.device, dtype=self.dtype, memory_format=self.memory_format)
         if self._fused is not None:
             return self._fused(x)
         return self.net.run(x)
+
+    def _replayable(self, x: torch.Tensor) -> bool:
+        """Whether this call may use a prepared graph or plan: nothing traces it (torch.compile,
+        jit tracing, a dispatch mode such as fake tensors or a counter, functorch, a CUDA graph
+        captured around it), a plain tensor that needs no gradient, and a prepared form exists
+        for this path (the modules without CUDA graphs have none)."""
+        if torch.compiler.is_compiling() or torch._C._is_tracing():
+            return False
+        if (torch._C._len_torch_dispatch_stack() > 0
+                or torch._C._functorch.peek_interpreter_stack() is not None):
+            return False
+        if type(x) is not torch.Tensor or (x.requires_grad and torch.is_grad_enabled()):
+            return False
+        if self.device.type == "cuda":
+            if torch.cuda.is_current_stream_capturing():
+                return False
+            return self.graphs or self._fused is not None
+        return self._fused is not None
+
+    def _prepared(self, x: torch.Tensor):
+        """(the replay of x's shape, None), or (a new one, its output on x) when the shape is
+        new: built (an evicted shape's memory goes with it), kept as the most recent."""
+        key = tuple(x.shape)
+        if key in self._replays:
+            self._replays.move_to_end(key)
+            return self._replays[key], None
+        replay, out = self._prepare(x)
+        self._replays[key] = replay
+        while len(self._replays) > self.max_shapes:
+            self._replays.popitem(last=False)
+        return replay, out
+
+    def _prepare(self, x: torch.Tensor):
+        """(replay, its output on x, or None if not run yet) for a new input shape."""
+        if self.device.type == "cuda" and self.graphs:
+            static_input = torch.empty(x.shape, device=self.device, dtype=self.dtype,
+                                       memory_format=self.memory_format)
+            static_input.copy_(x)
+            try:
+                return CapturedForward(self.direct, static_input, warmup=1), None
+            except Exception as e:  # noqa: BLE001 — any capture failure: run without a graph
+                first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+                _log_once(f"yolov12: CUDA graph capture of the fast path failed on {self.device} "
+                          f"({type(e).__name__}: {first[:200]}); it runs without a graph",
+                          logging.WARNING)
+        if self._fused is None:
+            return None, None
+        from .plan import LaunchPlan
+        plan = LaunchPlan(self._fused, x, self.device, self.dtype, self.memory_format)
+        return plan, plan.output
 
     # ----------------------------------------------------------------------------------------
     def capture(self, batch: int = 1, size: int | tuple[int, int] = 640,
@@ -278,7 +412,7 @@ class FastYOLOv12(nn.Module):
         static_input = torch.zeros((batch, 3, h, w), device=self.device, dtype=self.dtype
                                    ).contiguous(memory_format=self.memory_format)
         self.net.check_input(static_input)  # bad sizes fail here, not inside the capture
-        return CapturedForward(self, static_input, warmup)
+        return CapturedForward(self.direct, static_input, warmup)
 
 
 class CapturedForward:
@@ -324,7 +458,8 @@ class CapturedForward:
 
 
 def optimize(model, device=None, dtype=None, *, backend: str = "auto",
-             channels_last: bool | None = None, fused_convs: bool | None = None) -> FastYOLOv12:
+             channels_last: bool | None = None, fused_convs: bool | None = None,
+             graphs: bool = True, max_shapes: int = 8) -> FastYOLOv12:
     """``model``'s fast inference path; see the module docstring. The model itself is unchanged."""
     return FastYOLOv12(model, device, dtype, backend=backend, channels_last=channels_last,
-                       fused_convs=fused_convs)
+                       fused_convs=fused_convs, graphs=graphs, max_shapes=max_shapes)

@@ -35,8 +35,8 @@ class LaunchPlan:
     """One recorded forward of ``fused`` for input shape ``x.shape`` (see the module docstring).
 
     ``x``: the first input (its content is the build's input: ``output`` then holds its result);
-    ``device``, ``dtype``, ``memory_format``: the model's, those of the input buffer. Attributes: ``input``,
-    ``output`` (the buffers), ``steps`` (the replayed steps, in order), ``layer_outputs`` (each
+    ``device``, ``dtype``, ``memory_format``: the model's, those of the input buffer.
+    Attributes: ``input``, ``output`` (the buffers), ``steps`` (the replayed steps, in order), ``layer_outputs`` (each
     layer's output buffer, as ``FusedForward``'s ``layer_outputs`` gives them: after a replay
     they hold that replay's values), ``buffers`` (every tensor the plan allocated)."""
 

@@ -417,7 +417,8 @@ def pe_taps(weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         w_ref, b_ref, ver, taps = hit
         if w_ref() is weight and (b_ref() if b_ref else None) is bias:
             if ver != version:
-                taps.copy_(_taps_table(weight, bias))
+                with torch.inference_mode():  # the table may be an inference tensor
+                    taps.copy_(_taps_table(weight, bias))
                 _taps_cache[key] = (w_ref, b_ref, version, taps)
             return taps
     taps = _taps_table(weight, bias)
@@ -427,6 +428,15 @@ def pe_taps(weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         if t is not None:
             weakref.finalize(t, _forget_taps, key, taps)
     return taps
+
+
+def refresh_pe_taps(weight: torch.Tensor, bias: torch.Tensor | None) -> None:
+    """Rewrite in place the table of (weight, bias) if one exists and either changed since it was
+    written; never builds one. For ``load_state_dict`` into a model whose forward is replayed (a
+    launch plan, a CUDA graph): the replay reads the table's address, and ``pe_taps`` rewrites it
+    only when Python calls it."""
+    if (id(weight), id(bias)) in _taps_cache:
+        pe_taps(weight, bias)
 
 
 def _taps_rows(weight: torch.Tensor, bias: torch.Tensor | None) -> int:
@@ -604,4 +614,4 @@ def default_scale(head_dim: int, scale: float | None) -> float:
 
 __all__ = ["forward", "forward_drop_in", "forward_fused", "backward", "backward_drop_in",
            "backward_fused", "drop_in_view", "model_view", "nchw_view", "View", "INTERPRET",
-           "HEAD_DIMS", "default_scale", "pe_taps", "RUNTIME_INTS"]
+           "HEAD_DIMS", "default_scale", "pe_taps", "refresh_pe_taps", "RUNTIME_INTS"]
