@@ -129,14 +129,18 @@ class YOLOv12(nn.Module):
         return self
 
     def optimize(self, device=None, dtype=None, *, backend: str = "auto",
-                 channels_last: bool | None = None, fused_convs: bool | None = None):
+                 channels_last: bool | None = None, fused_convs: bool | None = None,
+                 graphs: bool = True, max_shapes: int = 8):
         """A fast inference copy of this model (``yolov12.fast.FastYOLOv12``); this one is unchanged.
 
         Conv+BN folded, attention on the fastest backend (``backend``), weights in ``dtype``
         (default float16 on CUDA, float32 on CPU) with the box decode in float32, channels-last
         where it helps (``channels_last=None``: always with the fused conv kernels, else on the
-        CPU only). ``.capture(batch, size)`` on the result
-        gives a CUDA-graph replay for a fixed shape; ``torch.compile`` takes it without graph breaks.
+        CPU only). Calling the result prepares each input shape once and replays it: a CUDA graph
+        on CUDA (``graphs=False``: none), the fused path's launch plan elsewhere; ``max_shapes``
+        shapes stay prepared (``yolov12.fast``). ``.capture(batch, size)`` gives a CUDA-graph
+        replay whose static buffers the caller manages; ``torch.compile`` takes it without graph
+        breaks.
 
         ``fused_convs``: run the convs as the fused NHWC kernels of ``yolov12_kernels``
         (``yolov12/fused.py``). None (default): on a GPU where they run (sm_80+), else the
@@ -144,7 +148,7 @@ class YOLOv12(nn.Module):
         cannot run); False: never (the ablation "fast path without the conv kernels").
         """
         return fast.optimize(self, device, dtype, backend=backend, channels_last=channels_last,
-                             fused_convs=fused_convs)
+                             fused_convs=fused_convs, graphs=graphs, max_shapes=max_shapes)
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -169,6 +169,11 @@ def build(provider: str, model, cfg: Config, batch: int | None = None,
                 f, cfg, None if cfg.fast_compile == "default" else cfg.fast_compile, xf)
             extra.update(fast_compile=cfg.fast_compile, compile_s=round(compile_s, 1))
         if provider in ("fast", "fast-noconv"):
+            # the default call: on CUDA a CUDA-graph replay of each shape, prepared by the first
+            # (untimed) call, with the copy-in and the output's copy; without graphs on the CPU
+            extra["prepared"] = ("cuda-graph" if dev.type == "cuda" and not cfg.fast_compile
+                                 else "launch-plan" if f.fused_convs and not cfg.fast_compile
+                                 else "none")
             return (lambda: fn(xf)), extra
         if cfg.fast_compile:
             raise Skip("fast-graph of a compiled fast path: use a compile mode without CUDA graphs")
