@@ -22,8 +22,8 @@ reference to compare against):
 
 What ``fast(x)`` runs, per input shape (batch, H, W) — prepared on the first call of that shape:
 
-* on CUDA (``graphs=True``, the default): the forward recorded into a CUDA graph (one eager
-  forward as warm-up, then the capture), replayed: a call copies ``x`` into the graph's input
+* on CUDA (``graphs=True``, the default): the forward recorded into a CUDA graph (the first call
+  runs it eagerly, once more as a warm-up on the capture stream, then captures it), replayed: a call copies ``x`` into the graph's input
   (casting it: any device, dtype, memory format or strides), replays, and returns a copy of the
   output (the next call does not overwrite what a caller keeps). A capture that fails logs one
   line and the shape runs as below instead;
@@ -376,13 +376,16 @@ class FastYOLOv12(nn.Module):
         return replay, out
 
     def _prepare(self, x: torch.Tensor):
-        """(replay, its output on x, or None if not run yet) for a new input shape."""
+        """(replay, its output on x, or None if not run yet) for a new input shape. On CUDA:
+        one eager forward (the call's result), a warm-up on the capture stream, the capture."""
         if self.device.type == "cuda" and self.graphs:
             static_input = torch.empty(x.shape, device=self.device, dtype=self.dtype,
                                        memory_format=self.memory_format)
             static_input.copy_(x)
+            with torch.inference_mode():
+                out = self.direct(static_input)  # this call's result; a bad input fails here
             try:
-                return CapturedForward(self.direct, static_input, warmup=1), None
+                return CapturedForward(self.direct, static_input, warmup=1), out
             except Exception as e:  # noqa: BLE001 — any capture failure: run without a graph
                 first = str(e).strip().splitlines()[0] if str(e).strip() else ""
                 _log_once(f"yolov12: CUDA graph capture of the fast path failed on {self.device} "

@@ -51,7 +51,7 @@ class LaunchPlan:
                 rec.own(self.input)
                 self.output = fused(self.input, self.layer_outputs)
         self.shape = tuple(x.shape)
-        self.device = device
+        self.device = self.input.device  # with its index (the stream query needs one)
         self.steps = tuple(rec.steps)
         self.buffers = tuple(rec.tensors)
 
