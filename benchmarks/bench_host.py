@@ -37,7 +37,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import time
 from unittest import mock
 
@@ -46,6 +45,7 @@ os.environ.setdefault("TRITON_INTERPRET", "1")  # CPU tensors are accepted only 
 import torch  # noqa: E402
 from triton.runtime.interpreter import InterpretedFunction  # noqa: E402
 
+from benchmarks.bench_triton_host import StubKernel, per_call_us  # noqa: E402
 from yolov12.fast import CapturedForward, optimize  # noqa: E402
 from yolov12.model import YOLOv12  # noqa: E402
 from yolov12.plan import LaunchPlan  # noqa: E402
@@ -53,35 +53,10 @@ from yolov12_kernels.triton import area_attention  # noqa: E402,F401  (before th
 from yolov12_kernels.triton import launch as L  # noqa: E402
 
 
-class _StubKernel:
-    """Stands for Triton's CompiledKernel: its launcher does nothing."""
-    function, packed_metadata = 0, None
-
-    @staticmethod
-    def run(*args):
-        return None
-
-    @staticmethod
-    def launch_metadata(*args):
-        return None
-
-
 class _StubGraph:
     @staticmethod
     def replay():
         return None
-
-
-def _per_call_us(fn, calls: int, rounds: int) -> float:
-    for _ in range(max(1, min(calls, 20))):  # warm-up: plans built, caches filled
-        fn()
-    times = []
-    for _ in range(rounds):
-        t0 = time.process_time_ns()
-        for _ in range(calls):
-            fn()
-        times.append((time.process_time_ns() - t0) / calls / 1e3)
-    return statistics.median(times)
 
 
 def _graph_path(fast, x: torch.Tensor) -> None:
@@ -111,18 +86,18 @@ def measure(scale: str, size: int, calls: int, rounds: int) -> list[tuple[str, f
     def direct():
         with torch.inference_mode():
             fast.direct(xc)
-    rows = [("direct (op by op)", _per_call_us(direct, calls, rounds), launches),
-            ("plan replay", _per_call_us(plan.replay, calls, rounds), steps),
-            ("fast(x), plan", _per_call_us(lambda: fast(x), calls, rounds), steps)]
+    rows = [("direct (op by op)", per_call_us(direct, calls, rounds), launches),
+            ("plan replay", per_call_us(plan.replay, calls, rounds), steps),
+            ("fast(x), plan", per_call_us(lambda: fast(x), calls, rounds), steps)]
     _graph_path(fast, x)
-    rows.append(("fast(x), graph path (no-op graph)", _per_call_us(lambda: fast(x), calls,
+    rows.append(("fast(x), graph path (no-op graph)", per_call_us(lambda: fast(x), calls,
                                                                     rounds), 0))
     graphed = fast._replays[tuple(x.shape)]
 
     def copies():
         graphed.static_input.copy_(x)
         graphed.static_output.clone()
-    rows.append(("copies alone (CPU)", _per_call_us(copies, calls, rounds), 0))
+    rows.append(("copies alone (CPU)", per_call_us(copies, calls, rounds), 0))
     return rows
 
 
@@ -136,9 +111,9 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     records = []
-    stub = lambda *a, **k: _StubKernel()  # noqa: E731 — Triton's JIT call, stubbed
+    stub = lambda *a, **k: StubKernel()  # noqa: E731 — Triton's JIT call, stubbed
     with mock.patch.object(L, "INTERPRET", False), \
-            mock.patch.object(L.Plan, "_jit", lambda self, ptrs, scale: _StubKernel()), \
+            mock.patch.object(L.Plan, "_jit", lambda self, ptrs, scale: StubKernel()), \
             mock.patch.object(InterpretedFunction, "run", stub):
         L._plans.clear()  # plans built under the patch: the GPU configuration, direct launches
         try:

@@ -37,7 +37,7 @@ from yolov12_kernels.triton import backend as T  # noqa: E402
 from yolov12_kernels.triton import launch as L  # noqa: E402
 
 
-class _StubKernel:
+class StubKernel:
     """Stands for Triton's CompiledKernel: its launcher does nothing."""
     function, packed_metadata = 0, None
 
@@ -50,7 +50,7 @@ class _StubKernel:
         return None
 
 
-def _per_call_us(fn, calls: int, rounds: int) -> float:
+def per_call_us(fn, calls: int, rounds: int) -> float:
     for _ in range(min(calls, 1000)):  # warm-up: plans built, caches filled
         fn()
     times = []
@@ -75,7 +75,7 @@ def cases():
     def fwd_bwd():  # autograd.grad: no accumulation into .grad (not the op's cost)
         torch.autograd.grad(T.area_attention(qg, k, v, area, scale), (qg,), g)
 
-    stub = _StubKernel.run
+    stub = StubKernel.run
     return [
         ("launch stub alone (floor)", lambda: stub(1, 1, 1, 0, 0, None, None, None, None)),
         ("backend drop-in, no grad", lambda: T.area_attention(q, k, v, area, scale)),
@@ -99,15 +99,15 @@ def main(argv=None) -> int:
     rows = []
     # GPU-path plans (configuration table, direct launch) with the stand-in kernel
     with mock.patch.object(L, "INTERPRET", False), \
-            mock.patch.object(L.Plan, "_jit", lambda self, ptrs, scale: _StubKernel()), \
+            mock.patch.object(L.Plan, "_jit", lambda self, ptrs, scale: StubKernel()), \
             torch.no_grad():
         L._plans.clear()
         for name, fn in cases():
             if "fwd+bwd" in name:
                 with torch.enable_grad():
-                    us = _per_call_us(fn, args.calls // 4, args.rounds)
+                    us = per_call_us(fn, args.calls // 4, args.rounds)
             else:
-                us = _per_call_us(fn, args.calls, args.rounds)
+                us = per_call_us(fn, args.calls, args.rounds)
             rows.append((name, us))
             print(f"{name:36s} {us:8.2f} us/call (CPU, launch stubbed)", flush=True)
     if args.out:
