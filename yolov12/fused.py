@@ -165,7 +165,10 @@ class FusedForward:
         return t
 
     # ------------------------------------------------------------------------------------------
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, layer_outputs: list | None = None) -> torch.Tensor:
+        """The network's output for ``x``. ``layer_outputs``: a list that gets every layer's
+        output appended as it is produced (tests compare them layer by layer; a part of a concat
+        is its slice of the concat's buffer, so a later write into the wrong slice shows)."""
         net = self.net
         outputs: list = []
         cats: dict[int, torch.Tensor] = {}
@@ -185,6 +188,8 @@ class FusedForward:
             else:
                 x = self.layer(layer, x, out)
             outputs.append(x if i in net._save else None)  # the rest is freed as it goes
+            if layer_outputs is not None:
+                layer_outputs.append(x)
         return x
 
     def _concat(self, layer, i, xs, buf):
