@@ -4,10 +4,12 @@ the host, for the CPU model of the kernel in test_cuda_kernel_model.py: ``tiles(
 numpy arrays (broadcast like numpy), so the model reads what the kernel reads.
 
 Built with g++ (``$CXX`` if set) from tests/area_attention_tiles_host.cpp into a fresh temporary
-directory once per process (about a second): a changed header is always what runs.
+directory once per process (about a second, removed at exit): a changed header is always
+what runs.
 """
 from __future__ import annotations
 
+import atexit
 import ctypes
 import functools
 import os
@@ -77,6 +79,7 @@ def tiles() -> Tiles:
     if cxx is None:
         raise FileNotFoundError("no C++ compiler (g++, or $CXX)")
     out_dir = Path(tempfile.mkdtemp(prefix="y12-tiles-"))
+    atexit.register(shutil.rmtree, out_dir, True)  # the loaded library stays mapped until exit
     lib = out_dir / "area_attention_tiles_host.so"
     cmd = [cxx, "-std=c++17", "-O1", "-shared", "-fPIC", "-w", "-I", str(HEADER.parent),
            str(SHIM), "-o", str(lib)]
