@@ -25,8 +25,13 @@
 // address is 16-byte aligned, else element by element. Tails: keys past the area's end are loaded
 // as zero and masked to -inf before the softmax; query rows past it are computed on zeros and
 // never stored.
+//
+// Every tile size, address, mask and fragment index comes from area_attention_tiles.h (namespace
+// y12::attn), which the CPU model of this kernel (tests/test_cuda_kernel_model.py) compiles and
+// runs too: write a new index formula there, not here.
 #include <math.h>
 
+#include "area_attention_tiles.h"
 #include "mma_utils.cuh"
 #include "yolov12_kernels.h"
 
@@ -38,31 +43,24 @@ using y12::ldmatrix_x4;
 using y12::mma_16x8x16;
 using y12::pack2;
 
-// Tile sizes per head_dim. head_dim 32 (every YOLOv12 scale): 5 warps, 80 query rows and 80-key
-// tiles, at most 200 registers so that two CTAs of 160 threads share an SM's 64K registers
-// (__launch_bounds__(160, 2) would cap at 168, where it spills: ptxas counts 5 warps as 6 there).
-// head_dim 64: the 16 x 64 O accumulator leaves no room for a 16 x 80 score tile, so 4 warps,
-// 64 x 64 tiles and up to 255 registers (two CTAs of 128 threads).
+namespace attn = y12::attn;
+
+// Tile sizes per head_dim (area_attention_tiles.h says why these).
 template <int D>
 struct Config {
-  static constexpr int kWarps = D <= 32 ? 5 : 4;
-  static constexpr int kThreads = 32 * kWarps;
-  static constexpr int kBlockM = 16 * kWarps;  // query rows per CTA
-  static constexpr int kBlockN = D <= 32 ? 80 : 64;  // keys per shared-memory tile
-  static constexpr int kMaxRegs = D <= 32 ? 200 : 255;
+  static constexpr int kThreads = attn::threads(D);
+  static constexpr int kBlockN = attn::block_n(D);  // keys per shared-memory tile
+  static constexpr int kMaxRegs = attn::max_regs(D);
 };
-constexpr int kPad = 8;  // elements of padding per shared row (see the top)
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-constexpr int kStages = 2;  // cp.async double buffering
+#if defined(__CUDA_ARCH__)
+constexpr int kStages = attn::stages(__CUDA_ARCH__);  // 2: cp.async double buffering (sm_80+)
 #else
-constexpr int kStages = 1;
+constexpr int kStages = attn::stages(0);
 #endif
 
-// How a K/V tile is read from global memory, chosen on the host (uniform per launch).
-enum LoadMode : int {
-  kScalar = 0,  // element by element (consecutive threads along the unit-stride dimension)
-  kVector = 1,  // 16-byte copies along the shared layout's contiguous dimension
-};
+// How a K/V tile is read from global memory, chosen on the host (uniform per launch):
+// attn::mode_vector(), 16-byte copies along the contiguous dimension, or attn::mode_scalar(),
+// element by element.
 
 struct KernelArgs {
   y12_attention_params p;
@@ -75,8 +73,7 @@ struct KernelArgs {
 template <int D, bool kTokMajor>
 struct Tile {
   static constexpr int kBlockN = Config<D>::kBlockN;
-  static constexpr int kRow = kTokMajor ? kBlockN + kPad : D + kPad;  // row length (elements)
-  static constexpr int kElems = (kTokMajor ? D : kBlockN) * kRow;
+  static constexpr int kElems = attn::tile_elems(D, kTokMajor);
 };
 
 // Keys [r0, r0 + kBlockN) x D dims of a [token][dim] global matrix (strides st, sd) into a shared
@@ -86,33 +83,33 @@ template <int D, bool kTokMajor>
 __device__ __forceinline__ void load_tile(const uint16_t* __restrict__ src, int64_t st,
                                           int64_t sd, int64_t r0, int64_t n, int mode,
                                           uint16_t* __restrict__ dst) {
-  using L = Tile<D, kTokMajor>;
-  constexpr int kBlockN = L::kBlockN, kThreads = Config<D>::kThreads;
+  constexpr int kThreads = Config<D>::kThreads;
   const int tid = threadIdx.x;
-  if (mode == kVector) {
+  if (mode == attn::mode_vector()) {
     // chunk = 8 consecutive elements along the contiguous dimension: dims (kTokMajor false) or
     // tokens (true; n % 8 == 0 there, so a chunk is all inside the area or all outside)
-    constexpr int kPerLine = (kTokMajor ? kBlockN : D) / 8;
-    constexpr int kChunks = (kTokMajor ? D : kBlockN) * kPerLine;
+    constexpr int kChunks = attn::chunk_count(D, kTokMajor);
     for (int i = tid; i < kChunks; i += kThreads) {
-      const int line = i / kPerLine, c8 = (i % kPerLine) * 8;  // shared row, first column
-      const int64_t key = r0 + (kTokMajor ? c8 : line);
-      uint16_t* d = dst + line * L::kRow + c8;
-      if (key < n) {
-        copy16(d, kTokMajor ? src + key + line * sd : src + key * st + c8);
+      const int line = attn::chunk_line(i, D, kTokMajor);  // shared row
+      const int c8 = attn::chunk_col(i, D, kTokMajor);     // its first column
+      const int64_t key = attn::chunk_key(r0, line, c8, kTokMajor);
+      uint16_t* d = dst + attn::smem_index(line, c8, D, kTokMajor);
+      if (attn::key_in_area(key, n)) {
+        copy16(d, src + attn::chunk_src(key, line, c8, st, sd, kTokMajor));
       } else {
         *reinterpret_cast<uint4*>(d) = make_uint4(0, 0, 0, 0);
       }
     }
   } else {
-    constexpr int kElems = kBlockN * D;
+    constexpr int kElems = attn::elem_count(D);
     for (int i = tid; i < kElems; i += kThreads) {
-      const int line = kTokMajor ? i / kBlockN : i / D;  // shared row
-      const int col = kTokMajor ? i % kBlockN : i % D;
-      const int key = kTokMajor ? col : line, dim = kTokMajor ? line : col;
+      const int line = attn::elem_line(i, D, kTokMajor);  // shared row
+      const int col = attn::elem_col(i, D, kTokMajor);
+      const int key = attn::elem_key(line, col, kTokMajor);
+      const int dim = attn::elem_dim(line, col, kTokMajor);
       uint16_t val = 0;
-      if (r0 + key < n) val = src[(r0 + key) * st + dim * sd];
-      dst[line * L::kRow + col] = val;
+      if (attn::key_in_area(r0 + key, n)) val = src[attn::token_dim_offset(r0 + key, dim, st, sd)];
+      dst[attn::smem_index(line, col, D, kTokMajor)] = val;
     }
   }
 }
@@ -122,7 +119,7 @@ __global__ void __maxnreg__(Config<D>::kMaxRegs)
     area_attention_fwd_kernel(const KernelArgs args) {
   static_assert(D % 32 == 0 && D <= 128, "head_dim must be a multiple of 32");
   using L = Tile<D, kTokMajor>;
-  constexpr int kBlockN = L::kBlockN, kBlockM = Config<D>::kBlockM;
+  constexpr int kBlockN = L::kBlockN;
   constexpr int kKS = D / 16;        // k-steps of the Q K^T product
   constexpr int kNB = kBlockN / 8;   // 8-key column blocks of S
   constexpr int kDB = D / 8;         // 8-dim column blocks of O
@@ -132,21 +129,22 @@ __global__ void __maxnreg__(Config<D>::kMaxRegs)
   const y12_attention_params& p = args.p;
   const int64_t n = args.n;
   const int64_t prob = blockIdx.x;
-  const int64_t h = prob % p.num_heads;
-  const int64_t ba = prob / p.num_heads;
-  const int64_t a = ba % p.area;
-  const int64_t b = ba / p.area;
-  const int64_t tok0 = a * n;  // first token of this area
+  const int64_t h = attn::problem_head(prob, p.num_heads);
+  const int64_t a = attn::problem_area(prob, p.num_heads, p.area);
+  const int64_t b = attn::problem_batch(prob, p.num_heads, p.area);
+  const int64_t tok0 = attn::area_first_token(a, n);
 
-  const uint16_t* Q = static_cast<const uint16_t*>(p.q) + b * p.q_sb + h * p.q_sh + tok0 * p.q_st;
-  const uint16_t* K = static_cast<const uint16_t*>(p.k) + b * p.k_sb + h * p.k_sh + tok0 * p.k_st;
-  const uint16_t* V = static_cast<const uint16_t*>(p.v) + b * p.v_sb + h * p.v_sh + tok0 * p.v_st;
-  T* O = static_cast<T*>(p.o) + b * p.o_sb + h * p.o_sh + tok0 * p.o_st;
+  const uint16_t* Q = static_cast<const uint16_t*>(p.q) +
+                      attn::base_offset(b, h, tok0, p.q_sb, p.q_sh, p.q_st);
+  const uint16_t* K = static_cast<const uint16_t*>(p.k) +
+                      attn::base_offset(b, h, tok0, p.k_sb, p.k_sh, p.k_st);
+  const uint16_t* V = static_cast<const uint16_t*>(p.v) +
+                      attn::base_offset(b, h, tok0, p.v_sb, p.v_sh, p.v_st);
+  T* O = static_cast<T*>(p.o) + attn::base_offset(b, h, tok0, p.o_sb, p.o_sh, p.o_st);
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int g = lane / 4, t = lane % 4;
-  const int mi = lane / 8, rr = lane % 8;  // ldmatrix: the matrix and row this lane addresses
-  const int64_t m0 = int64_t(blockIdx.y) * kBlockM + warp * 16;  // this warp's first query row
+  const int g = attn::lane_group(lane), t = attn::lane_in_group(lane);
+  const int64_t m0 = attn::warp_first_row(blockIdx.y, warp, D);  // this warp's first query row
 
   // the first K/V tile is in flight while the Q fragments load
   load_tile<D, kTokMajor>(K, p.k_st, p.k_sd, 0, n, args.mode_k, Ks[0]);
@@ -160,12 +158,12 @@ __global__ void __maxnreg__(Config<D>::kMaxRegs)
   for (int ks = 0; ks < kKS; ++ks) {
 #pragma unroll
     for (int r = 0; r < 4; ++r) {
-      const int64_t row = m0 + g + ((r & 1) ? 8 : 0);
-      const int col = ks * 16 + 2 * t + ((r & 2) ? 8 : 0);
+      const int64_t row = attn::q_frag_row(m0, g, r);
+      const int col = attn::q_frag_col(ks, t, r);
       uint32_t lo = 0, hi = 0;
-      if (row < n) {
-        lo = Q[row * p.q_st + col * p.q_sd];
-        hi = Q[row * p.q_st + (col + 1) * p.q_sd];
+      if (attn::row_in_area(row, n)) {
+        lo = Q[attn::token_dim_offset(row, col, p.q_st, p.q_sd)];
+        hi = Q[attn::token_dim_offset(row, col + 1, p.q_st, p.q_sd)];
       }
       qf[ks][r] = lo | (hi << 16);
     }
@@ -183,7 +181,7 @@ __global__ void __maxnreg__(Config<D>::kMaxRegs)
   float row_sum[2] = {0.f, 0.f};
   const float scale_log2 = p.scale * 1.4426950408889634f;  // softmax via exp2
 
-  const int64_t num_tiles = (n + kBlockN - 1) / kBlockN;
+  const int64_t num_tiles = attn::key_tiles(n, D);
   for (int64_t j = 0; j < num_tiles; ++j) {
     const int stage = static_cast<int>(j % kStages);
     const int64_t n0 = j * kBlockN;
@@ -201,8 +199,7 @@ __global__ void __maxnreg__(Config<D>::kMaxRegs)
     const uint16_t* Vt = Vs[stage];
 
     // S = Q K^T for this warp's 16 rows x 80 keys. B = K^T: b0 = K[key nb*8 + g][dim ks*16 + 2t,
-    // +1], b1 8 dims further. One ldmatrix.x4 gives b0, b1 of two k-steps (32 dims): matrix mi
-    // covers dims 8 mi .. 8 mi + 7 of the 32 and keys nb*8 .. +7.
+    // +1], b1 8 dims further. One ldmatrix.x4 gives b0, b1 of two k-steps (32 dims).
     float s[kNB][4];
 #pragma unroll
     for (int nb = 0; nb < kNB; ++nb) {
@@ -210,13 +207,9 @@ __global__ void __maxnreg__(Config<D>::kMaxRegs)
       for (int i = 0; i < 4; ++i) s[nb][i] = 0.f;
 #pragma unroll
       for (int k32 = 0; k32 < D / 32; ++k32) {
-        const int dim = k32 * 32 + mi * 8, key = nb * 8;
         uint32_t kb[4];
-        if constexpr (kTokMajor) {  // [d][key]: rows are dims, read transposed
-          ldmatrix_x4<true>(kb, Kt + (dim + rr) * L::kRow + key);
-        } else {  // [key][d]: rows are keys
-          ldmatrix_x4<false>(kb, Kt + (key + rr) * L::kRow + dim);
-        }
+        ldmatrix_x4<attn::k_frag_trans(kTokMajor)>(
+            kb, Kt + attn::k_frag_offset(D, kTokMajor, k32, nb, lane));
         mma_16x8x16<T>(s[nb], qf[2 * k32], kb[0], kb[1]);
         mma_16x8x16<T>(s[nb], qf[2 * k32 + 1], kb[2], kb[3]);
       }
@@ -224,13 +217,13 @@ __global__ void __maxnreg__(Config<D>::kMaxRegs)
 
     // scale into log2 units and mask keys past the end; s[nb][i] is key n0 + nb*8 + 2t + (i&1)
     // of row g (i < 2) or g + 8 (i >= 2).
-    const int keys_left = n - n0 < kBlockN ? static_cast<int>(n - n0) : kBlockN;
+    const int keys_left = attn::keys_left(n, n0, D);
 #pragma unroll
     for (int nb = 0; nb < kNB; ++nb)
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
-        const int key = nb * 8 + 2 * t + (i & 1);
-        s[nb][i] = key < keys_left ? s[nb][i] * scale_log2 : -INFINITY;
+        const int key = attn::score_key(nb, t, i);
+        s[nb][i] = attn::key_valid(key, keys_left) ? s[nb][i] * scale_log2 : -INFINITY;
       }
 
     // online softmax. Key n0 < n is valid in every tile, so the new max is finite and
@@ -241,8 +234,9 @@ __global__ void __maxnreg__(Config<D>::kMaxRegs)
 #pragma unroll
       for (int nb = 0; nb < kNB; ++nb) mx = fmaxf(mx, fmaxf(s[nb][2 * r], s[nb][2 * r + 1]));
       // the 4 lanes of a row are lanes 4g .. 4g+3
-      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+#pragma unroll
+      for (int k = 0; k < attn::row_shuffles(); ++k)
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, attn::row_shuffle_mask(k)));
       const float new_max = fmaxf(row_max[r], mx);
       const float alpha = fast_exp2(row_max[r] - new_max);
       row_max[r] = new_max;
@@ -262,8 +256,7 @@ __global__ void __maxnreg__(Config<D>::kMaxRegs)
 
     // O += P V. The S accumulator layout of two neighbouring 8-key blocks (2kk, 2kk+1) is exactly
     // the A fragment of a 16-key k-step, so P never leaves registers. B = V: b0 = V[key kk*16 + 2t,
-    // +1][dim db*8 + g], b1 8 keys further. One ldmatrix.x4 gives b0, b1 of two dim blocks: matrix
-    // mi covers keys kk*16 + 8 (mi & 1) .. +7 and dims (2 dp + mi / 2) * 8 .. +7.
+    // +1][dim db*8 + g], b1 8 keys further. One ldmatrix.x4 gives b0, b1 of two dim blocks.
 #pragma unroll
     for (int kk = 0; kk < kBlockN / 16; ++kk) {
       const uint32_t pa[4] = {pack2<T>(s[2 * kk][0], s[2 * kk][1]),
@@ -272,13 +265,9 @@ __global__ void __maxnreg__(Config<D>::kMaxRegs)
                               pack2<T>(s[2 * kk + 1][2], s[2 * kk + 1][3])};
 #pragma unroll
       for (int dp = 0; dp < kDB / 2; ++dp) {
-        const int dim = (2 * dp + mi / 2) * 8, key = kk * 16 + (mi & 1) * 8;
         uint32_t vb[4];
-        if constexpr (kTokMajor) {  // [d][key]: rows are dims
-          ldmatrix_x4<false>(vb, Vt + (dim + rr) * L::kRow + key);
-        } else {  // [key][d]: rows are keys, read transposed
-          ldmatrix_x4<true>(vb, Vt + (key + rr) * L::kRow + dim);
-        }
+        ldmatrix_x4<attn::v_frag_trans(kTokMajor)>(
+            vb, Vt + attn::v_frag_offset(D, kTokMajor, kk, dp, lane));
         mma_16x8x16<T>(o[2 * dp], pa, vb[0], vb[1]);
         mma_16x8x16<T>(o[2 * dp + 1], pa, vb[2], vb[3]);
       }
@@ -294,42 +283,29 @@ __global__ void __maxnreg__(Config<D>::kMaxRegs)
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     float l = row_sum[r];
-    l += __shfl_xor_sync(0xffffffffu, l, 1);
-    l += __shfl_xor_sync(0xffffffffu, l, 2);
+#pragma unroll
+    for (int k = 0; k < attn::row_shuffles(); ++k)
+      l += __shfl_xor_sync(0xffffffffu, l, attn::row_shuffle_mask(k));
     const float inv = 1.f / l;  // l >= 1: the row max contributes exp2(0) = 1
-    const int64_t row = m0 + g + 8 * r;
-    if (row >= n) continue;
-    T* orow = O + row * p.o_st;
+    const int64_t row = attn::acc_row(m0, g, r);
+    if (!attn::row_in_area(row, n)) continue;
 #pragma unroll
     for (int db = 0; db < kDB; ++db) {
-      const int col = db * 8 + 2 * t;
-      if (args.vec_store) {
-        *reinterpret_cast<uint32_t*>(orow + col) =
-            pack2<T>(o[db][2 * r] * inv, o[db][2 * r + 1] * inv);
+      const int col = attn::acc_col(db, t);
+      T* o0 = O + attn::token_dim_offset(row, col, p.o_st, p.o_sd);
+      T* o1 = O + attn::token_dim_offset(row, col + 1, p.o_st, p.o_sd);
+      if (args.vec_store) {  // o1 == o0 + 1
+        *reinterpret_cast<uint32_t*>(o0) = pack2<T>(o[db][2 * r] * inv, o[db][2 * r + 1] * inv);
       } else {
-        orow[col * p.o_sd] = y12::from_float<T>(o[db][2 * r] * inv);
-        orow[(col + 1) * p.o_sd] = y12::from_float<T>(o[db][2 * r + 1] * inv);
+        *o0 = y12::from_float<T>(o[db][2 * r] * inv);
+        *o1 = y12::from_float<T>(o[db][2 * r + 1] * inv);
       }
     }
   }
 }
 
-bool aligned16(const void* ptr) { return (reinterpret_cast<uintptr_t>(ptr) & 15) == 0; }
-
-// The shared layout follows K: [d][key] when K's token axis has unit stride and its dim axis does
-// not (the model's qkv), else [key][d] (the drop-in tensors, and views without a unit stride). V
-// is staged the same way (with element loads if its own strides do not allow copies).
-bool token_major(const y12_attention_params& p) { return p.k_st == 1 && p.k_sd != 1; }
-
-// kVector when every 8-element chunk along the layout's contiguous dimension is one aligned
-// 16-byte copy for every (batch, head, area): the base pointer, the batch and head strides and the
-// other dimension's stride multiples of 8 elements, and for token chunks also the area's first
-// token (tok0 = a * n, so n % 8 == 0; then a chunk is all inside the area or all outside).
-int load_mode(bool tok_major, const void* base, int64_t sb, int64_t st, int64_t sh, int64_t sd,
-              int64_t n) {
-  if (!aligned16(base) || sb % 8 != 0 || sh % 8 != 0) return kScalar;
-  if (tok_major) return st == 1 && sd % 8 == 0 && n % 8 == 0 ? kVector : kScalar;
-  return sd == 1 && st % 8 == 0 ? kVector : kScalar;
+bool aligned(const void* ptr, uintptr_t bytes) {
+  return (reinterpret_cast<uintptr_t>(ptr) & (bytes - 1)) == 0;
 }
 
 template <typename T, int D, bool kTokMajor>
@@ -389,14 +365,15 @@ extern "C" cudaError_t y12_area_attention_fwd(const y12_attention_params* p, cud
   KernelArgs args;
   args.p = *p;
   args.n = p->num_tokens / p->area;
-  const bool tok_major = token_major(*p);
-  args.mode_k = load_mode(tok_major, p->k, p->k_sb, p->k_st, p->k_sh, p->k_sd, args.n);
-  args.mode_v = load_mode(tok_major, p->v, p->v_sb, p->v_st, p->v_sh, p->v_sd, args.n);
-  args.vec_store = p->o_sd == 1 && (reinterpret_cast<uintptr_t>(p->o) & 3) == 0 &&
-                   p->o_sb % 2 == 0 && p->o_sh % 2 == 0 && p->o_st % 2 == 0;
+  // V is staged in K's layout (with element loads if its own strides do not allow copies)
+  const bool tok_major = attn::token_major(p->k_st, p->k_sd);
+  args.mode_k = attn::load_mode(tok_major, aligned(p->k, 16), p->k_sb, p->k_st, p->k_sh, p->k_sd,
+                                args.n);
+  args.mode_v = attn::load_mode(tok_major, aligned(p->v, 16), p->v_sb, p->v_st, p->v_sh, p->v_sd,
+                                args.n);
+  args.vec_store = attn::vec_store(aligned(p->o, 4), p->o_sb, p->o_st, p->o_sh, p->o_sd);
   const int64_t problems = p->batch * p->area * p->num_heads;
-  const int block_m = p->head_dim == 32 ? Config<32>::kBlockM : Config<64>::kBlockM;
-  const int64_t q_tiles = (args.n + block_m - 1) / block_m;
+  const int64_t q_tiles = attn::query_tiles(args.n, p->head_dim);
   if (problems > 2147483647LL || q_tiles > 65535) return cudaErrorInvalidConfiguration;
   const dim3 grid(static_cast<unsigned>(problems), static_cast<unsigned>(q_tiles));
   return p->dtype == Y12_FLOAT16 ? launch_for<__half>(args, tok_major, grid, stream)

@@ -1,7 +1,12 @@
 """CPU models of the csrc/ kernels' index math (no GPU, no nvcc needed).
 
-The CUDA kernels cannot run here, so their addressing is transcribed line by line into numpy and
-run against ``yolov12_kernels.reference``; the tensor-core instructions are emulated from the
+The CUDA kernels cannot run here. The attention kernel's tile sizes, addresses, masks and fragment
+indices live in csrc/area_attention_tiles.h, which the kernel includes and this model compiles on
+the host (g++, tests/_cuda_tiles.py) and calls: a change to them is what these tests run, on
+random inputs against ``yolov12_kernels.reference``. The rest of the model is the engine around
+those formulas, the kernel's control flow, register plumbing (which register feeds which MMA
+operand) and online softmax, mirrored here; a change there is checked by the GPU tests of
+test_cuda_backend.py, not by this file. The tensor-core instructions are emulated from the
 fragment tables of the PTX ISA (written independently of the kernel: ``groupID = lane >> 2``,
 ``threadID_in_group = lane % 4``; m16n8k16 A: a0 (g, 2t..2t+1), a1 (g+8, 2t..), a2 (g, 2t+8..),
 a3 (g+8, 2t+8..); B: b0 (2t..2t+1, g), b1 (2t+8.., g); C: c0,c1 (g, 2t..), c2,c3 (g+8, 2t..);
@@ -17,7 +22,9 @@ by a barrier, a buffer refilled before a barrier ended its reads, and bank confl
 fragment loads. What it cannot catch: compiler and hardware behaviour — that needs the GPU tests
 of test_cuda_backend.py (and compute-sanitizer's racecheck).
 
-Keep the transcriptions in sync with csrc/area_attention.cu and csrc/depthwise_conv.cu.
+The depthwise kernel's tiling (``pe_tiling``, ``depthwise_kernel``) is still a numpy transcription
+of csrc/depthwise_conv.cu: keep it in sync by hand (moving it into a header like the attention
+kernel's is the same job, not done yet).
 """
 from __future__ import annotations
 
@@ -26,22 +33,23 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from _cuda_tiles import compiler, header_functions
+from _cuda_tiles import tiles as _tiles
 from _utils import attention_only
 from yolov12_kernels import reference
 
 LANE = np.arange(32)
+# the PTX ISA's fragment tables (the instructions' semantics, independent of the kernel)
 G, TIG = LANE // 4, LANE % 4
 
 
 # ------------------------------------------------------------------------------------------------
-# area_attention.cu
-def config(D):  # Config<D>
-    warps = 5 if D <= 32 else 4
-    return dict(warps=warps, threads=32 * warps, block_m=16 * warps, block_n=80 if D <= 32 else 64)
-
-
-kPad = 8
-kScalar, kVector = 0, 1
+# area_attention.cu, through csrc/area_attention_tiles.h
+def tiles():
+    """The header compiled on the host (skips the test where no C++ compiler exists)."""
+    if compiler() is None:
+        pytest.skip("no C++ compiler (g++ or $CXX) to build csrc/area_attention_tiles.h")
+    return _tiles()
 
 
 class Mem:
@@ -63,17 +71,13 @@ def aligned16(mem: Mem, off: int) -> bool:
     return ((mem.base + off) * 2) % 16 == 0
 
 
-def token_major(prm):  # transcribed from area_attention.cu
+def token_major(prm) -> bool:
     _, st, _, sd = prm["k_s"]
-    return st == 1 and sd != 1
+    return bool(tiles().token_major(st, sd))
 
 
-def load_mode(tok_major, mem, off, sb, st, sh, sd, n):  # transcribed from area_attention.cu
-    if not aligned16(mem, off) or sb % 8 or sh % 8:
-        return kScalar
-    if tok_major:
-        return kVector if st == 1 and sd % 8 == 0 and n % 8 == 0 else kScalar
-    return kVector if sd == 1 and st % 8 == 0 else kScalar
+def load_mode(tok_major, mem, off, sb, st, sh, sd, n) -> int:
+    return tiles().load_mode(tok_major, aligned16(mem, off), sb, st, sh, sd, n)
 
 
 class Shared:
@@ -109,10 +113,9 @@ class Shared:
 
 
 def load_tile(D, tok_major, mem, src, st, sd, r0, n, mode, dst: Shared, tile):
-    """area_attention.cu load_tile for all threads at once (src: element offset)."""
-    cfg = config(D)
-    bn = cfg["block_n"]
-    row = bn + kPad if tok_major else D + kPad
+    """area_attention.cu load_tile for all threads at once (src: element offset); every chunk or
+    element once, whichever thread loads it."""
+    T, tm = tiles(), tok_major
     written = np.zeros(dst.val.size, bool)
 
     def put(idx, val):
@@ -121,29 +124,28 @@ def load_tile(D, tok_major, mem, src, st, sd, r0, n, mode, dst: Shared, tile):
         written[idx] = True
         dst.write(idx, val, tile)
 
-    if mode == kVector:
-        per_line = (bn if tok_major else D) // 8
-        i = np.arange((D if tok_major else bn) * per_line)  # every chunk, whichever thread
-        line, c8 = i // per_line, (i % per_line) * 8
-        key = r0 + (c8 if tok_major else line)
-        d = line * row + c8
+    if mode == T.mode_vector():
+        i = np.arange(T.chunk_count(D, tm))
+        line, c8 = T.chunk_line(i, D, tm), T.chunk_col(i, D, tm)
+        key = T.chunk_key(r0, line, c8, tm)
+        d = T.smem_index(line, c8, D, tm)
         assert np.all((d * 2) % 16 == 0), "misaligned 16-byte shared store"
         val = np.zeros((i.size, 8))
-        ok = key < n
-        g_off = src + (key + line * sd if tok_major else key * st + c8)
+        ok = T.key_in_area(key, n).astype(bool)
+        g_off = src + T.chunk_src(key, line, c8, st, sd, tm)
         val[ok] = mem.read(g_off[ok], vec=8)
-        if tok_major:  # n % 8 == 0 (load_mode): a chunk is all inside the area or all outside
-            assert n % 8 == 0
+        if tok_major:  # the 8 tokens of a chunk are all inside the area or all outside
+            assert np.array_equal(T.key_in_area(key + 7, n).astype(bool), ok), \
+                "a 16-byte chunk straddles the area's end"
         put(d[:, None] + np.arange(8), val)
     else:
-        i = np.arange(bn * D)
-        line = i // bn if tok_major else i // D
-        col = i % bn if tok_major else i % D
-        key, dim = (col, line) if tok_major else (line, col)
+        i = np.arange(T.elem_count(D))
+        line, col = T.elem_line(i, D, tm), T.elem_col(i, D, tm)
+        key, dim = T.elem_key(line, col, tm), T.elem_dim(line, col, tm)
         val = np.zeros(i.size)
-        ok = r0 + key < n
-        val[ok] = mem.read(src + (r0 + key[ok]) * st + dim[ok] * sd)
-        put(line * row + col, val)
+        ok = T.key_in_area(r0 + key, n).astype(bool)
+        val[ok] = mem.read(src + T.token_dim_offset(r0 + key[ok], dim[ok], st, sd))
+        put(T.smem_index(line, col, D, tm), val)
 
 
 def ldmatrix_x4(smem: Shared, addr, trans):
@@ -203,48 +205,55 @@ def mma_16x8x16(c, a, b0, b1, sm75):  # mma_utils.cuh
 
 
 def attention_kernel(prm, sm75=False):
-    """area_attention_fwd_kernel<__half, D, kTokMajor> over the whole grid; writes prm['o']."""
+    """area_attention_fwd_kernel<__half, D, kTokMajor> over the whole grid; writes prm['o']. Its
+    formulas are the header's (``tiles()``); g and t are the kernel's lane split (the MMA
+    emulation uses the PTX ISA's G and TIG: a kernel whose split disagrees computes wrong
+    values here)."""
+    T = tiles()
     D = prm["D"]
-    cfg = config(D)
-    warps_n, bm, bn = cfg["warps"], cfg["block_m"], cfg["block_n"]
-    stages = 1 if sm75 else 2
-    kKS, kNB, kDB = D // 16, bn // 8, D // 8
-    tok_major = token_major(prm)
-    row = bn + kPad if tok_major else D + kPad
-    elems = (D if tok_major else bn) * row
+    stages = T.stages(750 if sm75 else 800)
+    bn = T.block_n(D)
+    kKS, kNB, kDB = D // 16, bn // 8, D // 8  # register tiles (the kernel's arrays)
+    tm = token_major(prm)
+    elems = T.tile_elems(D, tm)
     n = prm["N"] // prm["area"]
     memq, memk, memv, memo = prm["q"], prm["k"], prm["v"], prm["o"]
-    mode_k = load_mode(tok_major, memk, prm["k_off"], *prm["k_s"], n)
-    mode_v = load_mode(tok_major, memv, prm["v_off"], *prm["v_s"], n)
+    mode_k = load_mode(tm, memk, prm["k_off"], *prm["k_s"], n)
+    mode_v = load_mode(tm, memv, prm["v_off"], *prm["v_s"], n)
     o_sb, o_st, o_sh, o_sd = prm["o_s"]
-    vec_store = o_sd == 1 and ((memo.base + prm["o_off"]) * 2) % 4 == 0 and o_sb % 2 == 0 \
-        and o_sh % 2 == 0 and o_st % 2 == 0
+    vec_store = T.vec_store(((memo.base + prm["o_off"]) * 2) % 4 == 0, o_sb, o_st, o_sh, o_sd)
     problems = prm["B"] * prm["area"] * prm["heads"]
-    q_tiles = (n + bm - 1) // bm
+    q_tiles = T.query_tiles(n, D)
     assert problems <= 2**31 - 1 and q_tiles <= 65535
     stored = np.zeros(memo.data.size, np.int64)
     scale_log2 = np.float32(prm["scale"] * 1.4426950408889634)
-    mi, rr = LANE // 8, LANE % 8
-    qs, ks_, vs = prm["q_s"], prm["k_s"], prm["v_s"]
+    g, t = T.lane_group(LANE), T.lane_in_group(LANE)
+    shuffles = [T.row_shuffle_mask(k) for k in range(T.row_shuffles())]
+    qs, ks_, vs = prm["q_s"], prm["k_s"], prm["v_s"]  # (sb, st, sh, sd)
+    k_trans, v_trans = bool(T.k_frag_trans(tm)), bool(T.v_frag_trans(tm))
+    k_addr = {(k32, nb): T.k_frag_offset(D, tm, k32, nb, LANE)
+              for k32 in range(D // 32) for nb in range(kNB)}
+    v_addr = {(kk, dp): T.v_frag_offset(D, tm, kk, dp, LANE)
+              for kk in range(bn // 16) for dp in range(kDB // 2)}
+    s_key = T.score_key(np.arange(kNB)[:, None, None], t, np.arange(4)[:, None])  # (kNB, 4, 32)
+    q_ks, q_r = np.arange(kKS)[:, None, None], np.arange(4)[:, None]
     h16 = lambda x: x.astype(np.float16).astype(np.float64)  # noqa: E731
     for prob in range(problems):
-        h = prob % prm["heads"]
-        ba = prob // prm["heads"]
-        a, b = ba % prm["area"], ba // prm["area"]
-        tok0 = a * n
-        Q = prm["q_off"] + b * qs[0] + h * qs[2] + tok0 * qs[1]
-        K = prm["k_off"] + b * ks_[0] + h * ks_[2] + tok0 * ks_[1]
-        V = prm["v_off"] + b * vs[0] + h * vs[2] + tok0 * vs[1]
-        O = prm["o_off"] + b * o_sb + h * o_sh + tok0 * o_st  # noqa: E741 (the kernel's name)
+        h = T.problem_head(prob, prm["heads"])
+        a = T.problem_area(prob, prm["heads"], prm["area"])
+        b = T.problem_batch(prob, prm["heads"], prm["area"])
+        tok0 = T.area_first_token(a, n)
+        Q = prm["q_off"] + T.base_offset(b, h, tok0, qs[0], qs[2], qs[1])
+        K = prm["k_off"] + T.base_offset(b, h, tok0, ks_[0], ks_[2], ks_[1])
+        V = prm["v_off"] + T.base_offset(b, h, tok0, vs[0], vs[2], vs[1])
+        O = prm["o_off"] + T.base_offset(b, h, tok0, o_sb, o_sh, o_st)  # noqa: E741 (the kernel's)
         for by in range(q_tiles):
             Ks = [Shared(elems) for _ in range(stages)]
             Vs = [Shared(elems) for _ in range(stages)]
 
             def issue(tile, stage):
-                load_tile(D, tok_major, memk, K, ks_[1], ks_[3], tile * bn, n, mode_k,
-                          Ks[stage], tile)
-                load_tile(D, tok_major, memv, V, vs[1], vs[3], tile * bn, n, mode_v,
-                          Vs[stage], tile)
+                load_tile(D, tm, memk, K, ks_[1], ks_[3], tile * bn, n, mode_k, Ks[stage], tile)
+                load_tile(D, tm, memv, V, vs[1], vs[3], tile * bn, n, mode_v, Vs[stage], tile)
 
             def wait(tile):  # cp_async_wait: this tile's group has landed (every thread's)
                 for buf in Ks + Vs:
@@ -257,23 +266,20 @@ def attention_kernel(prm, sm75=False):
             issue(0, 0)
             # the warps one by one against the same tile contents (the barriers make that exact)
             warps = []
-            for warp in range(warps_n):
-                m0 = by * bm + warp * 16
-                qf = []
-                for ks in range(kKS):
-                    regs = []
-                    for r in range(4):
-                        qrow = m0 + G + (8 if r & 1 else 0)
-                        col = ks * 16 + 2 * TIG + (8 if r & 2 else 0)
-                        lo, hi = np.zeros(32), np.zeros(32)
-                        ok = qrow < n
-                        lo[ok] = memq.read(Q + qrow[ok] * qs[1] + col[ok] * qs[3])
-                        hi[ok] = memq.read(Q + qrow[ok] * qs[1] + (col[ok] + 1) * qs[3])
-                        regs.append(np.stack([lo, hi], axis=1))
-                    qf.append(regs)
+            for warp in range(T.warps(D)):
+                m0 = T.warp_first_row(by, warp, D)
+                # register r of k-step ks, all lanes at once: (kKS, 4, 32)
+                qrow = np.broadcast_to(T.q_frag_row(m0, g, q_r), (kKS, 4, 32))
+                col = T.q_frag_col(q_ks, t, q_r)
+                ok = T.row_in_area(qrow, n).astype(bool)
+                lo, hi = np.zeros(col.shape), np.zeros(col.shape)
+                lo[ok] = memq.read(Q + T.token_dim_offset(qrow[ok], col[ok], qs[1], qs[3]))
+                hi[ok] = memq.read(Q + T.token_dim_offset(qrow[ok], col[ok] + 1, qs[1], qs[3]))
+                qf = [[np.stack([lo[ks, r], hi[ks, r]], axis=1) for r in range(4)]
+                      for ks in range(kKS)]
                 warps.append(dict(m0=m0, qf=qf, o=[np.zeros((32, 4)) for _ in range(kDB)],
                                   row_max=[np.full(32, -np.inf)] * 2, row_sum=[np.zeros(32)] * 2))
-            num_tiles = (n + bn - 1) // bn
+            num_tiles = T.key_tiles(n, D)
             for j in range(num_tiles):
                 stage = j % stages
                 n0 = j * bn
@@ -282,31 +288,26 @@ def attention_kernel(prm, sm75=False):
                 wait(j)  # cp_async_wait<1> (tile j + 1 may be in flight) or <0>
                 barrier()
                 Kt, Vt = Ks[stage], Vs[stage]
-                keys_left = min(n - n0, bn)
+                valid = T.key_valid(s_key, T.keys_left(n, n0, D)).astype(bool)
                 for w in warps:
                     s = []
                     for nb in range(kNB):
                         acc = np.zeros((32, 4))
                         for k32 in range(D // 32):
-                            dim, key = k32 * 32 + mi * 8, nb * 8
-                            if tok_major:
-                                kb = ldmatrix_x4(Kt, (dim + rr) * row + key, trans=True)
-                            else:
-                                kb = ldmatrix_x4(Kt, (key + rr) * row + dim, trans=False)
+                            kb = ldmatrix_x4(Kt, k_addr[k32, nb], trans=k_trans)
                             mma_16x8x16(acc, w["qf"][2 * k32], kb[0], kb[1], sm75)
                             mma_16x8x16(acc, w["qf"][2 * k32 + 1], kb[2], kb[3], sm75)
                         s.append(acc.astype(np.float32))
                     for nb in range(kNB):
                         for i in range(4):
-                            key = nb * 8 + 2 * TIG + (i & 1)
-                            s[nb][:, i] = np.where(key < keys_left, s[nb][:, i] * scale_log2,
+                            s[nb][:, i] = np.where(valid[nb, i], s[nb][:, i] * scale_log2,
                                                    -np.inf)
                     for r in range(2):
                         mx = np.full(32, -np.inf, np.float32)
                         for nb in range(kNB):
                             mx = np.fmax(mx, np.fmax(s[nb][:, 2 * r], s[nb][:, 2 * r + 1]))
-                        mx = np.fmax(mx, mx[LANE ^ 1])
-                        mx = np.fmax(mx, mx[LANE ^ 2])
+                        for mask in shuffles:
+                            mx = np.fmax(mx, mx[LANE ^ mask])
                         new_max = np.fmax(w["row_max"][r], mx)
                         alpha = np.exp2(w["row_max"][r] - new_max)
                         assert not np.any(np.isnan(alpha)), "NaN rescale factor"
@@ -324,11 +325,7 @@ def attention_kernel(prm, sm75=False):
                         pa = [h16(s[2 * kk][:, 0:2]), h16(s[2 * kk][:, 2:4]),
                               h16(s[2 * kk + 1][:, 0:2]), h16(s[2 * kk + 1][:, 2:4])]
                         for dp in range(kDB // 2):
-                            dim, key = (2 * dp + mi // 2) * 8, kk * 16 + (mi & 1) * 8
-                            if tok_major:
-                                vb = ldmatrix_x4(Vt, (dim + rr) * row + key, trans=False)
-                            else:
-                                vb = ldmatrix_x4(Vt, (key + rr) * row + dim, trans=True)
+                            vb = ldmatrix_x4(Vt, v_addr[kk, dp], trans=v_trans)
                             mma_16x8x16(w["o"][2 * dp], pa, vb[0], vb[1], sm75)
                             mma_16x8x16(w["o"][2 * dp + 1], pa, vb[2], vb[3], sm75)
                 barrier()
@@ -337,20 +334,19 @@ def attention_kernel(prm, sm75=False):
             for w in warps:
                 for r in range(2):
                     l_ = w["row_sum"][r]
-                    l_ = l_ + l_[LANE ^ 1]
-                    l_ = l_ + l_[LANE ^ 2]
+                    for mask in shuffles:
+                        l_ = l_ + l_[LANE ^ mask]
                     assert np.all(l_ >= 1 - 1e-6)
                     inv = 1.0 / l_
-                    qrow = w["m0"] + G + 8 * r
-                    ok = qrow < n
-                    orow = O + qrow * o_st
+                    qrow = T.acc_row(w["m0"], g, r)
+                    ok = T.row_in_area(qrow, n).astype(bool)
                     for db in range(kDB):
-                        col = db * 8 + 2 * TIG
-                        if vec_store:
-                            assert np.all(((memo.base + orow + col) * 2)[ok] % 4 == 0)
-                            idx0, idx1 = orow + col, orow + col + 1
-                        else:
-                            idx0, idx1 = orow + col * o_sd, orow + (col + 1) * o_sd
+                        col = T.acc_col(db, t)
+                        idx0 = O + T.token_dim_offset(qrow, col, o_st, o_sd)
+                        idx1 = O + T.token_dim_offset(qrow, col + 1, o_st, o_sd)
+                        if vec_store:  # one 4-byte store of both
+                            assert np.all(((memo.base + idx0) * 2)[ok] % 4 == 0)
+                            assert np.all((idx1 == idx0 + 1)[ok])
                         for idx, val in ((idx0, w["o"][db][:, 2 * r]),
                                          (idx1, w["o"][db][:, 2 * r + 1])):
                             idx = idx[ok]
@@ -464,7 +460,7 @@ def test_attention_index_math_model_layout(layout, H, W, area, sm75):
 def test_attention_index_math_yolov12_p4_area():
     """One YOLOv12 P4 area at 640 on the model layout: 400 tokens, 5 x 5 tiles of 80, copies."""
     prm, ref, o = _model_layout_case(1, 1, 40, 40, 4, "nchw")
-    assert load_mode(True, prm["k"], prm["k_off"], *prm["k_s"], 400) == kVector
+    assert load_mode(True, prm["k"], prm["k_off"], *prm["k_s"], 400) == tiles().mode_vector()
     _run_and_check(prm, ref, o)
 
 
@@ -478,7 +474,27 @@ def test_attention_load_modes_are_exercised():
     for H, W in ((8, 16), (5, 7)):
         prm, _, _ = _model_layout_case(1, 1, H, W, 1, "nchw")
         seen.add((True, load_mode(True, prm["k"], prm["k_off"], *prm["k_s"], H * W)))
-    assert seen == {(False, kVector), (False, kScalar), (True, kVector), (True, kScalar)}, seen
+    vec, scalar = tiles().mode_vector(), tiles().mode_scalar()
+    assert seen == {(False, vec), (False, scalar), (True, vec), (True, scalar)}, seen
+
+
+def test_every_tile_formula_is_the_kernels_and_the_models():
+    """Every function of area_attention_tiles.h is called by the kernel, or by another of the
+    header's functions (so it is what runs on the GPU), and exposed to this model (so it is what
+    runs here): a formula written inline in the .cu instead, leaving its header twin unused,
+    fails here."""
+    import re
+
+    from _cuda_tiles import HEADER
+    kernel = (HEADER.parent / "area_attention.cu").read_text()
+    bodies = re.sub(r"^Y12_TILE_FN\s+[\w:]+\s+\w+\(", "", HEADER.read_text(), flags=re.M)
+    names = header_functions()
+    assert len(names) > 30, names
+    unused = [f for f in names
+              if f"attn::{f}(" not in kernel and not re.search(rf"\b{f}\(", bodies)]
+    assert not unused, f"area_attention_tiles.h functions the kernel does not call: {unused}"
+    assert sorted(tiles().names()) == sorted(names), "tests/area_attention_tiles_host.cpp's " \
+        "table must list every function of the header"
 
 
 # ------------------------------------------------------------------------------------------------
