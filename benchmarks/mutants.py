@@ -45,8 +45,10 @@ STEPS = "tests/test_fused_steps.py"
 MUTANTS = (
     # the three that survived the audit of issue 17
     Mutant("upsample-tiled", "yolov12/fused.py",
-           "out.unflatten(2, (H, 2)).unflatten(4, (W, 2)).copy_(x[:, :, :, None, :, None])",
-           "out.unflatten(2, (2, H)).unflatten(4, (2, W)).copy_(x[:, :, None, :, None, :])",
+           "out.unflatten(2, (H, 2)).unflatten(4, (W, 2)),\n"
+           "                      x[:, :, :, None, :, None])",
+           "out.unflatten(2, (2, H)).unflatten(4, (2, W)),\n"
+           "                      x[:, :, None, :, None, :])",
            (f"{STEPS}::test_upsample_is_nearest_interpolation_into_its_slice", FUSED_LAYERS),
            "the nearest upsample tiles the map 2x2 instead of repeating each pixel"),
     Mutant("nms-tie", "yolov12/predict.py",
@@ -81,8 +83,8 @@ MUTANTS = (
            (f"{STEPS}::test_concat_parts_at_their_slices", FUSED_LAYERS),
            "a concat part written at half its channel offset (over the part before it)"),
     Mutant("concat-copy-offset", "yolov12/fused.py",
-           "buf[:, off:off + t.shape[1]].copy_(t)",
-           "buf[:, :t.shape[1]].copy_(t)",
+           "buf[:, off:off + t.shape[1]], t)",
+           "buf[:, :t.shape[1]], t)",
            (f"{STEPS}::test_concat_parts_at_their_slices",),
            "a part already in an earlier concat is copied to channel 0 of the next one"),
     Mutant("detect-swapped-stride", "yolov12/fused.py",
