@@ -94,3 +94,23 @@ def test_fused_forward_layer_by_layer(spread_n, dtype, batch):
     assert_layers_close(outs, truth, framework, W,
                         names=[type(m).__name__ for m in model.model])
     assert_parts_in_their_slices(fast._fused, model, outs, truth)
+
+
+@interpreted
+def test_plan_replay_layer_by_layer(spread_n):
+    """The launch plan the fast model replays (yolov12/plan.py), layer by layer against the
+    float64 model: built on another image (the mirrored one), every buffer then NaN-poisoned, and
+    replayed on this one — a step the recording missed would leave a layer stale or NaN."""
+    model, x, truth = spread_n
+    from yolov12.plan import LaunchPlan
+    dtype = torch.float32
+    x, truth = x[:1], [t[:1] for t in truth]
+    framework = reference_layer_outputs(model, x, dtype)
+    fast = optimize(model, "cpu", dtype, fused_convs=True)
+    image = x.to(dtype).contiguous(memory_format=torch.channels_last)
+    plan = LaunchPlan(fast._fused, image.flip(-1), fast.device, dtype, fast.memory_format)
+    plan.poison()
+    plan.replay(image)
+    assert_layers_close(plan.layer_outputs, truth, framework, W,
+                        names=[type(m).__name__ for m in model.model])
+    assert_parts_in_their_slices(fast._fused, model, plan.layer_outputs, truth)
