@@ -35,7 +35,7 @@ from .cli_args import (
 )
 from .coco import class_names
 from .fast import FastYOLOv12
-from .images import to_rgb8
+from .images import open_image, to_rgb8
 from .model import STRIDE, YOLOv12
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
@@ -52,19 +52,11 @@ def load_image(path):
     Raises ``ValueError`` naming the file when it cannot be read: not an image, corrupt or
     truncated, or over Pillow's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``).
     """
-    from PIL import Image, ImageOps
-    try:
-        with Image.open(path) as im:
-            im = ImageOps.exif_transpose(im)
-            im.load()  # decode now: a truncated file fails here, inside this try
-            return to_rgb8(im, repr(str(path)))
-    except Image.DecompressionBombError as e:
-        raise ValueError(f"image: refusing {str(path)!r}: {e} (a decompression bomb, or a huge "
-                         "image: raise PIL.Image.MAX_IMAGE_PIXELS if you trust it)") from e
-    except Image.UnidentifiedImageError as e:
-        raise ValueError(f"image: {str(path)!r} is not an image Pillow can read") from e
-    except (OSError, SyntaxError) as e:  # truncated / corrupt data (Pillow raises both)
-        raise ValueError(f"image: cannot read {str(path)!r}: {e}") from e
+    from PIL import ImageOps
+    with open_image(path) as im:
+        im = ImageOps.exif_transpose(im)
+        im.load()  # decode now: a truncated file fails here, inside open_image
+        return to_rgb8(im, repr(str(path)))
 
 
 @dataclass
