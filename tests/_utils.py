@@ -64,13 +64,14 @@ def attention_only(qkv: torch.Tensor, num_heads: int, area: int) -> torch.Tensor
 def run_cli(*argv, cwd=None, env=None, timeout=300):
     """``python -m yolov12 ARGV...`` in a subprocess, as a user runs it, with this checkout first
     on PYTHONPATH (so the copy under test runs, also from another folder). Returns the
-    ``CompletedProcess`` (text stdout/stderr)."""
+    ``CompletedProcess`` (text stdout/stderr). ``env``: variables to set, None to unset one."""
     import os
     import subprocess
     import sys
     from pathlib import Path
     root = str(Path(__file__).resolve().parents[1])
     full_env = {**os.environ, **(env or {})}
+    full_env = {k: v for k, v in full_env.items() if v is not None}  # None: unset it
     full_env["PYTHONPATH"] = os.pathsep.join(
         [root] + [p for p in full_env.get("PYTHONPATH", "").split(os.pathsep) if p])
     return subprocess.run([sys.executable, "-m", "yolov12", *map(str, argv)], cwd=cwd,

@@ -4,8 +4,10 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from yolov12.__main__ import main
+from yolov12_kernels import dispatch
 
 
 def test_info_prints_params_and_paper_figures(capsys):
@@ -106,3 +108,45 @@ def test_predict_the_ultralytics_way(tmp_path, capsys):
     assert rc == 0
     assert (tmp_path / "exp" / "bus.jpg").is_file()
     assert json.loads((tmp_path / "exp" / "predictions.json").read_text())[0]["detections"]
+
+
+# ---------------------------------------------------------------------------------------------
+# the real command in a subprocess: one line, no traceback (each costs a torch import, ~3-5 s)
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_image(tmp_path_factory):
+    Image = pytest.importorskip("PIL.Image", reason="Pillow not installed")
+    path = tmp_path_factory.mktemp("img") / "a.png"
+    Image.new("RGB", (48, 40), (120, 40, 200)).save(path)
+    return path
+
+
+def test_a_backend_that_cannot_run_here_is_one_line(tiny_image, tmp_path):
+    from _utils import assert_one_line_error, run_cli
+    if torch.cuda.is_available():
+        pytest.skip("checks the CPU's answer to --backend triton")
+    # Triton runs on a CPU only in its interpreter, which the tests switch on: off here
+    r = run_cli("predict", tiny_image, "--model", "n", "--imgsz", "32", "--device", "cpu",
+                "--backend", "triton", "--out", tmp_path / "o", env={"TRITON_INTERPRET": None})
+    assert_one_line_error(r, "--backend: backend='triton' cannot run fused_area_attention here: "
+                             "CPU tensors run only in Triton's interpreter")
+    assert "on cpu these run: auto, sdpa, reference" in r.stderr
+    r = run_cli("val", "--images", tmp_path, "--annotations", tmp_path / "a.json", "--model", "n",
+                "--device", "cpu", env={dispatch.ENV_VAR: "bogus"})
+    assert_one_line_error(r, "YOLOV12_BACKEND='bogus' is not a backend")
+    assert "unset YOLOV12_BACKEND" in r.stderr
+
+
+@pytest.mark.parametrize("command", ["predict", "val"])
+@pytest.mark.parametrize("backend", ["cuda", "flash"])
+def test_backends_that_need_a_gpu_are_one_line_in_predict_and_val(command, backend, tiny_image,
+                                                                  tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("checks the CPU's answer")
+    where = ([str(tiny_image)] if command == "predict"
+             else ["--images", str(tmp_path), "--annotations", str(tmp_path / "a.json")])
+    with pytest.raises(SystemExit) as e:
+        main([command, *where, "--model", "n", "--device", "cpu", "--backend", backend])
+    msg = str(e.value)
+    assert msg.startswith(f"--backend: backend='{backend}' cannot run") and "\n" not in msg
+    assert msg.endswith("on cpu these run: auto, sdpa, reference")

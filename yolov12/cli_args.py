@@ -135,6 +135,29 @@ def pick_device(name: str | None) -> torch.device:
     return device
 
 
+def check_backend(backend: str, device: torch.device, half: bool = False) -> None:
+    """``--backend`` (or ``YOLOV12_BACKEND`` under "auto") against this device and dtype, before
+    any model is built: a backend that cannot run here ends the run with one line that names the
+    argument or the variable, says why, and lists what does run here."""
+    from yolov12_kernels import dispatch
+    dtype = torch.float16 if half else torch.float32
+
+    def runs(name):
+        try:  # the model's attention op, as the fast path calls it (head_dim is 32)
+            dispatch.select("fused_area_attention", name, device, dtype, 32, needs_grad=False)
+            return True
+        except (RuntimeError, ValueError):
+            return False
+    try:
+        dispatch.select("fused_area_attention", backend, device, dtype, 32, needs_grad=False)
+    except (RuntimeError, ValueError) as e:
+        # the candidates "auto" would try here anyway (probing others could mean a JIT build)
+        here = ", ".join(["auto"] + [b for b in dispatch.auto_order(device) if runs(b)])
+        named = str(e).startswith(dispatch.ENV_VAR)
+        raise SystemExit(f"{'' if named else '--backend: '}{e}; on {device} these run: {here}"
+                         + (f" (or unset {dispatch.ENV_VAR})" if named else "")) from None
+
+
 def check_half(half: bool, device: torch.device) -> None:
     if half and device.type != "cuda":
         raise SystemExit(f"--half: float16 inference needs a CUDA device, this run is on "

@@ -29,6 +29,7 @@ from . import distributed
 from .cli_args import (
     add_backend_arg,
     add_model_args,
+    check_backend,
     check_half,
     model_from_args,
     pick_device,
@@ -443,6 +444,7 @@ def run(args) -> int:
 def _run(args, files: list[Path], ctx) -> int:
     device = pick_device(distributed.device_for(ctx, args.device))
     check_half(args.half, device)
+    check_backend(args.backend, device, args.half)
     model = model_from_args(args, "predict")
     pred = Predictor(model, args.imgsz, args.conf, args.iou, args.max_det, device=device,
                      half=args.half, backend=args.backend)

@@ -26,6 +26,7 @@ from . import distributed
 from .cli_args import (
     add_backend_arg,
     add_model_args,
+    check_backend,
     check_half,
     model_from_args,
     pick_device,
@@ -412,6 +413,7 @@ def run(args) -> int:
     try:
         device = pick_device(distributed.device_for(ctx, args.device))
         check_half(args.half, device)
+        check_backend(args.backend, device, args.half)
         model = model_from_args(args, "val")
         try:
             predictor = Predictor(model, args.imgsz, args.conf, args.iou, args.max_det,
