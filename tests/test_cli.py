@@ -150,3 +150,43 @@ def test_backends_that_need_a_gpu_are_one_line_in_predict_and_val(command, backe
     msg = str(e.value)
     assert msg.startswith(f"--backend: backend='{backend}' cannot run") and "\n" not in msg
     assert msg.endswith("on cpu these run: auto, sdpa, reference")
+
+
+def test_bench_report_from_another_folder_with_out_none_writes_nothing(tmp_path):
+    """--report finds the committed records from the package, not the current folder, and
+    --out none leaves every file as it was (it used to overwrite the committed plot)."""
+    from _utils import assert_clean_exit, run_cli
+    from yolov12.bench.records import TRACKED_RESULTS
+    if not TRACKED_RESULTS.is_dir():
+        pytest.skip("no committed benchmarks/results beside this package")
+    before = {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in TRACKED_RESULTS.rglob("*")}
+    r = run_cli("bench", "--report", "--out", "none", cwd=tmp_path)
+    assert_clean_exit(r, 0, "| YOLOv12-N |")
+    assert "plot:" not in r.stdout
+    assert {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in TRACKED_RESULTS.rglob("*")} \
+        == before
+    assert not any(tmp_path.iterdir())
+
+
+def test_bench_report_without_records_says_where_it_looked(tmp_path):
+    with pytest.raises(SystemExit, match=r"^--report: no such records: .*nowhere; give --out"):
+        main(["bench", "--report", "--out", str(tmp_path / "nowhere")])
+    with pytest.raises(SystemExit, match=r"^--report: no e2e records in "):
+        main(["bench", "--report", "--out", str(tmp_path)])
+
+
+def test_bench_unsupported_device_is_one_line():
+    from _utils import assert_one_line_error, run_cli
+    r = run_cli("bench", "--device", "mps", "--model", "n")
+    assert_one_line_error(r, "--device: 'mps' is not supported by this command; use cpu, cuda")
+
+
+@pytest.mark.parametrize("argv,msg", [
+    (["--imgsz", "100"], "--imgsz: expected a positive multiple of 32"),
+    (["--imgsz", "0"], "--imgsz: expected a positive multiple of 32"),
+    (["--nc", "0"], "--nc: expected a positive number of classes, got 0"),
+])
+def test_info_bad_options_are_one_line(argv, msg):
+    with pytest.raises(SystemExit) as e:
+        main(["info", *argv])
+    assert str(e.value).startswith(msg) and "\n" not in str(e.value)
