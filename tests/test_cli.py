@@ -51,14 +51,21 @@ def test_ultralytics_style_arguments_translate_to_options():
     from yolov12.__main__ import translate
     assert translate(["predict", "model=yolo12n.pt", "source=bus.jpg", "conf=0.25",
                       "half=True", "max_det=5"]) == [
-        "predict", "--model", "yolo12n.pt", "--conf", "0.25", "--half", "--max-det", "5",
-        "bus.jpg"]
+        "predict", "--model", "yolo12n.pt", "--source", "bus.jpg", "--conf", "0.25", "--half",
+        "--max-det", "5"]
     assert translate(["detect", "val", "model=w.pt", "data=coco.yaml", "half=false"]) == [
         "val", "--model", "w.pt", "--data", "coco.yaml"]
     assert translate(["export", "model=w.pt", "format=onnx", "imgsz=640,480", "dynamic=True"]) == [
         "export", "--model", "w.pt", "--format", "onnx", "--imgsz", "640", "480", "--dynamic"]
-    assert translate(["predict", "source=a.jpg", "project=runs", "name=exp"])[-3:] == [
-        "--out", "runs/exp", "a.jpg"]
+    assert translate(["predict", "source=a.jpg", "project=runs", "name=exp"])[-2:] == [
+        "--out", "runs/exp"]
+    # every command, the same grammar: info and bench too; switches both ways
+    assert translate(["info", "model=all", "imgsz=320"]) == ["info", "--model", "all",
+                                                             "--imgsz", "320"]
+    assert translate(["bench", "model=n", "compile=False", "quick=True", "imgsz=64,96"]) == [
+        "bench", "--model", "n", "--no-compile", "--quick", "--imgsz", "64", "96"]
+    # the value of an option is never read as a key
+    assert translate(["predict", "--out", "a=b"]) == ["predict", "--out", "a=b"]
     # flags pass through untouched, and so do other commands
     assert translate(["predict", "a.jpg", "--conf", "0.5"]) == ["predict", "a.jpg", "--conf", "0.5"]
     assert translate(["info", "--model", "n"]) == ["info", "--model", "n"]
@@ -190,3 +197,59 @@ def test_info_bad_options_are_one_line(argv, msg):
     with pytest.raises(SystemExit) as e:
         main(["info", *argv])
     assert str(e.value).startswith(msg) and "\n" not in str(e.value)
+
+
+def test_every_option_of_every_command_is_also_a_key():
+    """One grammar: a command's keys are exactly its --options (``_`` for ``-``)."""
+    from yolov12.__main__ import _keys, _subcommands, build_parser, translate
+    parser = build_parser()
+    subs = _subcommands(parser)
+    assert set(subs) == {"info", "bench", "predict", "val", "export"}
+    for name, sub in subs.items():
+        for key, (opt, action) in _keys(sub).items():
+            switch = action.nargs == 0
+            got = translate([name, f"{key}={'True' if switch else '1'}"], parser)
+            assert got == [name, opt] + ([] if switch else ["1"]), (name, key, got)
+        with pytest.raises(SystemExit, match=rf"^bogus=: not an argument of `yolov12 {name}`"):
+            translate([name, "bogus=1"], parser)
+    # the keys the docs give for export are its options
+    keys = _keys(subs["export"])
+    assert {"half", "device", "backend", "batch", "opset", "dynamic", "format"} <= set(keys)
+
+
+def test_key_value_on_info_and_a_doubled_source_in_the_real_command(tiny_image, tmp_path):
+    from _utils import assert_clean_exit, assert_one_line_error, run_cli
+    r = run_cli("info", "model=n", "imgsz=64", "nc=3")
+    assert_clean_exit(r, 0, "At 64x64, nc=3")
+    r = run_cli("predict", tiny_image, f"source={tiny_image}", "model=n", "device=cpu",
+                f"project={tmp_path}")
+    assert_one_line_error(r, "both name the images; give them one way")
+
+
+def test_export_takes_its_documented_keys(tmp_path, capsys):
+    out = tmp_path / "m.onnx"
+    base = ["export", "model=n", "imgsz=32", f"out={out}", "check=False"]
+    with pytest.raises(SystemExit, match=r"^check=: not an argument"):
+        main(base)
+    base[-1] = "no_check=True"
+    with pytest.raises(SystemExit) as e:
+        main(base + ["half=True"])
+    assert str(e.value).startswith("--half: export writes a float32 ONNX file")
+    with pytest.raises(SystemExit) as e:
+        main(base + ["backend=sdpa"])
+    assert str(e.value).startswith("--backend sdpa: the ONNX file computes area attention with "
+                                   "standard ONNX ops")
+    assert main(base + ["device=cpu", "backend=reference", "batch=2", "half=False"]) == 0
+    assert "input: images (2, 3, 32, 32) exactly" in capsys.readouterr().out
+
+
+def test_nc_with_a_checkpoint_must_match_it(tmp_path, tiny_image):
+    from yolov12 import YOLOv12
+    weights = tmp_path / "w.pt"
+    torch.save(YOLOv12("n", nc=5).state_dict(), weights)
+    base = ["predict", str(tiny_image), "--weights", str(weights), "--imgsz", "32", "--device",
+            "cpu", "--out", str(tmp_path / "o")]
+    with pytest.raises(SystemExit) as e:
+        main(base + ["--nc", "3"])
+    assert str(e.value) == f"--nc 3 contradicts {weights}, which holds 5 classes; drop --nc"
+    assert main(base + ["nc=5"]) == 0  # the same number is no contradiction

@@ -22,7 +22,13 @@ from pathlib import Path
 
 import torch
 
-from .cli_args import add_model_args, model_from_args, weights_and_scale
+from .cli_args import (
+    BACKEND_CHOICES,
+    add_model_args,
+    model_from_args,
+    pick_device,
+    weights_and_scale,
+)
 from .model import STRIDE, YOLOv12
 
 # fp32 tolerance, the flash-attention rule (docs/design.md): against a float64 run of the same model,
@@ -227,6 +233,16 @@ def add_parser(sub) -> None:
                    help="batch, height and width as dynamic axes: one file for letterboxed "
                         "inputs of any aspect ratio (sides multiples of 32)")
     p.add_argument("--dynamic-batch", action="store_true", help="batch size as a dynamic axis")
+    p.add_argument("--batch", type=int, default=1,
+                   help="batch of the file's input (default 1; with --dynamic, any)")
+    p.add_argument("--device", default=None,
+                   help="accepted for ultralytics' device=...: the model is traced on the CPU "
+                        "(the ONNX file is the same for every device)")
+    p.add_argument("--half", action="store_true",
+                   help="not supported: the file is float32 (refused with one line)")
+    p.add_argument("--backend", default="auto", choices=BACKEND_CHOICES,
+                   help="the file always computes area attention with standard ONNX ops (the "
+                        "reference backend): auto or reference; custom kernels cannot be exported")
     p.add_argument("--opset", type=int, default=None,
                    help="ONNX opset (default 17; 18 with --exporter dynamo; the range the "
                         "installed torch writes is checked first)")
@@ -242,6 +258,19 @@ def run(args) -> int:
     if len(args.imgsz) not in (1, 2):
         raise SystemExit("--imgsz: give one size (square) or two (H W)")
     h, w = (args.imgsz * 2)[:2]
+    if args.batch < 1:
+        raise SystemExit(f"--batch: expected a value >= 1, got {args.batch}")
+    if args.half:
+        raise SystemExit("--half: export writes a float32 ONNX file (float16 export is not "
+                         "supported); drop --half")
+    if args.backend not in ("auto", "reference"):
+        raise SystemExit(f"--backend {args.backend}: the ONNX file computes area attention with "
+                         "standard ONNX ops (the reference backend), custom kernels cannot be "
+                         "exported; drop --backend")
+    device = pick_device(args.device or "cpu")  # a bad name: the one line predict gives
+    if device.type != "cpu":
+        print(f"note: --device {args.device}: the model is traced on the CPU; the ONNX file is the "
+              "same for every device")
     try:  # before the model is built: torch would fail only after tracing, printing the graph
         args.opset = check_opset(args.opset, args.exporter)
     except ValueError as e:
@@ -251,7 +280,7 @@ def run(args) -> int:
     out = args.out or (Path(weights).with_suffix(".onnx").name if weights
                        else f"yolov12{model.scale}.onnx")
     try:
-        path = export_onnx(model, out, (h, w), dynamic_batch=args.dynamic_batch,
+        path = export_onnx(model, out, (h, w), batch=args.batch, dynamic_batch=args.dynamic_batch,
                            opset=args.opset, exporter=args.exporter, dynamic=args.dynamic)
     except ValueError as e:  # "dynamic_batch: ..." -> "--dynamic-batch: ..."
         key, _, why = str(e).partition(":")
@@ -265,7 +294,8 @@ def run(args) -> int:
         print("input: images (batch, 3, height, width), sides multiples of 32: letterboxed "
               "images of any aspect ratio go in as they are")
     else:
-        print(f"input: images ({'batch' if args.dynamic_batch else 1}, 3, {h}, {w}) exactly: pad "
+        print(f"input: images ({'batch' if args.dynamic_batch else args.batch}, 3, {h}, {w}) "
+              "exactly: pad "
               "letterboxed images of other aspect ratios (e.g. predict's 640x480 for a 4:3 "
               f"photo) to {h}x{w}, or export with --dynamic")
     if not args.no_check:
@@ -275,7 +305,7 @@ def run(args) -> int:
         except ImportError as e:
             raise SystemExit(f"export: cannot check the file without onnx and onnxruntime ({e}); "
                              "pip install onnx onnxruntime, or pass --no-check") from e
-        b = 2 if (args.dynamic_batch or args.dynamic) else 1
+        b = max(2, args.batch) if (args.dynamic_batch or args.dynamic) else args.batch
         shapes = [(b, 3, h, w)]
         if args.dynamic:  # another aspect ratio than the example input's, to check the axes
             shapes.append((1, 3, w, h) if h != w else (1, 3, h, max(STRIDE, w - STRIDE)))

@@ -397,6 +397,9 @@ def output_names(files: list[Path]) -> list[str]:
 def add_parser(sub) -> None:
     p = sub.add_parser("predict", help="detect objects in images; write annotated images + JSON")
     p.add_argument("images", nargs="*", metavar="IMAGE", help="image files or directories")
+    p.add_argument("--source", action="append", default=None, metavar="PATH",
+                   help="an image file or directory, instead of IMAGE (may repeat; ultralytics' "
+                        "source=PATH)")
     add_model_args(p)
     p.add_argument("--conf", type=float, default=0.25, help="score threshold (default 0.25)")
     p.add_argument("--iou", type=float, default=0.7, help="NMS IoU threshold (default 0.7)")
@@ -431,6 +434,10 @@ def run(args) -> int:
                         ("--max-det", args.max_det, 1)):
         if v < lo:
             raise SystemExit(f"{flag}: expected a value >= {lo}, got {v}")
+    if args.source and args.images:
+        raise SystemExit(f"--source {' '.join(args.source)} and IMAGE {' '.join(args.images)} "
+                         "both name the images; give them one way")
+    args.images = args.images or args.source
     if not args.images:
         raise SystemExit("predict: name the images (IMAGE... or source=PATH)")
     files = expand_images(args.images)
