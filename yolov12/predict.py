@@ -322,6 +322,11 @@ def draw(image, det: Detections, names: dict[int, str]):
     font = label_font(im.size)
     lw = max(2, round(0.003 * (im.size[0] + im.size[1]) / 2))
     for box, score, label in zip(det.boxes.tolist(), det.scores.tolist(), det.labels.tolist()):
+        # corners in order: an inverted box (x2 < x1, from an exported or hand-made model) is
+        # drawn as the box it spans, not a Pillow error that would lose the image's record
+        x1, x2 = sorted(box[0::2])
+        y1, y2 = sorted(box[1::2])
+        box = [x1, y1, x2, y2]
         color = _PALETTE[int(label) % len(_PALETTE)]
         d.rectangle(box, outline=color, width=lw)
         text = f"{names.get(int(label), label)} {score:.2f}"
@@ -497,15 +502,22 @@ def _run(args, files: list[Path], ctx) -> int:
             dets = pred([im for *_, im in loaded])
             infer_ms = 1000.0 * (pred.times["infer"] - infer_before) / max(len(loaded), 1)
             for (i, f, name, im), det in zip(loaded, dets):
-                draw(im, det, pred.names).save(out_dir / name)
                 records.append((i, _record(f, out_dir / name, im, det, pred.names)))
+                draw(im, det, pred.names).save(out_dir / name)
                 h, w = det.input_shape
                 say(f"image {i + 1}/{len(files)} {f}: {h}x{w} {summarize(det, pred.names)}, "
                     f"{infer_ms:.1f}ms")
             if bar is not None:
                 bar.update(len(chunk))
+    except KeyboardInterrupt:
+        if ctx.world > 1:
+            raise
+        write_json(records)  # what was done is not lost
+        print(f"\npredict: interrupted; {out_dir / 'predictions.json'} holds the {len(records)} "
+              f"of {len(files)} images done so far", file=sys.stderr)
+        return 130  # the shell's code for a run ended by Ctrl-C (128 + SIGINT)
     except BaseException:
-        if ctx.world == 1:  # also on Ctrl-C: what was done is not lost
+        if ctx.world == 1:  # an error: what was done is not lost either
             write_json(records)
         raise
     finally:
