@@ -2,6 +2,7 @@
 import json
 import subprocess
 import sys
+from unittest import mock
 
 import pytest
 import torch
@@ -239,8 +240,20 @@ def test_export_takes_its_documented_keys(tmp_path, capsys):
         main(base + ["backend=sdpa"])
     assert str(e.value).startswith("--backend sdpa: the ONNX file computes area attention with "
                                    "standard ONNX ops")
-    assert main(base + ["device=cpu", "backend=reference", "batch=2", "half=False"]) == 0
-    assert "input: images (2, 3, 32, 32) exactly" in capsys.readouterr().out
+    import yolov12.export as E
+    asked = {}
+
+    def fake_export(model, path, imgsz, **kw):  # the options as export_onnx receives them
+        asked.update(kw, imgsz=imgsz)
+        path = E.Path(path)
+        path.write_bytes(b"onnx")
+        return path
+    with mock.patch.object(E, "export_onnx", fake_export):
+        assert main(base + ["device=cpu", "backend=reference", "batch=2", "half=False",
+                            "opset=12", "dynamic_batch=True"]) == 0
+    assert asked == dict(imgsz=(32, 32), batch=2, dynamic_batch=True, opset=12,
+                         exporter="torchscript", dynamic=False)
+    assert "input: images (batch, 3, 32, 32) exactly" in capsys.readouterr().out
 
 
 def test_nc_with_a_checkpoint_must_match_it(tmp_path, tiny_image):
