@@ -59,3 +59,39 @@ def attention_only(qkv: torch.Tensor, num_heads: int, area: int) -> torch.Tensor
     from yolov12_kernels import reference
     return reference.attention_plus_pe(
         qkv, num_heads, lambda q, k, v: reference.area_attention(q, k, v, area), torch.zeros_like)
+
+
+def run_cli(*argv, cwd=None, env=None, timeout=300):
+    """``python -m yolov12 ARGV...`` in a subprocess, as a user runs it, with this checkout first
+    on PYTHONPATH (so the copy under test runs, also from another folder). Returns the
+    ``CompletedProcess`` (text stdout/stderr). ``env``: variables to set, None to unset one."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = str(Path(__file__).resolve().parents[1])
+    full_env = {**os.environ, **(env or {})}
+    full_env = {k: v for k, v in full_env.items() if v is not None}  # None: unset it
+    full_env["PYTHONPATH"] = os.pathsep.join(
+        [root] + [p for p in full_env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    return subprocess.run([sys.executable, "-m", "yolov12", *map(str, argv)], cwd=cwd,
+                          env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+def assert_clean_exit(r, code, *texts):
+    """The command ended with exit ``code``, printed no traceback, and said each of ``texts``
+    (on stdout or stderr)."""
+    out = r.stdout + r.stderr
+    assert "Traceback" not in out, out[-3000:]
+    assert r.returncode == code, (r.returncode, out[-3000:])
+    for text in texts:
+        assert text in out, (text, out[-3000:])
+
+
+def assert_one_line_error(r, text):
+    """A refused command: exit code 1 or 2, no traceback, and ``text`` in one line of stderr."""
+    out = r.stdout + r.stderr
+    assert "Traceback" not in out, out[-3000:]
+    assert r.returncode in (1, 2), (r.returncode, out[-3000:])
+    lines = [line for line in r.stderr.splitlines() if text in line]
+    assert lines, (text, r.stderr[-3000:])

@@ -2,10 +2,13 @@
 import json
 import subprocess
 import sys
+from unittest import mock
 
 import pytest
+import torch
 
 from yolov12.__main__ import main
+from yolov12_kernels import dispatch
 
 
 def test_info_prints_params_and_paper_figures(capsys):
@@ -49,14 +52,21 @@ def test_ultralytics_style_arguments_translate_to_options():
     from yolov12.__main__ import translate
     assert translate(["predict", "model=yolo12n.pt", "source=bus.jpg", "conf=0.25",
                       "half=True", "max_det=5"]) == [
-        "predict", "--model", "yolo12n.pt", "--conf", "0.25", "--half", "--max-det", "5",
-        "bus.jpg"]
+        "predict", "--model", "yolo12n.pt", "--source", "bus.jpg", "--conf", "0.25", "--half",
+        "--max-det", "5"]
     assert translate(["detect", "val", "model=w.pt", "data=coco.yaml", "half=false"]) == [
         "val", "--model", "w.pt", "--data", "coco.yaml"]
     assert translate(["export", "model=w.pt", "format=onnx", "imgsz=640,480", "dynamic=True"]) == [
         "export", "--model", "w.pt", "--format", "onnx", "--imgsz", "640", "480", "--dynamic"]
-    assert translate(["predict", "source=a.jpg", "project=runs", "name=exp"])[-3:] == [
-        "--out", "runs/exp", "a.jpg"]
+    assert translate(["predict", "source=a.jpg", "project=runs", "name=exp"])[-2:] == [
+        "--out", "runs/exp"]
+    # every command, the same grammar: info and bench too; switches both ways
+    assert translate(["info", "model=all", "imgsz=320"]) == ["info", "--model", "all",
+                                                             "--imgsz", "320"]
+    assert translate(["bench", "model=n", "compile=False", "quick=True", "imgsz=64,96"]) == [
+        "bench", "--model", "n", "--no-compile", "--quick", "--imgsz", "64", "96"]
+    # the value of an option is never read as a key
+    assert translate(["predict", "--out", "a=b"]) == ["predict", "--out", "a=b"]
     # flags pass through untouched, and so do other commands
     assert translate(["predict", "a.jpg", "--conf", "0.5"]) == ["predict", "a.jpg", "--conf", "0.5"]
     assert translate(["info", "--model", "n"]) == ["info", "--model", "n"]
@@ -106,3 +116,153 @@ def test_predict_the_ultralytics_way(tmp_path, capsys):
     assert rc == 0
     assert (tmp_path / "exp" / "bus.jpg").is_file()
     assert json.loads((tmp_path / "exp" / "predictions.json").read_text())[0]["detections"]
+
+
+# ---------------------------------------------------------------------------------------------
+# the real command in a subprocess: one line, no traceback (each costs a torch import, ~3-5 s)
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_image(tmp_path_factory):
+    Image = pytest.importorskip("PIL.Image", reason="Pillow not installed")
+    path = tmp_path_factory.mktemp("img") / "a.png"
+    Image.new("RGB", (48, 40), (120, 40, 200)).save(path)
+    return path
+
+
+def test_a_backend_that_cannot_run_here_is_one_line(tiny_image, tmp_path):
+    from _utils import assert_one_line_error, run_cli
+    if torch.cuda.is_available():
+        pytest.skip("checks the CPU's answer to --backend triton")
+    # Triton runs on a CPU only in its interpreter, which the tests switch on: off here
+    r = run_cli("predict", tiny_image, "--model", "n", "--imgsz", "32", "--device", "cpu",
+                "--backend", "triton", "--out", tmp_path / "o", env={"TRITON_INTERPRET": None})
+    assert_one_line_error(r, "--backend: backend='triton' cannot run fused_area_attention here: "
+                             "CPU tensors run only in Triton's interpreter")
+    assert "on cpu these run: auto, sdpa, reference" in r.stderr
+    r = run_cli("val", "--images", tmp_path, "--annotations", tmp_path / "a.json", "--model", "n",
+                "--device", "cpu", env={dispatch.ENV_VAR: "bogus"})
+    assert_one_line_error(r, "YOLOV12_BACKEND='bogus' is not a backend")
+    assert "unset YOLOV12_BACKEND" in r.stderr
+
+
+@pytest.mark.parametrize("command", ["predict", "val"])
+@pytest.mark.parametrize("backend", ["cuda", "flash"])
+def test_backends_that_need_a_gpu_are_one_line_in_predict_and_val(command, backend, tiny_image,
+                                                                  tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("checks the CPU's answer")
+    where = ([str(tiny_image)] if command == "predict"
+             else ["--images", str(tmp_path), "--annotations", str(tmp_path / "a.json")])
+    with pytest.raises(SystemExit) as e:
+        main([command, *where, "--model", "n", "--device", "cpu", "--backend", backend])
+    msg = str(e.value)
+    assert msg.startswith(f"--backend: backend='{backend}' cannot run") and "\n" not in msg
+    assert msg.endswith("on cpu these run: auto, sdpa, reference")
+
+
+def test_bench_report_from_another_folder_with_out_none_writes_nothing(tmp_path):
+    """--report finds the committed records from the package, not the current folder, and
+    --out none leaves every file as it was (it used to overwrite the committed plot)."""
+    from _utils import assert_clean_exit, run_cli
+    from yolov12.bench.records import TRACKED_RESULTS
+    if not TRACKED_RESULTS.is_dir():
+        pytest.skip("no committed benchmarks/results beside this package")
+    before = {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in TRACKED_RESULTS.rglob("*")}
+    r = run_cli("bench", "--report", "--out", "none", cwd=tmp_path)
+    assert_clean_exit(r, 0, "| YOLOv12-N |")
+    assert "plot:" not in r.stdout
+    assert {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in TRACKED_RESULTS.rglob("*")} \
+        == before
+    assert not any(tmp_path.iterdir())
+
+
+def test_bench_report_without_records_says_where_it_looked(tmp_path):
+    with pytest.raises(SystemExit, match=r"^--report: no such records: .*nowhere; give --out"):
+        main(["bench", "--report", "--out", str(tmp_path / "nowhere")])
+    with pytest.raises(SystemExit, match=r"^--report: no e2e records in "):
+        main(["bench", "--report", "--out", str(tmp_path)])
+
+
+def test_bench_unsupported_device_is_one_line():
+    from _utils import assert_one_line_error, run_cli
+    r = run_cli("bench", "--device", "mps", "--model", "n")
+    assert_one_line_error(r, "--device: 'mps' is not supported by this command; use cpu, cuda")
+
+
+@pytest.mark.parametrize("argv,msg", [
+    (["--imgsz", "100"], "--imgsz: expected a positive multiple of 32"),
+    (["--imgsz", "0"], "--imgsz: expected a positive multiple of 32"),
+    (["--nc", "0"], "--nc: expected a positive number of classes, got 0"),
+])
+def test_info_bad_options_are_one_line(argv, msg):
+    with pytest.raises(SystemExit) as e:
+        main(["info", *argv])
+    assert str(e.value).startswith(msg) and "\n" not in str(e.value)
+
+
+def test_every_option_of_every_command_is_also_a_key():
+    """One grammar: a command's keys are exactly its --options (``_`` for ``-``)."""
+    from yolov12.__main__ import _keys, _subcommands, build_parser, translate
+    parser = build_parser()
+    subs = _subcommands(parser)
+    assert set(subs) == {"info", "bench", "predict", "val", "export"}
+    for name, sub in subs.items():
+        for key, (opt, action) in _keys(sub).items():
+            switch = action.nargs == 0
+            got = translate([name, f"{key}={'True' if switch else '1'}"], parser)
+            assert got == [name, opt] + ([] if switch else ["1"]), (name, key, got)
+        with pytest.raises(SystemExit, match=rf"^bogus=: not an argument of `yolov12 {name}`"):
+            translate([name, "bogus=1"], parser)
+    # the keys the docs give for export are its options
+    keys = _keys(subs["export"])
+    assert {"half", "device", "backend", "batch", "opset", "dynamic", "format"} <= set(keys)
+
+
+def test_key_value_on_info_and_a_doubled_source_in_the_real_command(tiny_image, tmp_path):
+    from _utils import assert_clean_exit, assert_one_line_error, run_cli
+    r = run_cli("info", "model=n", "imgsz=64", "nc=3")
+    assert_clean_exit(r, 0, "At 64x64, nc=3")
+    r = run_cli("predict", tiny_image, f"source={tiny_image}", "model=n", "device=cpu",
+                f"project={tmp_path}")
+    assert_one_line_error(r, "both name the images; give them one way")
+
+
+def test_export_takes_its_documented_keys(tmp_path, capsys):
+    out = tmp_path / "m.onnx"
+    base = ["export", "model=n", "imgsz=32", f"out={out}", "check=False"]
+    with pytest.raises(SystemExit, match=r"^check=: not an argument"):
+        main(base)
+    base[-1] = "no_check=True"
+    with pytest.raises(SystemExit) as e:
+        main(base + ["half=True"])
+    assert str(e.value).startswith("--half: export writes a float32 ONNX file")
+    with pytest.raises(SystemExit) as e:
+        main(base + ["backend=sdpa"])
+    assert str(e.value).startswith("--backend sdpa: the ONNX file computes area attention with "
+                                   "standard ONNX ops")
+    import yolov12.export as E
+    asked = {}
+
+    def fake_export(model, path, imgsz, **kw):  # the options as export_onnx receives them
+        asked.update(kw, imgsz=imgsz)
+        path = E.Path(path)
+        path.write_bytes(b"onnx")
+        return path
+    with mock.patch.object(E, "export_onnx", fake_export):
+        assert main(base + ["device=cpu", "backend=reference", "batch=2", "half=False",
+                            "opset=12", "dynamic_batch=True"]) == 0
+    assert asked == dict(imgsz=(32, 32), batch=2, dynamic_batch=True, opset=12,
+                         exporter="torchscript", dynamic=False)
+    assert "input: images (batch, 3, 32, 32) exactly" in capsys.readouterr().out
+
+
+def test_nc_with_a_checkpoint_must_match_it(tmp_path, tiny_image):
+    from yolov12 import YOLOv12
+    weights = tmp_path / "w.pt"
+    torch.save(YOLOv12("n", nc=5).state_dict(), weights)
+    base = ["predict", str(tiny_image), "--weights", str(weights), "--imgsz", "32", "--device",
+            "cpu", "--out", str(tmp_path / "o")]
+    with pytest.raises(SystemExit) as e:
+        main(base + ["--nc", "3"])
+    assert str(e.value) == f"--nc 3 contradicts {weights}, which holds 5 classes; drop --nc"
+    assert main(base + ["nc=5"]) == 0  # the same number is no contradiction

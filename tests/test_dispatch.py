@@ -1,5 +1,7 @@
 """Backend selection: explicit choice, environment override, auto fall-back, clear errors."""
 import logging
+import os
+from unittest import mock
 
 import pytest
 import torch
@@ -42,6 +44,19 @@ def test_environment_variable_forces_a_backend(monkeypatch):
     q, k, v = qkv_inputs()
     yk.area_attention(q, k, v, 2)
     assert calls == [1]
+
+
+def test_a_bad_environment_variable_is_named_in_the_error():
+    q, k, v = qkv_inputs()
+    with mock.patch.dict(os.environ, {dispatch.ENV_VAR: "bogus"}):
+        with pytest.raises(ValueError, match=r"^YOLOV12_BACKEND='bogus' is not a backend"):
+            yk.area_attention(q, k, v, 2)
+    with mock.patch.dict(os.environ, {dispatch.ENV_VAR: "flash"}):
+        with pytest.raises(RuntimeError, match=r"^YOLOV12_BACKEND='flash' cannot run"):
+            yk.area_attention(q, k, v, 2)
+        # an explicit argument wins over the variable, and is what an error then names
+        with pytest.raises(RuntimeError, match=r"^backend='flash' cannot run"):
+            yk.area_attention(q, k, v, 2, backend="flash")
 
 
 def test_requesting_an_unusable_backend_raises_with_reason():

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
+from unittest import mock
 
 import pytest
 import torch
@@ -133,3 +135,57 @@ def test_export_cli_says_what_input_the_file_takes(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "(batch, 3, height, width)" in text
     assert "on (2, 3, 64, 96)" in text and "on (1, 3, 96, 64)" in text
+
+
+def test_opset_out_of_range_is_one_line_before_anything_is_built(tmp_path):
+    from _utils import assert_one_line_error, run_cli
+    from yolov12.export import opset_range
+    lo, hi = opset_range("torchscript")
+    out = tmp_path / "m.onnx"
+    r = run_cli("export", "--model", "n", "--imgsz", "32", "--opset", "99", "--out", out)
+    assert_one_line_error(r, f"--opset: the torchscript exporter of torch {torch.__version__} "
+                             f"writes opsets {lo} to {hi} of this model, got 99")
+    assert len(r.stderr.strip().splitlines()) == 1 and not out.exists()
+    for argv, msg in ((["--opset", "7"], "got 7"),
+                      (["--exporter", "dynamo", "--opset", "17"], "dynamo exporter of torch"),
+                      (["--exporter", "dynamo", "--dynamic-batch"], "--dynamic-batch: torch.export "
+                                                                    "fixes this model's batch")):
+        with pytest.raises(SystemExit) as e:
+            main(["export", "--model", "n", "--imgsz", "32", "--out", str(out), *argv])
+        assert msg in str(e.value) and "\n" not in str(e.value)
+    with pytest.raises(ValueError, match="^opset: "):
+        export_onnx(YOLOv12("n"), out, 32, opset=lo - 1)
+
+
+def test_export_size_line_counts_the_weights_file_beside_the_graph(tmp_path, capsys):
+    """The dynamo exporter writes the weights to <file>.data: the size printed includes them."""
+    import yolov12.export as E
+
+    def fake_export(model, path, *a, **k):
+        path = Path(path)
+        path.write_bytes(b"g" * 300_000)
+        path.with_name(path.name + ".data").write_bytes(b"w" * 10_000_000)
+        return path
+    out = tmp_path / "m.onnx"
+    with mock.patch.object(E, "export_onnx", fake_export):
+        assert main(["export", "--model", "n", "--imgsz", "32", "--out", str(out),
+                     "--no-check"]) == 0
+    assert "(10.3 MB with its weights in m.onnx.data, opset 17" in capsys.readouterr().out
+    # a new export to the same name removes the old weights file: it would be stale (torch's
+    # exporter stubbed: only the files around it matter here)
+    with mock.patch.object(torch.onnx, "export", lambda m, x, f, **k: Path(f).write_bytes(b"g")):
+        export_onnx(YOLOv12("n"), out, 32)
+    assert E.onnx_files(out) == [out]
+
+
+@pytest.mark.slow
+def test_dynamo_exporter_works_on_this_torch(tmp_path):
+    """The docs say the dynamo exporter works (torch 2.13): one fixed-size export, checked."""
+    pytest.importorskip("onnxscript", reason="the dynamo exporter needs onnxscript")
+    from yolov12.export import onnx_files
+    model = lively(YOLOv12("n"))
+    original = copy.deepcopy(model)
+    path = export_onnx(model, tmp_path / "dyn.onnx", imgsz=32, exporter="dynamo")
+    assert [f.name for f in onnx_files(path)] == ["dyn.onnx", "dyn.onnx.data"]
+    report = check_onnx(original, path, torch.rand(1, 3, 32, 32), print_fn=lambda *_: None)
+    assert all(err <= allowed for err, allowed in report.values()), report

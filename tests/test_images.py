@@ -3,6 +3,7 @@ files fail with a message that names them."""
 from __future__ import annotations
 
 import struct
+import warnings
 import zlib
 
 import numpy as np
@@ -117,3 +118,16 @@ def test_unreadable_files_name_the_file(tmp_path):
     _png_header_only(bomb, 30000, 30000)  # 900 M pixels, over twice Pillow's default limit
     with pytest.raises(ValueError, match="refusing.*bomb.png.*decompression bomb"):
         load_image(bomb)
+
+
+def test_images_between_pillows_limit_and_twice_it_are_refused_too(tmp_path):
+    """Pillow only warns there (and decodes anyway); the documented limit is its limit."""
+    limit = Image.MAX_IMAGE_PIXELS
+    side = int((1.5 * limit) ** 0.5)  # 1.5x the limit: past it, under twice it
+    bomb = tmp_path / "big.png"
+    _png_header_only(bomb, side, side)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with pytest.raises(ValueError, match="refusing.*big.png.*decompression bomb"):
+            load_image(bomb)
+    assert not seen, [str(w.message) for w in seen]  # no raw DecompressionBombWarning either

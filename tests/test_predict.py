@@ -232,11 +232,59 @@ def test_predict_writes_predictions_json_even_when_interrupted(tmp_path, monkeyp
         return Image.new("RGB", (8, 8))
     monkeypatch.setattr(P, "draw", draw_then_stop)
     out = tmp_path / "out"
-    with pytest.raises(KeyboardInterrupt):
-        main(["predict", str(folder), "--weights", str(weights_file), "--imgsz", "64",
-              "--out", str(out), "--device", "cpu", "--no-progress"])
+    rc = main(["predict", str(folder), "--weights", str(weights_file), "--imgsz", "64",
+               "--out", str(out), "--device", "cpu", "--no-progress"])
+    assert rc == 130
     records = json.loads((out / "predictions.json").read_text())
-    assert len(records) == 1 and records[0]["image"].endswith("img0.png")
+    # the second image's boxes were recorded before its picture was being drawn
+    assert [r["image"].rsplit("/", 1)[-1] for r in records] == ["img0.png", "img1.png"]
+
+
+def test_ctrl_c_in_the_real_command_is_one_line_and_keeps_the_json(tmp_path, weights_file):
+    """SIGINT sent to a running `yolov12 predict`: no traceback, one line that says where the
+    images done so far are, and predictions.json holds them."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(150):  # far more than run before the signal arrives
+        Image.new("RGB", (40, 32), (i % 256, 90, 160)).save(folder / f"{i:03d}.png")
+    out = tmp_path / "out"
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]),
+           "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "yolov12", "predict", str(folder), "--weights",
+                             str(weights_file), "--imgsz", "32", "--device", "cpu", "--out",
+                             str(out), "--no-progress"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        for line in proc.stdout:
+            if line.startswith("image 3/"):
+                break
+        proc.send_signal(signal.SIGINT)
+        rest, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err + rest
+    said = [line for line in err.splitlines() if "interrupted" in line]
+    assert len(said) == 1 and "predictions.json holds the" in said[0] and "of 150 images" in said[0]
+    records = json.loads((out / "predictions.json").read_text())
+    assert 3 <= len(records) < 150 and f"holds the {len(records)} of 150" in said[0]
+
+
+def test_an_inverted_box_is_drawn_and_kept():
+    from yolov12.predict import Detections, draw
+    im = Image.new("RGB", (80, 60), (0, 0, 0))
+    det = Detections(torch.tensor([[50.0, 40.0, 10.0, 12.0]]), torch.tensor([0.9]),
+                     torch.tensor([0]))
+    drawn = np.asarray(draw(im, det, {0: "person"}))
+    assert drawn[12:41, 10].any() and drawn[12:41, 50].any()  # both vertical sides, in order
+    assert not drawn[50:, 60:].any()  # nothing outside the box and its label
 
 
 def test_predict_output_folder_is_not_overwritten(tmp_path, capsys, weights_file):

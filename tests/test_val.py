@@ -258,3 +258,47 @@ def test_val_cli_the_ultralytics_way(dataset, tmp_path, capsys):
         rc = main(["val", "model=n", "nc=3", f"data={yaml}", "imgsz=64", "batch=2",
                    "workers=0", f"out={tmp_path / 'r.json'}", "device=cpu"])
     assert rc == 0 and "mAP50-95" in capsys.readouterr().out
+
+
+def _spoil(img_dir):
+    """c.jpg truncated after its header (the header reads, the pixels do not: the failure happens
+    while decoding, in a DataLoader worker) and d.png replaced by text (fails at the header)."""
+    import numpy as np
+    noise = np.random.default_rng(0).integers(0, 256, (90, 200, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(img_dir / "c.jpg", quality=95)
+    data = (img_dir / "c.jpg").read_bytes()
+    (img_dir / "c.jpg").write_bytes(data[: len(data) * 2 // 3])
+    (img_dir / "d.png").write_text("<html>not an image</html>")
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_val_skips_unreadable_images_and_scores_the_rest(dataset, tmp_path, workers):
+    img_dir, ann = dataset
+    _spoil(img_dir)
+    lines = []
+    out = tmp_path / "res.json"
+    m = evaluate(img_dir, ann, StubPredictor(), batch=2, workers=workers, out=out,
+                 progress=False, print_fn=lines.append)
+    # the two readable images, scored on their own ground truth only: c.jpg's three boxes would
+    # be misses if it were still counted
+    assert m["AP"] == pytest.approx(1.0) and m["images"] == 2
+    assert sorted(p.rsplit("/", 1)[-1] for p in m["skipped"]) == ["c.jpg", "d.png"]
+    text = "\n".join(lines)
+    assert "2 of 4 images could not be read and were skipped; the metrics cover the other 2" in text
+    assert "c.jpg" in text and "d.png" in text
+    assert {r["image_id"] for r in json.loads(out.read_text())} == {1000, 1007}
+
+
+def test_val_cli_with_unreadable_images_default_workers(dataset, tmp_path):
+    """The real command, default workers: no worker traceback, the metrics and results file."""
+    from _utils import assert_clean_exit, run_cli
+    img_dir, ann = dataset
+    _spoil(img_dir)
+    out = tmp_path / "res.json"
+    r = run_cli("val", "--images", img_dir, "--annotations", ann, "--model", "n", "--nc", "3",
+                "--imgsz", "32", "--batch", "2", "--device", "cpu", "--out", out)
+    assert_clean_exit(r, 1, "2 of 4 images could not be read", "cover the other 2",
+                      "on 2 images", "2 unreadable image(s) skipped")
+    assert out.is_file()
+    # the progress bar (stderr) ends at the number of images, not one short
+    assert "4/4" in r.stderr and "0/1" not in r.stderr

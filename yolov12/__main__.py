@@ -3,73 +3,101 @@ run as ``python -m yolov12`` and under ``torchrun ... -m yolov12``.
 
 Besides the ``--flag value`` options, the ultralytics way of writing a command is accepted:
 ``yolov12 predict model=yolo12n.pt source=bus.jpg conf=0.25``, ``yolov12 val model=yolo12n.pt
-data=coco.yaml``, ``yolov12 export model=yolo12n.pt format=onnx`` (and ``yolov12 detect predict
-...``). Each ``key=value`` becomes the option of the same meaning (``translate``); an unknown key
-ends the run with the list of known ones.
+data=coco.yaml``, ``yolov12 export model=yolo12n.pt format=onnx``, ``yolov12 bench model=n
+device=cpu`` (and ``yolov12 detect predict ...``). Each ``key=value`` becomes the option of the
+same name (``translate``): every command takes both forms, with the same keys — its options — and
+an unknown key ends the run with the list of known ones.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
 import sys
+from pathlib import Path
 
 # Each sub-command is a module of this package exposing ``add_parser(subparsers)`` (which must set
 # ``func`` on the parser via set_defaults) — one module per command keeps this file trivial.
 COMMANDS = ["yolov12.cli_info", "yolov12.bench.cli", "yolov12.predict", "yolov12.val", "yolov12.export"]
 
-# ultralytics key -> our option, per command. None: the value is a positional argument (IMAGE).
-_COMMON = {"model": "--model", "weights": "--weights", "imgsz": "--imgsz", "device": "--device",
-           "batch": "--batch", "half": "--half", "backend": "--backend", "nc": "--nc",
-           "scale": "--scale", "variant": "--variant"}
-KEYS = {
-    "predict": {**_COMMON, "source": None, "conf": "--conf", "iou": "--iou",
-                "max_det": "--max-det", "out": "--out", "project": "project", "name": "name",
-                "exist_ok": "--exist-ok"},
-    "val": {**_COMMON, "data": "--data", "images": "--images", "annotations": "--annotations",
-            "conf": "--conf", "iou": "--iou", "max_det": "--max-det", "out": "--out",
-            "workers": "--workers", "limit": "--limit"},
-    "export": {**_COMMON, "format": "--format", "dynamic": "--dynamic", "opset": "--opset",
-               "out": "--out", "exporter": "--exporter"},
-}
-_FLAGS = {"--half", "--exist-ok", "--dynamic"}  # options that take no value
+# Keys that are not options of their command: ultralytics' project=DIR name=NAME (predict's
+# results in DIR/NAME, i.e. --out DIR/NAME).
+ALIASES = {"predict": ("project", "name")}
 _TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
 
 
-def translate(argv: list[str]) -> list[str]:
-    """ultralytics-style ``key=value`` arguments -> our options (anything else passes as is)."""
+def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    return next(dict(a.choices) for a in parser._actions
+                if isinstance(a, argparse._SubParsersAction))
+
+
+def _keys(sub: argparse.ArgumentParser) -> dict[str, tuple[str, argparse.Action]]:
+    """key -> (option, action) for every ``--long-option`` of a sub-command: ``max_det`` for
+    ``--max-det``; an option with several names (``--model``/``--scale``) has a key for each."""
+    keys = {}
+    for action in sub._actions:
+        if isinstance(action, (argparse._HelpAction, argparse._VersionAction)):
+            continue
+        for opt in action.option_strings:
+            if opt.startswith("--"):
+                keys.setdefault(opt[2:].replace("-", "_"), (opt, action))
+    return keys
+
+
+def _switch(key, value, action, sub) -> list[str]:
+    """``key=True/False`` for an option that takes no value: the option that stores what was
+    asked (``compile=False`` -> ``--no-compile``), or nothing when that is the default."""
+    if value.lower() not in _TRUE | _FALSE:
+        raise SystemExit(f"{key}=: expected True or False, got {value!r}")
+    want = action.const if value.lower() in _TRUE else not action.const
+    for other in sub._actions:
+        if other.dest == action.dest and other.nargs == 0 and other.const == want:
+            return [other.option_strings[0]]
+    return []  # e.g. half=False: the default already
+
+
+def translate(argv: list[str], parser: argparse.ArgumentParser | None = None) -> list[str]:
+    """ultralytics-style ``key=value`` arguments -> our options (anything else passes as is).
+
+    The keys of a command are its own options (``yolov12 CMD --help``), spelled with ``_`` for
+    ``-``: every command takes both forms, the same keys. Switches take True/False; options with
+    several values take them comma-separated (``imgsz=640,480``).
+    """
     argv = list(argv)
     if argv[:1] == ["detect"]:  # `yolo detect predict ...`: detection is the only task here
         argv = argv[1:]
-    if not argv or argv[0] not in KEYS:
+    subs = _subcommands(parser or build_parser())
+    if not argv or argv[0] not in subs:
         return argv
-    command, keys, out, positional = argv[0], KEYS[argv[0]], [argv[0]], []
-    folder = {}  # ultralytics' project=DIR name=NAME: results in DIR/NAME
+    command, sub = argv[0], subs[argv[0]]
+    keys, aliases = _keys(sub), ALIASES.get(command, ())
+    by_option = {opt: a for a in sub._actions for opt in a.option_strings}
+    out, folder, value_next = [command], {}, False
     for tok in argv[1:]:
         key, eq, value = tok.partition("=")
-        if tok.startswith("-") or not eq or not key.replace("_", "").isalnum():
+        if (value_next or tok.startswith("-") or not eq or not key.replace("_", "").isalnum()
+                or Path(tok).exists()):  # an option, its value, or a file named a=b.jpg
+            action = by_option.get(tok)
+            value_next = not value_next and action is not None and action.nargs is None
             out.append(tok)
             continue
         key = key.lower()
+        if key in aliases:
+            folder[key] = value
+            continue
         if key not in keys:
             raise SystemExit(f"{key}=: not an argument of `yolov12 {command}` (known: "
-                             f"{', '.join(sorted(keys))}; or see yolov12 {command} --help)")
-        opt = keys[key]
-        if opt is None:
-            positional.append(value)
-        elif opt in _FLAGS:
-            if value.lower() not in _TRUE | _FALSE:
-                raise SystemExit(f"{key}=: expected True or False, got {value!r}")
-            if value.lower() in _TRUE:
-                out.append(opt)
-        elif key == "imgsz" and command == "export":  # imgsz=640,480 or [640, 480]
+                             f"{', '.join(sorted([*keys, *aliases]))}; or see yolov12 {command} "
+                             "--help)")
+        opt, action = keys[key]
+        if action.nargs == 0:
+            out += _switch(key, value, action, sub)
+        elif action.nargs in ("+", "*"):  # imgsz=640,480 or [640, 480]
             out += [opt, *value.strip("[]()").replace(",", " ").split()]
-        elif opt in ("project", "name"):
-            folder[opt] = value
         else:
             out += [opt, value]
     if folder:
         out += ["--out", f"{folder.get('project', 'runs')}/{folder.get('name', command)}"]
-    return out + positional
+    return out
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser().parse_args(translate(argv))
+    parser = build_parser()
+    args = parser.parse_args(translate(argv, parser))
     return args.func(args) or 0
 
 

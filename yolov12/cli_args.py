@@ -30,7 +30,9 @@ def add_model_args(p) -> None:
                    help="configuration of the random model: yolo12 (default; ultralytics' YOLO12, "
                         "the paper) or turbo (the official repository's default); checkpoints "
                         "carry their own")
-    p.add_argument("--nc", type=int, default=80, help="classes of the random model (default 80)")
+    p.add_argument("--nc", type=int, default=None,
+                   help="classes of the random model (default 80); a checkpoint carries its own "
+                        "(a different --nc is refused)")
 
 
 def add_backend_arg(p) -> None:
@@ -93,16 +95,21 @@ def model_from_args(args, command: str) -> YOLOv12:
         if variant and variant != model.variant:
             raise SystemExit(f"--variant {variant} contradicts {weights}, which holds a "
                              f"{model.variant} model; drop --variant")
+        nc = getattr(args, "nc", None)
+        if nc is not None and nc != model.nc:
+            raise SystemExit(f"--nc {nc} contradicts {weights}, which holds {model.nc} classes; "
+                             "drop --nc")
         return model
     if not scale:
         raise SystemExit(f"{command}: give --weights FILE (or model=FILE), e.g. yolo12n.pt; "
                          "--model n|s|m|l|x alone builds a randomly initialised model for smoke "
                          "tests")
-    if isinstance(args.nc, bool) or args.nc < 1:
-        raise SystemExit(f"--nc: expected a positive number of classes, got {args.nc}")
+    nc = 80 if args.nc is None else args.nc
+    if isinstance(nc, bool) or nc < 1:
+        raise SystemExit(f"--nc: expected a positive number of classes, got {nc}")
     warnings.warn(f"{command}: no weights, using a randomly initialised YOLOv12-{scale}: its "
                   "outputs are noise", stacklevel=2)
-    return YOLOv12(scale, nc=args.nc, **_variant_kwargs(args)).eval()
+    return YOLOv12(scale, nc=nc, **_variant_kwargs(args)).eval()
 
 
 def _variant_kwargs(args) -> dict:
@@ -133,6 +140,29 @@ def pick_device(name: str | None) -> torch.device:
             raise SystemExit(f"--device: {name!r} but torch sees {torch.cuda.device_count()} CUDA "
                              "device(s)")
     return device
+
+
+def check_backend(backend: str, device: torch.device, half: bool = False) -> None:
+    """``--backend`` (or ``YOLOV12_BACKEND`` under "auto") against this device and dtype, before
+    any model is built: a backend that cannot run here ends the run with one line that names the
+    argument or the variable, says why, and lists what does run here."""
+    from yolov12_kernels import dispatch
+    dtype = torch.float16 if half else torch.float32
+
+    def runs(name):
+        try:  # the model's attention op, as the fast path calls it (head_dim is 32)
+            dispatch.select("fused_area_attention", name, device, dtype, 32, needs_grad=False)
+            return True
+        except (RuntimeError, ValueError):
+            return False
+    try:
+        dispatch.select("fused_area_attention", backend, device, dtype, 32, needs_grad=False)
+    except (RuntimeError, ValueError) as e:
+        # the candidates "auto" would try here anyway (probing others could mean a JIT build)
+        here = ", ".join(["auto"] + [b for b in dispatch.auto_order(device) if runs(b)])
+        named = str(e).startswith(dispatch.ENV_VAR)
+        raise SystemExit(f"{'' if named else '--backend: '}{e}; on {device} these run: {here}"
+                         + (f" (or unset {dispatch.ENV_VAR})" if named else "")) from None
 
 
 def check_half(half: bool, device: torch.device) -> None:

@@ -1,7 +1,7 @@
 """``python -m yolov12 info``: params and GFLOPs per scale beside the paper's figures."""
 from __future__ import annotations
 
-from .model import SCALES, VARIANTS, YOLOv12
+from .model import SCALES, STRIDE, VARIANTS, YOLOv12
 
 
 def add_parser(sub) -> None:
@@ -25,9 +25,15 @@ def parse_scales(text: str) -> list[str]:
 
 
 def run(args) -> int:
+    scales = parse_scales(args.scales)
+    if args.imgsz < STRIDE or args.imgsz % STRIDE:
+        raise SystemExit(f"--imgsz: expected a positive multiple of {STRIDE} (the model's "
+                         f"input sides), got {args.imgsz}")
+    if args.nc < 1:
+        raise SystemExit(f"--nc: expected a positive number of classes, got {args.nc}")
     rows = [YOLOv12(s, nc=args.nc, variant=args.variant).info(args.imgsz,
                                                               print_fn=lambda *_: None)
-            for s in parse_scales(args.scales)]
+            for s in scales]
     src = "README" if args.variant == "turbo" else "paper"
     print(f"| scale | params | params ({src}) | GFLOPs convs | GFLOPs ({src}) | "
           "GFLOPs attention | GFLOPs total |")

@@ -5,10 +5,11 @@
 * BN is folded into the convs (``model.fuse()``) and area attention runs on the "reference" backend,
   i.e. plain matmul/softmax/conv ops that every ONNX runtime has (custom kernels cannot be
   exported).
-* Exporter: the TorchScript-based ``torch.onnx.export(..., dynamo=False)``. It works on torch 2.11
-  and 2.13 for this model; the dynamo exporter (the default since torch 2.9) currently fails on the
-  Detect head (``make_anchors`` turns the stride buffer into Python floats, a data-dependent guard
-  under ``torch.export``). ``--exporter dynamo`` tries it anyway (needs onnxscript).
+* Exporter: the TorchScript-based ``torch.onnx.export(..., dynamo=False)`` by default (opsets 9
+  to the installed torch's maximum for it, 20 on torch 2.13; default 17). ``--exporter dynamo``
+  uses ``torch.export`` instead (needs onnxscript; opset 18 and up, default 18); on torch 2.13 it
+  exports this model too, fixed or dynamic, and writes the weights beside the graph in
+  ``<file>.data``. ``opset_range`` says which opsets each exporter takes here.
 * Input ``images`` (B, 3, H, W) float32 in [0, 1]; output ``output0`` (B, 4 + nc, anchors): xywh
   boxes in input pixels, then class probabilities — the same as ``YOLOv12.forward`` in eval mode.
 """
@@ -21,7 +22,13 @@ from pathlib import Path
 
 import torch
 
-from .cli_args import add_model_args, model_from_args, weights_and_scale
+from .cli_args import (
+    BACKEND_CHOICES,
+    add_model_args,
+    model_from_args,
+    pick_device,
+    weights_and_scale,
+)
 from .model import STRIDE, YOLOv12
 
 # fp32 tolerance, the flash-attention rule (docs/design.md): against a float64 run of the same model,
@@ -47,8 +54,56 @@ FLOOR = {"boxes": 1e-3, "scores": 1e-5}  # pixels, probability
 UNSTABLE = {"boxes": 0.05, "scores": 0.05}
 
 
+# The opset each exporter writes when none is asked for: 17 for the TorchScript exporter (what
+# every current runtime reads), 18 for dynamo (the lowest it writes).
+DEFAULT_OPSET = {"torchscript": 17, "dynamo": 18}
+
+
+def opset_range(exporter: str) -> tuple[int, int]:
+    """(lowest, highest) ONNX opset this model exports at with ``exporter`` on the installed torch.
+
+    TorchScript: from 9 (the upsampling layers have no export below it) to the highest that
+    torch's TorchScript exporter knows; dynamo: from 18 (the lowest it writes) to the highest that
+    torch's exporter declares. A number outside is refused up front: torch would fail after
+    tracing, with the whole IR graph in its error.
+    """
+    try:
+        from torch.onnx import _constants  # torch's own table; private, hence the fallback
+        top = {"torchscript": _constants.ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET,
+               "dynamo": _constants.ONNX_MAX_OPSET}
+    except (ImportError, AttributeError):
+        top = {"torchscript": 20, "dynamo": 23}  # torch 2.13's
+    if exporter not in top:
+        raise ValueError(f"exporter: expected 'torchscript' or 'dynamo', got {exporter!r}")
+    return (9 if exporter == "torchscript" else 18), top[exporter]
+
+
+def check_opset(opset, exporter: str) -> int:
+    """``opset`` (None: the exporter's default) checked against ``opset_range``; ValueError
+    naming it otherwise."""
+    if opset is None:
+        return DEFAULT_OPSET[exporter]
+    lo, hi = opset_range(exporter)
+    if isinstance(opset, bool) or not isinstance(opset, int) or not lo <= opset <= hi:
+        raise ValueError(f"opset: the {exporter} exporter of torch {torch.__version__} writes "
+                         f"opsets {lo} to {hi} of this model, got {opset!r}"
+                         + ("; --exporter dynamo writes it" if exporter == "torchscript"
+                            and isinstance(opset, int) and hi < opset <= opset_range("dynamo")[1]
+                            else ""))
+    return opset
+
+
+def onnx_files(path) -> list[Path]:
+    """The files an export wrote: ``path``, and ``path.data`` when the weights went beside it (the
+    dynamo exporter's external data)."""
+    path = Path(path)
+    data = path.with_name(path.name + ".data")
+    return [path] + ([data] if data.is_file() else [])
+
+
 def export_onnx(model: YOLOv12, path, imgsz=640, batch: int = 1, dynamic_batch: bool = False,
-                opset: int = 17, exporter: str = "torchscript", dynamic: bool = False) -> Path:
+                opset: int | None = None, exporter: str = "torchscript",
+                dynamic: bool = False) -> Path:
     """Write ``model`` (fused, reference attention, eval) to ``path`` as ONNX; returns the path.
 
     ``imgsz``: the example input's (H, W) (an int: square). Without ``dynamic`` the file takes
@@ -63,10 +118,17 @@ def export_onnx(model: YOLOv12, path, imgsz=640, batch: int = 1, dynamic_batch: 
         raise ValueError(f"imgsz: sides must be positive multiples of {STRIDE}, got {h}x{w}")
     if exporter not in ("torchscript", "dynamo"):
         raise ValueError(f"exporter: expected 'torchscript' or 'dynamo', got {exporter!r}")
+    opset = check_opset(opset, exporter)
+    if exporter == "dynamo" and dynamic_batch and not dynamic:
+        raise ValueError("dynamic_batch: torch.export fixes this model's batch when height and "
+                         "width are fixed (the file would take one batch size only); with the "
+                         "dynamo exporter use dynamic=True (--dynamic: batch, height and width)")
     model = model.cpu().float().eval().fuse().set_attention_backend("reference")
     x = torch.zeros(batch, 3, h, w)
     path = Path(path)
     os.makedirs(path.parent or ".", exist_ok=True)
+    for old in onnx_files(path)[1:]:  # a previous export's weights: stale beside the new graph
+        old.unlink()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer / deprecation warnings: noise for users here
         if exporter == "torchscript":
@@ -86,9 +148,9 @@ def export_onnx(model: YOLOv12, path, imgsz=640, batch: int = 1, dynamic_batch: 
             if dynamic:
                 shapes = ({0: Dim("batch", min=1, max=1024), 2: STRIDE * Dim("h", min=1, max=256),
                            3: STRIDE * Dim("w", min=1, max=256)},)
-            elif dynamic_batch:
-                shapes = ({0: Dim("batch", min=1, max=1024)},)
-            torch.onnx.export(model, (x,), str(path), dynamo=True, opset_version=max(opset, 18),
+                # torch.export fixes an axis that is 1 in the example input: trace at 2 or more
+                x = torch.zeros(max(batch, 2), 3, max(h, 2 * STRIDE), max(w, 2 * STRIDE))
+            torch.onnx.export(model, (x,), str(path), dynamo=True, opset_version=opset,
                               input_names=["images"], output_names=["output0"],
                               dynamic_shapes=shapes)
     return path
@@ -171,7 +233,19 @@ def add_parser(sub) -> None:
                    help="batch, height and width as dynamic axes: one file for letterboxed "
                         "inputs of any aspect ratio (sides multiples of 32)")
     p.add_argument("--dynamic-batch", action="store_true", help="batch size as a dynamic axis")
-    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    p.add_argument("--batch", type=int, default=1,
+                   help="batch of the file's input (default 1; with --dynamic, any)")
+    p.add_argument("--device", default=None,
+                   help="accepted for ultralytics' device=...: the model is traced on the CPU "
+                        "(the ONNX file is the same for every device)")
+    p.add_argument("--half", action="store_true",
+                   help="not supported: the file is float32 (refused with one line)")
+    p.add_argument("--backend", default="auto", choices=BACKEND_CHOICES,
+                   help="the file always computes area attention with standard ONNX ops (the "
+                        "reference backend): auto or reference; custom kernels cannot be exported")
+    p.add_argument("--opset", type=int, default=None,
+                   help="ONNX opset (default 17; 18 with --exporter dynamo; the range the "
+                        "installed torch writes is checked first)")
     p.add_argument("--exporter", default="torchscript", choices=["torchscript", "dynamo"],
                    help="torch.onnx exporter (default torchscript; see the module doc)")
     p.add_argument("--out", default=None, help="output file (default: <weights stem>.onnx or "
@@ -184,22 +258,44 @@ def run(args) -> int:
     if len(args.imgsz) not in (1, 2):
         raise SystemExit("--imgsz: give one size (square) or two (H W)")
     h, w = (args.imgsz * 2)[:2]
+    if args.batch < 1:
+        raise SystemExit(f"--batch: expected a value >= 1, got {args.batch}")
+    if args.half:
+        raise SystemExit("--half: export writes a float32 ONNX file (float16 export is not "
+                         "supported); drop --half")
+    if args.backend not in ("auto", "reference"):
+        raise SystemExit(f"--backend {args.backend}: the ONNX file computes area attention with "
+                         "standard ONNX ops (the reference backend), custom kernels cannot be "
+                         "exported; drop --backend")
+    device = pick_device(args.device or "cpu")  # a bad name: the one line predict gives
+    if device.type != "cpu":
+        print(f"note: --device {args.device}: the model is traced on the CPU; the ONNX file is the "
+              "same for every device")
+    try:  # before the model is built: torch would fail only after tracing, printing the graph
+        args.opset = check_opset(args.opset, args.exporter)
+    except ValueError as e:
+        raise SystemExit(f"--{e}") from None
     model = model_from_args(args, "export")
     weights = weights_and_scale(args)[0]
     out = args.out or (Path(weights).with_suffix(".onnx").name if weights
                        else f"yolov12{model.scale}.onnx")
     try:
-        path = export_onnx(model, out, (h, w), dynamic_batch=args.dynamic_batch,
+        path = export_onnx(model, out, (h, w), batch=args.batch, dynamic_batch=args.dynamic_batch,
                            opset=args.opset, exporter=args.exporter, dynamic=args.dynamic)
-    except ValueError as e:
-        raise SystemExit(f"--imgsz: {e}") from e
+    except ValueError as e:  # "dynamic_batch: ..." -> "--dynamic-batch: ..."
+        key, _, why = str(e).partition(":")
+        raise SystemExit(f"--{key.replace('_', '-')}:{why}") from e
+    files = onnx_files(path)
+    size = f"{sum(f.stat().st_size for f in files) / 1e6:.1f} MB" + (
+        f" with its weights in {files[1].name}" if len(files) > 1 else "")
     print(f"exported YOLOv12-{model.scale} (fused, reference attention ops) to {path} "
-          f"({path.stat().st_size / 1e6:.1f} MB, opset {args.opset}, {args.exporter} exporter)")
+          f"({size}, opset {args.opset}, {args.exporter} exporter)")
     if args.dynamic:
         print("input: images (batch, 3, height, width), sides multiples of 32: letterboxed "
               "images of any aspect ratio go in as they are")
     else:
-        print(f"input: images ({'batch' if args.dynamic_batch else 1}, 3, {h}, {w}) exactly: pad "
+        print(f"input: images ({'batch' if args.dynamic_batch else args.batch}, 3, {h}, {w}) "
+              "exactly: pad "
               "letterboxed images of other aspect ratios (e.g. predict's 640x480 for a 4:3 "
               f"photo) to {h}x{w}, or export with --dynamic")
     if not args.no_check:
@@ -209,7 +305,7 @@ def run(args) -> int:
         except ImportError as e:
             raise SystemExit(f"export: cannot check the file without onnx and onnxruntime ({e}); "
                              "pip install onnx onnxruntime, or pass --no-check") from e
-        b = 2 if (args.dynamic_batch or args.dynamic) else 1
+        b = max(2, args.batch) if (args.dynamic_batch or args.dynamic) else args.batch
         shapes = [(b, 3, h, w)]
         if args.dynamic:  # another aspect ratio than the example input's, to check the axes
             shapes.append((1, 3, w, h) if h != w else (1, 3, h, max(STRIDE, w - STRIDE)))

@@ -12,12 +12,44 @@ detector ran on nothing, without a word. Here deep and float pixels are *scaled*
   outside [0, 1] are an error that says the range found (divide by the maximum first);
 * 8-bit stays as is; gray (2-D or one channel) is repeated into R, G and B; Pillow's other modes
   (RGBA, LA, P, CMYK, YCbCr, 1 ...) go through its RGB conversion (alpha is dropped).
+
+Files are opened with ``open_image``: every way a file can fail to be read is one ``ValueError``
+that names it.
 """
 from __future__ import annotations
+
+import contextlib
+import warnings
 
 import numpy as np
 
 _U16_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+
+
+@contextlib.contextmanager
+def open_image(path):
+    """``PIL.Image.open(path)``, with every way the file can fail to be read — not an image,
+    corrupt or truncated (also when decoded inside the ``with``), over Pillow's decompression-bomb
+    limit ``PIL.Image.MAX_IMAGE_PIXELS`` — raised as a ``ValueError`` that names the file.
+
+    Pillow refuses only images over *twice* its limit and merely warns between the limit and twice
+    it (a raw ``DecompressionBombWarning`` in the user's output, then megapixels decoded anyway);
+    here the limit is the limit.
+    """
+    from PIL import Image
+    name = str(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                yield im
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ValueError(f"image: refusing {name!r}: {e} (a decompression bomb, or a huge "
+                         "image: raise PIL.Image.MAX_IMAGE_PIXELS if you trust it)") from e
+    except Image.UnidentifiedImageError as e:
+        raise ValueError(f"image: {name!r} is not an image Pillow can read") from e
+    except (OSError, SyntaxError) as e:  # truncated / corrupt data (Pillow raises both)
+        raise ValueError(f"image: cannot read {name!r}: {e}") from e
 
 
 def _gray_or_rgb(a: np.ndarray) -> np.ndarray:

@@ -29,13 +29,14 @@ from . import distributed
 from .cli_args import (
     add_backend_arg,
     add_model_args,
+    check_backend,
     check_half,
     model_from_args,
     pick_device,
 )
 from .coco import class_names
 from .fast import FastYOLOv12
-from .images import to_rgb8
+from .images import open_image, to_rgb8
 from .model import STRIDE, YOLOv12
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
@@ -52,19 +53,11 @@ def load_image(path):
     Raises ``ValueError`` naming the file when it cannot be read: not an image, corrupt or
     truncated, or over Pillow's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``).
     """
-    from PIL import Image, ImageOps
-    try:
-        with Image.open(path) as im:
-            im = ImageOps.exif_transpose(im)
-            im.load()  # decode now: a truncated file fails here, inside this try
-            return to_rgb8(im, repr(str(path)))
-    except Image.DecompressionBombError as e:
-        raise ValueError(f"image: refusing {str(path)!r}: {e} (a decompression bomb, or a huge "
-                         "image: raise PIL.Image.MAX_IMAGE_PIXELS if you trust it)") from e
-    except Image.UnidentifiedImageError as e:
-        raise ValueError(f"image: {str(path)!r} is not an image Pillow can read") from e
-    except (OSError, SyntaxError) as e:  # truncated / corrupt data (Pillow raises both)
-        raise ValueError(f"image: cannot read {str(path)!r}: {e}") from e
+    from PIL import ImageOps
+    with open_image(path) as im:
+        im = ImageOps.exif_transpose(im)
+        im.load()  # decode now: a truncated file fails here, inside open_image
+        return to_rgb8(im, repr(str(path)))
 
 
 @dataclass
@@ -329,6 +322,11 @@ def draw(image, det: Detections, names: dict[int, str]):
     font = label_font(im.size)
     lw = max(2, round(0.003 * (im.size[0] + im.size[1]) / 2))
     for box, score, label in zip(det.boxes.tolist(), det.scores.tolist(), det.labels.tolist()):
+        # corners in order: an inverted box (x2 < x1, from an exported or hand-made model) is
+        # drawn as the box it spans, not a Pillow error that would lose the image's record
+        x1, x2 = sorted(box[0::2])
+        y1, y2 = sorted(box[1::2])
+        box = [x1, y1, x2, y2]
         color = _PALETTE[int(label) % len(_PALETTE)]
         d.rectangle(box, outline=color, width=lw)
         text = f"{names.get(int(label), label)} {score:.2f}"
@@ -404,6 +402,9 @@ def output_names(files: list[Path]) -> list[str]:
 def add_parser(sub) -> None:
     p = sub.add_parser("predict", help="detect objects in images; write annotated images + JSON")
     p.add_argument("images", nargs="*", metavar="IMAGE", help="image files or directories")
+    p.add_argument("--source", action="append", default=None, metavar="PATH",
+                   help="an image file or directory, instead of IMAGE (may repeat; ultralytics' "
+                        "source=PATH)")
     add_model_args(p)
     p.add_argument("--conf", type=float, default=0.25, help="score threshold (default 0.25)")
     p.add_argument("--iou", type=float, default=0.7, help="NMS IoU threshold (default 0.7)")
@@ -438,6 +439,10 @@ def run(args) -> int:
                         ("--max-det", args.max_det, 1)):
         if v < lo:
             raise SystemExit(f"{flag}: expected a value >= {lo}, got {v}")
+    if args.source and args.images:
+        raise SystemExit(f"--source {' '.join(args.source)} and IMAGE {' '.join(args.images)} "
+                         "both name the images; give them one way")
+    args.images = args.images or args.source
     if not args.images:
         raise SystemExit("predict: name the images (IMAGE... or source=PATH)")
     files = expand_images(args.images)
@@ -451,6 +456,7 @@ def run(args) -> int:
 def _run(args, files: list[Path], ctx) -> int:
     device = pick_device(distributed.device_for(ctx, args.device))
     check_half(args.half, device)
+    check_backend(args.backend, device, args.half)
     model = model_from_args(args, "predict")
     pred = Predictor(model, args.imgsz, args.conf, args.iou, args.max_det, device=device,
                      half=args.half, backend=args.backend)
@@ -496,15 +502,22 @@ def _run(args, files: list[Path], ctx) -> int:
             dets = pred([im for *_, im in loaded])
             infer_ms = 1000.0 * (pred.times["infer"] - infer_before) / max(len(loaded), 1)
             for (i, f, name, im), det in zip(loaded, dets):
-                draw(im, det, pred.names).save(out_dir / name)
                 records.append((i, _record(f, out_dir / name, im, det, pred.names)))
+                draw(im, det, pred.names).save(out_dir / name)
                 h, w = det.input_shape
                 say(f"image {i + 1}/{len(files)} {f}: {h}x{w} {summarize(det, pred.names)}, "
                     f"{infer_ms:.1f}ms")
             if bar is not None:
                 bar.update(len(chunk))
+    except KeyboardInterrupt:
+        if ctx.world > 1:
+            raise
+        write_json(records)  # what was done is not lost
+        print(f"\npredict: interrupted; {out_dir / 'predictions.json'} holds the {len(records)} "
+              f"of {len(files)} images done so far", file=sys.stderr)
+        return 130  # the shell's code for a run ended by Ctrl-C (128 + SIGINT)
     except BaseException:
-        if ctx.world == 1:  # also on Ctrl-C: what was done is not lost
+        if ctx.world == 1:  # an error: what was done is not lost either
             write_json(records)
         raise
     finally:

@@ -26,12 +26,14 @@ from . import distributed
 from .cli_args import (
     add_backend_arg,
     add_model_args,
+    check_backend,
     check_half,
     model_from_args,
     pick_device,
 )
 from .coco import category_map
 from .distributed import Context
+from .images import open_image
 from .predict import Predictor, load_image
 
 # The 12 numbers COCOeval.summarize() prints, in the order of COCOeval.stats.
@@ -40,7 +42,9 @@ METRICS = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large",
 
 
 class _Images(torch.utils.data.Dataset):
-    """Decodes images (in DataLoader workers when ``workers`` > 0); returns (id, PIL image)."""
+    """Decodes images (in DataLoader workers when ``workers`` > 0); returns (id, PIL image), or
+    (id, the error message) for a file that cannot be read: it is skipped and reported at the end,
+    not raised inside a worker (which would end the whole run with the worker's traceback)."""
 
     def __init__(self, items):
         self.items = items  # [(image id, path)]
@@ -50,7 +54,10 @@ class _Images(torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         image_id, path = self.items[i]
-        return image_id, load_image(path)
+        try:
+            return image_id, load_image(path)
+        except ValueError as e:  # corrupt, truncated, not an image, a decompression bomb
+            return image_id, str(e)
 
 
 def _collate(batch):
@@ -58,9 +65,11 @@ def _collate(batch):
 
 
 def _aspect(path) -> float:
-    from PIL import Image
-    with Image.open(path) as im:  # reads the header only
-        w, h = im.size
+    try:
+        with open_image(path) as im:  # reads the header only
+            w, h = im.size
+    except ValueError:  # unreadable: the loader reports it, with the others
+        return 0.0
     return h / w
 
 
@@ -157,7 +166,9 @@ def evaluate(images_dir, annotations, predictor, batch: int = 8, out=None, worke
              ctx=None) -> dict | None:
     """Predict every image listed in ``annotations`` (found under ``images_dir``), write COCO
     results (to ``out`` if given) and return ``{metric: value}`` for the 12 COCO metrics plus
-    ``"images"`` and ``"detections"`` counts.
+    ``"images"`` and ``"detections"`` counts and ``"skipped"``: the files that could not be read
+    (corrupt, truncated, not an image), left out of the run and of the metrics, which then cover
+    the other images, and listed with a warning at the end.
 
     ``ctx`` (a ``distributed.Context``): run this process's share of the batches; rank 0 gathers
     every share, writes ``out`` and returns the metrics, the other ranks return None.
@@ -204,51 +215,78 @@ def evaluate(images_dir, annotations, predictor, batch: int = 8, out=None, worke
     # this process's batches: the single-process batches, dealt out whole (distributed.py)
     batches = [items[i:i + batch] for i in range(0, len(items), batch)]
     mine = ctx.my_batches(len(batches))
-    loader = torch.utils.data.DataLoader(_Images([it for b in mine for it in batches[b]]),
-                                         batch_size=batch, shuffle=False, num_workers=workers,
-                                         collate_fn=_collate)
+    share = [it for b in mine for it in batches[b]]
+    loader = torch.utils.data.DataLoader(_Images(share), batch_size=batch, shuffle=False,
+                                         num_workers=workers, collate_fn=_collate)
+    bar = None
     if progress and ctx.main:
         try:
             from tqdm import tqdm
-            loader = tqdm(loader, desc="val" if ctx.world == 1 else f"val (rank 0 of {ctx.world})",
-                          unit="batch")
+            # counted in images and updated by hand: a bar wrapped around the loader inside zip()
+            # is never told about the last batch and ends one short (0/1 on a small set)
+            bar = tqdm(total=len(share), unit="img",
+                       desc="val" if ctx.world == 1 else f"val (rank 0 of {ctx.world})")
         except ImportError:
             pass
-    per_batch, bad_labels = [], set()
-    for b, (ids, images) in zip(mine, loader):
-        dets = predictor(images)
-        if len(dets) != len(images):
-            raise ValueError(f"predictor: returned {len(dets)} results for {len(images)} images")
-        found = []
-        for image_id, det in zip(ids, dets):
-            for (x1, y1, x2, y2), score, label in zip(det.boxes.tolist(), det.scores.tolist(),
-                                                      det.labels.tolist()):
-                label = int(label)
-                if not 0 <= label < len(cat_ids):
-                    bad_labels.add(label)
-                    continue
-                found.append({"image_id": image_id, "category_id": cat_ids[label],
-                              "bbox": [round(x1, 3), round(y1, 3), round(x2 - x1, 3),
-                                       round(y2 - y1, 3)],
-                              "score": round(float(score), 5)})
-        per_batch.append((b, found))
-    shares = ctx.gather((per_batch, sorted(bad_labels)))
+    per_batch, bad_labels, unreadable = [], set(), []
+    paths = dict(items)
+    try:
+        for b, (ids, images) in zip(mine, loader):
+            readable = [(i, im) for i, im in zip(ids, images) if not isinstance(im, str)]
+            unreadable += [(str(paths[i]), im) for i, im in zip(ids, images) if isinstance(im, str)]
+            dets = predictor([im for _, im in readable]) if readable else []
+            if len(dets) != len(readable):
+                raise ValueError(f"predictor: returned {len(dets)} results for {len(readable)} "
+                                 "images")
+            found = []
+            for (image_id, _), det in zip(readable, dets):
+                for (x1, y1, x2, y2), score, label in zip(det.boxes.tolist(), det.scores.tolist(),
+                                                          det.labels.tolist()):
+                    label = int(label)
+                    if not 0 <= label < len(cat_ids):
+                        bad_labels.add(label)
+                        continue
+                    found.append({"image_id": image_id, "category_id": cat_ids[label],
+                                  "bbox": [round(x1, 3), round(y1, 3), round(x2 - x1, 3),
+                                           round(y2 - y1, 3)],
+                                  "score": round(float(score), 5)})
+            per_batch.append((b, found))
+            if bar is not None:
+                bar.update(len(ids))
+    finally:
+        if bar is not None:
+            bar.close()
+    shares = ctx.gather((per_batch, sorted(bad_labels), unreadable))
     if not ctx.main:
         return None
-    bad_labels = {label for _, labels in shares for label in labels}
-    batches_found = sorted((b for share, _ in shares for b in share), key=lambda t: t[0])
+    bad_labels = {label for _, labels, _ in shares for label in labels}
+    unreadable = sorted(u for *_, bad in shares for u in bad)
+    batches_found = sorted((b for share, *_ in shares for b in share), key=lambda t: t[0])
     results = [r for _, found in batches_found for r in found]
     if bad_labels:
         raise ValueError(f"predictor: class indices {sorted(bad_labels)[:10]} outside the "
                          f"{len(cat_ids)} categories of {annotations.name}; the model's classes do "
                          "not match this dataset")
+    if len(unreadable) == len(items):
+        raise ValueError(f"images_dir: none of the {len(items)} images could be read (e.g. "
+                         f"{unreadable[0][1]})")
     if out is not None:
         os.makedirs(Path(out).parent or ".", exist_ok=True)
         with open(out, "w") as fh:
             json.dump(results, fh)
         print_fn(f"wrote {len(results)} detections to {out}")
+    if unreadable:
+        print_fn(f"warning: {len(unreadable)} of {len(items)} images could not be read and were "
+                 f"skipped; the metrics cover the other {len(items) - len(unreadable)}:")
+        for _, why in unreadable[:20]:
+            print_fn(f"  {why}")
+        if len(unreadable) > 20:
+            print_fn(f"  ... and {len(unreadable) - 20} more")
+    skipped = {p for p, _ in unreadable}
+    items = [(i, p) for i, p in items if str(p) not in skipped]
 
-    metrics = {"images": len(items), "detections": len(results)}
+    metrics = {"images": len(items), "detections": len(results),
+               "skipped": [p for p, _ in unreadable]}
     if not results:  # loadRes cannot take an empty list; nothing detected scores zero
         print_fn("no detections: every metric is 0")
         metrics.update({m: 0.0 for m in METRICS})
@@ -375,6 +413,7 @@ def run(args) -> int:
     try:
         device = pick_device(distributed.device_for(ctx, args.device))
         check_half(args.half, device)
+        check_backend(args.backend, device, args.half)
         model = model_from_args(args, "val")
         try:
             predictor = Predictor(model, args.imgsz, args.conf, args.iou, args.max_det,
@@ -385,10 +424,13 @@ def run(args) -> int:
                                print_fn=print if ctx.main else (lambda *_: None))
         except ValueError as e:
             raise SystemExit(f"val: {e}") from e
-        if ctx.main:
-            print(f"mAP50-95 {metrics['AP']:.4f}  mAP50 {metrics['AP50']:.4f}  "
-                  f"on {metrics['images']} images ({metrics['detections']} detections)"
-                  + (f", {ctx.world} processes" if ctx.world > 1 else ""))
-        return 0
+        if not ctx.main:
+            return 0
+        skipped = len(metrics["skipped"])
+        print(f"mAP50-95 {metrics['AP']:.4f}  mAP50 {metrics['AP50']:.4f}  "
+              f"on {metrics['images']} images ({metrics['detections']} detections)"
+              + (f", {ctx.world} processes" if ctx.world > 1 else "")
+              + (f"; {skipped} unreadable image(s) skipped, listed above" if skipped else ""))
+        return 1 if skipped else 0
     finally:
         ctx.close()

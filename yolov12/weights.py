@@ -108,7 +108,8 @@ def public_weights_url(file_name: str) -> str | None:
 def _refused(path: Path, names) -> ValueError:
     return ValueError(
         f"path: {path} refers to {sorted(names)}: functions or classes that have no business in a "
-        "model checkpoint (loading it could run code). Refused; nothing was executed. Files that "
+        "model checkpoint (loading it could run code). Refused as unsafe; nothing was executed. "
+        "Files that "
         "hold only tensors load: a state_dict saved with torch.save, or .safetensors.")
 
 
@@ -133,6 +134,64 @@ def _torch_cause(text: str) -> str:
     return _first_line(lines[0] if lines else "")
 
 
+_STRING_OPS = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "STRING",
+               "BINSTRING", "SHORT_BINSTRING"}
+
+
+def _pickle_globals(data: bytes) -> list[str]:
+    """The ``module.name`` of each global the pickle stream(s) in ``data`` would import, read with
+    ``pickletools`` (nothing is unpickled): ``GLOBAL``/``INST`` and, from protocol 4 on,
+    ``STACK_GLOBAL`` with the two strings pushed (or fetched from the memo) before it. Reads pickle
+    after pickle (the legacy torch.save format is several); only whole pickles count (up to their
+    STOP), so the noise of a damaged file is not read as names. For messages only: torch's
+    restricted unpickler is what refuses."""
+    import io
+    import pickletools
+    names, stream = [], io.BytesIO(data)
+    while stream.tell() < len(data):
+        found, strings, memo = [], [], []
+        try:
+            for op, arg, _ in pickletools.genops(stream):
+                if op.name in ("GLOBAL", "INST"):
+                    found.append(str(arg).replace(" ", "."))
+                elif op.name in _STRING_OPS:
+                    strings.append(arg if isinstance(arg, str) else None)
+                elif op.name == "MEMOIZE":
+                    memo.append(strings[-1] if strings else None)
+                elif op.name in ("BINGET", "LONG_BINGET", "GET"):
+                    strings.append(memo[int(arg)] if int(arg) < len(memo) else None)
+                elif op.name == "STACK_GLOBAL" and len(strings) >= 2 and None not in strings[-2:]:
+                    found.append(".".join(strings[-2:]))
+        except Exception:  # the end of the pickles (raw tensor bytes follow), or damage
+            break
+        names += [n for n in found if re.fullmatch(r"[A-Za-z_][\w.]*", n)]
+    return names
+
+
+def _scanned_refusal(path: Path) -> ValueError | None:
+    """When torch's own scan or load fails (its unpickler reads protocol 2 only, so a protocol-4
+    pickle fails as 'Unsupported operand'): our static scan of the same pickle, and the refusal
+    if it names anything outside the model-class namespaces. None: nothing unsafe was seen, the
+    file is damaged or of another kind."""
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                data = [z.read(n) for n in z.namelist() if n.endswith("data.pkl")]
+        else:
+            data = [path.read_bytes()]
+    except (OSError, zipfile.BadZipFile, EOFError):
+        return None
+    try:  # what torch's restricted unpickler rebuilds itself (tensors, storages, OrderedDict)
+        from torch._weights_only_unpickler import _get_allowed_globals
+        torch_own = set(_get_allowed_globals())
+    except (ImportError, AttributeError):  # private: without it, torch.* and collections.*
+        torch_own = set()
+    refused = {n for d in data for n in _pickle_globals(d)
+               if not (_is_allowed(n) or n in torch_own
+                       or (not torch_own and n.startswith(("torch.", "collections."))))}
+    return _refused(path, sorted(refused)) if refused else None
+
+
 def _torch_load(path: Path) -> object:
     """``torch.load(weights_only=True)`` with inert stand-ins for the model classes it names.
 
@@ -147,7 +206,8 @@ def _torch_load(path: Path) -> object:
         try:
             names = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
         except Exception as e:
-            raise _unreadable(path, f"its zip archive is damaged ({_first_line(e)})") from None
+            raise (_scanned_refusal(path) or _unreadable(
+                path, f"its zip archive is damaged ({_first_line(e)})")) from None
     elif head.startswith(b"PK"):
         raise _unreadable(path, "a zip archive (the format torch.save writes) whose end is missing")
     elif head[:1] == b"\x80":  # a pickle: the legacy (pre-1.6) torch.save format
@@ -165,7 +225,8 @@ def _torch_load(path: Path) -> object:
         m = re.search(r"GLOBAL ([\w.]+)", str(e))
         if m:  # the restricted unpickler refused a global the static scan could not see
             raise _refused(path, [m.group(1)]) from None
-        raise _unreadable(path, f"{type(e).__name__}: {_torch_cause(str(e))}") from None
+        raise (_scanned_refusal(path) or _unreadable(
+            path, f"{type(e).__name__}: {_torch_cause(str(e))}")) from None
 
 
 def _module_tensors(obj, prefix: str, out: dict, seen: set) -> None:
@@ -295,11 +356,17 @@ def infer_variant(sd: dict) -> str:
     perceiver's kernel and the groups of layer 1; a ``ValueError`` that says what was found for
     any other combination (the official v1.0 layout among them)."""
     separate = any(".attn.qk." in k for k in sd) or any(".attn.v." in k for k in sd)
+    fused = any(".attn.qkv." in k for k in sd)
     pe = {tuple(v.shape[-2:]) for k, v in sd.items() if k.endswith(".attn.pe.conv.weight")}
+    if not (separate or fused or pe):
+        raise ValueError("state dict: no attention layers at all (no '.attn.' tensors), so neither "
+                         "YOLO12 nor YOLOv12-turbo: a detector of another family (YOLOv8, "
+                         "YOLOv5, ...?); only those two load here")
     k0, k1 = "model.0.conv.weight", "model.1.conv.weight"
     groups = (int(sd[k0].shape[0]) // max(int(sd[k1].shape[1]), 1)
               if k0 in sd and k1 in sd and sd[k1].dim() == 4 else None)
-    found = (f"attention convs {'attn.qk + attn.v' if separate else 'attn.qkv'}, "
+    convs = "attn.qk + attn.v" if separate else "attn.qkv" if fused else "absent"
+    found = (f"attention convs {convs}, "
              f"position perceiver {' / '.join(f'{h}x{w}' for h, w in sorted(pe)) or 'absent'}, "
              f"layer 1 conv with {groups} group(s)")
     if pe == {(5, 5)} and groups == GROUPS[1]:

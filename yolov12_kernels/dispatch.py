@@ -133,8 +133,14 @@ def available_backends() -> dict[str, str | None]:
 def select(op: str, backend: str | None, device: torch.device, dtype: torch.dtype,
            head_dim: int | None, needs_grad: bool, size: int | None = None) -> Backend:
     """The backend that will run ``op`` for this call (see the module docstring)."""
+    asked_by = "backend"  # who chose it, named in the errors: the argument or the variable
     if backend is None or backend == "auto":
         backend = os.environ.get(ENV_VAR, "auto") or "auto"
+        if backend != "auto":
+            asked_by = ENV_VAR
+            if backend not in _MODULES:
+                raise ValueError(f"{ENV_VAR}={backend!r} is not a backend; set it to one of "
+                                 f"{('auto',) + BACKENDS}, or unset it")
     if backend != "auto":
         mod, reason = load(backend)
         if mod is not None and getattr(mod, op, None) is None:
@@ -142,7 +148,7 @@ def select(op: str, backend: str | None, device: torch.device, dtype: torch.dtyp
         elif mod is not None:
             reason = mod.unsupported(op, device, dtype, head_dim, needs_grad)
         if reason:
-            raise RuntimeError(f"backend={backend!r} cannot run {op} here: {reason}")
+            raise RuntimeError(f"{asked_by}={backend!r} cannot run {op} here: {reason}")
         return _handle(backend, mod)
     first = None
     for name in auto_order(device, op, needs_grad, size):

@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from ..cli_args import pick_device
 from ..cli_info import parse_scales
 from . import e2e, tables
 from .plot import plot_latency_vs_params
@@ -47,7 +48,8 @@ def add_parser(sub) -> None:
     p.add_argument("--suite", default=None,
                    help=f"comma-separated from {','.join(SUITES)}, or 'all' "
                         "(default: baselines; all with --quick)")
-    p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when present)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or N (default: cuda when "
+                   "present)")
     p.add_argument("--dtype", default=None,
                    help="float32, float16, bfloat16 (or fp32/fp16/bf16), comma-separated to run "
                         "several, e.g. float32,float16 for Table 4 (default: float16 on CUDA, "
@@ -98,12 +100,13 @@ def add_parser(sub) -> None:
     p.add_argument("--label", default="", help="free text stored in every record")
     p.add_argument("--out", default=None, help="directory for the JSONL records and the plot "
                    "(default: a new runs/bench/<date-time>; benchmarks/results adds to the "
-                   "committed records; 'none' to skip writing)")
+                   "committed records; 'none' writes nothing, also with --report)")
     p.add_argument("--plot", default=None,
                    help=f"PNG path for latency vs params (default <out>/{PLOT_NAME})")
     p.add_argument("--report", action="store_true",
                    help="no timing: render the tables and the plot from the records in --out "
-                        "(default benchmarks/results) and any --results files")
+                        "(default: the repository's benchmarks/results, wherever this runs from) "
+                        "and any --results files; the plot goes beside them unless --out none")
     p.add_argument("--results", nargs="*", default=[],
                    help="extra .jsonl files or directories to merge into --report")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -118,9 +121,7 @@ def _csv(text: str) -> list[str]:
 
 def resolve(args):
     """Validated settings from the parsed arguments (SystemExit naming the option at fault)."""
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device: cuda requested but torch sees no CUDA device")
+    device = pick_device(args.device)  # cpu or an existing CUDA device, else one line
     gpu = device.type == "cuda"
     if args.dtype:
         bad = [d for d in _csv(args.dtype) if d not in DTYPES]
@@ -252,14 +253,24 @@ def _merged_outputs(args, out: Path) -> None:
 
 
 def report(args) -> int:
-    """Tables and plot from recorded results only."""
-    out = Path(args.out) if args.out and args.out != "none" else TRACKED_RESULTS
-    sources = [p for p in [out, *map(Path, args.results)] if p.exists()]
-    recs = load_records(sources)
+    """Tables and plot from recorded results only: the records in ``--out`` (default: the
+    repository's committed ones, found from the package, not the current folder) and
+    ``--results``; the plot goes beside them, or to ``--plot``. ``--out none`` reads the committed
+    records and writes nothing (unless ``--plot`` names a file)."""
+    write = args.out != "none"
+    out = Path(args.out) if args.out and write else TRACKED_RESULTS
+    missing = [p for p in [out, *map(Path, args.results)] if not p.exists()]
+    if missing:
+        where = ("the repository's benchmarks/results, which this installation does not have"
+                 if out == TRACKED_RESULTS and out in missing else ", ".join(map(str, missing)))
+        raise SystemExit(f"--report: no such records: {where}; give --out DIR (a folder of "
+                         ".jsonl records) or --results FILE")
+    recs = load_records([out, *map(Path, args.results)])
     if not any(r.get("suite") == "e2e" for r in recs):
-        raise SystemExit(f"--report: no e2e records in {', '.join(map(str, sources)) or out}")
+        raise SystemExit(f"--report: no e2e records in {', '.join(map(str, [out, *args.results]))}")
     print(tables.render_all(recs))
-    path = plot_latency_vs_params(recs, args.plot or out / PLOT_NAME)
+    plot = args.plot or (out / PLOT_NAME if write else None)
+    path = plot_latency_vs_params(recs, plot) if plot else None
     if path:
         print(f"\nplot: {path}")
     return 0

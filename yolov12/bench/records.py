@@ -19,8 +19,10 @@ from typing import Callable
 
 import torch
 
-# the committed records, relative to the repository root (where the benchmarks are run from)
-TRACKED_RESULTS = Path("benchmarks") / "results"
+# the committed records, found from this file (yolov12/bench/ -> the checkout's root), not from
+# the current folder: `yolov12 bench --report` run elsewhere reads the same records. Absent when
+# the package is installed without its repository.
+TRACKED_RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
 
 REQUIRED_FIELDS = ("suite", "name", "provider", "device", "dtype", "batch", "shape", "median_ms",
                    "p20_ms", "p80_ms", "torch", "triton", "cuda", "date", "git")
