@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from _lively import lively
+from _lively import detecting, lively
 from yolov12 import YOLOv12
 from yolov12.__main__ import main
 from yolov12.coco import NAMES
@@ -324,16 +324,6 @@ MIXED = [(120, 80), (80, 120), (100, 100), (130, 70), (60, 90), (150, 100)]
 RUN_SHAPES = [(64, 96), (96, 64), (96, 96), (64, 96), (96, 64), (64, 96)]
 
 
-def _confident(model):
-    """A random model with input-dependent outputs (``lively``) whose class scores reach the
-    usual thresholds: Detect's bias init puts every probability near 1e-4."""
-    model = lively(model)
-    with torch.no_grad():
-        for head in model.model[-1].cv3:
-            head[-1].bias.add_(8.0)
-    return model
-
-
 def _mixed_images():
     rng = np.random.default_rng(0)
     return [Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)) for w, h in MIXED]
@@ -343,7 +333,7 @@ def test_predictor_runs_each_image_at_its_own_shape_whatever_the_batch():
     """A batch of mixed shapes used to be padded to its largest image: the model then saw more
     grey border and more anchors, and detections changed. Each image must run at exactly the
     shape it runs at alone, and say so (``input_shape``)."""
-    pred = Predictor(_confident(YOLOv12("n")), imgsz=96, conf=0.25)
+    pred = Predictor(detecting(YOLOv12("n")), imgsz=96, conf=0.5)
     ran = []
     pred.model.register_forward_pre_hook(lambda m, args: ran.append(tuple(args[0].shape)))
     ims = _mixed_images()
@@ -395,11 +385,11 @@ def test_predict_batch_does_not_change_detections_cli(tmp_path):
     weights = tmp_path / "w.pt"
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        torch.save(_confident(YOLOv12("n")).state_dict(), weights)
+        torch.save(detecting(YOLOv12("n")).state_dict(), weights)
     runs = {}
     for batch in (1, 4):
         out = tmp_path / f"b{batch}"
-        r = _predict_cli(str(folder), "--weights", str(weights), "--imgsz", "96", "--conf", "0.25",
+        r = _predict_cli(str(folder), "--weights", str(weights), "--imgsz", "96", "--conf", "0.5",
                          "--device", "cpu", "--batch", str(batch), "--out", str(out),
                          "--no-progress")
         assert r.returncode == 0, r.stderr[-3000:]
