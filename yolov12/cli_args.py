@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from .model import SCALES, VARIANTS, YOLOv12
+from .onnx_model import OnnxModel
 from .weights import public_weights_url
 
 BACKEND_CHOICES = ("auto", "cuda", "triton", "flash", "sdpa", "reference")
@@ -124,7 +125,6 @@ def onnx_model_from_args(args, command: str, path: Path, scale: str | None):
             raise SystemExit(f"{why}: {path.name} is an exported ONNX file, which runs in "
                              "onnxruntime in float32 with its own standard ops; drop "
                              f"{why.split()[0]}")
-    from .onnx_model import OnnxModel
     try:
         return OnnxModel(path)
     except (ImportError, ValueError) as e:

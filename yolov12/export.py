@@ -26,6 +26,7 @@ import torch
 from .cli_args import add_model_args, model_from_args, weights_and_scale
 from .coco import class_names
 from .model import STRIDE, YOLOv12
+from .onnx_model import OnnxModel
 
 # fp32 tolerance, the flash-attention rule (docs/design.md): against a float64 run of the same model,
 # ONNX Runtime may err at most FACTOR times what PyTorch's float32 errs, and never less than a
@@ -127,12 +128,10 @@ def write_metadata(path, props: dict[str, str]) -> None:
 
 
 def onnx_session(path):
-    """An onnxruntime CPU session using as many threads as PyTorch does (its default is one per
-    core, which oversubscribes a machine running several test processes)."""
-    import onnxruntime as ort
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = torch.get_num_threads()
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    """An onnxruntime CPU session of ``path`` on as many threads as PyTorch uses (its default is
+    one per core, which oversubscribes a machine running several test processes): the one
+    ``onnx_model.OnnxModel`` builds."""
+    return OnnxModel(path).session
 
 
 @torch.no_grad()

@@ -1,6 +1,7 @@
 """Detections on images: letterbox -> model -> class-aware NMS -> boxes in original pixels.
 
-``yolov12 predict IMAGE... --weights yolo12n.pt`` (or ``model=yolo12n.pt source=IMAGE``) writes
+``yolov12 predict IMAGE... --weights yolo12n.pt`` (or ``model=yolo12n.pt source=IMAGE``; a
+``.onnx`` file from ``yolov12 export`` runs in onnxruntime, ``onnx_model.py``) writes
 each image with its boxes drawn and ``predictions.json`` (boxes as [x1, y1, x2, y2] in original
 pixels, score, class id and name; an image that could not be read as ``{"image", "error"}``).
 
@@ -37,6 +38,7 @@ from .coco import class_names
 from .fast import FastYOLOv12
 from .images import to_rgb8
 from .model import STRIDE, YOLOv12
+from .onnx_model import OnnxModel
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 PAD_VALUE = 114  # grey padding, what the public models were trained with
@@ -266,7 +268,6 @@ class Predictor:
     def __init__(self, model, imgsz: int | None = None, conf: float = 0.25, iou: float = 0.7,
                  max_det: int = 300, multi_label: bool = False, device=None, half: bool = False,
                  *, backend: str = "auto", fast: bool = True):
-        from .onnx_model import OnnxModel
         if not isinstance(model, (YOLOv12, FastYOLOv12, OnnxModel)):
             raise TypeError(f"model: expected a YOLOv12 (or its optimize() result, or an "
                             f"OnnxModel), got {type(model).__name__}")
