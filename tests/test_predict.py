@@ -333,7 +333,7 @@ def test_predictor_runs_each_image_at_its_own_shape_whatever_the_batch():
     """A batch of mixed shapes used to be padded to its largest image: the model then saw more
     grey border and more anchors, and detections changed. Each image must run at exactly the
     shape it runs at alone, and say so (``input_shape``)."""
-    pred = Predictor(detecting(YOLOv12("n")), imgsz=96, conf=0.5)
+    pred = Predictor(detecting(YOLOv12("n")), imgsz=96, conf=0.3)
     ran = []
     pred.model.register_forward_pre_hook(lambda m, args: ran.append(tuple(args[0].shape)))
     ims = _mixed_images()
@@ -389,7 +389,7 @@ def test_predict_batch_does_not_change_detections_cli(tmp_path):
     runs = {}
     for batch in (1, 4):
         out = tmp_path / f"b{batch}"
-        r = _predict_cli(str(folder), "--weights", str(weights), "--imgsz", "96", "--conf", "0.5",
+        r = _predict_cli(str(folder), "--weights", str(weights), "--imgsz", "96", "--conf", "0.3",
                          "--device", "cpu", "--batch", str(batch), "--out", str(out),
                          "--no-progress")
         assert r.returncode == 0, r.stderr[-3000:]

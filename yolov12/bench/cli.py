@@ -18,7 +18,7 @@ path, against the reference model), then the tables. Records go to ``<--out>/e2e
 default a new ``runs/bench/<date-time>`` directory (``--out benchmarks/results`` adds them to the
 committed records); ``--report`` re-renders the tables and the plot from records without timing
 anything. The default on a CPU (every scale at 640, eager vs fast, 3 warm-up and 10 timed calls
-each) takes about 2 minutes on 2 cores. See docs/benchmarks.md.
+each, and the exported model in onnxruntime) takes about 3.5 minutes on 2 cores. See docs/benchmarks.md.
 """
 from __future__ import annotations
 
