@@ -76,7 +76,11 @@ def test_original_options_still_work(tmp_path):
     bench("--model", "n", "--device", "cpu", "--imgsz", "64", "--runs", "2", "--warmup", "1",
           "--out", str(tmp_path), "--no-progress")
     recs = load_records([tmp_path / "e2e.jsonl"])
-    assert {r["provider"] for r in recs} == {"eager", "fast"}
+    import importlib.util
+    onnx_ok = all(importlib.util.find_spec(m) for m in ("onnx", "onnxruntime"))
+    # the CPU defaults: eager, fast and the exported model in onnxruntime (skipped without it)
+    assert {r["provider"] for r in recs} == {"eager", "fast"} | ({"onnxruntime"} if onnx_ok
+                                                                else set())
     assert all(r["name"] == "n" and r["shape"] == [1, 3, 64, 64] for r in recs)
 
 
@@ -338,10 +342,15 @@ def test_progress_total_counts_only_what_runs(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     s = resolve(build_parser().parse_args(["bench", "--suite", "all", "--threads",
                                            str(torch.get_num_threads())]))
-    assert s["providers"] == ["eager", "fast"] and s["batch_providers"] == ["eager", "fast"]
+    assert s["providers"] == ["eager", "fast", "onnxruntime"]
+    assert s["batch_providers"] == ["eager", "fast"]
     total = e2e.count_runs(["n"], 3, ["baselines", "batch"], s["providers"], [1, 2],
                            s["batch_providers"])
-    assert total == 3 * (2 + 2 * 2)
+    assert total == 3 * (3 + 2 * 2)
+    # on a GPU onnxruntime runs only when asked for (--providers): its default is float16
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    s = resolve(build_parser().parse_args(["bench", "--no-compile"]))
+    assert "onnxruntime" not in s["providers"] and "fast-graph" in s["providers"]
 
 
 def test_graph_providers_need_cuda_and_say_so():

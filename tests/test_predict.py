@@ -3,12 +3,13 @@ the predict CLI end to end on generated images."""
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
 import torch
 
-from _lively import lively
+from _lively import detecting, lively
 from yolov12 import YOLOv12
 from yolov12.__main__ import main
 from yolov12.coco import NAMES
@@ -360,3 +361,98 @@ def test_predict_cli_needs_weights(tmp_path):
         main(["predict", str(img), "--model", "n", "--imgsz", "64", "--out", str(tmp_path / "o")])
     with pytest.raises(SystemExit, match="no such file"):
         main(["predict", str(tmp_path / "missing.png"), "--model", "n"])
+
+
+# ----------------------------------------------------------------------------------------------
+# --batch is a speed knob: every image runs at the shape it would run at alone
+
+# (w, h) -> input (H, W) at imgsz 96: three shapes, interleaved so that batches of 4 in input
+# order would mix them
+MIXED = [(120, 80), (80, 120), (100, 100), (130, 70), (60, 90), (150, 100)]
+RUN_SHAPES = [(64, 96), (96, 64), (96, 96), (64, 96), (96, 64), (64, 96)]
+
+
+def _mixed_images():
+    rng = np.random.default_rng(0)
+    return [Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)) for w, h in MIXED]
+
+
+def test_predictor_runs_each_image_at_its_own_shape_whatever_the_batch():
+    """A batch of mixed shapes used to be padded to its largest image: the model then saw more
+    grey border and more anchors, and detections changed. Each image must run at exactly the
+    shape it runs at alone, and say so (``input_shape``)."""
+    pred = Predictor(detecting(YOLOv12("n")), imgsz=96, conf=0.3)
+    ran = []
+    pred.model.register_forward_pre_hook(lambda m, args: ran.append(tuple(args[0].shape)))
+    ims = _mixed_images()
+    together = pred(ims)
+    assert sorted(ran) == [(1, 3, 96, 96), (2, 3, 96, 64), (3, 3, 64, 96)]  # one per shape
+    ran.clear()
+    alone = [pred([im])[0] for im in ims]
+    assert [s[2:] for s in ran] == RUN_SHAPES
+    for k, (a, b) in enumerate(zip(together, alone)):
+        assert a.input_shape == b.input_shape == RUN_SHAPES[k]
+        assert len(a.labels) == len(b.labels) > 0, k
+        # float32 results of one image in a batch of 1 vs 3 (different GEMM blocking): ~1e-5 px
+        torch.testing.assert_close(a.boxes, b.boxes, atol=1e-3, rtol=0)
+        torch.testing.assert_close(a.scores, b.scores, atol=1e-5, rtol=0)
+        assert torch.equal(a.labels, b.labels)
+
+
+def test_plan_batches_groups_files_by_input_shape(tmp_path):
+    from yolov12.predict import plan_batches
+    files = []
+    for i, im in enumerate(_mixed_images()):
+        files.append(tmp_path / f"{i}.png")
+        im.save(files[-1])
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    files.insert(2, tmp_path / "bad.png")
+    pred = Predictor(YOLOv12("n"), imgsz=96, fast=False)
+    plan = plan_batches(files, 2, pred.input_shape)
+    # shapes in order of first appearance, input order within; the unreadable file on its own
+    assert plan == [[0, 4], [6], [1, 5], [2], [3]]
+    assert plan_batches(files, 1, pred.input_shape) == [[i] for i in range(len(files))]
+
+
+def _predict_cli(*args):
+    """The real command in a subprocess: its exit code, output, and no traceback."""
+    import os
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, "-m", "yolov12", "predict", *args], capture_output=True,
+                       text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert "Traceback" not in r.stdout + r.stderr, r.stderr[-3000:]
+    return r
+
+
+def test_predict_batch_does_not_change_detections_cli(tmp_path):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i, im in enumerate(_mixed_images()):
+        im.save(folder / f"{i}.png")
+    weights = tmp_path / "w.pt"
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        torch.save(detecting(YOLOv12("n")).state_dict(), weights)
+    runs = {}
+    for batch in (1, 4):
+        out = tmp_path / f"b{batch}"
+        r = _predict_cli(str(folder), "--weights", str(weights), "--imgsz", "96", "--conf", "0.3",
+                         "--device", "cpu", "--batch", str(batch), "--out", str(out),
+                         "--no-progress")
+        assert r.returncode == 0, r.stderr[-3000:]
+        # the line per image prints the shape it ran at
+        printed = dict(re.findall(r"^image \d+/6 \S+/(\d)\.png: (\d+x\d+) ", r.stdout, re.M))
+        assert printed == {str(k): f"{h}x{w}" for k, (h, w) in enumerate(RUN_SHAPES)}, r.stdout
+        runs[batch] = json.loads((out / "predictions.json").read_text())
+    one, four = runs[1], runs[4]
+    assert [r["image"] for r in one] == [r["image"] for r in four]  # input order, both
+    for a, b in zip(one, four):
+        da, db = a["detections"], b["detections"]
+        assert len(da) == len(db) > 0, a["image"]
+        # the JSON rounds boxes to 0.01 px and scores to 1e-4: a float32 difference of ~1e-5 can
+        # flip the last digit, never more
+        for x, y in zip(da, db):
+            assert x["class_id"] == y["class_id"]
+            assert max(abs(p - q) for p, q in zip(x["box"], y["box"])) <= 0.011
+            assert abs(x["score"] - y["score"]) <= 1.1e-4

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from .model import SCALES, VARIANTS, YOLOv12
+from .onnx_model import OnnxModel
 from .weights import public_weights_url
 
 BACKEND_CHOICES = ("auto", "cuda", "triton", "flash", "sdpa", "reference")
@@ -74,10 +75,13 @@ def _set_variant(args, variant: str) -> None:
     args.variant = variant
 
 
-def model_from_args(args, command: str) -> YOLOv12:
-    """The model named on the command line: a checkpoint (--weights FILE, --model FILE), or with a
-    loud warning a randomly initialised scale (--model SCALE, --scale SCALE)."""
+def model_from_args(args, command: str):
+    """The model named on the command line: a checkpoint (--weights FILE, --model FILE), an
+    exported ``.onnx`` file (an ``OnnxModel``; predict and val), or with a loud warning a randomly
+    initialised scale (--model SCALE, --scale SCALE)."""
     weights, scale = weights_and_scale(args)
+    if weights and Path(weights).suffix.lower() == ".onnx":
+        return onnx_model_from_args(args, command, Path(weights), scale)
     if weights:
         path = Path(weights)
         if not path.is_file():
@@ -110,6 +114,28 @@ def model_from_args(args, command: str) -> YOLOv12:
     warnings.warn(f"{command}: no weights, using a randomly initialised YOLOv12-{scale}: its "
                   "outputs are noise", stacklevel=2)
     return YOLOv12(scale, nc=nc, **_variant_kwargs(args)).eval()
+
+
+def onnx_model_from_args(args, command: str, path: Path, scale: str | None):
+    """An exported ``.onnx`` file as the model (``onnx_model.OnnxModel``, run in onnxruntime):
+    options that only mean something for a PyTorch model end the run with one line."""
+    if command == "export":
+        raise SystemExit(f"--weights: {path} is already an ONNX file; export takes a PyTorch "
+                         "checkpoint (.pt, .safetensors)")
+    if not path.is_file():
+        raise SystemExit(f"--weights: no such file {str(path)!r}")
+    for given, why in ((scale, f"--scale {scale}"), (getattr(args, "variant", None), "--variant"),
+                       (getattr(args, "half", False), "--half"),
+                       (getattr(args, "backend", "auto") not in (None, "auto"),
+                        f"--backend {getattr(args, 'backend', None)}")):
+        if given:
+            raise SystemExit(f"{why}: {path.name} is an exported ONNX file, which runs in "
+                             "onnxruntime in float32 with its own standard ops; drop "
+                             f"{why.split()[0]}")
+    try:
+        return OnnxModel(path)
+    except (ImportError, ValueError) as e:
+        raise SystemExit(f"--weights: {str(e).removeprefix('model: ')}") from e
 
 
 def _variant_kwargs(args) -> dict:

@@ -12,6 +12,8 @@
   ``<file>.data``. ``opset_range`` says which opsets each exporter takes here.
 * Input ``images`` (B, 3, H, W) float32 in [0, 1]; output ``output0`` (B, 4 + nc, anchors): xywh
   boxes in input pixels, then class probabilities — the same as ``YOLOv12.forward`` in eval mode.
+* Metadata (``metadata``): class names and count, scale, export size, stride — what
+  ``yolov12 predict model=FILE.onnx`` (``onnx_model.OnnxModel``) reads.
 """
 from __future__ import annotations
 
@@ -29,7 +31,9 @@ from .cli_args import (
     pick_device,
     weights_and_scale,
 )
+from .coco import class_names
 from .model import STRIDE, YOLOv12
+from .onnx_model import OnnxModel
 
 # fp32 tolerance, the flash-attention rule (docs/design.md): against a float64 run of the same model,
 # ONNX Runtime may err at most FACTOR times what PyTorch's float32 errs, and never less than a
@@ -153,16 +157,43 @@ def export_onnx(model: YOLOv12, path, imgsz=640, batch: int = 1, dynamic_batch: 
             torch.onnx.export(model, (x,), str(path), dynamo=True, opset_version=opset,
                               input_names=["images"], output_names=["output0"],
                               dynamic_shapes=shapes)
+    write_metadata(path, metadata(model, (h, w), batch, dynamic, dynamic_batch))
     return path
 
 
+def metadata(model: YOLOv12, shape: tuple[int, int], batch: int = 1, dynamic: bool = False,
+             dynamic_batch: bool = False) -> dict[str, str]:
+    """What a runtime needs to use the file without its PyTorch model: class count and names
+    (``onnx_model.OnnxModel`` reads them), the export size, the stride. Keys and formats as
+    ultralytics writes them (``names`` a Python dict literal, ``imgsz`` a list), so that either
+    project reads the other's files."""
+    from yolov12_kernels import __version__
+    return {"description": f"YOLOv12-{model.scale} ({model.variant}) exported by yolov12-kernels",
+            "version": __version__, "task": "detect", "scale": model.scale,
+            "variant": model.variant, "stride": str(STRIDE), "nc": str(model.nc),
+            "names": repr(class_names(model.nc, getattr(model, "names", None))),
+            "imgsz": str(list(shape)), "batch": "dynamic" if dynamic or dynamic_batch else str(batch),
+            "dynamic": str(bool(dynamic))}
+
+
+def write_metadata(path, props: dict[str, str]) -> None:
+    """Set ``props`` in the ONNX file's metadata_props, in place. The weights are not loaded: a
+    file with external data (``.onnx.data``) keeps pointing at it."""
+    import onnx
+    proto = onnx.load(str(path), load_external_data=False)
+    kept = [(p.key, p.value) for p in proto.metadata_props if p.key not in props]
+    del proto.metadata_props[:]
+    for key, value in [*kept, *props.items()]:
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(proto, str(path))
+
+
 def onnx_session(path):
-    """An onnxruntime CPU session using as many threads as PyTorch does (its default is one per
-    core, which oversubscribes a machine running several test processes)."""
-    import onnxruntime as ort
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = torch.get_num_threads()
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    """An onnxruntime CPU session of ``path`` on as many threads as PyTorch uses (its default is
+    one per core, which oversubscribes a machine running several test processes): the one
+    ``onnx_model.OnnxModel`` builds."""
+    return OnnxModel(path).session
 
 
 @torch.no_grad()

@@ -1,6 +1,7 @@
 """Detections on images: letterbox -> model -> class-aware NMS -> boxes in original pixels.
 
-``yolov12 predict IMAGE... --weights yolo12n.pt`` (or ``model=yolo12n.pt source=IMAGE``) writes
+``yolov12 predict IMAGE... --weights yolo12n.pt`` (or ``model=yolo12n.pt source=IMAGE``; a
+``.onnx`` file from ``yolov12 export`` runs in onnxruntime, ``onnx_model.py``) writes
 each image with its boxes drawn and ``predictions.json`` (boxes as [x1, y1, x2, y2] in original
 pixels, score, class id and name; an image that could not be read as ``{"image", "error"}``).
 
@@ -38,6 +39,7 @@ from .coco import class_names
 from .fast import FastYOLOv12
 from .images import open_image, to_rgb8
 from .model import STRIDE, YOLOv12
+from .onnx_model import OnnxModel
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 PAD_VALUE = 114  # grey padding, what the public models were trained with
@@ -69,10 +71,26 @@ class Letterbox:
     shape: tuple[int, int]       # (h, w) of the letterboxed input
 
 
-def letterbox(image, imgsz: int = 640, stride: int = STRIDE) -> tuple[torch.Tensor, Letterbox]:
+def letterbox_geometry(h: int, w: int, imgsz: int = 640, stride: int = STRIDE,
+                       shape: tuple[int, int] | None = None) -> tuple[int, int, int, int]:
+    """(new w, new h, H, W): the size an h x w image is resized to and the input it is padded to.
+
+    Long side ``imgsz``, aspect kept, each side padded to the next multiple of ``stride``; or, with
+    ``shape`` (a static ONNX file's (H, W)), the largest size that fits inside ``shape``, padded to
+    exactly it.
+    """
+    r = min(imgsz / h, imgsz / w) if shape is None else min(shape[0] / h, shape[1] / w)
+    nw, nh = max(1, round(w * r)), max(1, round(h * r))
+    if shape is not None:
+        return min(nw, shape[1]), min(nh, shape[0]), shape[0], shape[1]
+    return nw, nh, math.ceil(nh / stride) * stride, math.ceil(nw / stride) * stride
+
+
+def letterbox(image, imgsz: int = 640, stride: int = STRIDE,
+              shape: tuple[int, int] | None = None) -> tuple[torch.Tensor, Letterbox]:
     """Resize ``image`` (a PIL image or an array, see ``images.to_rgb8``) so its long side is
     ``imgsz``, keeping the aspect ratio, and pad it (grey, centred) to the next multiple of
-    ``stride`` on each side.
+    ``stride`` on each side — or, with ``shape`` (H, W), fit it inside and pad to exactly that.
 
     Returns a (3, H, W) float32 tensor in [0, 1] and the ``Letterbox`` to map boxes back.
     """
@@ -81,11 +99,9 @@ def letterbox(image, imgsz: int = 640, stride: int = STRIDE) -> tuple[torch.Tens
         raise ValueError(f"imgsz: expected an int >= {stride}, got {imgsz!r}")
     image = to_rgb8(image)  # 16-bit / float pixels scaled, gray -> RGB
     w, h = image.size
-    r = min(imgsz / h, imgsz / w)
-    nw, nh = max(1, round(w * r)), max(1, round(h * r))
+    nw, nh, H, W = letterbox_geometry(h, w, imgsz, stride, shape)
     if (nw, nh) != (w, h):
         image = image.resize((nw, nh), Image.BILINEAR)
-    H, W = math.ceil(nh / stride) * stride, math.ceil(nw / stride) * stride
     left, top = (W - nw) // 2, (H - nh) // 2
     canvas = np.full((H, W, 3), PAD_VALUE, dtype=np.uint8)
     canvas[top:top + nh, left:left + nw] = np.asarray(image)
@@ -93,15 +109,16 @@ def letterbox(image, imgsz: int = 640, stride: int = STRIDE) -> tuple[torch.Tens
     return x, Letterbox((nw / w, nh / h), (left, top), (h, w), (H, W))
 
 
-def pad_batch(tensors: list[torch.Tensor]) -> torch.Tensor:
-    """Stack (3, H_i, W_i) inputs into one batch, padding right/bottom to the largest H and W (the
-    padding is after the image, so each image's Letterbox stays valid)."""
-    H = max(t.shape[1] for t in tensors)
-    W = max(t.shape[2] for t in tensors)
-    out = torch.full((len(tensors), 3, H, W), PAD_VALUE / 255.0)
-    for i, t in enumerate(tensors):
-        out[i, :, : t.shape[1], : t.shape[2]] = t
-    return out
+def upright_size(path) -> tuple[int, int]:
+    """(h, w) of an image file as ``load_image`` will return it, from its header: the EXIF
+    orientation swaps the sides (read where that is cheap: a PNG's EXIF may need the pixels)."""
+    from PIL import Image
+    with Image.open(path) as im:
+        w, h = im.size
+        if im.format in ("JPEG", "MPO", "TIFF", "WEBP") and \
+                im.getexif().get(0x0112) in (5, 6, 7, 8):  # rotated by 90 or 270 degrees
+            w, h = h, w
+    return h, w
 
 
 def scale_boxes(boxes: torch.Tensor, lb: Letterbox) -> torch.Tensor:
@@ -220,33 +237,69 @@ class Detections:
     boxes: torch.Tensor   # (n, 4) xyxy in original-image pixels
     scores: torch.Tensor  # (n,)
     labels: torch.Tensor  # (n,) class index 0..nc-1
-    input_shape: tuple[int, int] | None = None  # (h, w) of the letterboxed network input
+    input_shape: tuple[int, int] | None = None  # (h, w) of the input the image ran at
 
 
 class Predictor:
     """A callable ``images -> list[Detections]`` (PIL images in, boxes in their own pixels out).
 
     ``model``: a ``YOLOv12`` (run through its fast path ``model.optimize(device, dtype, backend)``
-    unless ``fast=False``: BN folded, the fastest attention backend, channels-last on CPU) or an
-    already optimized ``FastYOLOv12``. ``times`` accumulates seconds spent per stage (pre-process:
-    letterbox and batching; inference: the forward pass; nms: post-processing), ``seen`` the
-    images. val.py takes any callable with this signature, so tests can substitute a stub.
+    unless ``fast=False``: BN folded, the fastest attention backend, channels-last on CPU), an
+    already optimized ``FastYOLOv12``, or an exported file in onnxruntime
+    (``onnx_model.OnnxModel``: float32, its own ops, so no ``half`` or ``backend``).
+    ``imgsz``: the long side of the input; default 640, or the size a static ONNX file takes
+    (which takes only that size: images are letterboxed into it).
+
+    Each image runs at exactly the shape it would run at alone: a call letterboxes every image
+    and runs one forward per distinct input shape (``Detections.input_shape``), so the size of a
+    call's batch changes speed, never detections. ``times`` accumulates seconds spent per stage
+    (pre-process: letterbox and batching; inference: the forward passes; nms: post-processing),
+    ``seen`` the images. val.py takes any callable with this signature, so tests can substitute a
+    stub.
     """
 
-    def __init__(self, model, imgsz: int = 640, conf: float = 0.25, iou: float = 0.7,
+    def __init__(self, model, imgsz: int | None = None, conf: float = 0.25, iou: float = 0.7,
                  max_det: int = 300, multi_label: bool = False, device=None, half: bool = False,
                  *, backend: str = "auto", fast: bool = True):
-        if not isinstance(model, (YOLOv12, FastYOLOv12)):
-            raise TypeError(f"model: expected a YOLOv12 (or its optimize() result), got "
-                            f"{type(model).__name__}")
-        if isinstance(imgsz, bool) or not isinstance(imgsz, int) or imgsz < STRIDE:
-            raise ValueError(f"imgsz: expected an int >= {STRIDE}, got {imgsz!r}")
+        if not isinstance(model, (YOLOv12, FastYOLOv12, OnnxModel)):
+            raise TypeError(f"model: expected a YOLOv12 (or its optimize() result, or an "
+                            f"OnnxModel), got {type(model).__name__}")
         for name, v in (("conf", conf), ("iou", iou)):
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"{name}: expected a value in [0, 1], got {v}")
         if isinstance(max_det, bool) or not isinstance(max_det, int) or max_det < 1:
             raise ValueError(f"max_det: expected a positive int, got {max_det!r}")
-        net = model.net if isinstance(model, FastYOLOv12) else model
+        if isinstance(model, OnnxModel):
+            if half or backend != "auto":
+                raise ValueError(f"{'half' if half else 'backend'}: {model.path.name} is an "
+                                 "exported ONNX file; it runs in float32 with its own ops")
+            self.model = model.to(device) if device is not None else model
+            self.device, self.dtype = self.model.device, self.model.dtype
+            self.fixed_shape = self.model.fixed_shape
+            nc, names = self.model.nc, self.model.names
+            self.runs_on = self.model.describe()
+        else:
+            self._init_torch(model, device, half, backend, fast)
+            net = model.net if isinstance(model, FastYOLOv12) else model
+            nc, names = net.nc, getattr(net, "names", None)
+            self.fixed_shape = None
+            self.runs_on = f"{self.device}{', float16' if half else ''}"
+        if imgsz is None:
+            imgsz = max(self.fixed_shape) if self.fixed_shape else 640
+        if isinstance(imgsz, bool) or not isinstance(imgsz, int) or imgsz < STRIDE:
+            raise ValueError(f"imgsz: expected an int >= {STRIDE}, got {imgsz!r}")
+        if self.fixed_shape and imgsz != max(self.fixed_shape):
+            H, W = self.fixed_shape
+            raise ValueError(f"imgsz: {self.model.path.name} takes exactly {H}x{W} inputs (a "
+                             f"static export): use imgsz {max(H, W)}, or export with --dynamic "
+                             f"to run at {imgsz}")
+        self.imgsz, self.conf, self.iou = imgsz, conf, iou
+        self.max_det, self.multi_label = max_det, multi_label
+        self.names = class_names(nc, names)
+        self.times = {"pre": 0.0, "infer": 0.0, "nms": 0.0}
+        self.seen = 0
+
+    def _init_torch(self, model, device, half, backend, fast) -> None:
         self.device = (torch.device(device) if device is not None
                        else next(model.parameters()).device)
         if half and self.device.type != "cuda":
@@ -263,11 +316,10 @@ class Predictor:
             self.model = model.to(self.device, self.dtype).eval()
             if backend != "auto":
                 self.model.set_attention_backend(backend)
-        self.imgsz, self.conf, self.iou = imgsz, conf, iou
-        self.max_det, self.multi_label = max_det, multi_label
-        self.names = class_names(net.nc, getattr(net, "names", None))
-        self.times = {"pre": 0.0, "infer": 0.0, "nms": 0.0}
-        self.seen = 0
+
+    def input_shape(self, h: int, w: int) -> tuple[int, int]:
+        """The (H, W) an h x w image runs at."""
+        return letterbox_geometry(h, w, self.imgsz, STRIDE, self.fixed_shape)[2:]
 
     def _sync(self):
         if self.device.type == "cuda":  # kernels run asynchronously: time them to completion
@@ -278,21 +330,30 @@ class Predictor:
         if not images:
             return []
         t0 = time.perf_counter()
-        xs, lbs = zip(*(letterbox(im, self.imgsz) for im in images))
-        x = pad_batch(list(xs)).to(self.device, self.dtype)
-        self._sync()
-        t1 = time.perf_counter()
-        preds = self.model(x)
-        self._sync()
-        t2 = time.perf_counter()
-        out = []
-        for (boxes, scores, labels), lb in zip(
-                postprocess(preds, self.conf, self.iou, self.max_det, self.multi_label), lbs):
-            out.append(Detections(scale_boxes(boxes, lb).cpu(), scores.cpu(), labels.cpu(),
-                                  lb.shape))
-        t3 = time.perf_counter()
-        for k, dt in (("pre", t1 - t0), ("infer", t2 - t1), ("nms", t3 - t2)):
-            self.times[k] += dt
+        boxed = [letterbox(im, self.imgsz, shape=self.fixed_shape) for im in images]
+        # one forward per input shape: padding an image to a larger batch-mate would change its
+        # detections (the model sees more grey border, more anchors)
+        by_shape: dict = {}
+        for k, (x, _) in enumerate(boxed):
+            by_shape.setdefault(tuple(x.shape), []).append(k)
+        self.times["pre"] += time.perf_counter() - t0
+        out: list = [None] * len(images)
+        for ks in by_shape.values():
+            t0 = time.perf_counter()
+            x = torch.stack([boxed[k][0] for k in ks]).to(self.device, self.dtype)
+            self._sync()
+            t1 = time.perf_counter()
+            preds = self.model(x)
+            self._sync()
+            t2 = time.perf_counter()
+            for k, (boxes, scores, labels) in zip(
+                    ks, postprocess(preds, self.conf, self.iou, self.max_det, self.multi_label)):
+                lb = boxed[k][1]
+                out[k] = Detections(scale_boxes(boxes, lb).cpu(), scores.cpu(), labels.cpu(),
+                                    lb.shape)
+            t3 = time.perf_counter()
+            for key, dt in (("pre", t1 - t0), ("infer", t2 - t1), ("nms", t3 - t2)):
+                self.times[key] += dt
         self.seen += len(images)
         return out
 
@@ -399,6 +460,24 @@ def output_names(files: list[Path]) -> list[str]:
     return names
 
 
+def plan_batches(files: list[Path], batch: int, input_shape) -> list[list[int]]:
+    """Indices of ``files`` in batches of up to ``batch`` images that run at the same input shape
+    (``input_shape(h, w)``, from each file's header): shapes in the order they first appear, each
+    shape's images in input order, so batches are full however the shapes are mixed. With batch
+    1, input order. The plan only saves forwards: ``Predictor`` runs each shape of a batch
+    separately anyway, so a header that misleads (or cannot be read) costs speed, not results."""
+    if batch == 1:
+        return [[i] for i in range(len(files))]
+    groups: dict = {}
+    for i, f in enumerate(files):
+        try:
+            key = input_shape(*upright_size(f))
+        except Exception:  # unreadable, not an image, a bomb: load_image will say so, in order
+            key = None
+        groups.setdefault(key, []).append(i)
+    return [g[k:k + batch] for g in groups.values() for k in range(0, len(g), batch)]
+
+
 def add_parser(sub) -> None:
     p = sub.add_parser("predict", help="detect objects in images; write annotated images + JSON")
     p.add_argument("images", nargs="*", metavar="IMAGE", help="image files or directories")
@@ -408,9 +487,12 @@ def add_parser(sub) -> None:
     add_model_args(p)
     p.add_argument("--conf", type=float, default=0.25, help="score threshold (default 0.25)")
     p.add_argument("--iou", type=float, default=0.7, help="NMS IoU threshold (default 0.7)")
-    p.add_argument("--imgsz", type=int, default=640, help="long side of the input (default 640)")
+    p.add_argument("--imgsz", type=int, default=None,
+                   help="long side of the input (default 640, or the size a static .onnx takes)")
     p.add_argument("--max-det", type=int, default=300, help="boxes per image at most")
-    p.add_argument("--batch", type=int, default=1, help="images per forward pass")
+    p.add_argument("--batch", type=int, default=1,
+                   help="images per forward pass, of the same input shape: a speed knob, "
+                        "detections do not change")
     p.add_argument("--out", default="runs/predict",
                    help="output directory (default runs/predict; runs/predict2, ... when it "
                         "already holds results, unless --exist-ok)")
@@ -437,7 +519,7 @@ def run(args) -> int:
             raise SystemExit(f"--{name}: expected a value in [0, 1], got {getattr(args, name)}")
     for flag, v, lo in (("--imgsz", args.imgsz, STRIDE), ("--batch", args.batch, 1),
                         ("--max-det", args.max_det, 1)):
-        if v < lo:
+        if v is not None and v < lo:
             raise SystemExit(f"{flag}: expected a value >= {lo}, got {v}")
     if args.source and args.images:
         raise SystemExit(f"--source {' '.join(args.source)} and IMAGE {' '.join(args.images)} "
@@ -458,15 +540,18 @@ def _run(args, files: list[Path], ctx) -> int:
     check_half(args.half, device)
     check_backend(args.backend, device, args.half)
     model = model_from_args(args, "predict")
-    pred = Predictor(model, args.imgsz, args.conf, args.iou, args.max_det, device=device,
-                     half=args.half, backend=args.backend)
+    try:
+        pred = Predictor(model, args.imgsz, args.conf, args.iou, args.max_det, device=device,
+                         half=args.half, backend=args.backend)
+    except ValueError as e:  # e.g. an --imgsz a static .onnx file does not take
+        raise SystemExit(f"--{e}") from e
     out_dir = ctx.broadcast(output_dir(args.out, args.exist_ok) if ctx.main else None)
     os.makedirs(out_dir, exist_ok=True)
     names = output_names(files)
-    # this process's share: whole batches, dealt out as in distributed.py
-    starts = [range(0, len(files), args.batch)[b]
-              for b in ctx.my_batches(math.ceil(len(files) / args.batch))]
-    mine = sum(min(args.batch, len(files) - s) for s in starts)
+    # batches of one input shape; this process's share: whole batches, as in distributed.py
+    batches = plan_batches(files, args.batch, pred.input_shape)
+    batches = [batches[b] for b in ctx.my_batches(len(batches))]
+    mine = sum(map(len, batches))
 
     bar = None
     if mine > 1 and ctx.main and not args.no_progress:
@@ -488,9 +573,8 @@ def _run(args, files: list[Path], ctx) -> int:
             json.dump([r for _, r in sorted(all_records, key=lambda t: t[0])], fh, indent=1)
 
     try:
-        for start in starts:
-            chunk = list(zip(range(start, len(files)), files[start:start + args.batch],
-                             names[start:start + args.batch]))
+        for indices in batches:
+            chunk = [(i, files[i], names[i]) for i in indices]
             loaded = []
             for i, f, name in chunk:
                 try:
@@ -532,8 +616,8 @@ def _run(args, files: list[Path], ctx) -> int:
     sp = {k: 1000.0 * sum(t[k] for _, t, _ in shares) / seen for k in ("pre", "infer", "nms")}
     failed = sum("error" in r for _, r in all_records)
     print(f"Speed: {sp['pre']:.1f}ms pre-process, {sp['infer']:.1f}ms inference, "
-          f"{sp['nms']:.1f}ms NMS per image (batch {args.batch}, long side {args.imgsz}, "
-          f"{device}{', float16' if args.half else ''}"
+          f"{sp['nms']:.1f}ms NMS per image (batch {args.batch}, long side {pred.imgsz}, "
+          f"{pred.runs_on}"
           + (f", {ctx.world} processes" if ctx.world > 1 else "") + ")")
     print(f"Results: {len(files) - failed} images -> {out_dir}/, boxes in "
           f"{out_dir / 'predictions.json'}")

@@ -209,7 +209,8 @@ def evaluate(images_dir, annotations, predictor, batch: int = 8, out=None, worke
                          f"in the annotations are not in {images_dir} (e.g. {missing[0][1].name})")
     if limit is not None:
         items = items[:limit]
-    # batches of similar aspect ratio pad less (each batch is padded to its largest image)
+    # batches of similar aspect ratio hold one input shape, so they run as one forward (the
+    # predictor runs each input shape of a batch separately: batching never changes results)
     items.sort(key=lambda it: _aspect(it[1]))
 
     # this process's batches: the single-process batches, dealt out whole (distributed.py)
@@ -380,7 +381,8 @@ def add_parser(sub) -> None:
                         "(coco.yaml; the json is taken from <path>/annotations/) or a COCO json")
     add_model_args(p)
     p.add_argument("--batch", type=int, default=8, help="images per forward pass (default 8)")
-    p.add_argument("--imgsz", type=int, default=640, help="long side of the input (default 640)")
+    p.add_argument("--imgsz", type=int, default=None,
+                   help="long side of the input (default 640, or the size a static .onnx takes)")
     p.add_argument("--conf", type=float, default=0.001,
                    help="score threshold (default 0.001, the usual for mAP)")
     p.add_argument("--iou", type=float, default=0.7, help="NMS IoU threshold (default 0.7)")

@@ -3,7 +3,8 @@
 Suites (``--suite``, comma-separated, or ``all``):
   baselines  every scale at --batch: the eager reference model, torch.compile of it (default and
              max-autotune), our fast path (``model.optimize``) and, on CUDA, the fast path replayed
-             from a CUDA graph — side by side, with speed-ups; feeds Tables 1 and 4 and the plot
+             from a CUDA graph; on a CPU also the model exported to ONNX and run in onnxruntime —
+             side by side, with speed-ups; feeds Tables 1 and 4 and the plot
   ablations  area vs global attention at P4, fused vs unfused attention, position-perceiver
              kernel 1..9 and MLP ratio 1.0..4.0 as latency / params / GFLOPs rows
   batch      batch sweep (--batches) with images/s and peak GPU memory
@@ -17,7 +18,7 @@ path, against the reference model), then the tables. Records go to ``<--out>/e2e
 default a new ``runs/bench/<date-time>`` directory (``--out benchmarks/results`` adds them to the
 committed records); ``--report`` re-renders the tables and the plot from records without timing
 anything. The default on a CPU (every scale at 640, eager vs fast, 3 warm-up and 10 timed calls
-each) takes about 2 minutes on 2 cores. See docs/benchmarks.md.
+each, and the exported model in onnxruntime) takes about 3.5 minutes on 2 cores. See docs/benchmarks.md.
 """
 from __future__ import annotations
 
@@ -69,10 +70,11 @@ def add_parser(sub) -> None:
                    help="the runs are interleaved across providers in this many rounds (default 5)")
     p.add_argument("--providers", default=None,
                    help="baseline providers, comma-separated from eager,eager-graph,compile,"
-                        "compile-max-autotune,fast-noconv,fast-noconv-graph,fast,fast-graph "
-                        "(default: all that run here: the -graph and -noconv ones need CUDA, "
-                        "compile the --compile switch; fast-noconv = the fast path without the "
-                        "fused conv kernels)")
+                        "compile-max-autotune,fast-noconv,fast-noconv-graph,fast,fast-graph,"
+                        "onnxruntime (default: all that run here: the -graph and -noconv ones "
+                        "need CUDA, compile the --compile switch, onnxruntime is a CPU default; "
+                        "fast-noconv = the fast path without the fused conv kernels, "
+                        "onnxruntime = the model exported to ONNX and run in onnxruntime)")
     p.add_argument("--compile", dest="compile", action="store_true", default=None,
                    help="time the torch.compile baselines (default on CUDA; off on CPU, where "
                         "inductor's C++ build takes minutes)")
@@ -165,6 +167,7 @@ def resolve(args):
     else:  # only what runs here, so that the progress bar's total (and its ETA) is the work
         providers = [p for p in e2e.PROVIDERS
                      if (gpu or p not in e2e.GRAPH_PROVIDERS + e2e.NOCONV_PROVIDERS)
+                     and (not gpu or p not in e2e.CPU_ONLY_DEFAULTS)
                      and (compile_ok or not p.startswith("compile"))]
     batch_providers = [p for p in e2e.BATCH_PROVIDERS if gpu or p not in e2e.GRAPH_PROVIDERS]
     if args.batches:

@@ -15,26 +15,33 @@ from __future__ import annotations
 
 import copy
 import gc
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import torch
 import torch._inductor.config  # noqa: F401  (torch._inductor.config.patch below)
 
+from ..export import export_onnx
 from ..fast import CapturedForward, FastYOLOv12, fused_convs_unsupported, optimize
+from ..onnx_model import OnnxModel, import_onnxruntime
 from .ablations import MLP_RATIOS, PE_KERNELS, build_variant
 from .records import make_record, summarize, time_ms
 
 PROVIDERS = ("eager", "eager-graph", "compile", "compile-max-autotune", "fast-noconv",
-             "fast-noconv-graph", "fast", "fast-graph")
+             "fast-noconv-graph", "fast", "fast-graph", "onnxruntime")
 # replayed from a CUDA graph: CUDA only
 GRAPH_PROVIDERS = ("eager-graph", "fast-noconv-graph", "fast-graph")
 # the ablation "fast path without the fused conv kernels": it differs from fast only where fast
 # runs them (a GPU); elsewhere it is skipped, not timed as a copy of fast
 NOCONV_PROVIDERS = ("fast-noconv", "fast-noconv-graph")
 BATCH_PROVIDERS = ("eager", "eager-graph", "fast", "fast-graph")
+# the model exported to ONNX (yolov12 export) and run in onnxruntime: a default on the CPU, where
+# it is a real alternative to our fast path; on a GPU only when asked for (--providers)
+CPU_ONLY_DEFAULTS = ("onnxruntime",)
 DEFAULT_BATCHES = (1, 2, 4, 8, 16, 32, 64)
 
 
@@ -153,6 +160,8 @@ def build(provider: str, model, cfg: Config, batch: int | None = None,
             extra["graph"] = True
             return g.replay, extra
         return (lambda: cm(x)), extra
+    if provider == "onnxruntime":
+        return _onnxruntime(model, cfg, x)
     if provider in ("fast", "fast-graph", *NOCONV_PROVIDERS):
         noconv = provider in NOCONV_PROVIDERS
         if noconv and fused_convs_absent(dev, dtype):
@@ -182,6 +191,39 @@ def build(provider: str, model, cfg: Config, batch: int | None = None,
         extra["graph"] = True
         return g.replay, extra
     raise ValueError(f"provider: expected one of {PROVIDERS}, got {provider!r}")
+
+
+def _onnxruntime(model, cfg: Config, x: torch.Tensor):
+    """``model`` exported as ``yolov12 export`` writes it (BN folded, reference attention as
+    standard ops; static shape: this batch and size) into a temporary directory, and run in
+    onnxruntime on as many threads as PyTorch uses: what a user deploying the .onnx file gets.
+    The export's time is recorded as ``export_s``; the timed call is the session's run on a numpy
+    array made once."""
+    if cfg.dtype != torch.float32:
+        raise Skip(f"onnxruntime runs the exported float32 file; measured with --dtype float32, "
+                   f"not {str(cfg.dtype).replace('torch.', '')}")
+    try:
+        import onnx  # noqa: F401  (torch's exporter writes the file with it)
+    except ImportError:
+        raise Skip("onnxruntime: exporting the model needs onnx (pip install onnx onnxruntime)"
+                   ) from None
+    try:
+        ort = import_onnxruntime()
+    except ImportError as e:
+        raise Skip(str(e)) from None
+    if cfg.device.type == "cuda" and "CUDAExecutionProvider" not in ort.get_available_providers():
+        raise Skip(f"onnxruntime {ort.__version__} has no CUDAExecutionProvider (pip install "
+                   "onnxruntime-gpu)")
+    with tempfile.TemporaryDirectory() as tmp:  # the session holds the graph once it is built
+        t0 = time.perf_counter()
+        path = export_onnx(copy.deepcopy(model), Path(tmp) / "model.onnx",
+                           imgsz=tuple(x.shape[-2:]), batch=x.shape[0])
+        export_s = time.perf_counter() - t0
+        engine = OnnxModel(path, cfg.device)
+    feed = {engine.input_name: x.float().cpu().numpy()}
+    extra = {"onnxruntime": engine.onnxruntime_version,
+             "execution_provider": engine.execution_provider, "export_s": round(export_s, 1)}
+    return (lambda: engine.session.run(None, feed)), extra
 
 
 def fused_convs_absent(device: torch.device, dtype: torch.dtype) -> str | None:

@@ -5,7 +5,7 @@
 * ``table4`` — FP32 and FP16 latency per scale, one column pair per device, merged from every
   record given (several runs, several machines);
 * ``baselines`` — eager / eager-graph / compile / compile-max-autotune / fast-noconv[-graph] /
-  fast / fast-graph side by side, with speed-ups as ratios;
+  fast / fast-graph / onnxruntime side by side, with speed-ups as ratios;
 * ``ablations`` — area vs global attention at P4, fused vs unfused attention, position-perceiver
   kernel size and MLP ratio (latency / params / GFLOPs measured, mAP from the paper);
 * ``batch_sweep`` — latency, images/s and peak memory per batch size.
@@ -305,6 +305,12 @@ def summary(records: list[dict]) -> str:
             if eager is not None:
                 line += (f", {eager['median_ms'] / fast['median_ms']:.2f}x the reference model "
                          f"({eager['provider']}, {_ms(eager['median_ms'])} ms)")
+            ort = by.get("onnxruntime")
+            if ort is not None:  # the best engine here may be the exported file
+                q = fast["median_ms"] / ort["median_ms"]
+                line += (f"; the exported .onnx in onnxruntime: {_ms(ort['median_ms'])} ms, "
+                         + (f"{q:.2f}x faster" if q >= 1 else f"{1 / q:.2f}x slower")
+                         + f" than {fast['provider']}")
             lines.append(line)
         if lines:
             out.append(f"How fast on this machine — {device}, {dtype}, batch {batch}, {size}, "
