@@ -172,8 +172,9 @@ def test_export_size_line_counts_the_weights_file_beside_the_graph(tmp_path, cap
                      "--no-check"]) == 0
     assert "(10.3 MB with its weights in m.onnx.data, opset 17" in capsys.readouterr().out
     # a new export to the same name removes the old weights file: it would be stale (torch's
-    # exporter stubbed: only the files around it matter here)
-    with mock.patch.object(torch.onnx, "export", lambda m, x, f, **k: Path(f).write_bytes(b"g")):
+    # exporter and the metadata writer stubbed: only the files around it matter here)
+    with mock.patch.object(torch.onnx, "export", lambda m, x, f, **k: Path(f).write_bytes(b"g")), \
+            mock.patch.object(E, "write_metadata", lambda *a: None):
         export_onnx(YOLOv12("n"), out, 32)
     assert E.onnx_files(out) == [out]
 
