@@ -212,6 +212,9 @@ def main(argv=None) -> int:
             t = time.time()
             try:
                 k, regs, spills = compile_run(run, cc)
+                if regs is None:  # no report: a spill would go unseen
+                    raise RuntimeError("ptxas printed no register report "
+                                       "(TRITON_DUMP_PTXAS_LOG)")
                 if k.metadata.shared > MAX_SHARED:
                     raise RuntimeError(f"needs {k.metadata.shared} B of shared memory, over the "
                                        f"{MAX_SHARED} B of sm_86/sm_89")
