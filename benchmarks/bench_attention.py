@@ -3,6 +3,7 @@
     python -m benchmarks.bench_attention [--out DIR] [--quick] [--scales n s ...]
                                          [--batches 1 8 32] [--dtypes float16 bfloat16]
                                          [--passes fwd fwd+bwd] [--graph] [--kernel-time]
+                                         [--layouts contiguous channels_last]
 
 Two families, named as in docs/design.md (records appended to <out>/kernel.jsonl):
 
@@ -15,7 +16,10 @@ Two families, named as in docs/design.md (records appended to <out>/kernel.jsonl
 * ``aattn/<P4|P5>/<scale>`` — AAttn's attention core on the model layout, qkv (B, 3C, H, W) ->
   attention + pe(v) in (B, C, H, W): ``triton``, ``cuda`` and ``eager``, the public YOLO12 AAttn
   code path (flatten/transpose/reshape, q^T k * scale, softmax, v @ attn^T, permutes,
-  ``.contiguous()``, the 7x7 depthwise conv, the add).
+  ``.contiguous()``, the 7x7 depthwise conv, the add). Each case in both memory formats of qkv
+  (``--layouts``): ``contiguous`` (NCHW, the model without the fused convs) and ``channels_last``
+  (the fused NHWC path's; the name column shows ``[cl]``); the record's ``layout`` says which,
+  and ``make_dispatch_table`` ranks each format from its own records.
 
 P4 is 40x40 tokens in 4 areas, P5 20x20 in one; heads per scale as in yolov12_facts.md. Each row
 prints the median (p20, p80) in ms, the speed-up over the best *other* provider of the same row
@@ -58,6 +62,7 @@ PASSES = ("fwd", "fwd+bwd")
 DROP_IN_PROVIDERS = ("triton", "cuda", "sdpa-flash", "sdpa-efficient", "sdpa-cudnn", "sdpa-math",
                      "flex", "flash-attn")
 AATTN_PROVIDERS = ("triton", "cuda", "eager")
+LAYOUTS = ("contiguous", "channels_last")  # qkv's memory format (aattn family)
 
 
 @dataclass
@@ -68,6 +73,7 @@ class Case:
     batch: int
     dtype: torch.dtype
     passname: str
+    layout: str = "contiguous"  # qkv's memory format (aattn); the drop-in tensors are (B, N, h, d)
 
     @property
     def heads(self) -> int:
@@ -237,10 +243,12 @@ def make_inputs(case: Case, device) -> tuple:
     H, W, _ = case.geometry
     C = case.heads * HEAD_DIM
 
-    def rnd(*shape, scale=1.0):
-        return (torch.randn(*shape, device=device, dtype=case.dtype) * scale).requires_grad_(grad)
+    def rnd(*shape, scale=1.0, fmt=torch.contiguous_format):
+        t = torch.randn(*shape, device=device, dtype=case.dtype) * scale
+        return t.contiguous(memory_format=fmt).requires_grad_(grad)
     if case.family == "aattn":
-        return (rnd(case.batch, 3 * C, H, W), rnd(C, 1, 7, 7, scale=1 / 7), rnd(C))
+        fmt = torch.channels_last if case.layout == "channels_last" else torch.contiguous_format
+        return (rnd(case.batch, 3 * C, H, W, fmt=fmt), rnd(C, 1, 7, 7, scale=1 / 7), rnd(C))
     return tuple(rnd(*case.shape) for _ in range(3))
 
 
@@ -291,6 +299,7 @@ def build_records(case: Case, results: list[Result], device, copy_bw: float,
             dtype=case.dtype, batch=case.batch, shape=case.shape, timing=r.timing,
             **{"pass": case.passname}, area=case.geometry[2], heads=case.heads,
             head_dim=HEAD_DIM, bytes_moved=moved,
+            **({"layout": case.layout} if case.family == "aattn" else {}),
             copy_bw_gbs=round(copy_bw / 1e9, 1) if copy_bw else None,
             roofline_fraction=round(roof, 4) if roof is not None else None,
             speedup_vs_best_other=round(speedup, 3) if speedup is not None else None,
@@ -320,8 +329,9 @@ def format_rows(records: list[dict], skipped: list[Result] = ()) -> list[str]:
     for rec in sorted(records, key=lambda r: r["median_ms"]):
         sp = rec.get("speedup_vs_best_other")
         roof = rec.get("roofline_fraction")
+        name = rec["name"] + (" [cl]" if rec.get("layout") == "channels_last" else "")
         lines.append(
-            f"{rec['name']:<24} {rec['dtype']:<9} {rec['batch']:>5} {rec['pass']:<8} "
+            f"{name:<24} {rec['dtype']:<9} {rec['batch']:>5} {rec['pass']:<8} "
             f"{rec['provider']:<15} {rec['median_ms']:>8.4f} {rec['p20_ms']:>8.4f} "
             f"{rec['p80_ms']:>8.4f} {(f'{sp:.2f}x' if sp else '-'):>8} "
             f"{(f'{100 * roof:.0f}%' if roof is not None else '-'):>6}"
@@ -389,14 +399,16 @@ def measure_case(case: Case, device, rep: int, l2_bytes: int, graph: bool,
     return results
 
 
-def cases(families, levels, scales, batches, dtypes, passes):
+def cases(families, levels, scales, batches, dtypes, passes, layouts=("contiguous",)):
     for family in families:
         for level in levels:
             for scale in scales:
                 for dtype in dtypes:
                     for passname in passes:
                         for batch in batches:
-                            yield Case(family, level, scale, batch, DTYPES[dtype], passname)
+                            for layout in (layouts if family == "aattn" else ("contiguous",)):
+                                yield Case(family, level, scale, batch, DTYPES[dtype], passname,
+                                           layout)
 
 
 def main(argv=None) -> int:
@@ -418,6 +430,8 @@ def main(argv=None) -> int:
                     help="replay each call from a CUDA graph (kernel time, no host overhead)")
     ap.add_argument("--kernel-time", action="store_true",
                     help="time each row eagerly AND from a CUDA graph, both printed")
+    ap.add_argument("--layouts", nargs="+", default=list(LAYOUTS), choices=list(LAYOUTS),
+                    help="qkv's memory formats for the aattn family (default: both)")
     args = ap.parse_args(argv)
     if args.quick:
         args.scales, args.batches, args.dtypes, args.rep = ["n"], [1, 32], ["float16"], 30
@@ -433,7 +447,7 @@ def main(argv=None) -> int:
     print(HEADER + (KERNEL_TIME_HEADER if args.kernel_time else ""))
     all_records = []
     for case in cases(args.families, args.levels, args.scales, args.batches, args.dtypes,
-                      args.passes):
+                      args.passes, args.layouts):
         results = measure_case(case, device, args.rep, l2, args.graph,
                                kernel_time=args.kernel_time)
         recs = build_records(case, results, device, bw, args.graph)

@@ -279,14 +279,16 @@ def _records(path: Path) -> list[dict]:
 
 
 def kernel_summary(records: list[dict]) -> str:
-    """The fused core (aattn, P4, n, fp16 forward) per batch: each provider's median."""
+    """The fused core (aattn, P4, n, fp16 forward, eager calls) per batch and memory format of
+    qkv ("[cl]": channels-last, the fused path's): each provider's median."""
     rows = {}
     for r in records:
         if (r.get("name") == "aattn/P4/n" and r.get("dtype") == "float16"
                 and r.get("pass") == "fwd" and not r.get("cuda_graph")):
-            rows.setdefault(r["batch"], {})[r["provider"]] = r["median_ms"]
-    parts = [f"aattn P4 n b{b}: " + ", ".join(f"{p} {ms:.3g}" for p, ms in sorted(
-        rows[b].items(), key=lambda kv: kv[1])) + " ms" for b in sorted(rows)]
+            cl = " [cl]" if r.get("layout") == "channels_last" else ""
+            rows.setdefault((r["batch"], cl), {})[r["provider"]] = r["median_ms"]
+    parts = [f"aattn P4 n b{b}{cl}: " + ", ".join(f"{p} {ms:.3g}" for p, ms in sorted(
+        rows[b, cl].items(), key=lambda kv: kv[1])) + " ms" for b, cl in sorted(rows)]
     return f"{len(records)} records; " + "; ".join(parts) if parts else f"{len(records)} records"
 
 

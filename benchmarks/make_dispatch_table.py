@@ -2,12 +2,21 @@
 
     python -m benchmarks.make_dispatch_table [RECORDS ...]   # default: benchmarks/results
 
-Reads every ``suite == "kernel"`` record (``benchmarks/bench_attention.py``, ``bench_pe.py``),
-maps each provider to the backend that runs it, and ranks the backends by median time per
-(GPU architecture, op, pass, size class). Size class: batch x channels x tokens of the call,
-below 2^20 "S", below 2^23 "M", else "L" (YOLOv12 at 640: n..x at batch 1 are S, n at batch 32 is
-M, l/x at batch 32 are L). Where a class holds several records, backends are ranked by their
-summed median over the records where all of them were measured.
+Reads every ``suite == "kernel"`` record (``benchmarks/bench_attention.py``, ``bench_pe.py``)
+that carries a KERNEL time, maps each provider to the backend that runs it, and ranks the backends
+by median time per (GPU architecture, op, pass, size class, memory format). Size class: batch x
+channels x tokens of the call, below 2^20 "S", below 2^23 "M", else "L" (YOLOv12 at 640: n..x at
+batch 1 are S, n at batch 32 is M, l/x at batch 32 are L). Where a class holds several records,
+backends are ranked by their summed median over the records where all of them were measured.
+
+Kernel time only: a record replayed from a CUDA graph (``bench_attention --graph``: its
+``median_ms``, with ``cuda_graph: true``) or timed both ways (``--kernel-time``: its
+``graph_median_ms``). Eager timings are left out: at batch 1 they measure the host (the first H100
+run timed Triton slower at batch 1 than at batch 32), and what the fast path runs is a CUDA graph.
+Memory format: ``layout`` of the record ("contiguous" or "channels_last": the qkv / v the call
+read; records without the field were NCHW), so the fused NHWC path's core is ranked from
+channels-last measurements only. Without such records the table is empty and "auto" takes
+``dispatch.FALLBACK_ORDER``.
 
 Provider -> backend: ``triton``, ``cuda`` and ``flash-attn`` are ours one to one; the ``sdpa``
 backend lets PyTorch pick among its flash / memory-efficient / cuDNN kernels, so it is credited
@@ -58,9 +67,22 @@ def problem_size(rec: dict) -> int:
     return b * (c // 3 if rec["name"].startswith("aattn/") else c) * hh * ww
 
 
+def kernel_time_ms(rec: dict) -> float | None:
+    """The record's CUDA-graph-replayed median in ms, or None for an eager-only record."""
+    if rec.get("graph_median_ms") is not None:
+        return rec["graph_median_ms"]
+    return rec["median_ms"] if rec.get("cuda_graph") is True else None
+
+
+def layout_of(rec: dict) -> str:
+    """The memory format of the input the record timed: "contiguous" or "channels_last"."""
+    return rec.get("layout") or "contiguous"
+
+
 def backend_times(rows: list[dict], op: str) -> dict[str, float]:
-    """{backend: median ms} of one measured case (rows = every provider timed for it)."""
-    by = {r["provider"]: r["median_ms"] for r in rows}
+    """{backend: kernel median ms} of one measured case (rows = every provider timed for it,
+    each with a kernel time)."""
+    by = {r["provider"]: kernel_time_ms(r) for r in rows}
     out = {ONE_TO_ONE[p]: t for p, t in by.items() if p in ONE_TO_ONE}
     sdpa = [by[p] for p in SDPA_KERNELS if p in by]
     if sdpa:
@@ -80,21 +102,21 @@ def load(paths) -> list[dict]:
 
 
 def derive(records: list[dict]) -> tuple[dict, dict]:
-    """(rankings, evidence): {(arch, op, pass, size class): backends fastest first} and the
-    timings behind each ranking."""
+    """(rankings, evidence): {(arch, op, pass, size class, layout): backends fastest first} and
+    the kernel timings behind each ranking. Records without a kernel time are ignored."""
     cases = defaultdict(list)  # one measured case -> its rows (latest date per provider)
     for r in sorted(records, key=lambda r: r.get("date", "")):
         arch, family = arch_of(r["device"]), r["name"].split("/")[0]
-        if arch is None or family not in OPS:
+        if arch is None or family not in OPS or kernel_time_ms(r) is None:
             continue
-        key = (arch, OPS[family], r.get("pass", "fwd"), r["name"], r["dtype"], r["batch"],
-               tuple(r["shape"]))
+        key = (arch, OPS[family], r.get("pass", "fwd"), layout_of(r), r["name"], r["dtype"],
+               r["batch"], tuple(r["shape"]))
         cases[key] = [x for x in cases[key] if x["provider"] != r["provider"]] + [r]
     classes = defaultdict(list)
-    for (arch, op, passname, name, dtype, batch, _), rows in sorted(cases.items()):
+    for (arch, op, passname, layout, name, dtype, batch, _), rows in sorted(cases.items()):
         times = backend_times(rows, op)
         if len(times) > 1:
-            cls = (arch, op, passname, size_class(problem_size(rows[0])))
+            cls = (arch, op, passname, size_class(problem_size(rows[0])), layout)
             classes[cls].append((name, dtype, batch, times))
     rankings, evidence = {}, {}
     for cls, cases_ in sorted(classes.items()):
@@ -111,10 +133,18 @@ def render(rankings: dict, evidence: dict, sources: list[str]) -> str:
              "``python -m benchmarks.make_dispatch_table`` from the kernel records in",
              f"{', '.join(sources)}; do not edit by hand (see that script for the method).",
              "",
-             "Key: (GPU architecture, op, pass, size class); value: backends, fastest first.",
-             "Size class of a call: batch x channels x tokens below 2^20 is \"S\", below 2^23 \"M\",",
-             'else "L". A key that is not here falls back to ``dispatch.FALLBACK_ORDER``.',
-             '"""', "from __future__ import annotations", "",
+             "Ranked from kernel times only (records replayed from a CUDA graph: bench_attention",
+             "--graph or --kernel-time); eager timings, which host overhead decides, are left out.",
+             "Key: (GPU architecture, op, pass, size class, memory format of the input); value:",
+             "backends, fastest first. Size class of a call: batch x channels x tokens below 2^20",
+             'is "S", below 2^23 "M", else "L"; memory format "contiguous" or "channels_last" (the',
+             "fused NHWC path's qkv). A key that is not here falls back to",
+             "``dispatch.FALLBACK_ORDER``."]
+    if not rankings:
+        lines += ["",
+                  "No record there carries a kernel time (all are eager timings), so RANKINGS is",
+                  'empty and "auto" takes ``dispatch.FALLBACK_ORDER`` on every GPU.']
+    lines += ['"""', "from __future__ import annotations", "",
              f"SIZE_BOUNDS = ({SIZE_BOUNDS[0]}, {SIZE_BOUNDS[1]})", "", "RANKINGS = {"]
     for cls, order in rankings.items():
         lines.append(f"    {cls!r}: {order!r},")
@@ -131,10 +161,11 @@ def render(rankings: dict, evidence: dict, sources: list[str]) -> str:
               '    return "S" if size < SIZE_BOUNDS[0] else "M" if size < SIZE_BOUNDS[1] else "L"',
               "", "",
               "def ranking(capability: tuple[int, int], op: str, needs_grad: bool,",
-              "            size: int | None) -> tuple[str, ...]:",
+              "            size: int | None, channels_last: bool = False) -> tuple[str, ...]:",
               '    """Measured backends for this call, fastest first; () where nothing was measured."""',
               '    arch = f"sm{capability[0]}{capability[1]}"',
-              '    key = (arch, op, "fwd+bwd" if needs_grad else "fwd", size_class(size))',
+              '    key = (arch, op, "fwd+bwd" if needs_grad else "fwd", size_class(size),',
+              '           "channels_last" if channels_last else "contiguous")',
               "    return RANKINGS.get(key, ())", ""]
     return "\n".join(lines)
 

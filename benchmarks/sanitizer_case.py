@@ -7,7 +7,8 @@ The one place that defines the case and the command: ``tests/test_cuda_backend.p
 ``command(tool)`` with ``environment()``. The kernels are reached through the public ops with
 ``backend="cuda"`` under ``torch.no_grad()`` (so the case does not depend on how the extension is
 bound), on shapes that reach every load path of the kernels (16-byte tile copies and element loads, ragged
-last tiles, double-buffered areas, multi-tile and strided pe), in float16 and, from sm_80, bfloat16.
+last tiles, double-buffered areas, multi-tile, strided and channels-last pe), in float16 and, from
+sm_80, bfloat16.
 """
 from __future__ import annotations
 
@@ -88,6 +89,13 @@ def run_case() -> None:
                                     backend="cuda")
             yk.fused_area_attention(rnd(1, 192, 5, 13, dtype=dt), 2, 5, w7, rnd(64), scale=0.17,
                                     backend="cuda")
+            # channels-last qkv (the fused path's): a channels-last output, and pe(v) through the
+            # channels-last depthwise kernel (8 channels at a time; a 13-wide row ends mid-strip)
+            cl = torch.channels_last
+            yk.fused_area_attention(rnd(1, 192, 5, 13, dtype=dt).to(memory_format=cl), 2, 5,
+                                    w7.to(dt), rnd(64, dtype=dt), scale=0.17, backend="cuda")
+            yk.position_perceiver(rnd(2, 24, 9, 13, dtype=dt).to(memory_format=cl),
+                                  rnd(24, 1, 3, 3), rnd(24), backend="cuda")
             # pe: 2 planes per CTA (40 x 40), several tiles (70 x 65)
             yk.position_perceiver(rnd(1, 3, 40, 40, dtype=dt), w7[:3], None, backend="cuda")
             yk.position_perceiver(rnd(1, 2, 70, 65, dtype=dt), rnd(2, 1, 3, 3), None,

@@ -205,12 +205,20 @@ QkvShape check_qkv(const at::Tensor& qkv, int64_t num_heads, int64_t area) {
   return {B, C, H, W, d};
 }
 
-// Depthwise weight (C, 1, k, k) and bias (C,) as the fp32 contiguous buffers the kernel reads
-// (C*k*k values: converting them costs nothing next to the conv itself).
+// Depthwise weight (C, 1, k, k) and bias (C,) as the kernel reads them: contiguous, in their own
+// dtype (fp32, fp16 or bf16, widened in the kernel), so the model's weights go in as they are and
+// a call launches no conversion (a (C, 1, k, k) weight is contiguous in either memory format).
+// Only other dtypes (float64), a bias of another dtype than the weight, or a strided view are
+// converted here.
 struct PeParams {
   at::Tensor weight, bias;
   int64_t ksize = 0;
+  y12_dtype dtype = Y12_FLOAT32;
 };
+
+at::Tensor pe_param(const at::Tensor& t, at::ScalarType dtype) {
+  return t.to(dtype).contiguous();  // no-ops (no copy, no launch) when already so
+}
 
 PeParams prepare_pe(const at::Tensor& weight, const std::optional<at::Tensor>& bias, int64_t C,
                     const at::Tensor& like, const char* wname, const char* bname) {
@@ -226,7 +234,10 @@ PeParams prepare_pe(const at::Tensor& weight, const std::optional<at::Tensor>& b
   TORCH_CHECK_TYPE(weight.is_floating_point(), wname, ": expected a floating dtype, got ",
                    weight.scalar_type());
   PeParams pe;
-  pe.weight = weight.to(at::kFloat).contiguous();
+  const at::ScalarType wtype = weight.scalar_type();
+  const bool native = wtype == at::kFloat || wtype == at::kHalf || wtype == at::kBFloat16;
+  pe.weight = pe_param(weight, native ? wtype : at::kFloat);
+  pe.dtype = kernel_dtype(pe.weight, wname, /*allow_fp32=*/true);
   pe.ksize = k;
   if (bias.has_value() && bias->defined()) {
     check_device(*bias, bname);
@@ -236,7 +247,7 @@ PeParams prepare_pe(const at::Tensor& weight, const std::optional<at::Tensor>& b
                       ",), got ", bias->sizes());
     TORCH_CHECK_TYPE(bias->is_floating_point(), bname, ": expected a floating dtype, got ",
                      bias->scalar_type());
-    pe.bias = bias->to(at::kFloat).contiguous();
+    pe.bias = pe_param(*bias, pe.weight.scalar_type());
   }
   return pe;
 }
@@ -245,8 +256,9 @@ void fill_pe(y12_pe_params& p, const PeParams& pe, const at::Tensor& o, int64_t 
              int64_t H, int64_t W, y12_dtype dtype, bool accumulate) {
   p.out = o.data_ptr();
   p.out_sb = o.stride(0); p.out_sc = o.stride(1); p.out_sh = o.stride(2); p.out_sw = o.stride(3);
-  p.weight = pe.weight.data_ptr<float>();
-  p.bias = pe.bias.defined() ? pe.bias.data_ptr<float>() : nullptr;
+  p.weight = pe.weight.data_ptr();
+  p.bias = pe.bias.defined() ? pe.bias.data_ptr() : nullptr;
+  p.param_dtype = pe.dtype;
   p.batch = B; p.channels = C; p.height = H; p.width = W;
   p.ksize = static_cast<int>(pe.ksize);
   p.accumulate = accumulate ? 1 : 0;
@@ -310,12 +322,18 @@ std::optional<PeParams> fused_pe(const std::optional<at::Tensor>& pe_weight,
   return std::nullopt;
 }
 
+// The output takes qkv's memory format (the rule of the Python fake kernel,
+// yolov12_kernels._layout.is_channels_last): channels-last when qkv's channels vary fastest, as
+// in the fused conv path, where the proj conv then reads contiguous channels and the attention
+// and pe kernels store 8 channels at a time; NCHW otherwise.
 at::Tensor fused_area_attention(const at::Tensor& qkv, int64_t num_heads, int64_t area,
                                 const std::optional<at::Tensor>& pe_weight,
                                 const std::optional<at::Tensor>& pe_bias, double scale) {
   const QkvShape s = check_qkv(qkv, num_heads, area);
   const std::optional<PeParams> pe = fused_pe(pe_weight, pe_bias, s.C, qkv);
-  at::Tensor o = at::empty({s.B, s.C, s.H, s.W}, qkv.options());
+  const at::MemoryFormat format = qkv.stride(1) < qkv.stride(3) ? at::MemoryFormat::ChannelsLast
+                                                                 : at::MemoryFormat::Contiguous;
+  at::Tensor o = at::empty({s.B, s.C, s.H, s.W}, qkv.options().memory_format(format));
   launch_fused(qkv, s, num_heads, area, pe, scale, o);
   return o;
 }

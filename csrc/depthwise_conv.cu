@@ -1,6 +1,12 @@
 // Depthwise k x k conv (the 7x7 position perceiver of YOLOv12's AAttn), stride 1, 'same' zero
-// padding, bias, written to or ADDED onto an output ("x + pe(v)"), NCHW with any strides.
+// padding, bias, written to or ADDED onto an output ("x + pe(v)"), (B, C, H, W) with any strides.
+// Two kernels: one that walks image rows (any strides: NCHW planes), and one for channels-last
+// tensors (channels of unit stride, the fused path's layout) that walks channels; see each.
 //
+// The weights and bias are read in their own dtype (fp32, fp16 or bf16: `param_dtype`) and widened
+// in the kernel, so a call converts nothing on the host side (no cast launch per call).
+//
+// The row kernel:
 // Memory-bound (per output: one input read, one output write, one output read when adding), so
 // the kernel is laid out for the bytes, not the FMAs:
 // * a tile is up to 64 x 64 outputs of one (batch, channel) plane, in practice whole planes at
@@ -33,6 +39,36 @@ constexpr int kMaxTile = 64;  // tile rows and columns at most
 constexpr int kChunk = 8;     // elements per global load chunk (16 bytes of fp16)
 constexpr int kMaxK = 31;
 constexpr size_t kMaxSmem = 48 * 1024;
+
+// Element i of a weight or bias array of dtype `dtype`, as fp32 (a launch-uniform branch).
+__device__ __forceinline__ float load_param(const void* base, y12_dtype dtype, int64_t i) {
+  switch (dtype) {
+    case Y12_FLOAT16: return to_float<__half>(static_cast<const __half*>(base)[i]);
+    case Y12_BFLOAT16: return to_float<__nv_bfloat16>(static_cast<const __nv_bfloat16*>(base)[i]);
+    default: return static_cast<const float*>(base)[i];
+  }
+}
+
+// 8 consecutive elements at a 16-byte aligned `src` as fp32: one 16-byte load (two for fp32).
+template <typename T>
+__device__ __forceinline__ void load8(const T* src, float (&v)[kChunk]) {
+  uint4 raw[sizeof(T) * kChunk / 16];
+#pragma unroll
+  for (int i = 0; i < int(sizeof(raw) / 16); ++i) raw[i] = reinterpret_cast<const uint4*>(src)[i];
+  const T* e = reinterpret_cast<const T*>(raw);
+#pragma unroll
+  for (int j = 0; j < kChunk; ++j) v[j] = to_float<T>(e[j]);
+}
+
+template <typename T>
+__device__ __forceinline__ void store8(T* dst, const float (&v)[kChunk]) {
+  __align__(16) T e[kChunk];
+#pragma unroll
+  for (int j = 0; j < kChunk; ++j) e[j] = from_float<T>(v[j]);
+#pragma unroll
+  for (int i = 0; i < int(sizeof(e) / 16); ++i)
+    reinterpret_cast<uint4*>(dst)[i] = reinterpret_cast<const uint4*>(e)[i];
+}
 
 // How the planes are cut into tiles and tiles into CTAs (pe_tiling, on the host), and where a
 // tile lives in shared memory. Shared row s, column c of a tile holds image row y0 - rad + s,
@@ -82,12 +118,7 @@ __device__ __forceinline__ void load_chunk(const T* row, int64_t x, int64_t widt
   const T* src = row + x * sw;
   if (x >= 0 && x + kChunk <= width && sw == 1 &&
       (reinterpret_cast<uintptr_t>(src) & 15) == 0) {
-    uint4 raw[sizeof(T) * kChunk / 16];  // one 16-byte load (two for fp32)
-#pragma unroll
-    for (int i = 0; i < int(sizeof(raw) / 16); ++i) raw[i] = reinterpret_cast<const uint4*>(src)[i];
-    const T* e = reinterpret_cast<const T*>(raw);
-#pragma unroll
-    for (int j = 0; j < kChunk; ++j) v[j] = to_float<T>(e[j]);
+    load8<T>(src, v);
   } else {
 #pragma unroll
     for (int j = 0; j < kChunk; ++j)
@@ -178,7 +209,8 @@ __global__ void __launch_bounds__(kMaxThreads, 2)
     for (int i = threadIdx.x; i < t.tiles_per_cta * ks * ks; i += blockDim.x) {
       const int64_t tile = int64_t(blockIdx.x) * t.tiles_per_cta + i / (ks * ks);
       const int64_t c = (tile / (int64_t(t.tiles_y) * t.tiles_x)) % p.channels;
-      w_s[i] = tile < t.tiles ? p.weight[c * ks * ks + i % (ks * ks)] : 0.f;
+      w_s[i] = tile < t.tiles ? load_param(p.weight, p.param_dtype, c * ks * ks + i % (ks * ks))
+                              : 0.f;
     }
   }
   __syncthreads();
@@ -197,7 +229,7 @@ __global__ void __launch_bounds__(kMaxThreads, 2)
   const float* win = smem + slot * tile_floats + (kRows * ry) * t.row_w + kCols * cx + t.pad -
                      t.lead;
 
-  const float bias = p.bias ? p.bias[c] : 0.f;
+  const float bias = p.bias ? load_param(p.bias, p.param_dtype, c) : 0.f;
   float acc[kRows][kCols];
 #pragma unroll
   for (int r = 0; r < kRows; ++r)
@@ -208,7 +240,7 @@ __global__ void __launch_bounds__(kMaxThreads, 2)
     constexpr int kRad = K / 2, kLead = (kRad + 3) / 4 * 4, kWin = 2 * kLead + 4;
     float w[K * K];
 #pragma unroll
-    for (int i = 0; i < K * K; ++i) w[i] = p.weight[c * K * K + i];
+    for (int i = 0; i < K * K; ++i) w[i] = load_param(p.weight, p.param_dtype, c * K * K + i);
 #pragma unroll
     for (int i = 0; i < kRows + K - 1; ++i) {  // input row i feeds output row r via filter row i - r
       float f[kWin];
@@ -276,8 +308,158 @@ __global__ void __launch_bounds__(kMaxThreads, 2)
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// The channels-last kernel: channels have unit stride in both in and out (v read straight out of
+// a channels-last qkv, and the channels-last output of the fused path; any channels-last tensor).
+// The row kernel reads such an input element by element (its row stride is C or 3C).
+//
+// One thread computes kChunk = 8 consecutive channels of kStrip consecutive output pixels of one
+// row: it walks the k input rows, each as kStrip + k - 1 loads of 8 channels (one 16-byte load
+// for fp16/bf16, two for fp32), feeding each loaded pixel to the up to kStrip outputs it touches,
+// then adds onto / stores the outputs 8 channels at a time. Neighbouring threads take the next
+// channel chunks of the same pixels (a warp reads whole runs of channels), then the next strips;
+// the halo the strips share is re-read through L1. A CTA covers up to kMaxChunks chunks (64
+// channels), whose k*k weights it stages in shared memory as fp32, tap-major ([tap][channel]), so
+// a thread reads its 8 weights of a tap as two float4s.
+//
+// Taken only where every access can be a 16-byte one (nhwc_ok): C and the channel group a
+// multiple of 8, 16-byte aligned bases, every stride a multiple of 8 elements, k = 3 or 7.
+// Everything else goes to the row kernel, which handles any strides.
+constexpr int kStrip = 4;      // output pixels per thread (consecutive along a row)
+constexpr int kMaxChunks = 8;  // channel chunks per CTA
+
+struct NhwcTiling {
+  int chunks;              // channel chunks per CTA
+  int strips;              // strips per CTA (threads = chunks * strips)
+  int64_t strips_per_row;  // ceil(W / kStrip)
+  int64_t strips_total;    // B * H * strips_per_row
+};
+
+bool aligned16(const void* ptr) { return (reinterpret_cast<uintptr_t>(ptr) & 15) == 0; }
+
+bool nhwc_ok(const y12_pe_params& p) {
+  if (p.in_sc != 1 || p.out_sc != 1 || (p.ksize != 3 && p.ksize != 7)) return false;
+  if (p.channels % kChunk != 0 || p.in_group % kChunk != 0) return false;
+  const int64_t strides[] = {p.in_sb, p.in_sg, p.in_sh, p.in_sw, p.out_sb, p.out_sh, p.out_sw};
+  for (int64_t s : strides)
+    if (s % kChunk != 0) return false;
+  return aligned16(p.in) && aligned16(p.out);
+}
+
+NhwcTiling nhwc_tiling(const y12_pe_params& p) {
+  NhwcTiling t;
+  const int64_t chunks = p.channels / kChunk;
+  t.chunks = static_cast<int>(chunks < kMaxChunks ? chunks : kMaxChunks);
+  t.strips = kMaxThreads / t.chunks;
+  t.strips_per_row = (p.width + kStrip - 1) / kStrip;
+  t.strips_total = p.batch * p.height * t.strips_per_row;
+  return t;
+}
+
+template <typename T, int K>
+__global__ void __launch_bounds__(kMaxThreads, 2)
+    depthwise_conv_nhwc_kernel(const y12_pe_params p, const NhwcTiling t) {
+  constexpr int kRad = K / 2;
+  constexpr int kCtaChannels = kMaxChunks * kChunk;
+  __shared__ __align__(16) float w_s[K * K][kCtaChannels];
+
+  const int64_t c_cta = int64_t(blockIdx.y) * t.chunks * kChunk;  // the CTA's first channel
+  // 1. the CTA's weights, tap-major: (C, k, k) holds consecutive channels' taps consecutively,
+  // so consecutive threads read consecutive elements
+  const int cta_channels = t.chunks * kChunk;
+  for (int i = threadIdx.x; i < cta_channels * K * K; i += blockDim.x) {
+    const int ch = i / (K * K), tap = i % (K * K);
+    const int64_t c = c_cta + ch;
+    w_s[tap][ch] = c < p.channels ? load_param(p.weight, p.param_dtype, c * K * K + tap) : 0.f;
+  }
+  __syncthreads();
+
+  // 2. this thread's 8 channels and kStrip pixels
+  const int chunk = threadIdx.x % t.chunks, slot = threadIdx.x / t.chunks;
+  const int64_t strip = int64_t(blockIdx.x) * t.strips + slot;
+  const int ch0 = chunk * kChunk;
+  const int64_t c0 = c_cta + ch0;
+  if (slot >= t.strips || strip >= t.strips_total || c0 >= p.channels) return;
+  const int64_t row = strip / t.strips_per_row;  // b * H + y
+  const int64_t x0 = (strip % t.strips_per_row) * kStrip;
+  const int64_t b = row / p.height, y = row % p.height;
+
+  float acc[kStrip][kChunk];
+#pragma unroll
+  for (int cc = 0; cc < kChunk; ++cc) {
+    const float bias = p.bias ? load_param(p.bias, p.param_dtype, c0 + cc) : 0.f;
+#pragma unroll
+    for (int j = 0; j < kStrip; ++j) acc[j][cc] = bias;
+  }
+
+  const T* in = static_cast<const T*>(p.in) + b * p.in_sb + (c0 / p.in_group) * p.in_sg +
+                (c0 % p.in_group);
+  for (int ky = 0; ky < K; ++ky) {
+    const int64_t yy = y + ky - kRad;
+    if (yy < 0 || yy >= p.height) continue;
+    float w[K][kChunk];  // this kernel row's taps of the 8 channels
+#pragma unroll
+    for (int kx = 0; kx < K; ++kx) {
+      const float4* src = reinterpret_cast<const float4*>(&w_s[ky * K + kx][ch0]);
+      const float4 lo = src[0], hi = src[1];
+      w[kx][0] = lo.x; w[kx][1] = lo.y; w[kx][2] = lo.z; w[kx][3] = lo.w;
+      w[kx][4] = hi.x; w[kx][5] = hi.y; w[kx][6] = hi.z; w[kx][7] = hi.w;
+    }
+    const T* in_row = in + yy * p.in_sh;
+    // input column x0 + ix - rad feeds output j through tap kx = ix - j (zero padding: a column
+    // outside the image feeds nothing)
+#pragma unroll
+    for (int ix = 0; ix < kStrip + K - 1; ++ix) {
+      const int64_t xx = x0 + ix - kRad;
+      if (xx < 0 || xx >= p.width) continue;
+      float f[kChunk];
+      load8<T>(in_row + xx * p.in_sw, f);
+#pragma unroll
+      for (int j = 0; j < kStrip; ++j) {
+        const int kx = ix - j;  // resolved at compile time
+        if (kx < 0 || kx >= K) continue;
+#pragma unroll
+        for (int cc = 0; cc < kChunk; ++cc) acc[j][cc] = fmaf(w[kx][cc], f[cc], acc[j][cc]);
+      }
+    }
+  }
+
+  T* out = static_cast<T*>(p.out) + b * p.out_sb + c0 + y * p.out_sh;
+#pragma unroll
+  for (int j = 0; j < kStrip; ++j) {
+    const int64_t x = x0 + j;
+    if (x >= p.width) break;
+    T* o = out + x * p.out_sw;
+    if (p.accumulate) {
+      float prev[kChunk];
+      load8<T>(o, prev);
+#pragma unroll
+      for (int cc = 0; cc < kChunk; ++cc) acc[j][cc] += prev[cc];
+    }
+    store8<T>(o, acc[j]);
+  }
+}
+
+template <typename T>
+cudaError_t launch_nhwc(const y12_pe_params& p, cudaStream_t stream) {
+  const NhwcTiling t = nhwc_tiling(p);
+  const int64_t ctas_x = (t.strips_total + t.strips - 1) / t.strips;
+  const int64_t cta_channels = int64_t(t.chunks) * kChunk;
+  const int64_t ctas_y = (p.channels + cta_channels - 1) / cta_channels;
+  if (ctas_x > 2147483647LL || ctas_y > 65535) return cudaErrorInvalidConfiguration;
+  const dim3 grid(static_cast<unsigned>(ctas_x), static_cast<unsigned>(ctas_y));
+  const int threads = t.chunks * t.strips;
+  if (p.ksize == 7) {
+    depthwise_conv_nhwc_kernel<T, 7><<<grid, threads, 0, stream>>>(p, t);
+  } else {
+    depthwise_conv_nhwc_kernel<T, 3><<<grid, threads, 0, stream>>>(p, t);
+  }
+  return cudaGetLastError();
+}
+
 template <typename T>
 cudaError_t launch(const y12_pe_params& p, cudaStream_t stream) {
+  if (nhwc_ok(p)) return launch_nhwc<T>(p, stream);
   const Tiling t = pe_tiling(p);
   const int64_t ctas = (t.tiles + t.tiles_per_cta - 1) / t.tiles_per_cta;
   if (ctas > 2147483647LL) return cudaErrorInvalidConfiguration;
@@ -301,6 +483,9 @@ extern "C" cudaError_t y12_depthwise_conv_fwd(const y12_pe_params* p, cudaStream
   if (p == nullptr || !p->in || !p->out || !p->weight) return cudaErrorInvalidValue;
   if (p->ksize < 1 || p->ksize > kMaxK || p->ksize % 2 == 0) return cudaErrorInvalidValue;
   if (p->batch < 1 || p->channels < 1 || p->height < 1 || p->width < 1 || p->in_group < 1)
+    return cudaErrorInvalidValue;
+  if (p->param_dtype != Y12_FLOAT32 && p->param_dtype != Y12_FLOAT16 &&
+      p->param_dtype != Y12_BFLOAT16)
     return cudaErrorInvalidValue;
   // smem per tile at most: (64 + 30) rows x 96 floats + 31^2 weights = 39.9 KB, under 48 KB
   switch (p->dtype) {

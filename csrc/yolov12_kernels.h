@@ -57,19 +57,23 @@ cudaError_t y12_area_attention_fwd(const y12_attention_params* p, cudaStream_t s
 // a binary with only sm_75 code (or compute_75 PTX JIT-compiled on a newer GPU) has no bf16 path.
 cudaError_t y12_attention_ptx_arch(y12_dtype dtype, int* arch);
 
-// Depthwise k x k conv, stride 1, 'same' zero padding, with bias, in NCHW (any strides):
+// Depthwise k x k conv, stride 1, 'same' zero padding, with bias, on (B, C, H, W) (any strides):
 //   out[b, c, y, x] (+)= bias[c] + sum_{i,j} weight[c, i, j] * in[b, c, y + i - k/2, x + j - k/2]
 // `accumulate` != 0 adds onto out (the "x + pe(v)" of AAttn), else overwrites it.
 // Input channel c is read at  in + b*in_sb + (c / in_group)*in_sg + (c % in_group)*in_sc
 // (+ y*in_sh + x*in_sw): a plain tensor has in_group = C (in_sg unused); v read straight from the
-// model's qkv has in_group = head_dim, in_sg = 3*head_dim*HW, in_sc = HW, in = qkv + 2*head_dim*HW.
-// weight: fp32, (C, k, k) contiguous; bias: fp32 (C,) or NULL. in/out: `dtype` (fp32/fp16/bf16).
-// ksize: odd, 1..31. Accumulation in fp32.
+// model's qkv has in_group = head_dim, in_sg = 3*head_dim*sC, in_sc = sC (qkv's channel stride:
+// HW in NCHW, 1 in channels-last), in = qkv + 2*head_dim*sC.
+// Where channels have unit stride in both in and out (in_sc == out_sc == 1: channels-last) and
+// k is 3 or 7, the kernel reads and writes 8 channels at a time; elsewhere it walks image rows.
+// weight: (C, k, k) contiguous, bias: (C,) or NULL, both of `param_dtype` (fp32/fp16/bf16, read
+// as they are and widened in the kernel: the model's own weights, no converted copy).
+// in/out: `dtype` (fp32/fp16/bf16). ksize: odd, 1..31. Accumulation in fp32.
 typedef struct {
   const void* in;
   void* out;
-  const float* weight;
-  const float* bias;
+  const void* weight;
+  const void* bias;
   int64_t in_sb, in_sg, in_sc, in_sh, in_sw;
   int64_t in_group;
   int64_t out_sb, out_sc, out_sh, out_sw;
@@ -77,6 +81,7 @@ typedef struct {
   int ksize;
   int accumulate;
   y12_dtype dtype;
+  y12_dtype param_dtype;
 } y12_pe_params;
 
 cudaError_t y12_depthwise_conv_fwd(const y12_pe_params* p, cudaStream_t stream);

@@ -7,7 +7,10 @@
 #     from the registry would pull a multi-GB CUDA build onto a CPU machine.
 #   * triton, if missing (the Triton kernels; on CPU they run in its interpreter);
 #   * this package in editable mode with its test extras, without build isolation so that
-#     setup.py sees the installed torch (and builds the CUDA extension where torch has CUDA).
+#     setup.py sees the installed torch (and builds the CUDA extension where torch has CUDA);
+#   * triton==3.6.0 (the GPU machine's version) beside it, in .triton36/ (pip --target, no
+#     dependencies, gitignored): only the compile checks use it (tests/test_compile_checks.py,
+#     on PYTHONPATH in a subprocess); YOLOV12_TRITON36=DIR names an existing one instead.
 # On a machine without a package registry, whatever is missing is reported and skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,6 +31,24 @@ fi
 if ! "$PY" -m pip install --quiet --no-build-isolation -e ".[test]"; then
     echo "setup: installing the test extras failed (no registry?); installing the package alone"
     "$PY" -m pip install --quiet --no-build-isolation --no-deps -e .
+fi
+# Triton 3.6.0 for the compile checks: into a temporary directory first, so that an interrupted
+# download never leaves a half-installed .triton36 that later runs would take for a good one
+SIDE=.triton36
+if [ -n "${YOLOV12_TRITON36:-}" ]; then
+    echo "setup: triton 3.6.0 for the compile checks: $YOLOV12_TRITON36 (YOLOV12_TRITON36)"
+elif [ -d "$SIDE/triton-3.6.0.dist-info" ]; then
+    echo "setup: triton 3.6.0 for the compile checks: $SIDE (already there)"
+else
+    rm -rf "$SIDE.partial"
+    if "$PY" -m pip install --quiet --no-deps --target "$SIDE.partial" "triton==3.6.0"; then
+        rm -rf "$SIDE" && mv "$SIDE.partial" "$SIDE"
+        echo "setup: triton 3.6.0 for the compile checks: installed into $SIDE"
+    else
+        rm -rf "$SIDE.partial"
+        echo "setup: triton==3.6.0 not installed (no registry?): the compile checks under" \
+             "Triton 3.6.0 will be skipped"
+    fi
 fi
 "$PY" -c "import torch, yolov12_kernels; print('setup: torch', torch.__version__, \
 '| CUDA', torch.cuda.is_available(), '| backends', \

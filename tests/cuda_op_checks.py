@@ -153,16 +153,23 @@ def check_reference(dev: str) -> None:
         }
         for name, qkv in layouts.items():
             hi = qkv.double()
+            # the output takes qkv's memory format (NCHW for the copied view: its source was)
+            fmt = torch.channels_last if name == "channels_last" else torch.contiguous_format
             ref = attention_only(hi, heads, area)
-            _close(ops.cuda_fused_area_attention(qkv, heads, area, None, None, d ** -0.5), ref,
-                   dtype, f"attention {name}")
+            got = ops.cuda_fused_area_attention(qkv, heads, area, None, None, d ** -0.5)
+            _close(got, ref, dtype, f"attention {name}")
+            assert got.is_contiguous(memory_format=fmt), f"attention {name}: {got.stride()}"
             ref = reference.fused_area_attention(hi, heads, area, w.double(), b.double())
-            _close(ops.cuda_fused_area_attention(qkv, heads, area, w, b, d ** -0.5), ref, dtype,
-                   f"fused {name}")
+            for w_, b_ in ((w, b), (w.float(), b.float())):  # weights in qkv's dtype or fp32
+                got = ops.cuda_fused_area_attention(qkv, heads, area, w_, b_, d ** -0.5)
+                _close(got, ref, dtype, f"fused {name} {w_.dtype} weights")
+                assert got.is_contiguous(memory_format=fmt), f"fused {name}: {got.stride()}"
             out = torch.full((B, C, H, W), float("nan"), device=dev, dtype=dtype).to(
                 memory_format=torch.channels_last)
             ops.cuda_fused_area_attention_out(qkv, heads, area, w, b, d ** -0.5, out)
             _close(out, ref, dtype, f"fused out (channels_last) {name}")
+    check_pe_channels_last(dev)
+    check_no_conversions(dev)
     for dtype in (torch.float32, torch.float16, torch.bfloat16):
         v = torch.randn(2, 10, 9, 26, device=dev, dtype=dtype)[:, 3:8, :, ::2]  # strided view
         w = torch.randn(5, 1, 5, 5, device=dev, dtype=dtype) / 5
@@ -174,6 +181,55 @@ def check_reference(dev: str) -> None:
         ops.cuda_position_perceiver_out(v, w, None, out, True)
         _close(out, base.double() + reference.position_perceiver(v.double(), w.double()), dtype,
                f"pe accumulate {dtype}")
+
+
+def check_pe_channels_last(dev: str) -> None:
+    """The depthwise conv on channels-last tensors: the 8-channel kernel (k = 3 and 7, C a
+    multiple of 8, aligned) and what it leaves to the row kernel (k = 5, C = 12, a view one
+    element off alignment), written and accumulated, weights in the input's dtype and in fp32."""
+    cases = [(2, 16, 9, 11, 7), (1, 64, 6, 5, 3), (1, 8, 3, 2, 7), (1, 24, 5, 7, 5),
+             (2, 12, 6, 9, 7)]
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        for B, C, H, W, k in cases:
+            v = torch.randn(B, C, H, W, device=dev, dtype=dtype).to(
+                memory_format=torch.channels_last)
+            views = {"channels_last": v,
+                     "misaligned": torch.randn(B * C * H * W + 1, device=dev, dtype=dtype)[1:]
+                     .view(B, H, W, C).permute(0, 3, 1, 2)}
+            w = torch.randn(C, 1, k, k, device=dev, dtype=dtype) / k
+            b = torch.randn(C, device=dev, dtype=dtype)
+            for name, x in views.items():
+                ref = reference.position_perceiver(x.double(), w.double(), b.double())
+                # weights in v's dtype, in fp32, and a bias of another dtype than the weight
+                for w_, b_ in ((w, b), (w.float(), b.float()), (w, b.float())):
+                    what = f"pe {name} {tuple(x.shape)} k={k} {dtype} {w_.dtype} weights"
+                    out = ops.cuda_position_perceiver(x, w_, b_)
+                    _close(out, ref, dtype, what)
+                    base = torch.randn(B, C, H, W, device=dev, dtype=dtype).to(
+                        memory_format=torch.channels_last)
+                    acc = base.clone()
+                    ops.cuda_position_perceiver_out(x, w_, None, acc, True)
+                    _close(acc, base.double() + reference.position_perceiver(
+                        x.double(), w.double()), dtype, f"{what} accumulate")
+
+
+def check_no_conversions(dev: str) -> None:
+    """A fused call with the model's weights (in qkv's dtype, or fp32) runs no conversion or
+    copy: only the output's allocation and the launches (the binding converted the pe weights to
+    fp32 on every call before, two cast kernels per call)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    h16 = torch.float16
+    qkv = torch.randn(2, 192, 5, 8, device=dev, dtype=h16).to(memory_format=torch.channels_last)
+    for wdtype in (h16, torch.float32):
+        w = torch.randn(64, 1, 7, 7, device=dev, dtype=wdtype)
+        b = torch.randn(64, device=dev, dtype=wdtype)
+        ops.cuda_fused_area_attention(qkv, 2, 5, w, b, 0.17)  # warm-up
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            ops.cuda_fused_area_attention(qkv, 2, 5, w, b, 0.17)
+        names = {e.name for e in prof.events()}
+        copies = names & {"aten::_to_copy", "aten::copy_", "aten::clone"}
+        assert not copies, f"{wdtype} pe weights: the fused call converts or copies ({copies})"
 
 
 def check_opcheck(dev: str) -> None:

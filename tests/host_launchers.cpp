@@ -101,12 +101,12 @@ extern "C" cudaError_t y12_depthwise_conv_fwd(const y12_pe_params* p, cudaStream
       const int64_t in0 = b * p->in_sb + (c / p->in_group) * p->in_sg + (c % p->in_group) * p->in_sc;
       for (int64_t y = 0; y < p->height; ++y)
         for (int64_t x = 0; x < p->width; ++x) {
-          double acc = p->bias ? p->bias[c] : 0.0;
+          double acc = p->bias ? load(p->bias, c, p->param_dtype) : 0.0;
           for (int i = 0; i < k; ++i)
             for (int j = 0; j < k; ++j) {
               const int64_t yy = y + i - r, xx = x + j - r;
               if (yy < 0 || yy >= p->height || xx < 0 || xx >= p->width) continue;
-              acc += p->weight[(c * k + i) * k + j] *
+              acc += load(p->weight, (c * k + i) * k + j, p->param_dtype) *
                      load(p->in, in0 + yy * p->in_sh + xx * p->in_sw, p->dtype);
             }
           const int64_t o = b * p->out_sb + c * p->out_sc + y * p->out_sh + x * p->out_sw;

@@ -34,6 +34,26 @@ def test_case_names_shapes_bytes():
     assert a.bytes_moved() == 12 * 400 * 384 * 2
     assert len(list(BA.cases(["area_attention", "aattn"], ["P4", "P5"], list(BA.HEADS),
                              [1, 8, 32], ["float16", "bfloat16"], BA.PASSES))) == 240
+    # both memory formats of qkv for the fused core only: 120 more
+    both = list(BA.cases(["area_attention", "aattn"], ["P4", "P5"], list(BA.HEADS), [1, 8, 32],
+                         ["float16", "bfloat16"], BA.PASSES, BA.LAYOUTS))
+    assert len(both) == 360
+    assert {c.layout for c in both if c.family == "area_attention"} == {"contiguous"}
+
+
+def test_channels_last_case_inputs_records_and_rows():
+    """A channels-last aattn case times a channels-last qkv and says so in its record (what
+    make_dispatch_table ranks the fused NHWC path's core from) and in the table."""
+    case = BA.Case("aattn", "P5", "n", 1, torch.float16, "fwd", "channels_last")
+    qkv, w, b = BA.make_inputs(case, "cpu")
+    assert qkv.is_contiguous(memory_format=torch.channels_last) and not qkv.is_contiguous()
+    rec, = BA.build_records(case, [BA.Result("triton", summarize([1.0, 1.1]))], "cpu", 1e12)
+    validate_record(rec)
+    assert rec["layout"] == "channels_last"
+    assert BA.format_rows([rec])[0].startswith("aattn/P5/n [cl]")
+    nchw, = BA.build_records(BA.Case("aattn", "P5", "n", 1, torch.float16, "fwd"),
+                             [BA.Result("triton", summarize([1.0]))], "cpu", 1e12)
+    assert nchw["layout"] == "contiguous"
 
 
 def test_records_and_table_from_fake_timings(tmp_path):

@@ -9,14 +9,16 @@ CPU (CI):
   tests/host_launchers.cpp): its C++ signatures match the Python schemas, every argument check
   raises a Python exception through the dispatcher (many times over, in a child process with
   faulthandler), outputs of every op and layout match reference.py (what the binding passes to the
-  kernels), and torch.library.opcheck passes;
+  kernels) in qkv's memory format, a fused call converts and copies nothing, and
+  torch.library.opcheck passes;
 * the JIT cache: content-addressed keys, the build-then-publish protocol under races, a reader
   never handed a rewritten file, failed builds publishing nothing.
 
 GPU (skipped with the reason elsewhere): AOT and JIT builds, then correctness against
 yolov12_kernels.reference on random shapes, NaN-poisoned outputs, odd N, batch*areas*heads past
-65,535, float16 / bfloat16, both layouts, strided and misaligned views, and the depthwise conv for
-float32 / float16 / bfloat16 with odd H, W, C and kernel sizes; the argument errors, opcheck and
+65,535, float16 / bfloat16, both layouts, strided and misaligned views, channels-last qkv giving a
+channels-last output, and the depthwise conv (NCHW and channels-last) for float32 / float16 /
+bfloat16 with odd H, W, C and kernel sizes; the argument errors, opcheck and
 torch.compile(fullgraph=True) on CUDA tensors; compute-sanitizer memcheck and racecheck on a small
 case. Set YOLOV12_CUDA_ARCHS=compute_75 (with YOLOV12_CUDA_JIT=force) to run all of this on the
 sm_75 code path JIT-compiled by the driver (see docs/cuda.md).
@@ -193,6 +195,10 @@ def test_fake_kernels_give_the_output_shapes():
     w = torch.empty(64, 1, 7, 7, device="meta")
     out = ops.cuda_fused_area_attention(qkv, 2, 5, w, None, 0.1)
     assert out.shape == (2, 64, 5, 13) and out.dtype == torch.bfloat16 and out.is_contiguous()
+    # qkv's memory format, as the C++ kernel allocates it
+    out = ops.cuda_fused_area_attention(qkv.to(memory_format=torch.channels_last), 2, 5, w,
+                                        None, 0.1)
+    assert out.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous()
     assert ops.cuda_fused_area_attention(qkv, 2, 5, None, None, 0.1).shape == (2, 64, 5, 13)
     v = torch.empty(2, 64, 5, 13, device="meta")
     assert ops.cuda_position_perceiver(v, w, None).shape == v.shape
@@ -566,6 +572,74 @@ def test_fused_on_non_contiguous_qkv(ext):
     ref_hi = reference.fused_area_attention(qkv_cl.double(), heads, area, w.double(), b.double())
     assert_close_to_reference(out, ref_hi,
                               reference.fused_area_attention(qkv_cl, heads, area, w, b))
+
+
+@needs_gpu
+@pytest.mark.parametrize("shape", QKV_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_fused_channels_last_in_channels_last_out(ext, shape):
+    """The fused NHWC path's call: a channels-last qkv gives a channels-last output (attention
+    stored 2 channels at a time, pe(v) read and added 8 channels at a time), with the pe weights
+    in the model's dtype or in fp32 (no conversion either way), through the op and into a
+    NaN-poisoned channels-last ``out``."""
+    B, heads, d, H, W, area = shape
+    C = heads * d
+    cl = torch.channels_last
+    for dtype in _dtypes(ext):
+        qkv = torch.randn(B, 3 * C, H, W, device="cuda", dtype=dtype).to(memory_format=cl)
+        w, b = _pe_params(C, 7, dtype)
+        ref_hi = reference.fused_area_attention(qkv.double(), heads, area, w.double(), b.double())
+        ref_lo = reference.fused_area_attention(qkv, heads, area, w, b)
+        for w_, b_ in ((w, b), (w.float(), b.float())):
+            name = f"{dtype} qkv, {w_.dtype} weights"
+            with torch.no_grad():
+                out = yk.fused_area_attention(qkv, heads, area, w_, b_, backend="cuda")
+            assert out.is_contiguous(memory_format=cl), f"{name}: strides {out.stride()}"
+            assert_close_to_reference(out, ref_hi, ref_lo, name=name)
+            into = poison_like(out)
+            assert into.is_contiguous(memory_format=cl)
+            ext.fused_area_attention_fwd(qkv, heads, area, w_, b_, d ** -0.5, into)
+            assert torch.equal(into, out), name
+        # the NCHW call keeps NCHW
+        out = ext.fused_area_attention_fwd(qkv.contiguous(), heads, area, w, b, d ** -0.5)
+        assert out.is_contiguous(), out.stride()
+        assert_close_to_reference(out, ref_hi, ref_lo, name=f"{dtype} NCHW")
+
+
+PE_CL_SHAPES = [  # (B, C, H, W, k): channels-last v
+    (2, 64, 40, 40, 7),    # YOLOv12-N P4: 8 chunks of 8 channels, one CTA row of channels
+    (2, 384, 20, 20, 7),   # YOLOv12-X P5: 6 CTA rows of 64 channels
+    (1, 16, 9, 13, 7),     # strips past the row's end (13 = 3 * 4 + 1), image smaller than 2k
+    (3, 8, 5, 2, 3),       # one chunk, W < one strip
+    (1, 40, 7, 6, 3),      # 5 chunks per CTA
+    (1, 12, 6, 9, 7),      # C not a multiple of 8: the row kernel
+    (1, 24, 5, 7, 5),      # k = 5: the row kernel
+]
+
+
+@needs_gpu
+@pytest.mark.parametrize("shape", PE_CL_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_position_perceiver_channels_last(ext, shape):
+    """The channels-last depthwise kernel (and what it leaves to the row kernel), written into a
+    poisoned output and accumulated, every dtype, weights in v's dtype and in fp32."""
+    B, C, H, W, k = shape
+    cl = torch.channels_last
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        v = torch.randn(B, C, H, W, device="cuda", dtype=dtype).to(memory_format=cl)
+        w, b = _pe_params(C, k, dtype)
+        ref_hi = reference.position_perceiver(v.double(), w.double(), b.double())
+        if dtype == torch.float32:  # fp32 on the CPU: cuDNN may use TF32 on the GPU
+            ref_lo = reference.position_perceiver(v.cpu(), w.cpu(), b.cpu()).cuda()
+        else:
+            ref_lo = reference.position_perceiver(v, w, b)
+        for w_, b_ in ((w, b), (w.float(), b.float())):
+            out = poison_like(v)
+            ext.position_perceiver_fwd(v, w_, b_, out, False)
+            assert_close_to_reference(out, ref_hi, ref_lo, name=f"pe {dtype} {w_.dtype}")
+            base = torch.randn_like(v)
+            acc = base.clone()
+            ext.position_perceiver_fwd(v, w_, b_, acc, True)
+            assert_close_to_reference(acc, base.double() + ref_hi, base + ref_lo,
+                                      name=f"pe accumulate {dtype} {w_.dtype}")
 
 
 PE_SHAPES = [  # (B, C, H, W, k); tiles: whole planes up to 64 x 64, several per CTA when small

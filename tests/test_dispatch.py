@@ -130,27 +130,60 @@ def _cuda_cap(monkeypatch, cap):
 
 
 def test_auto_order_follows_the_measured_table_on_a_gpu(monkeypatch):
-    """On sm_90 the recorded H100 benchmarks rank CUDA first for the forward at batch-1 sizes and
-    Triton first for the fused core at l/x batch 32; training (no CUDA backward) goes to SDPA.
-    Backends never measured keep their place in the fixed order."""
+    """"auto" puts the measured backends of the call's (arch, op, pass, size class, memory
+    format) in their measured order; anything not measured keeps the fixed order. A ranking of the
+    NCHW core says nothing about the channels-last one (the fused NHWC path's)."""
     from yolov12_kernels import dispatch_table
     gpu = torch.device("cuda", 0)
     _cuda_cap(monkeypatch, (9, 0))
     n_b1 = 1 * 64 * 1600           # YOLOv12-N P4, batch 1: batch x channels x tokens
     x_b32 = 32 * 384 * 1600        # YOLOv12-X P4, batch 32
     assert dispatch_table.size_class(n_b1) == "S" and dispatch_table.size_class(x_b32) == "L"
-    assert dispatch.auto_order(gpu, "fused_area_attention", False, n_b1)[:2] == ("cuda", "triton")
-    assert dispatch.auto_order(gpu, "fused_area_attention", False, x_b32)[:2] == ("triton", "cuda")
-    assert dispatch.auto_order(gpu, "area_attention", False, n_b1)[0] == "cuda"
-    order = dispatch.auto_order(gpu, "area_attention", True, n_b1)
-    assert order.index("sdpa") < order.index("triton")
-    assert set(order) == set(dispatch.FALLBACK_ORDER["sm80+"])
-    # an architecture without measurements: the fixed order
-    _cuda_cap(monkeypatch, (8, 6))
-    assert dispatch.auto_order(gpu, "fused_area_attention", False, n_b1) == \
-        dispatch.FALLBACK_ORDER["sm80+"]
-    _cuda_cap(monkeypatch, (7, 5))
-    assert dispatch.auto_order(gpu, "area_attention", False, n_b1) == dispatch.FALLBACK_ORDER["sm75"]
+    made_up = {("sm90", "fused_area_attention", "fwd", "S", "channels_last"): ("cuda", "triton"),
+               ("sm90", "fused_area_attention", "fwd", "L", "contiguous"): ("sdpa", "triton"),
+               ("sm90", "area_attention", "fwd+bwd", "S", "contiguous"): ("sdpa", "triton")}
+    fixed = dispatch.FALLBACK_ORDER["sm80+"]
+    with mock.patch.dict(dispatch_table.RANKINGS, made_up, clear=True):
+        assert dispatch.auto_order(gpu, "fused_area_attention", False, n_b1, True)[:2] == \
+            ("cuda", "triton")
+        assert dispatch.auto_order(gpu, "fused_area_attention", False, n_b1) == fixed
+        assert dispatch.auto_order(gpu, "fused_area_attention", False, x_b32, True) == fixed
+        order = dispatch.auto_order(gpu, "fused_area_attention", False, x_b32)
+        assert order.index("sdpa") < order.index("triton") and set(order) == set(fixed)
+        order = dispatch.auto_order(gpu, "area_attention", True, n_b1)
+        assert order.index("sdpa") < order.index("triton") and set(order) == set(fixed)
+        # an architecture without measurements: the fixed order
+        _cuda_cap(monkeypatch, (8, 6))
+        assert dispatch.auto_order(gpu, "fused_area_attention", False, n_b1, True) == fixed
+        _cuda_cap(monkeypatch, (7, 5))
+        assert dispatch.auto_order(gpu, "area_attention", False, n_b1) == \
+            dispatch.FALLBACK_ORDER["sm75"]
+
+
+def test_committed_table_holds_no_eager_ranking(monkeypatch):
+    """The committed records are eager timings only (the H100 run of 2026-11-23), which the
+    table no longer ranks from: "auto" is the fixed order there, Triton first from sm_80."""
+    from yolov12_kernels import dispatch_table
+    assert dispatch_table.RANKINGS == {}
+    _cuda_cap(monkeypatch, (9, 0))
+    assert dispatch.auto_order(torch.device("cuda", 0), "fused_area_attention", False,
+                               64 * 1600, True) == dispatch.FALLBACK_ORDER["sm80+"]
+
+
+@pytest.mark.parametrize("backend", ["reference", "sdpa", "triton"])
+def test_fused_core_returns_qkv_memory_format(backend):
+    """Every backend's fused core gives a channels-last output for a channels-last qkv (the fused
+    NHWC path's: its proj conv reads it next) and NCHW for NCHW. (The CUDA backend: its fake
+    kernel and host build in test_cuda_backend.py, its kernels on a GPU.)"""
+    if yk.available_backends()[backend]:
+        pytest.skip(f"{backend}: {yk.available_backends()[backend]}")
+    qkv = torch.randn(1, 96, 4, 6)
+    w, b = torch.randn(32, 1, 3, 3), torch.randn(32)
+    for fmt in (torch.channels_last, torch.contiguous_format):
+        with torch.no_grad():
+            out = yk.fused_area_attention(qkv.contiguous(memory_format=fmt), 1, 2, w, b,
+                                          backend=backend)
+        assert out.is_contiguous(memory_format=fmt), (fmt, out.stride())
 
 
 def test_dispatch_table_is_what_the_committed_records_give():
@@ -159,21 +192,60 @@ def test_dispatch_table_is_what_the_committed_records_give():
     assert make_dispatch_table.main(["--check"]) == 0
 
 
-def test_dispatch_table_derivation():
-    """Rankings by summed median over a size class; sdpa credited with its slowest kernel."""
-    from benchmarks.make_dispatch_table import derive
+def _record(name, provider, ms, batch=1, shape=(1, 192, 40, 40), **kw):
+    return dict(suite="kernel", name=name, provider=provider, median_ms=ms, batch=batch,
+                shape=list(shape), dtype="float16", device="NVIDIA H100 80GB HBM3",
+                date="2026-01-01", **kw)
 
-    def rec(name, provider, ms, batch=1, shape=(1, 192, 40, 40), **kw):
-        return dict(suite="kernel", name=name, provider=provider, median_ms=ms, batch=batch,
-                    shape=list(shape), dtype="float16", device="NVIDIA H100 80GB HBM3",
-                    date="2026-01-01", **kw)
-    recs = [rec("aattn/P4/n", "cuda", 0.1), rec("aattn/P4/n", "triton", 0.3),
-            rec("aattn/P4/n", "eager", 0.4),
-            rec("area_attention/P4/n", "sdpa-flash", 0.2, shape=(1, 1600, 2, 32), **{"pass": "fwd"}),
-            rec("area_attention/P4/n", "sdpa-cudnn", 0.1, shape=(1, 1600, 2, 32), **{"pass": "fwd"}),
-            rec("area_attention/P4/n", "triton", 0.15, shape=(1, 1600, 2, 32), **{"pass": "fwd"})]
+
+def test_dispatch_table_derivation():
+    """Rankings by summed kernel median over a size class; sdpa credited with its slowest
+    kernel."""
+    from benchmarks.make_dispatch_table import derive
+    rec = _record
+    graph = {"cuda_graph": True}
+    recs = [rec("aattn/P4/n", "cuda", 0.1, **graph), rec("aattn/P4/n", "triton", 0.3, **graph),
+            rec("aattn/P4/n", "eager", 0.4, **graph),
+            rec("area_attention/P4/n", "sdpa-flash", 0.2, shape=(1, 1600, 2, 32),
+                **{"pass": "fwd"}, **graph),
+            rec("area_attention/P4/n", "sdpa-cudnn", 0.1, shape=(1, 1600, 2, 32),
+                **{"pass": "fwd"}, **graph),
+            rec("area_attention/P4/n", "triton", 0.15, shape=(1, 1600, 2, 32),
+                **{"pass": "fwd"}, **graph)]
     rankings, evidence = derive(recs)
-    assert rankings[("sm90", "fused_area_attention", "fwd", "S")] == ("cuda", "triton",
-                                                                      "reference")
+    assert rankings[("sm90", "fused_area_attention", "fwd", "S", "contiguous")] == \
+        ("cuda", "triton", "reference")
     # sdpa = max(0.2, 0.1) = 0.2 > triton's 0.15
-    assert rankings[("sm90", "area_attention", "fwd", "S")] == ("triton", "sdpa")
+    assert rankings[("sm90", "area_attention", "fwd", "S", "contiguous")] == ("triton", "sdpa")
+
+
+def test_dispatch_table_ranks_kernel_times_only():
+    """Eager records are not ranked (host overhead decides them at batch 1); a record replayed
+    from a CUDA graph ranks by its median, one timed both ways (--kernel-time) by its
+    graph_median_ms; each memory format of qkv from its own records."""
+    from benchmarks.make_dispatch_table import derive, render
+    rec = _record
+    eager = [rec("aattn/P4/n", "cuda", 0.08), rec("aattn/P4/n", "triton", 0.33)]
+    assert derive(eager) == ({}, {})
+    assert "RANKINGS is\nempty" in render({}, {}, ["x"])
+    cl = {"layout": "channels_last"}
+    recs = eager + [
+        # NCHW, replayed: CUDA faster
+        rec("aattn/P4/n", "cuda", 0.05, cuda_graph=True),
+        rec("aattn/P4/n", "triton", 0.07, cuda_graph=True),
+        # channels-last, eager rows with their graph medians: Triton faster as kernels
+        rec("aattn/P4/n", "cuda", 0.08, graph_median_ms=0.06, **cl),
+        rec("aattn/P4/n", "triton", 0.33, graph_median_ms=0.04, **cl)]
+    rankings, evidence = derive(recs)
+    assert rankings == {("sm90", "fused_area_attention", "fwd", "S", "contiguous"):
+                        ("cuda", "triton"),
+                        ("sm90", "fused_area_attention", "fwd", "S", "channels_last"):
+                        ("triton", "cuda")}
+    assert evidence[("sm90", "fused_area_attention", "fwd", "S", "channels_last")] == \
+        [("aattn/P4/n", "float16", 1, {"cuda": 0.06, "triton": 0.04})]
+    # the rendered table answers with that order
+    ns: dict = {}
+    exec(render(rankings, evidence, ["x"]), ns)
+    assert ns["ranking"]((9, 0), "fused_area_attention", False, 64 * 1600, True) == \
+        ("triton", "cuda")
+    assert ns["ranking"]((9, 0), "fused_area_attention", False, 64 * 1600) == ("cuda", "triton")

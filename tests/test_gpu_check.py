@@ -253,6 +253,9 @@ def test_record_summaries():
     recs.append(dict(recs[0], cuda_graph=True, median_ms=0.01))  # graph rows are not eager calls
     assert gc.kernel_summary(recs) == ("4 records; aattn P4 n b1: cuda 0.079, triton 0.328, "
                                        "eager 0.369 ms")
+    cl = dict(recs[0], layout="channels_last", median_ms=0.07)
+    assert gc.kernel_summary(recs + [cl]).endswith("eager 0.369 ms; aattn P4 n b1 [cl]: "
+                                                   f"{cl['provider']} 0.07 ms")
     e2e = [{"name": "n", "batch": 1, "provider": p, "median_ms": ms}
            for p, ms in (("fast-graph", 1.458), ("fast", 13.7), ("eager", 12.1))]
     e2e.append({"name": "s", "batch": 32, "provider": "fast", "median_ms": 20.0})

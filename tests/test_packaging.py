@@ -25,7 +25,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 # what a fresh clone does not have (and what would make the copy large or stale)
 NOT_COPIED = shutil.ignore_patterns(".git", "__pycache__", "*.egg-info", "build", "dist", "*.so",
-                                    ".pytest_cache", ".benchmarks", "results", ".whl", ".gl")
+                                    ".pytest_cache", ".benchmarks", "results", ".whl", ".gl",
+                                    ".triton36*")
 OFFLINE = {"PIP_NO_INDEX": "1", "PIP_NO_CACHE_DIR": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1",
            "PIP_ROOT_USER_ACTION": "ignore",
            # any download that PIP_NO_INDEX does not stop fails at once on a dead proxy

@@ -153,10 +153,12 @@ class FastAAttn(nn.Module):
                 K.refresh_pe_taps(*wb)
 
 
-def resolve_attention(net: nn.Module, backend: str = "auto", device=None, dtype=None) -> nn.Module:
+def resolve_attention(net: nn.Module, backend: str = "auto", device=None, dtype=None,
+                      channels_last: bool = False) -> nn.Module:
     """Replace, in place, every AAttn of ``net`` (in eval mode) by a FastAAttn calling ``backend``
-    directly; returns ``net``. Device and dtype default to the model's: give the ones it will run
-    with, since the backend is chosen for them."""
+    directly; returns ``net``. Device, dtype and memory format (``channels_last``: the qkv conv's
+    output is channels-last, as in the fused path) default to the model's device and dtype and
+    NCHW: give the ones it will run with, since the backend is chosen for them."""
     if net.training:
         raise ValueError("net: put the model in eval mode first (FastAAttn is inference-only)")
     p = next(net.parameters())
@@ -166,7 +168,7 @@ def resolve_attention(net: nn.Module, backend: str = "auto", device=None, dtype=
         for child_name, child in list(parent.named_children()):
             if isinstance(child, AAttn):
                 cores = {cls: dispatch.select("fused_area_attention", backend, device, dtype,
-                                              child.head_dim, False, size)
+                                              child.head_dim, False, size, channels_last)
                          for cls, size in SIZE_CLASS_REPRESENTATIVES.items()}
                 setattr(parent, child_name, FastAAttn(child, cores))
     return net
@@ -228,7 +230,7 @@ class FastYOLOv12(nn.Module):
         if fold_bn:
             net.fuse()  # in fp32, before any down-cast
         net = net.to(device=device, dtype=dtype)
-        resolve_attention(net, backend, device, dtype)
+        resolve_attention(net, backend, device, dtype, self.channels_last)
         head = net.model[-1]
         if not isinstance(head, Detect):
             raise ValueError("model: its last layer is not a Detect head")

@@ -16,6 +16,7 @@ import torch
 
 from . import dispatch
 from ._checks import check_area, check_drop_in_qkv, check_model_qkv, check_pe_params
+from ._layout import is_channels_last
 
 
 def _needs_grad(*tensors) -> bool:
@@ -50,6 +51,7 @@ def fused_area_attention(qkv: torch.Tensor, num_heads: int, area: int, pe_weight
     check_pe_params(C, pe_weight, pe_bias, name="pe_weight", bias_name="pe_bias",
                     device=qkv.device)
     impl = dispatch.select("fused_area_attention", backend, qkv.device, qkv.dtype, d,
-                           _needs_grad(qkv, pe_weight, pe_bias), B * C * H * W)
+                           _needs_grad(qkv, pe_weight, pe_bias), B * C * H * W,
+                           is_channels_last(qkv))
     return impl.fused_area_attention(qkv, num_heads, area, pe_weight, pe_bias,
                                      float(d ** -0.5 if scale is None else scale))

@@ -39,6 +39,8 @@ from pathlib import Path
 
 import torch
 
+from ._layout import empty_like_qkv
+
 ENV_JIT = "YOLOV12_CUDA_JIT"
 ENV_ARCHS_HINT = ("YOLOV12_CUDA_ARCHS including this GPU (or ending in '+PTX'), or set "
                   "YOLOV12_CUDA_JIT=force for a JIT build for the GPUs visible now")
@@ -70,7 +72,8 @@ SCHEMA_TAG = "yolov12-cuda-ops-schemas:" + hashlib.sha256(
     json.dumps(SCHEMAS, sort_keys=True).encode()).hexdigest()[:16]
 
 
-# The fakes allocate what the C++ kernels allocate: a new contiguous tensor.
+# The fakes allocate what the C++ kernels allocate: a new contiguous tensor, and for the fused op
+# one in qkv's memory format (the same rule as csrc/bindings.cpp).
 @torch.library.register_fake("yolov12::cuda_area_attention")
 def _(q, k, v, area, scale):
     return q.new_empty(q.shape)
@@ -79,7 +82,7 @@ def _(q, k, v, area, scale):
 @torch.library.register_fake("yolov12::cuda_fused_area_attention")
 def _(qkv, num_heads, area, pe_weight, pe_bias, scale):
     B, C3, H, W = qkv.shape
-    return qkv.new_empty((B, C3 // 3, H, W))
+    return empty_like_qkv(qkv, (B, C3 // 3, H, W))
 
 
 @torch.library.register_fake("yolov12::cuda_position_perceiver")

@@ -21,8 +21,10 @@ backend that supports the call. An explicitly requested backend that cannot take
 skips it and logs the reason once.
 
 "auto"'s order on a GPU comes from measurements where there are some (``dispatch_table``: the
-fastest backend per GPU architecture, op, pass and problem size, derived from the records in
-``benchmarks/results``), and from a fixed order everywhere else (``FALLBACK_ORDER``).
+fastest backend per GPU architecture, op, pass, problem size and memory format of the input,
+derived from the CUDA-graph-replayed kernel records in ``benchmarks/results``), and from a fixed
+order everywhere else (``FALLBACK_ORDER``). A backend ranked for the channels-last fused core was
+measured on channels-last inputs; every backend's fused core returns qkv's memory format.
 """
 from __future__ import annotations
 
@@ -89,19 +91,21 @@ def _log_once(msg: str) -> None:
 
 
 def auto_order(device: torch.device, op: str | None = None, needs_grad: bool = False,
-               size: int | None = None) -> tuple[str, ...]:
+               size: int | None = None, channels_last: bool = False) -> tuple[str, ...]:
     """Backends "auto" tries for a call, best first.
 
     The fixed ``FALLBACK_ORDER`` of the device, with the backends measured on this GPU
     architecture for ``op`` (forward, or forward+backward when ``needs_grad``) at this problem
-    ``size`` (batch x channels x tokens) put in their measured order, in the places the fixed
-    order gives them; backends never measured keep their fixed place.
+    ``size`` (batch x channels x tokens) on inputs of this memory format (``channels_last``: the
+    fused NHWC path's qkv) put in their measured order, in the places the fixed order gives them;
+    backends never measured keep their fixed place.
     """
     if device.type != "cuda":
         return FALLBACK_ORDER["cpu"]
     cap = torch.cuda.get_device_capability(device)
     order = list(FALLBACK_ORDER["sm80+" if cap >= (8, 0) else "sm75"])
-    measured = [b for b in dispatch_table.ranking(cap, op, needs_grad, size) if b in order]
+    measured = [b for b in dispatch_table.ranking(cap, op, needs_grad, size, channels_last)
+                if b in order]
     slots = sorted(order.index(b) for b in measured)
     for slot, name in zip(slots, measured):
         order[slot] = name
@@ -131,7 +135,8 @@ def available_backends() -> dict[str, str | None]:
 
 
 def select(op: str, backend: str | None, device: torch.device, dtype: torch.dtype,
-           head_dim: int | None, needs_grad: bool, size: int | None = None) -> Backend:
+           head_dim: int | None, needs_grad: bool, size: int | None = None,
+           channels_last: bool = False) -> Backend:
     """The backend that will run ``op`` for this call (see the module docstring)."""
     asked_by = "backend"  # who chose it, named in the errors: the argument or the variable
     if backend is None or backend == "auto":
@@ -151,7 +156,7 @@ def select(op: str, backend: str | None, device: torch.device, dtype: torch.dtyp
             raise RuntimeError(f"{asked_by}={backend!r} cannot run {op} here: {reason}")
         return _handle(backend, mod)
     first = None
-    for name in auto_order(device, op, needs_grad, size):
+    for name in auto_order(device, op, needs_grad, size, channels_last):
         mod, reason = load(name)
         if mod is not None and getattr(mod, op, None) is None:
             continue  # a backend without this op at all is no fall-back worth a log line

@@ -2,63 +2,26 @@
 ``python -m benchmarks.make_dispatch_table`` from the kernel records in
 benchmarks/results; do not edit by hand (see that script for the method).
 
-Key: (GPU architecture, op, pass, size class); value: backends, fastest first.
-Size class of a call: batch x channels x tokens below 2^20 is "S", below 2^23 "M",
-else "L". A key that is not here falls back to ``dispatch.FALLBACK_ORDER``.
+Ranked from kernel times only (records replayed from a CUDA graph: bench_attention
+--graph or --kernel-time); eager timings, which host overhead decides, are left out.
+Key: (GPU architecture, op, pass, size class, memory format of the input); value:
+backends, fastest first. Size class of a call: batch x channels x tokens below 2^20
+is "S", below 2^23 "M", else "L"; memory format "contiguous" or "channels_last" (the
+fused NHWC path's qkv). A key that is not here falls back to
+``dispatch.FALLBACK_ORDER``.
+
+No record there carries a kernel time (all are eager timings), so RANKINGS is
+empty and "auto" takes ``dispatch.FALLBACK_ORDER`` on every GPU.
 """
 from __future__ import annotations
 
 SIZE_BOUNDS = (1048576, 8388608)
 
 RANKINGS = {
-    ('sm90', 'area_attention', 'fwd', 'M'): ('cuda', 'sdpa', 'triton'),
-    ('sm90', 'area_attention', 'fwd', 'S'): ('cuda', 'sdpa', 'triton'),
-    ('sm90', 'area_attention', 'fwd+bwd', 'M'): ('sdpa', 'triton'),
-    ('sm90', 'area_attention', 'fwd+bwd', 'S'): ('sdpa', 'triton'),
-    ('sm90', 'fused_area_attention', 'fwd', 'L'): ('triton', 'cuda', 'reference'),
-    ('sm90', 'fused_area_attention', 'fwd', 'M'): ('cuda', 'triton', 'reference'),
-    ('sm90', 'fused_area_attention', 'fwd', 'S'): ('cuda', 'triton', 'reference'),
-    ('sm90', 'position_perceiver', 'fwd', 'L'): ('cuda', 'reference'),
-    ('sm90', 'position_perceiver', 'fwd', 'M'): ('cuda', 'reference'),
-    ('sm90', 'position_perceiver', 'fwd', 'S'): ('reference', 'cuda'),
 }
 
 # the median times (ms) behind each ranking: (record name, dtype, batch, {backend: ms})
 EVIDENCE = {
-    ('sm90', 'area_attention', 'fwd', 'M'): [
-        ('area_attention/P4/n', 'float16', 32, {'cuda': 0.0884, 'sdpa': 0.2092, 'triton': 0.3126}),
-    ],
-    ('sm90', 'area_attention', 'fwd', 'S'): [
-        ('area_attention/P4/n', 'float16', 1, {'cuda': 0.0542, 'sdpa': 0.169, 'triton': 0.3846}),
-    ],
-    ('sm90', 'area_attention', 'fwd+bwd', 'M'): [
-        ('area_attention/P4/n', 'float16', 32, {'sdpa': 0.5956, 'triton': 1.4061}),
-    ],
-    ('sm90', 'area_attention', 'fwd+bwd', 'S'): [
-        ('area_attention/P4/n', 'float16', 1, {'sdpa': 0.6654, 'triton': 1.3976}),
-    ],
-    ('sm90', 'fused_area_attention', 'fwd', 'L'): [
-        ('aattn/P4/l', 'float16', 32, {'cuda': 0.8609, 'reference': 2.1226, 'triton': 0.5304}),
-        ('aattn/P4/x', 'float16', 32, {'cuda': 1.2774, 'reference': 3.2202, 'triton': 0.7895}),
-    ],
-    ('sm90', 'fused_area_attention', 'fwd', 'M'): [
-        ('aattn/P4/n', 'float16', 32, {'cuda': 0.1954, 'reference': 0.5507, 'triton': 0.2959}),
-    ],
-    ('sm90', 'fused_area_attention', 'fwd', 'S'): [
-        ('aattn/P4/l', 'float16', 1, {'cuda': 0.0947, 'reference': 0.3504, 'triton': 0.4505}),
-        ('aattn/P4/n', 'float16', 1, {'cuda': 0.0794, 'reference': 0.3694, 'triton': 0.3277}),
-        ('aattn/P4/x', 'float16', 1, {'cuda': 0.2241, 'reference': 1.196, 'triton': 0.5635}),
-    ],
-    ('sm90', 'position_perceiver', 'fwd', 'L'): [
-        ('pe7x7/P4/x', 'float16', 32, {'cuda': 0.6567, 'reference': 0.743}),
-    ],
-    ('sm90', 'position_perceiver', 'fwd', 'M'): [
-        ('pe7x7/P4/n', 'float16', 32, {'cuda': 0.1192, 'reference': 0.1304}),
-    ],
-    ('sm90', 'position_perceiver', 'fwd', 'S'): [
-        ('pe7x7/P4/n', 'float16', 1, {'cuda': 0.0578, 'reference': 0.0543}),
-        ('pe7x7/P4/x', 'float16', 1, {'cuda': 0.0647, 'reference': 0.0526}),
-    ],
 }
 
 
@@ -69,8 +32,9 @@ def size_class(size: int | None) -> str | None:
 
 
 def ranking(capability: tuple[int, int], op: str, needs_grad: bool,
-            size: int | None) -> tuple[str, ...]:
+            size: int | None, channels_last: bool = False) -> tuple[str, ...]:
     """Measured backends for this call, fastest first; () where nothing was measured."""
     arch = f"sm{capability[0]}{capability[1]}"
-    key = (arch, op, "fwd+bwd" if needs_grad else "fwd", size_class(size))
+    key = (arch, op, "fwd+bwd" if needs_grad else "fwd", size_class(size),
+           "channels_last" if channels_last else "contiguous")
     return RANKINGS.get(key, ())

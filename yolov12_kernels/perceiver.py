@@ -5,6 +5,7 @@ import torch
 
 from . import dispatch
 from ._checks import check_pe_params, check_tensor
+from ._layout import is_channels_last
 from .attention import _needs_grad
 
 
@@ -14,5 +15,5 @@ def position_perceiver(v: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
     check_tensor(v, "v", ndim=4)
     check_pe_params(v.shape[1], weight, bias, device=v.device)
     impl = dispatch.select("position_perceiver", backend, v.device, v.dtype, None,
-                           _needs_grad(v, weight, bias), v.numel())
+                           _needs_grad(v, weight, bias), v.numel(), is_channels_last(v))
     return impl.position_perceiver(v, weight, bias)

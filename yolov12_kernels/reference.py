@@ -106,7 +106,9 @@ def attention_plus_pe(qkv: torch.Tensor, num_heads: int, attention, pe) -> torch
     """
     H, W = qkv.shape[-2:]
     q, k, v = _split_qkv(qkv, num_heads)
-    return _to_nchw(attention(q, k, v), H, W) + pe(_to_nchw(v, H, W))
+    # pe's output first: the sum takes its memory format, which is qkv's (the conv keeps its
+    # input's); the attention output, seen as (B, C, H, W), is channels-last whatever qkv is
+    return pe(_to_nchw(v, H, W)) + _to_nchw(attention(q, k, v), H, W)
 
 
 def position_perceiver(v: torch.Tensor, weight: torch.Tensor,

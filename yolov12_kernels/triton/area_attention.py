@@ -462,10 +462,10 @@ def _forget_taps(key, taps) -> None:
 # ------------------------------------------------------------------------------------------------
 # launchers (no autograd; ``backend`` wires them into the autograd Function and custom ops)
 # ------------------------------------------------------------------------------------------------
-def _config(head_dim, dtype, fused_pe, make_plan, ptrs, scale) -> Config:
+def _config(head_dim, dtype, backward, make_plan, ptrs, scale) -> Config:
     if autotune_requested():
         return tune(make_plan, ptrs, scale)
-    return default_config(head_dim, dtype == torch.float32, fused_pe)
+    return default_config(head_dim, dtype == torch.float32, backward)
 
 
 def _forward_builder(q, k, v, o, out, ptrs, scale, batch, heads, head_dim, area, img_h, img_w,
@@ -476,7 +476,7 @@ def _forward_builder(q, k, v, o, out, ptrs, scale, batch, heads, head_dim, area,
         strides, two_d = _token_strides(views, img_h, img_w)
         n_area = img_h * img_w // area
         dtype = q.base.dtype
-        cfg = cfg or _config(head_dim, dtype, out is not None, make_plan, ptrs, scale)
+        cfg = cfg or _config(head_dim, dtype, False, make_plan, ptrs, scale)
         tail = (*(s for st in strides for s in st),
                 heads, area, n_area, img_h, img_w,
                 head_dim, two_d, o is not None, ptrs[5] is not None, out is not None, has_bias,
@@ -549,7 +549,7 @@ def _backward_builder(views, ptrs, scale, batch, heads, head_dim, area, img_h, i
         strides, two_d = _token_strides(views, img_h, img_w)
         n_area = img_h * img_w // area
         dtype = q.base.dtype
-        cfg = cfg or _config(head_dim, dtype, ptrs[9] is not None, make_plan, ptrs, scale)
+        cfg = cfg or _config(head_dim, dtype, True, make_plan, ptrs, scale)
         n_problems = batch * area * heads
         kv_programs = n_problems * triton.cdiv(n_area, cfg.block_n)
         tail = (*(s for st in strides for s in st),

@@ -33,6 +33,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from .._layout import empty_like_qkv
 from .devices import device_guard, unsupported_device
 
 try:
@@ -76,14 +77,6 @@ def unsupported(op, device, dtype, head_dim, needs_grad):
 
 def _empty_f32(t: Tensor, shape) -> Tensor:
     return t.new_empty(shape, dtype=torch.float32)
-
-
-def _empty_like_qkv(qkv: Tensor, shape) -> Tensor:
-    """An output (B, C, H, W) in qkv's memory format: channels-last for a channels-last qkv (the
-    fused conv path's), so the proj conv that reads it gets contiguous channels."""
-    nhwc = qkv.stride(1) < qkv.stride(3)  # channels vary fastest: channels-last (or a slice)
-    return torch.empty(shape, dtype=qkv.dtype, device=qkv.device,
-                       memory_format=torch.channels_last if nhwc else torch.contiguous_format)
 
 
 _PLAIN = (Tensor, torch.nn.Parameter)
@@ -131,8 +124,8 @@ def area_backward_impl(dout, q, k, v, out, lse, area, scale, dq=None, dk=None, d
 def fused_forward_impl(qkv, pe_weight, pe_bias, num_heads, area, scale, need_grad, out=None):
     K = _kernels()
     B, C3, H, W = qkv.shape
-    out = _empty_like_qkv(qkv, (B, C3 // 3, H, W)) if out is None else out
-    o = _empty_like_qkv(qkv, out.shape) if need_grad else qkv.new_empty((0,))
+    out = empty_like_qkv(qkv, (B, C3 // 3, H, W)) if out is None else out
+    o = empty_like_qkv(qkv, out.shape) if need_grad else qkv.new_empty((0,))
     lse = _empty_f32(qkv, (B * area * num_heads, H * W // area) if need_grad else (0,))
     with device_guard(qkv):
         K.forward_fused(qkv, num_heads, area, out, o if need_grad else None,
@@ -154,7 +147,7 @@ def _infer_drop_in(q, k, v, area, scale):
 
 def _infer_fused(qkv, num_heads, area, pe_weight, pe_bias, scale):
     B, C3, H, W = qkv.shape
-    out = _empty_like_qkv(qkv, (B, C3 // 3, H, W))
+    out = empty_like_qkv(qkv, (B, C3 // 3, H, W))
     with device_guard(qkv):
         _K.forward_fused(qkv, num_heads, area, out, None, None, _K.pe_taps(pe_weight, pe_bias),
                          pe_weight.shape[-1], pe_bias is not None, scale)
@@ -312,8 +305,8 @@ def _fused_fwd_op(qkv: Tensor, pe_weight: Tensor, pe_bias: Optional[Tensor], num
 def _(qkv, pe_weight, pe_bias, num_heads, area, scale, need_grad):
     B, C3, H, W = qkv.shape
     C = C3 // 3
-    return (_empty_like_qkv(qkv, (B, C, H, W)),
-            _empty_like_qkv(qkv, (B, C, H, W)) if need_grad else qkv.new_empty((0,)),
+    return (empty_like_qkv(qkv, (B, C, H, W)),
+            empty_like_qkv(qkv, (B, C, H, W)) if need_grad else qkv.new_empty((0,)),
             _empty_f32(qkv, (B * area * num_heads, H * W // area) if need_grad else (0,)))
 
 
