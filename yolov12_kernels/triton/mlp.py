@@ -22,21 +22,29 @@ import torch
 import triton
 import triton.language as tl
 
-from .conv import _epilogue, _pixels, _prec
+from . import config_tables
+from . import conv as _conv
+from .conv import _epilogue, _k_range, _pixels, _prec, _store_partial
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 MAX_CHANNELS = 512
 
 
 @triton.jit
-def _mlp_kernel(X, W1, B1, W2, B2, Out,
+def _mlp_kernel(X, W1, B1, W2, B2, Out, Part,
                 HO, WO, C, HID, M,
                 sxb, sxc, sxy, sxx,
                 s1h, s1c, s2c, s2h,
                 sob, soc, soy, sox,
                 HAS_RES: tl.constexpr, PREC: tl.constexpr, C_PAD: tl.constexpr,
-                BLOCK_M: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr):
+                BLOCK_M: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
+                SPLIT_H: tl.constexpr):
+    # SPLIT_H > 1: the hidden blocks in that many parts, one program per (pixel block, part);
+    # each part's fp32 partial output goes to Part, and conv._splitk_reduce_kernel adds them
+    # (in a fixed order) with b2 and the residual. No GEMM work is repeated.
     pid = tl.program_id(0)
+    pid_h = pid % SPLIT_H
+    pid = pid // SPLIT_H
     offs_m = pid * BLOCK_M + tl.arange(0, BLOCK_M)
     m_ok = offs_m < M
     b, yo, xo = _pixels(offs_m, HO, WO)
@@ -46,8 +54,9 @@ def _mlp_kernel(X, W1, B1, W2, B2, Out,
     offs_h = tl.arange(0, BLOCK_H)
     offs_k = tl.arange(0, BLOCK_K)
     acc = tl.zeros((BLOCK_M, C_PAD), dtype=tl.float32)
-    for h0 in range(0, HID, BLOCK_H):
-        hh = h0 + offs_h
+    h_lo, h_hi = _k_range(tl.cdiv(HID, BLOCK_H), pid_h, SPLIT_H)
+    for h_step in range(h_lo, h_hi):
+        hh = h_step * BLOCK_H + offs_h
         h_ok = hh < HID
         hid = tl.zeros((BLOCK_M, BLOCK_H), dtype=tl.float32)
         for k0 in range(0, C, BLOCK_K):
@@ -63,8 +72,11 @@ def _mlp_kernel(X, W1, B1, W2, B2, Out,
         w2 = tl.load(W2 + offs_c[None, :] * s2c + hh[:, None] * s2h,
                      mask=h_ok[:, None] & c_ok[None, :], other=0.0)
         acc = tl.dot(hid.to(W2.dtype.element_ty), w2, acc, input_precision=PREC)
-    _epilogue(acc, offs_m, offs_c, m_ok, c_ok, b, yo, xo, B2, X, None, Out,
-              sxb, sxc, sxy, sxx, sob, soc, soy, sox, True, False, HAS_RES, False)
+    if SPLIT_H == 1:
+        _epilogue(acc, offs_m, offs_c, m_ok, c_ok, b, yo, xo, B2, X, None, Out,
+                  sxb, sxc, sxy, sxx, sob, soc, soy, sox, True, False, HAS_RES, False)
+    else:
+        _store_partial(acc, Part, pid_h, offs_m, offs_c, m_ok, c_ok, M, C)
 
 
 class Config(NamedTuple):
@@ -73,21 +85,59 @@ class Config(NamedTuple):
     block_k: int
     num_warps: int
     num_stages: int
+    split_h: int = 1          # > 1: hidden blocks split over programs, partials reduced after
+    two_gemms: bool = False   # the two 1x1 convs as two conv launches (hidden through memory)
 
 
-def mlp_config(channels: int, dtype: torch.dtype) -> Config:
-    """Fixed per width class, the same on every arch: registers are the limit (two fp32
-    accumulators, BLOCK_M x C_PAD and BLOCK_M x BLOCK_H). 8 warps and 32-pixel blocks keep every
-    YOLOv12 width free of spills on sm_80/sm_90 (conv_check); 32 pixels also give the small b1
-    maps more programs. C_PAD 512 (YOLOv12-X) needs 32-wide hidden blocks and no pipelining."""
+def mlp_config(channels: int, dtype: torch.dtype, m: int | None = None, hidden: int | None = None,
+               arch: str = "sm90") -> Config:
+    """The fixed configuration of one MLP pair: the arch's tuned table where it has the shape
+    class (``config_tables``), else ``heuristic_config``."""
+    if m is not None and hidden is not None:
+        tuned = config_tables.lookup(arch, config_tables.mlp_key(dtype, m, channels, hidden))
+        if tuned is not None:
+            return Config(*tuned)
+    return heuristic_config(channels, dtype, m, hidden, arch)
+
+
+def heuristic_config(channels: int, dtype: torch.dtype, m: int | None = None,
+                     hidden: int | None = None, arch: str = "sm90") -> Config:
+    """Rules from the plan report's arithmetic (docs/fusion.md), not measured:
+
+    * C > 256 (YOLOv12-L/X's 384): two GEMMs (``two_gemms``: the 1x1 convs as two conv
+      launches, the hidden map through memory). The fused kernel holds a BLOCK_M x C_PAD fp32
+      accumulator in registers: at C_PAD 512 that forces 32-pixel tiles, one stage and a second
+      GEMM a third padded (384 -> 512), and every 32 pixels re-read both weights (~706 KB):
+      ~1.1 GB of L2 reads per call at P4 batch 32; the conv kernel's 128-pixel tiles read them a
+      quarter as often, with pipelined loads, for one hidden-map round trip through HBM;
+    * else fused: 32-pixel blocks, 8 warps (registers: two fp32 accumulators), 64-wide hidden
+      blocks in 2 stages (fp32: 32-wide K blocks); below one wave of programs (batch 1)
+      ``conv.one_wave_search`` takes 16-pixel blocks, or splits the hidden blocks over programs
+      (partials reduced after) where a program would walk >= ``conv.SPLIT_MIN_STEPS`` steps."""
     c_pad = max(16, triton.next_power_of_2(channels))
-    if INTERPRET:
-        return Config(64, 64, min(64, c_pad), 4, 1)
+    if c_pad > 256:
+        return Config(32, 32, 64, 8, 1, 1, True)
     fp32 = dtype == torch.float32
     bk = min(32 if fp32 else 64, c_pad)
-    if c_pad <= 256 and not fp32:
-        return Config(32, 64, bk, 8, 2)
-    return Config(32, 32, bk, 8, 1)
+    bh, stages = (32, 1) if fp32 else (64, 2)
+    bm, split = 32, 1
+    sms = _conv.ARCHS[arch][0]
+    if m is not None and hidden is not None and triton.cdiv(m, 32) < sms:
+        # each hidden block is (C / BLOCK_K) + 1 dot steps: the split's unit
+        per_block = triton.cdiv(channels, bk) + 1
+        bm, _, bh, split = _conv.one_wave_search(
+            sms, m, hidden, lambda b: triton.cdiv(hidden, b), lambda bm_, _: triton.cdiv(m, bm_),
+            (32, 16), (0,), sorted({bh, 32, 16}, reverse=True),
+            min_steps=triton.cdiv(_conv.SPLIT_MIN_STEPS, per_block))
+    return Config(bm, bh, bk, 8, stages, split)
+
+
+def interpreter_config(channels: int) -> Config:
+    """Under the interpreter numpy runs each program: few large blocks are much faster."""
+    return Config(64, 64, min(64, max(16, triton.next_power_of_2(channels))), 4, 1)
+
+
+forced_config = _conv.Forced()  # ``with forced_config(Config(...)):`` every MLP launch uses it
 
 
 def pack_w2(w2: torch.Tensor) -> torch.Tensor:
@@ -101,24 +151,67 @@ def pack_w2(w2: torch.Tensor) -> torch.Tensor:
     return buf[:, :hid, None, None]
 
 
-def launch_args(x, w1, b1, w2, b2, out, residual: bool, config: Config | None = None):
+def effective_split(hidden: int, config: Config) -> int:
+    """The hidden parts that get work (see conv.effective_split)."""
+    steps = triton.cdiv(hidden, config.block_h)
+    return triton.cdiv(steps, triton.cdiv(steps, max(1, min(config.split_h, steps))))
+
+
+def launches(x, w1, b1, w2, b2, out, residual: bool, config: Config | None = None,
+             arch: str | None = None) -> list:
+    """Every launch of one MLP pair (``conv.Launch`` tuples): the fused kernel; with split_h,
+    then the reduction (b2, residual); with two_gemms, the two 1x1 convs' launches, the hidden
+    map in a channels-last buffer allocated here."""
     B, C, H, W = x.shape
     hid = w1.shape[0]
     m = B * H * W
-    config = config or mlp_config(C, x.dtype)
-    args = (x, w1, b1, w2, b2, out, H, W, C, hid, m, *x.stride(), w1.stride(0), w1.stride(1),
-            w2.stride(0), w2.stride(1), *out.stride())
+    if config is None:
+        config = forced_config.top()
+    if config is None and arch is None and INTERPRET:
+        config = interpreter_config(C)
+    if config is None:
+        config = mlp_config(C, x.dtype, m, hid, arch or _arch(x))
+    config = Config(*config)
+    if config.two_gemms:
+        hidden = torch.empty((B, hid, H, W), dtype=x.dtype, device=x.device,
+                             memory_format=torch.channels_last)
+        return (_conv.launches(x, w1, b1, None, None, hidden, 1, True, arch=arch)
+                + _conv.launches(hidden, w2, b2, x if residual else None, None, out, 1, False,
+                                 arch=arch))
+    split = effective_split(hid, config)
+    part = x.new_empty(split * m * C if split > 1 else 0, dtype=torch.float32)
+    args = (x, w1, b1, w2, b2, out, part if split > 1 else None, H, W, C, hid, m, *x.stride(),
+            w1.stride(0), w1.stride(1), w2.stride(0), w2.stride(1), *out.stride())
     kwargs = dict(HAS_RES=bool(residual), PREC=_prec(x.dtype),
                   C_PAD=max(16, triton.next_power_of_2(C)), BLOCK_M=config.block_m,
-                  BLOCK_H=config.block_h, BLOCK_K=config.block_k, num_warps=config.num_warps,
-                  num_stages=config.num_stages)
-    return (triton.cdiv(m, config.block_m),), args, kwargs
+                  BLOCK_H=config.block_h, BLOCK_K=config.block_k, SPLIT_H=split,
+                  num_warps=config.num_warps, num_stages=config.num_stages)
+    blocks = triton.cdiv(m, config.block_m)
+    fused = _conv.Launch(_mlp_kernel, (blocks * split,), args, kwargs)
+    if split == 1:
+        return [fused]
+    flags = dict(HAS_BIAS=True, SILU=False, HAS_RES=bool(residual), HAS_GAMMA=False)
+    return [fused, _conv.reduce_launch(part, split, b2, x if residual else None, None, out, m, C,
+                                       arch or _arch(x), flags)]
+
+
+def _arch(x) -> str:
+    return _conv.arch_class(x.device) if x.is_cuda else "sm90"
+
+
+def launch_args(x, w1, b1, w2, b2, out, residual: bool, config: Config | None = None):
+    """(grid, args, kwargs) of an MLP pair that is ONE launch (see ``launches``)."""
+    runs = launches(x, w1, b1, w2, b2, out, residual, config)
+    if len(runs) != 1:
+        raise ValueError("config: this MLP configuration is several launches; use "
+                         "mlp.launches()")
+    return runs[0].grid, runs[0].args, runs[0].kwargs
 
 
 def launch(x, w1, b1, w2, b2, out, residual: bool) -> None:
-    grid, args, kwargs = launch_args(x, w1, b1, w2, b2, out, residual)
-    _mlp_kernel[grid](*args, **kwargs)
+    for k in launches(x, w1, b1, w2, b2, out, residual):
+        k.kernel[k.grid](*k.args, **k.kwargs)
 
 
-__all__ = ["launch", "launch_args", "mlp_config", "pack_w2", "Config", "MAX_CHANNELS",
-           "INTERPRET"]
+__all__ = ["launch", "launches", "launch_args", "mlp_config", "interpreter_config",
+           "forced_config", "pack_w2", "Config", "MAX_CHANNELS", "INTERPRET"]
