@@ -16,7 +16,8 @@ lowers each distinct variant with ``triton.compile`` for the target. Reports reg
 layer it was measured on, for the table's arch.
 
 Needs Triton's NVIDIA backend (ptxas ships with the wheel), no driver. Exit status 1 on a failure.
-Run it as its own process: it unsets TRITON_INTERPRET before importing the kernels.
+Run it as its own process: it unsets TRITON_INTERPRET before importing the kernels (as a module
+it changes nothing: ``row_launches`` & co. work on meta tensors in any mode).
 """
 from __future__ import annotations
 
@@ -28,7 +29,6 @@ import sys
 import tempfile
 import time
 
-os.environ.pop("TRITON_INTERPRET", None)  # before triton.jit runs: we want compiled kernels
 
 _ARCH_CLASS = {80: "sm80", 86: "sm86", 89: "sm86", 90: "sm90"}
 _DTYPES = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32"}
@@ -307,4 +307,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    # before triton.jit runs: compiled kernels (a module that imports this one, e.g. the plan
+    # report, keeps its own mode)
+    os.environ.pop("TRITON_INTERPRET", None)
     sys.exit(main())
