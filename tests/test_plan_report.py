@@ -106,9 +106,10 @@ import json
 from pathlib import Path
 from yolov12_kernels.conv_shapes import model_convs
 from yolov12_kernels.triton import plan_report as P, conv_check
-r = next(r for r in model_convs("n") if r.name == "model.21.cv2.2.1")
-rows = P.launch_rows(r.name, conv_check.row_launches(r, 1, __import__("torch").float16, "sm90"),
-                     False)
+f16 = __import__("torch").float16
+r = next(r for r in model_convs("n") if conv_check.row_kind(r) == "conv"
+         and len(conv_check.row_launches(r, 1, f16, "sm90")) == 2)
+rows = P.launch_rows(r.name, conv_check.row_launches(r, 1, f16, "sm90"), False)
 cache = P.CompileCache(Path({str(tmp_path / "c.json")!r}))
 first = [cache.get(x.variant, 90) for x in rows]
 def boom(*a, **k):

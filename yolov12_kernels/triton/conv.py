@@ -24,8 +24,15 @@ its (k, n) tiles contiguous along the reduction.
 Precision: inputs in fp16/bf16 run on tensor cores with fp32 accumulation; fp32 inputs use IEEE
 fp32 products (``input_precision="ieee"``), an exact path rather than TF32.
 
-Launch configurations are fixed per (arch class, layer-shape class) by ``conv_config`` — no
-autotuning at start-up or in tests; ``YOLOV12_CONV_CONFIG`` pins one for offline tuning.
+Split-K (``Config.split_k`` > 1, for layers too small to give every SM a program): each split
+walks its share of the reduction steps and writes fp32 partial sums to a workspace; a second
+launch, ``_splitk_reduce_kernel``, adds them in a fixed order (the same bits on every run: no
+atomics) and runs the epilogue. ``launches`` returns the one or two launches of a conv.
+
+Launch configurations are fixed per (arch class, layer-shape class) by ``conv_config`` — the
+arch's tuned table (``config_tables``, written by ``benchmarks.tune`` on a GPU) where it has the
+shape class, else ``heuristic_config`` — no autotuning at start-up or in tests;
+``YOLOV12_CONV_CONFIG="BM,BN,BK,warps,stages[,split]"`` pins one for offline tuning.
 """
 from __future__ import annotations
 
@@ -42,7 +49,7 @@ from . import config_tables
 # triton.jit decides between compiling and interpreting at import time
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
-# "BM,BN,BK,warps,stages": every launch of this module uses that configuration (offline tuning)
+# "BM,BN,BK,warps,stages[,split]": every launch of this module uses it (offline tuning)
 CONFIG_ENV = "YOLOV12_CONV_CONFIG"
 
 
@@ -262,12 +269,13 @@ SMEM_PER_SM = {"sm80": 164 * 1024, "sm86": 100 * 1024, "sm90": 228 * 1024}
 
 # Split-K only where a program would walk at least this many reduction steps: with fewer, the
 # programs of a fraction of a wave all run at once and finish in a few steps, and the second
-# launch (the reduction) would cost more than the split saves.
-SPLIT_MIN_STEPS = 8
+# launch (the reduction) would cost more than the split saves; it also keeps YOLOv12-N at batch 1
+# within issue 13's budget of 120 launches (with 8: 125). The tuning sweep times splits anyway.
+SPLIT_MIN_STEPS = 16
 
 
 def one_wave_search(sms: int, m: int, n: int, steps_of, tiles_of, bms, bns, bks,
-                    min_steps: int = SPLIT_MIN_STEPS) -> tuple:
+                    min_steps: int | None = None) -> tuple:
     """(block_m, block_n, block_k, split) for a GEMM-like launch too small for one wave of
     programs: the largest tiles (``bms`` x ``bns``) that make >= ``sms`` programs; else, when the
     programs would walk >= ``min_steps`` reduction steps (``steps_of(bk)``), a split of the
@@ -292,7 +300,7 @@ def one_wave_search(sms: int, m: int, n: int, steps_of, tiles_of, bms, bns, bks,
         return best[1]
     plain = best_of(False)
     bm, bn, bk, _ = plain
-    if tiles_of(bm, bn) >= sms or steps_of(bk) < min_steps:
+    if tiles_of(bm, bn) >= sms or steps_of(bk) < (min_steps or SPLIT_MIN_STEPS):
         return plain
     return best_of(True)
 
@@ -366,6 +374,8 @@ def heuristic_config(arch: str, dtype: torch.dtype, m: int, cout: int, cin: int,
         warps = 8 if bm * bn >= 64 * 64 or bm >= 128 else 4
         if bm * bn == 128 * 32 and not tik:
             bk = min(bk, 16)
+        if bm * bn >= 128 * 64 and tik:
+            bk = 16  # taps in K at 128 x 64 x 32: 255 registers, 212 B spilled on sm_80
     elif arch == "sm90":
         warps = 8 if bm * bn >= 128 * 128 else 4
     else:

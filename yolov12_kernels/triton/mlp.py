@@ -1,5 +1,5 @@
 """Triton kernel for the ABlock MLP pair in one launch: ``x + conv1x1(silu(conv1x1(x, w1) + b1),
-w2) + b2``, the hidden activations never leaving the chip.
+w2) + b2``, the hidden activations never leaving the chip (up to C = 256; see below).
 
 Each program owns a block of pixels and ALL of their output channels: it walks the hidden layer in
 blocks of BLOCK_H — first GEMM (pixels x C) @ (C x BLOCK_H) + b1, SiLU, rounded to the input dtype
@@ -11,7 +11,12 @@ itself (an in-place residual).
 
 The accumulator holds BLOCK_M x C_PAD fp32 values in registers, which bounds C: up to 512
 (``MAX_CHANNELS``); ``mlp_config`` keeps every YOLOv12 width free of spills (conv_check reports
-registers and spills for each).
+registers and spills for each). Two other ways to run the pair, chosen by the configuration
+(``launches``): ``split_h`` splits the hidden blocks over programs (small batch-1 maps: more
+programs), their fp32 partial outputs reduced with b2 and the residual by the conv module's
+fixed-order reduction; ``two_gemms`` runs the two 1x1 convs as conv launches through a hidden
+buffer — what ``mlp_config`` picks for C > 256 (YOLOv12-L/X's 384), where the 32-pixel tiles the
+accumulator allows would re-read both weights every 32 pixels.
 """
 from __future__ import annotations
 
@@ -111,7 +116,8 @@ def heuristic_config(channels: int, dtype: torch.dtype, m: int | None = None,
       ~1.1 GB of L2 reads per call at P4 batch 32; the conv kernel's 128-pixel tiles read them a
       quarter as often, with pipelined loads, for one hidden-map round trip through HBM;
     * else fused: 32-pixel blocks, 8 warps (registers: two fp32 accumulators), 64-wide hidden
-      blocks in 2 stages (fp32: 32-wide K blocks); below one wave of programs (batch 1)
+      blocks in 2 stages (fp32: 32-wide K and hidden blocks, 1 stage; 16-wide hidden at C_PAD
+      256); below one wave of programs (batch 1)
       ``conv.one_wave_search`` takes 16-pixel blocks, or splits the hidden blocks over programs
       (partials reduced after) where a program would walk >= ``conv.SPLIT_MIN_STEPS`` steps."""
     c_pad = max(16, triton.next_power_of_2(channels))
@@ -120,15 +126,18 @@ def heuristic_config(channels: int, dtype: torch.dtype, m: int | None = None,
     fp32 = dtype == torch.float32
     bk = min(32 if fp32 else 64, c_pad)
     bh, stages = (32, 1) if fp32 else (64, 2)
+    if fp32 and c_pad >= 256:
+        bh = 16  # 32 x 32 x 32 at C_PAD 256: 24 B spilled on sm_80 (Triton 3.9); 16: 118 regs
     bm, split = 32, 1
     sms = _conv.ARCHS[arch][0]
     if m is not None and hidden is not None and triton.cdiv(m, 32) < sms:
-        # each hidden block is (C / BLOCK_K) + 1 dot steps: the split's unit
+        # each hidden block is (C / BLOCK_K) + 1 dot steps: the split's unit. At C_PAD 256,
+        # 16 x 64 hidden blocks split in two spilled 12 B on sm_80 (Triton 3.9): 32 there
         per_block = triton.cdiv(channels, bk) + 1
+        bhs = sorted({bh, 32, 16} if c_pad < 256 else {min(bh, 32), 16}, reverse=True)
         bm, _, bh, split = _conv.one_wave_search(
             sms, m, hidden, lambda b: triton.cdiv(hidden, b), lambda bm_, _: triton.cdiv(m, bm_),
-            (32, 16), (0,), sorted({bh, 32, 16}, reverse=True),
-            min_steps=triton.cdiv(_conv.SPLIT_MIN_STEPS, per_block))
+            (32, 16), (0,), bhs, min_steps=triton.cdiv(_conv.SPLIT_MIN_STEPS, per_block))
     return Config(bm, bh, bk, 8, stages, split)
 
 
