@@ -143,6 +143,19 @@ def test_lx_style_gamma_residual_and_mlp_ratio_within_framework_error():
 
 
 @interpreted
+def test_gpu_code_paths_split_k_and_two_gemm_mlp_within_framework_error():
+    """The GPU configurations' other code paths through the whole model (the interpreter's own
+    configurations take neither): every conv split-K (partials + the fixed-order reduction with
+    the epilogue, into concat slices and in-place residuals), every MLP pair as two GEMMs."""
+    from yolov12_kernels.triton import conv as K
+    from yolov12_kernels.triton import mlp as Mk
+    model = sensitive(YOLOv12("n"))
+    with K.forced_config(K.Config(64, 64, 64, 4, 1, 2)), \
+            Mk.forced_config(Mk.Config(32, 32, 64, 8, 1, 1, True)):
+        assert_fused_float32_within_framework_error(model)
+
+
+@interpreted
 def test_layers_the_kernels_do_not_take_run_as_pytorch():
     """A conv with another activation (ReLU) writing into a block's buffer and into a concat
     slice, a bilinear upsample into its slice, and a concat part whose size is unknown before it
