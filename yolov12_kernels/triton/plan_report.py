@@ -161,10 +161,14 @@ def under_wave_note(row: Row, arch: str) -> str:
     from .conv import SPLIT_MIN_STEPS
     if not row.programs or waves(row, arch) >= 1 or row.note:
         return row.note
-    if row.steps:
+    if row.kernel.endswith("(partials)"):
+        return f"under one wave: split into all its {row.steps}-step parts"
+    if 0 < row.steps < SPLIT_MIN_STEPS:
         return (f"under one wave: {row.programs} programs at once, {row.steps} reduction steps "
                 f"each (< {SPLIT_MIN_STEPS}: too few to pay for a split's second launch)")
-    return f"under one wave: {row.programs} programs at once (the smallest tiles)"
+    if row.kernel == "dwconv" and row.config.startswith("8x8 "):
+        return f"under one wave: {row.programs} programs at once (the smallest tiles)"
+    return ""  # no reason: a configuration to fix
 
 
 def launch_rows(name: str, runs, fp32: bool, mlp_pair: bool = False) -> list[Row]:
