@@ -388,8 +388,9 @@ def table_meta(device, dtype, args, started: float, complete: bool, tuned: int, 
                                        "git")}}
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.tune",
+                                 description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", required=True, help="directory for <arch>.json and candidates.jsonl")
     ap.add_argument("--scales", nargs="+", default=list(SCALES), choices=SCALES)
     ap.add_argument("--batches", nargs="+", type=int, default=[1, 32])
@@ -405,7 +406,11 @@ def main(argv=None) -> int:
                     help="count classes and candidates, estimate the time; no GPU needed")
     ap.add_argument("--install", action="store_true",
                     help="also write the table into yolov12_kernels/triton/configs/")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     if args.budget_s <= 0:
         raise SystemExit(f"--budget-s: must be > 0, got {args.budget_s}")
     started = time.monotonic()

@@ -65,8 +65,12 @@ def test_sweep_writes_a_table_that_the_config_functions_use(tmp_path):
     assert len(entries) == 4 and len(log) == sum(len(tune.candidates(c, dtype, "sm90", 3))
                                                  for c in classes)
     assert all("us" in rec for rec in log), [r for r in log if "error" in r]
-    path = T.write(tmp_path / "sm90.json", {"source": "test"}, entries)
-    assert json.loads(path.read_text())["meta"]["format"] == T.FORMAT
+    args = tune.build_parser().parse_args(["--out", str(tmp_path)])
+    meta = tune.table_meta(torch.device("cpu"), dtype, args, 0.0, True, 4, 4)
+    path = T.write(tmp_path / "sm90.json", meta, entries)
+    written = json.loads(path.read_text())["meta"]
+    assert written["format"] == T.FORMAT and written["source"] == "tune"
+    assert {"device", "torch", "triton", "date", "git", "budget_s"} <= set(written)
 
     torch.manual_seed(0)
     with T.tables_from(tmp_path):
