@@ -341,7 +341,7 @@ def heuristic_config(arch: str, dtype: torch.dtype, m: int, cout: int, cin: int,
       ``SPLIT_MIN_STEPS`` or more reduction steps, so that every SM gets a program;
     * warps: 8 from 128 x 128 (mma.sync on sm_80/sm_86: from 128 x 64: 4 warps reached 255
       registers and spilled under Triton 3.6), else 4; fp32 (IEEE products on the FMA units)
-      caps BLOCK_N at 64 with 8 warps from 64 x 64 (4 spilled);
+      caps BLOCK_N at 64 with 8 warps from 32 x 64 or 128 pixels (4 spilled);
     * stages: on sm_90 as many as leave room for 2 CTAs per SM (3 of 128 x 128 x 64: 96 KB, not
       4 = 128 KB and one CTA), at most 4; elsewhere as many as fit, at most 3; fp32 2.
     """
@@ -368,11 +368,12 @@ def heuristic_config(arch: str, dtype: torch.dtype, m: int, cout: int, cin: int,
     if ks > 1 and arch != "sm90" and bm * bn >= 128 * 128:
         bk = 32  # mma.sync 3x3 at 128 x 128 x 64 + residual: 255 registers and spills on sm_80
     if fp32:
-        # 8 warps from 64 x 64, and for 128-pixel tiles (taps-in-K 128 x 16 x 32 with 4: 255
-        # registers, 280 B spilled on sm_80); 128 x 32 x 32 hit a 128-register cap on sm_90
-        # and spilled 16 B: K blocks of 16 there (80 registers) (conv_check, Triton 3.9)
-        warps = 8 if bm * bn >= 64 * 64 or bm >= 128 else 4
-        if bm * bn == 128 * 32 and not tik:
+        # 8 warps from 32 x 64 (4 spilled 12 B there on sm_90 under Triton 3.6) and for
+        # 128-pixel tiles (taps-in-K 128 x 16 x 32 with 4: 255 registers, 280 B spilled on
+        # sm_80); a 3x3 at 128 x 32 x 32 spilled 16 B on sm_90 (Triton 3.9): K blocks of 16
+        # there (80-108 registers), while a 1x1 keeps 32 (16 spilled under Triton 3.6)
+        warps = 8 if bm * bn >= 32 * 64 or bm >= 128 else 4
+        if bm * bn == 128 * 32 and ks > 1 and not tik:
             bk = min(bk, 16)
         if bm * bn >= 128 * 64 and tik:
             bk = 16  # taps in K at 128 x 64 x 32: 255 registers, 212 B spilled on sm_80

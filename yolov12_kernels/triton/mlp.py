@@ -116,8 +116,7 @@ def heuristic_config(channels: int, dtype: torch.dtype, m: int | None = None,
       ~1.1 GB of L2 reads per call at P4 batch 32; the conv kernel's 128-pixel tiles read them a
       quarter as often, with pipelined loads, for one hidden-map round trip through HBM;
     * else fused: 32-pixel blocks, 8 warps (registers: two fp32 accumulators), 64-wide hidden
-      blocks in 2 stages (fp32: 32-wide K and hidden blocks, 1 stage; 16-wide hidden at C_PAD
-      256); below one wave of programs (batch 1)
+      blocks in 2 stages (fp32: 32-wide K and 16-wide hidden blocks, 1 stage); below one wave of programs (batch 1)
       ``conv.one_wave_search`` takes 16-pixel blocks, or splits the hidden blocks over programs
       (partials reduced after) where a program would walk >= ``conv.SPLIT_MIN_STEPS`` steps."""
     c_pad = max(16, triton.next_power_of_2(channels))
@@ -125,20 +124,23 @@ def heuristic_config(channels: int, dtype: torch.dtype, m: int | None = None,
         return Config(32, 32, 64, 8, 1, 1, True)
     fp32 = dtype == torch.float32
     bk = min(32 if fp32 else 64, c_pad)
-    bh, stages = (32, 1) if fp32 else (64, 2)
-    if fp32 and c_pad >= 256:
-        bh = 16  # 32 x 32 x 32 at C_PAD 256: 24 B spilled on sm_80 (Triton 3.9); 16: 118 regs
+    # fp32: 16-wide hidden blocks (32 x 32 x 32 spilled 24 B at C_PAD 256 on sm_80 under
+    # Triton 3.9, 12 B at C_PAD 128 on sm_90 under 3.6; 16 wide: 102-118 registers)
+    bh, stages = (16, 1) if fp32 else (64, 2)
     bm, split = 32, 1
     sms = _conv.ARCHS[arch][0]
     if m is not None and hidden is not None and triton.cdiv(m, 32) < sms:
         # each hidden block is (C / BLOCK_K) + 1 dot steps: the split's unit. At C_PAD 256,
         # 16 x 64 hidden blocks split in two spilled 12 B on sm_80 (Triton 3.9): 32 there
         per_block = triton.cdiv(channels, bk) + 1
-        bhs = sorted({bh, 32, 16} if c_pad < 256 else {min(bh, 32), 16}, reverse=True)
+        bhs = [16] if fp32 else sorted({bh, 32, 16} if c_pad < 256 else {32, 16}, reverse=True)
         bm, _, bh, split = _conv.one_wave_search(
             sms, m, hidden, lambda b: triton.cdiv(hidden, b), lambda bm_, _: triton.cdiv(m, bm_),
             (32, 16), (0,), bhs, min_steps=triton.cdiv(_conv.SPLIT_MIN_STEPS, per_block))
-    return Config(bm, bh, bk, 8, stages, split)
+    # fp32 16-pixel blocks at C_PAD <= 128: 8 warps spilled 12 B at 64 registers on sm_80
+    # (Triton 3.9); at C_PAD 256 it is 4 warps that spilled (12 B at 128 on sm_90, Triton 3.6)
+    warps = 4 if fp32 and bm == 16 and c_pad <= 128 else 8
+    return Config(bm, bh, bk, warps, stages, split)
 
 
 def interpreter_config(channels: int) -> Config:
