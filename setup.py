@@ -80,6 +80,8 @@ setup(
     # yolov12.bench
     packages=find_packages(include=["yolov12_kernels", "yolov12_kernels.*",
                                     "yolov12", "yolov12.*"]),
+    # tuned launch configurations (yolov12_kernels/triton/configs/<arch>.json, when there are any)
+    package_data={"yolov12_kernels.triton": ["configs/*.json"]},
     python_requires=">=3.10",
     # torch is deliberately unpinned: a torch that is already installed (CPU or CUDA) is kept.
     install_requires=["torch>=2.4", "numpy", "tqdm"],

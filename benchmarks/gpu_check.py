@@ -7,7 +7,8 @@ Runs the steps below in order. Each is one or more subprocesses in a process gro
 with the step's time limit and a log under DIR/logs; a step that fails or runs out of time is
 recorded and the next one runs. At its limit a step's processes get SIGINT (pytest still writes
 its failures and junit XML), and SIGKILL ``GRACE_S`` seconds later. The default limits add up to
-under 9 minutes; ``--quick`` uses shorter runs and limits.
+9 minutes; ``--quick`` uses shorter runs and limits. Once the tune step has written a table, the
+steps after it run with it (``YOLOV12_CONFIG_TABLES=DIR/tune``).
 
 | step      | what                                                                     | under DIR |
 |-----------|--------------------------------------------------------------------------|-----------|
@@ -19,6 +20,8 @@ under 9 minutes; ``--quick`` uses shorter runs and limits.
 | sanitizer | compute-sanitizer memcheck and racecheck on benchmarks/sanitizer_case.py | logs/sanitizer-*.log |
 | kbench    | bench_attention at P4 (eager calls; the fused core also in CUDA graphs),  | records/kernel.jsonl |
 |           | bench_pe                                                                 | |
+| tune      | benchmarks.tune: conv/MLP/depthwise configs of n and x at b1/b32, timed   | tune/<arch>.json, |
+|           | from graph replays (<= 6 candidates a class, 95 s); later steps use it    | tune/candidates.jsonl |
 | e2e       | ``python -m yolov12 bench`` baselines of n and s, fp16, batch 1 and 32   | records/e2e.jsonl |
 | profile   | torch.profiler of the fp16 fast path (n, batch 1, 640): GPU-busy time    | profile.txt, profile.json |
 |           | per forward, kernels by total time and by launch count                   | |
@@ -106,6 +109,8 @@ def base_env(ctx: Context) -> dict:
     installed it, unbuffered output, and a Python traceback on a native crash."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    if any((ctx.out / "tune").glob("*.json")):  # steps after tune run its configurations
+        env["YOLOV12_CONFIG_TABLES"] = str(ctx.out / "tune")
     env.update(PYTHONUNBUFFERED="1", PYTHONFAULTHANDLER="1", MPLBACKEND="Agg")
     return env
 
@@ -465,6 +470,30 @@ def kbench_figures(ctx):
     return kernel_summary(_records(ctx.records / "kernel.jsonl"))
 
 
+TUNE_ARGS = {False: ["--scales", "n", "x", "--limit", "6", "--budget-s", "95"],
+             True: ["--scales", "n", "--limit", "4", "--budget-s", "50"]}
+
+
+def tune_commands(ctx):
+    """The config sweep (benchmarks/tune.py), biggest shape classes first, cut to this step's
+    budget: at most 6 candidates per class of n and x (the full sweep of n..x, about 3 minutes,
+    is its own call). Its table (DIR/tune/<arch>.json) is what later steps run with."""
+    return [Command([ctx.python, "-m", "benchmarks.tune", "--out", str(ctx.out / "tune"),
+                     *TUNE_ARGS[ctx.quick]], "tune.log")]
+
+
+def tune_figures(ctx):
+    tables = sorted((ctx.out / "tune").glob("*.json"))
+    if not tables:
+        return "no table written"
+    t = _json(tables[-1])
+    m, entries = t["meta"], t["entries"]
+    gain = sum(e["count"] * (e["heuristic_us"] - e["us"]) for e in entries.values()
+               if e.get("heuristic_us") is not None)
+    return (f"{tables[-1].name}: {m['classes_tuned']}/{m['classes']} shape classes in "
+            f"{m['seconds']:.0f} s; heuristic - best summed over the layers: {gain:.0f} µs")
+
+
 def e2e_commands(ctx):
     # eager and fast, each also replayed from a CUDA graph (the fair end-to-end comparison), and
     # the fast path without the fused conv kernels replayed (their own gain): the
@@ -512,15 +541,18 @@ def ptx75_figures(ctx):
     return f"{runs}; " + (_junit_figures(junit) if junit.is_file() else "no junit XML")
 
 
+# 540 s in all (9 minutes of a 10-minute call); the tune step's 110 s came from tests (-60),
+# kbench (-15), sanitizer, ptx75, e2e (-10, -5, -5), env and profile (-5 each)
 STEPS = [
-    Step("env", 20, 20, env_commands, env_figures),
+    Step("env", 15, 15, env_commands, env_figures),
     Step("build", 120, 120, build_commands, build_figures),
-    Step("tests", 180, 90, tests_commands, tests_figures),
-    Step("sanitizer", 40, 40, sanitizer_commands, sanitizer_figures),
-    Step("kbench", 60, 30, kbench_commands, kbench_figures),
-    Step("e2e", 55, 30, e2e_commands, e2e_figures),
-    Step("profile", 25, 20, profile_commands, profile_figures),
-    Step("ptx75", 35, 35, ptx75_commands, ptx75_figures),
+    Step("tests", 120, 90, tests_commands, tests_figures),
+    Step("sanitizer", 30, 30, sanitizer_commands, sanitizer_figures),
+    Step("kbench", 45, 30, kbench_commands, kbench_figures),
+    Step("tune", 110, 65, tune_commands, tune_figures),
+    Step("e2e", 50, 30, e2e_commands, e2e_figures),
+    Step("profile", 20, 20, profile_commands, profile_figures),
+    Step("ptx75", 30, 30, ptx75_commands, ptx75_figures),
 ]
 
 

@@ -206,6 +206,54 @@ def test_forced_configs(config):
         assert_close_to_reference(out, *_expect(x, w, b, s, True, None, None), name=shape)
 
 
+@pytest.mark.parametrize("shape, config", [
+    ("3x3-tiles", K.Config(64, 32, 32, 4, 1, 3)),   # per-tap walk: 9 steps in 3 parts
+    ("3x3-s2-odd", K.Config(16, 64, 32, 4, 1, 7)),  # 18 steps: 6 parts of 3 (7 asked)
+    ("narrow-3x3", K.Config(32, 16, 16, 4, 1, 4)),  # taps folded into K: 9 steps
+    ("1x1-k-tail", K.Config(16, 32, 32, 4, 1, 2)),  # plain GEMM with a K tail
+], ids=str)
+def test_split_k(shape, config):
+    """Split-K (the GPU configurations of batch-1 P4/P5 layers; the interpreter's own never
+    splits): fp32 partial sums reduced in a fixed order, then the whole epilogue (SiLU,
+    residual + gamma) into a NaN-poisoned concat slice; nothing else of the buffer written, and
+    the same bits on a second run."""
+    B, cin, cout, H, W, k, s = SHAPES[shape]
+    x = _layout(_rand(B, cin, H, W), "nhwc")
+    w, b = _params(cin, cout, k, torch.float32)
+    _, _, HO, WO = _out_shape(B, cout, H, W, k, s)
+    res = _layout(_rand(B, cout, HO, WO), "nhwc")
+    gamma = _rand(cout, scale=0.5)
+    buf = _rand(B, cout + 12, HO, WO).contiguous(memory_format=torch.channels_last)
+    buf[:, 5:5 + cout] = float("nan")
+    before = buf.clone()
+    runs = K.launches(x, w, b, res, gamma, buf[:, 5:5 + cout], s, True, config=config)
+    assert [r.kernel for r in runs] == [K._conv_kernel, K._splitk_reduce_kernel]
+    assert runs[0].kwargs["SPLIT_K"] == K.effective_split(k, cin, config) > 1
+    with K.forced_config(config), torch.no_grad():
+        fused_conv2d(x, w, b, s, silu=True, residual=res, gamma=gamma, out=buf[:, 5:5 + cout])
+        first = buf.clone()
+        fused_conv2d(x, w, b, s, silu=True, residual=res, gamma=gamma, out=buf[:, 5:5 + cout])
+    assert_close_to_reference(first[:, 5:5 + cout], *_expect(x, w, b, s, True, res, gamma),
+                              name=shape)
+    assert torch.equal(buf, first), "split-K is not deterministic"
+    rest = torch.ones(cout + 12, dtype=torch.bool)
+    rest[5:5 + cout] = False
+    assert torch.equal(buf[:, rest], before[:, rest]), "wrote outside its slice"
+
+
+def test_effective_split_and_one_launch_api():
+    """Parts that would get no steps are not launched; launch_args (one launch) refuses a
+    split-K configuration instead of running half of it."""
+    assert K.k_steps(3, 64, 64) == 9 and K.k_steps(3, 16, 32) == 5  # taps in K: 144 -> 5 x 32
+    assert K.effective_split(3, 64, K.Config(32, 32, 64, 4, 2, 6)) == 5   # 9 steps: 5 x 2
+    assert K.effective_split(3, 64, K.Config(32, 32, 64, 4, 2, 50)) == 9
+    assert K.effective_split(1, 64, K.Config(32, 32, 64, 4, 2, 4)) == 1   # one step
+    x, w, b = _good()
+    out = torch.empty(1, 8, 6, 5).contiguous(memory_format=torch.channels_last)
+    with pytest.raises(ValueError, match="^config: a split-K conv is two launches"):
+        K.launch_args(x, w, b, None, None, out, 1, True, config=K.Config(16, 16, 16, 4, 1, 3))
+
+
 # ------------------------------------------------------------------------------------------------
 # errors
 # ------------------------------------------------------------------------------------------------

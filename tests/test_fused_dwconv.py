@@ -12,6 +12,7 @@ from yolov12_kernels import reference  # noqa: E402
 from yolov12_kernels._conv_checks import unsupported  # noqa: E402
 from yolov12_kernels.conv_shapes import model_convs  # noqa: E402
 from yolov12_kernels.dwconv import fused_depthwise_conv2d  # noqa: E402
+from yolov12_kernels.triton import dwconv as D  # noqa: E402
 
 CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if CUDA else "cpu"
@@ -52,6 +53,17 @@ def test_matches_reference(shape, dtype, silu):
         out = fused_depthwise_conv2d(x, w, b, s, silu=silu)
     assert out.is_contiguous(memory_format=torch.channels_last)
     assert_close_to_reference(out, *_expect(x, w, b, s, silu), name=shape)
+
+
+@pytest.mark.parametrize("shape, config", [("3x3-s2-odd", D.Config(8, 8, 4)),
+                                           ("channel-tail", D.Config(16, 32, 2))], ids=str)
+def test_small_tiles(shape, config):
+    """The tiles the GPU heuristic takes below one wave (batch-1 P5): 8-pixel, 8-channel blocks
+    (no tl.dot here), channel tails."""
+    x, w, b, s = _inputs(shape, torch.float32)
+    with D.forced_config(config), torch.no_grad():
+        out = fused_depthwise_conv2d(x, w, b, s, silu=True)
+    assert_close_to_reference(out, *_expect(x, w, b, s, True), name=shape)
 
 
 @pytest.mark.parametrize("layout", ["nchw", "slice"])

@@ -81,14 +81,14 @@ def fused(model, dtype=torch.float32, **kw) -> FastYOLOv12:
     return fast
 
 
-def assert_fused_float32_within_framework_error(model, fast=None) -> None:
-    """``fast`` (default: the fused float32 fast path of ``model``) on a 64x64 image, within 2x
-    the framework's float32 error of the float64 truth."""
-    x = torch.rand(1, 3, 64, 64)
+def assert_fused_float32_within_framework_error(model, fast=None, side: int = 64) -> None:
+    """``fast`` (default: the fused float32 fast path of ``model``) on a ``side`` x ``side``
+    image, within 2x the framework's float32 error of the float64 truth."""
+    x = torch.rand(1, 3, side, side)
     truth, ref_lo = truth_and_framework(model, x, torch.float32)
     with torch.inference_mode():
         out = (fast or fused(model))(x)
-    assert_within_framework_error(out, truth, ref_lo, 64)
+    assert_within_framework_error(out, truth, ref_lo, side)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -142,6 +142,19 @@ def test_turbo_variant_within_framework_error():
 @interpreted
 def test_lx_style_gamma_residual_and_mlp_ratio_within_framework_error():
     assert_fused_float32_within_framework_error(lx_style_n())
+
+
+@interpreted
+def test_gpu_code_paths_split_k_and_two_gemm_mlp_within_framework_error():
+    """The GPU configurations' other code paths through the whole model (the interpreter's own
+    configurations take neither): every conv split-K (partials + the fixed-order reduction with
+    the epilogue, into concat slices and in-place residuals), every MLP pair as two GEMMs."""
+    from yolov12_kernels.triton import conv as K
+    from yolov12_kernels.triton import mlp as Mk
+    model = sensitive(YOLOv12("n"))
+    with K.forced_config(K.Config(64, 64, 64, 4, 1, 2)), \
+            Mk.forced_config(Mk.Config(32, 32, 64, 8, 1, 1, True)):
+        assert_fused_float32_within_framework_error(model, side=32)  # P5 1x1, P4 2x2 = 4 areas
 
 
 @interpreted

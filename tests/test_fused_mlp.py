@@ -12,6 +12,7 @@ from yolov12_kernels import reference  # noqa: E402
 from yolov12_kernels._conv_checks import unsupported  # noqa: E402
 from yolov12_kernels.conv_shapes import model_convs  # noqa: E402
 from yolov12_kernels.mlp import fused_mlp  # noqa: E402
+from yolov12_kernels.triton import mlp as Mk  # noqa: E402
 
 CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if CUDA else "cpu"
@@ -95,6 +96,36 @@ def test_in_place():
     with torch.no_grad():
         fused_mlp(x, w1, b1, w2, b2, out=x)
     assert_close_to_reference(x, *_expect(x0, w1, b1, w2, b2))
+
+
+@pytest.mark.parametrize("where", ["new", "in-place", "concat-slice"])
+@pytest.mark.parametrize("config", [
+    Mk.Config(16, 16, 32, 4, 1, 3),          # hidden 57 in 4 blocks, split over 2 programs
+    Mk.Config(32, 32, 16, 4, 1, 2),          # 2 blocks, 2 parts; K blocks of 16
+    Mk.Config(32, 32, 64, 8, 1, 1, True),    # two GEMMs (the conv kernel), hidden in memory
+], ids=str)
+def test_gpu_configs_split_hidden_and_two_gemms(config, where):
+    """The GPU configurations' other code paths (the interpreter's own never takes them): the
+    hidden blocks split over programs with a fixed-order reduction (+ b2 + residual), and the
+    pair as two conv launches; into a new tensor, in place, or into a NaN-poisoned slice."""
+    x, w1, b1, w2, b2 = _inputs("odd-1.2x", torch.float32)
+    w2 = Mk.pack_w2(w2)
+    B, C, H, W = x.shape
+    runs = Mk.launches(x, w1, b1, w2, b2, torch.empty_like(x), True, config=config)
+    assert len(runs) == 2
+    buf = _cl(_rand(B, C + 8, H, W))
+    buf[:, 8:] = float("nan")
+    before = buf.clone()
+    x0 = x.clone()
+    with Mk.forced_config(config), torch.no_grad():
+        if where == "new":
+            out = fused_mlp(x, w1, b1, w2, b2)
+        elif where == "in-place":
+            out = fused_mlp(x, w1, b1, w2, b2, out=x)
+        else:
+            out = fused_mlp(x, w1, b1, w2, b2, out=buf[:, 8:])
+            assert torch.equal(buf[:, :8], before[:, :8]), "wrote outside its slice"
+    assert_close_to_reference(out, *_expect(x0, w1, b1, w2, b2), name=where)
 
 
 def _shifted_views(x):

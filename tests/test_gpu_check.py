@@ -145,7 +145,8 @@ def test_out_is_required(capsys):
 
 def test_default_limits_fit_one_ten_minute_call():
     names = [s.name for s in gc.STEPS]
-    assert names == ["env", "build", "tests", "sanitizer", "kbench", "e2e", "profile", "ptx75"]
+    assert names == ["env", "build", "tests", "sanitizer", "kbench", "tune", "e2e", "profile",
+                     "ptx75"]
     assert sum(s.limit_s for s in gc.STEPS) <= 540
     assert sum(s.quick_limit_s for s in gc.STEPS) <= sum(s.limit_s for s in gc.STEPS)
     readme = " ".join((gc.ROOT / "README.md").read_text().split())
@@ -170,17 +171,20 @@ def test_tests_command(ctx, monkeypatch):
 
 def test_real_steps_use_options_the_tools_have(ctx, monkeypatch):
     """Each benchmark command line parses with its tool's own parser (no GPU needed)."""
-    from benchmarks import bench_attention, bench_pe
+    from benchmarks import bench_attention, bench_pe, tune
     from yolov12.__main__ import build_parser
     for quick in (False, True):
         c = Context(ctx.out, quick=quick, work=ctx.work)
-        for cmd in gc.kbench_commands(c) + gc.e2e_commands(c):
+        for cmd in gc.kbench_commands(c) + gc.tune_commands(c) + gc.e2e_commands(c):
             module, args = cmd.argv[2], cmd.argv[3:]
             if module == "yolov12":
                 build_parser().parse_args(args)
+            elif torch.cuda.is_available() and module == "benchmarks.tune":
+                tune.main(args + ["--dry-run"])  # parses, estimates; no GPU time spent
             else:  # without a GPU main() parses the arguments, then says so and returns 0
                 assert {"benchmarks.bench_attention": bench_attention,
-                        "benchmarks.bench_pe": bench_pe}[module].main(args) == 0
+                        "benchmarks.bench_pe": bench_pe,
+                        "benchmarks.tune": tune}[module].main(args) == 0
         assert all(str(c.records) in cmd.argv for cmd in gc.kbench_commands(c))
     ptx = gc.ptx75_commands(ctx)
     assert all(cmd.env["YOLOV12_CUDA_ARCHS"] == "compute_75" and cmd.env["YOLOV12_CUDA_JIT"] ==
@@ -213,6 +217,27 @@ def test_figures_from_made_up_files(ctx):
     probe = {"source": "jit", "unavailable": None, "bf16_refused": "runs compute_75 code"}
     (ctx.logs / "ptx75.log").write_text("$ python -c ...\n" + json.dumps(probe) + "\n")
     assert gc.ptx75_figures(ctx).startswith("compute_75 code runs; no junit XML")
+
+
+def test_tune_step_table_feeds_the_later_steps(ctx):
+    """The tune step's figures come from its table; once it exists, every later command runs
+    with it (YOLOV12_CONFIG_TABLES), and the sweep of the step fits its limit by the estimate."""
+    assert gc.tune_figures(ctx) == "no table written"
+    assert gc.base_env(ctx).get("YOLOV12_CONFIG_TABLES") == os.environ.get(
+        "YOLOV12_CONFIG_TABLES")  # no table yet: the environment's own setting, if any
+    (ctx.out / "tune").mkdir(parents=True)
+    entry = {"config": [64, 64, 32, 4, 3, 1], "us": 10.0, "heuristic_us": 12.5, "count": 4}
+    (ctx.out / "tune" / "sm90.json").write_text(json.dumps(
+        {"meta": {"classes_tuned": 1, "classes": 3, "seconds": 91.2, "format": 1},
+         "entries": {"conv/float16/k3s1/64x64/m512": entry}}))
+    assert gc.tune_figures(ctx) == ("sm90.json: 1/3 shape classes in 91 s; heuristic - best "
+                                    "summed over the layers: 10 µs")
+    assert gc.base_env(ctx)["YOLOV12_CONFIG_TABLES"] == str(ctx.out / "tune")
+    for quick in (False, True):
+        args = gc.TUNE_ARGS[quick]
+        budget = float(args[args.index("--budget-s") + 1])
+        step = next(s for s in gc.STEPS if s.name == "tune")
+        assert budget + 15 <= (step.quick_limit_s if quick else step.limit_s)
 
 
 def test_junit_counts(tmp_path):

@@ -1,5 +1,6 @@
 """Public fused MLP op: ABlock's two 1x1 convs (BN folded) + SiLU + residual in ONE kernel, the
-hidden layer kept on chip.
+hidden layer kept on chip (for C > 256 the op runs two conv launches through a hidden buffer:
+``triton.mlp.mlp_config``).
 
 ``fused_mlp(x, w1, b1, w2, b2, residual=True, out=None)`` computes ``reference.mlp_residual``:
 ``x + conv1x1(silu(conv1x1(x, w1, b1)), w2, b2)``. x (B, C, H, W), C up to 512 (every YOLOv12

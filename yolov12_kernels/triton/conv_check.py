@@ -2,22 +2,26 @@
 them for the model's real tensors.
 
     python -m yolov12_kernels.triton.conv_check [--quick] [--archs 80 90] [--scales n s m l x]
+        [--dtypes fp16 bf16 fp32] [--batches 1 32] [--tables [DIR]]
 
 For every conv of YOLOv12 (``conv_shapes.model_convs``: each scale at 640, batch 1 and 32, float16,
 bfloat16 and float32, with its epilogue and concat slice) it builds meta tensors of the real
-shapes, strides and offsets, asks the launcher for the exact launch (``launch_args``: grid, arguments, the fixed
-configuration of that arch class), runs Triton's own JIT binder on them — the specialisation a
+shapes, strides and offsets, asks the launcher for the exact launches (``launches``: grids,
+arguments, the configuration of that arch class; two launches for a split-K conv), runs Triton's own JIT binder on them — the specialisation a
 real launch gets: which integers are 1 or divisible by 16, pointer alignment, constexprs — and
 lowers each distinct variant with ``triton.compile`` for the target. Reports registers, spills
 (ptxas' own report of the compile) and shared memory, which must fit the arch class's limit
 (``ARCHS``). A spill in a variant that ``conv_spills.ALLOWED`` does not list (with its reason)
 is a failure. ``--quick``: YOLOv12-N in float16 at batch 1 for sm_80. ``--ci``: one variant per
 configuration class (``representatives``), what CI compiles under each Triton version
-(tests/test_compile_checks.py); the full matrix is the default.
+(tests/test_compile_checks.py); the full matrix is the default. ``--tables [DIR]``: instead,
+every entry of the tuned config tables (``config_tables``) on the layer it was measured on, for
+the table's arch.
 
 Needs Triton's NVIDIA backend (ptxas ships with the wheel), no driver. Exit status 1 on a failure.
-Run it as its own process: it unsets TRITON_INTERPRET before importing the kernels, and compiles
-into a fresh cache (a cached kernel would not run ptxas, nor report).
+Run it as its own process: ``main`` compiles into a fresh cache (a cached kernel would not run
+ptxas, nor report); as a module it changes nothing (``row_launches`` & co. work on meta tensors in
+any mode).
 """
 from __future__ import annotations
 
@@ -32,7 +36,6 @@ import sys
 import tempfile
 import time
 
-os.environ.pop("TRITON_INTERPRET", None)  # before triton.jit runs: we want compiled kernels
 
 _ARCH_CLASS = {80: "sm80", 86: "sm86", 89: "sm86", 90: "sm90"}
 _DTYPES = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32"}
@@ -99,78 +102,93 @@ def _empty(*shape, dtype, nchw: bool = False):
     return torch.empty(*shape, dtype=dtype, device="meta", memory_format=fmt)
 
 
-def conv_variants(scales, dtypes, batches, arch: str):
-    """The dense convs (1x1, 3x3) of every layer: tensors as the fused path lays them out."""
-    import torch
-
-    from ..conv_shapes import model_convs
-    from . import conv as K
-    for scale in scales:
-        for r in model_convs(scale):
-            if r.depthwise or r.role in ("mlp1", "mlp2"):
-                continue  # other kernels (dwconv, mlp), checked by their own variants
-            for dt in dtypes:
-                dtype = getattr(torch, _DTYPES[dt])
-                x_buf = _empty(1, r.in_total or r.cin, r.h, r.w, dtype=dtype)
-                xs = [x_buf[:, r.in_off:r.in_off + r.cin]]
-                if r.name == "model.0":  # the image, NCHW
-                    xs.append(_empty(1, r.cin, r.h, r.w, dtype=dtype, nchw=True))
-                w = _empty(r.cout, r.cin, r.k, r.k, dtype=dtype)
-                b = _empty(r.cout, dtype=dtype)
-                o_buf = _empty(1, r.out_total or r.cout, r.ho, r.wo, dtype=dtype)
-                out = o_buf[:, r.out_off:r.out_off + r.cout]
-                res = _empty(1, r.cout, r.ho, r.wo, dtype=dtype) if r.residual else None
-                gamma = _empty(r.cout, dtype=dtype) if r.gamma else None
-                for x in xs:
-                    for batch in batches:
-                        cfg = K.conv_config(arch, dtype, batch * r.ho * r.wo, r.cout, r.cin, r.k)
-                        _, args, kwargs = K.launch_args(x, w, b, res, gamma, out, r.stride,
-                                                        r.silu, config=cfg)
-                        yield f"{scale}:{r.name}:b{batch}", K._conv_kernel, args, kwargs
+def row_kind(r) -> str | None:
+    """Which kernel family runs a ``conv_shapes`` row: "conv", "dwconv", "mlp" (the pair, on its
+    mlp1 row) or None (the mlp2 row: part of the pair)."""
+    if r.depthwise:
+        return "dwconv"
+    return {"mlp1": "mlp", "mlp2": None}.get(r.role, "conv")
 
 
-def dwconv_variants(scales, dtypes):
-    """Detect's depthwise 3x3 convs (one fixed configuration for every arch and batch)."""
-    import torch
-
-    from ..conv_shapes import model_convs
-    from . import dwconv as D
-    for scale in scales:
-        for r in model_convs(scale):
-            if not r.depthwise:
-                continue
-            for dt in dtypes:
-                dtype = getattr(torch, _DTYPES[dt])
-                x = _empty(1, r.cin, r.h, r.w, dtype=dtype)
-                w = _empty(r.cin, 1, r.k, r.k, dtype=dtype, nchw=True)
-                out = _empty(1, r.cout, r.ho, r.wo, dtype=dtype)
-                _, args, kwargs = D.launch_args(x, w, _empty(r.cin, dtype=dtype), out, r.stride,
-                                                r.silu)
-                yield f"{scale}:{r.name}", D._dwconv_kernel, args, kwargs
-
-
-def mlp_variants(scales, dtypes):
-    """The ABlock MLP pairs (rows mlp1 + mlp2) as one kernel, w2 packed with ``pack_w2``."""
-    import torch
-
-    from ..conv_shapes import model_convs
+def row_tensors(r, batch: int, dtype, new=_empty, nchw_input: bool = False, next_row=None):
+    """The tensors one layer of ``conv_shapes.model_convs`` runs on at ``batch``, laid out as the
+    fused path lays them out (concat slices, channels-last), as the positional arguments of its
+    family's ``launches`` before ``config``: ``new(*shape, dtype=, nchw=)`` makes each one (meta
+    tensors by default). ``next_row``: the mlp2 row after an mlp1 row (where the pair writes)."""
     from . import mlp as Mk
+    kind = row_kind(r)
+    if kind == "dwconv":
+        return (new(batch, r.cin, r.h, r.w, dtype=dtype),
+                new(r.cin, 1, r.k, r.k, dtype=dtype, nchw=True), new(r.cin, dtype=dtype),
+                new(batch, r.cout, r.ho, r.wo, dtype=dtype), r.stride, r.silu)
+    if kind == "mlp":
+        C, hid = r.cin, r.cout
+        r2 = next_row or r._replace(out_total=0, out_off=0)
+        out = new(batch, r2.out_total or C, r.h, r.w, dtype=dtype)[:, r2.out_off:r2.out_off + C]
+        return (new(batch, C, r.h, r.w, dtype=dtype), new(hid, C, 1, 1, dtype=dtype),
+                new(hid, dtype=dtype), Mk.pack_w2(new(C, hid, 1, 1, dtype=dtype)),
+                new(C, dtype=dtype), out, True)
+    if nchw_input:  # the image, NCHW (the stem)
+        x = new(batch, r.cin, r.h, r.w, dtype=dtype, nchw=True)
+    else:
+        x = new(batch, r.in_total or r.cin, r.h, r.w, dtype=dtype)[:, r.in_off:r.in_off + r.cin]
+    out = new(batch, r.out_total or r.cout, r.ho, r.wo, dtype=dtype)[
+        :, r.out_off:r.out_off + r.cout]
+    return (x, new(r.cout, r.cin, r.k, r.k, dtype=dtype), new(r.cout, dtype=dtype),
+            new(batch, r.cout, r.ho, r.wo, dtype=dtype) if r.residual else None,
+            new(r.cout, dtype=dtype) if r.gamma else None, out, r.stride, r.silu)
+
+
+def family_launches(kind: str, tensors: tuple, config=None, arch: str | None = None) -> list:
+    """``launches`` of the kernel family ``kind`` on ``row_tensors``' arguments."""
+    from . import conv as K
+    from . import dwconv as D
+    from . import mlp as Mk
+    launches = {"conv": K.launches, "dwconv": D.launches, "mlp": Mk.launches}[kind]
+    return launches(*tensors, config=config, arch=arch)
+
+
+def row_launches(r, batch: int, dtype, arch: str, config=None, nchw_input: bool = False,
+                 next_row=None):
+    """The launches (``conv.Launch``) of one layer at ``batch`` on meta tensors (``row_tensors``),
+    with ``config`` or the one the launcher picks for ``arch``."""
+    return family_launches(row_kind(r), row_tensors(r, batch, dtype, nchw_input=nchw_input,
+                                                    next_row=next_row), config, arch)
+
+
+def _kind_variants(kind, scales, dtypes, batches, arch):
+    import torch
+
+    from ..conv_shapes import model_convs
     for scale in scales:
         rows = model_convs(scale)
-        for r1, r2 in zip(rows, rows[1:]):
-            if r1.role != "mlp1":
+        for r, nxt in zip(rows, rows[1:] + [None]):
+            if row_kind(r) != kind:
                 continue
             for dt in dtypes:
                 dtype = getattr(torch, _DTYPES[dt])
-                C, hid = r1.cin, r1.cout
-                x = _empty(1, C, r1.h, r1.w, dtype=dtype)
-                o_buf = _empty(1, r2.out_total or C, r1.h, r1.w, dtype=dtype)
-                out = o_buf[:, r2.out_off:r2.out_off + C]
-                w2 = Mk.pack_w2(_empty(C, hid, 1, 1, dtype=dtype))
-                _, args, kwargs = Mk.launch_args(x, _empty(hid, C, 1, 1, dtype=dtype),
-                                                 _empty(hid, dtype=dtype), w2,
-                                                 _empty(C, dtype=dtype), out, True)
-                yield f"{scale}:{r1.name.removesuffix('.0')}", Mk._mlp_kernel, args, kwargs
+                for nchw in (False, True) if r.name == "model.0" else (False,):
+                    for batch in batches:
+                        for run in row_launches(r, batch, dtype, arch, nchw_input=nchw,
+                                                next_row=nxt):
+                            name = r.name.removesuffix(".0") if kind == "mlp" else r.name
+                            yield f"{scale}:{name}:b{batch}", run.kernel, run.args, run.kwargs
+
+
+def conv_variants(scales, dtypes, batches, arch: str):
+    """The dense convs (1x1, 3x3) of every layer: tensors as the fused path lays them out."""
+    return _kind_variants("conv", scales, dtypes, batches, arch)
+
+
+def dwconv_variants(scales, dtypes, batches=(1,), arch: str = "sm80"):
+    """Detect's depthwise 3x3 convs."""
+    return _kind_variants("dwconv", scales, dtypes, batches, arch)
+
+
+def mlp_variants(scales, dtypes, batches=(1,), arch: str = "sm80"):
+    """The ABlock MLP pairs (rows mlp1 + mlp2): the fused kernel (w2 packed with ``pack_w2``),
+    or the launches its configuration makes of it (split hidden, two GEMMs)."""
+    return _kind_variants("mlp", scales, dtypes, batches, arch)
 
 
 def box_decode_variants(dtypes):
@@ -188,21 +206,57 @@ def box_decode_variants(dtypes):
         yield "decode:640", Bk._box_decode_kernel, args, kwargs
 
 
-def variants(quick: bool, archs, scales=None):
+def table_variants(directory=None):
+    """The launches of every entry of the config tables in ``directory`` (default: the shipped
+    ones), each on its recorded example layer with the entry's configuration, for the table's
+    arch — with and without a residual for a conv (the key does not include the epilogue)."""
+    import json
+    from pathlib import Path
+
+    import torch
+
+    from ..conv_shapes import ConvShape
+    from . import config_tables as T
+    from . import conv as K
+    from . import dwconv as D
+    from . import mlp as Mk
+    paths = sorted(Path(directory).glob("*.json")) if directory else T.shipped_tables()
+    configs = {"conv": K.Config, "mlp": Mk.Config, "dwconv": D.Config}
+    out = []
+    for path in paths:
+        arch = path.stem
+        cc = {v: k for k, v in _ARCH_CLASS.items() if k != 89}[arch]
+        for key, entry in json.loads(path.read_text())["entries"].items():
+            kind, dtype_name = key.split("/")[:2]
+            dtype = getattr(torch, dtype_name)
+            ex = entry["example"]
+            row = ConvShape(**ex["row"])
+            nxt = ConvShape(**ex["next_row"]) if ex.get("next_row") else None
+            rows = [row] + ([row._replace(residual=not row.residual)] if kind == "conv" else [])
+            for r in rows:
+                for run in row_launches(r, ex["batch"], dtype, arch,
+                                        config=configs[kind](*entry["config"]), next_row=nxt):
+                    out.append((cc, arch, f"{path.name}:{key}", run.kernel, run.args,
+                                run.kwargs))
+    return out
+
+
+def variants(quick: bool, archs, scales=None, dtypes=None, batches=None):
     """(cc, arch class, label, kernel, args, kwargs) for every launch to check."""
     scales = scales or ("n", "s", "m", "l", "x")
     if quick:
         return [(80, "sm80", *v) for v in (*conv_variants(("n",), ("fp16",), (1,), "sm80"),
-                                           *dwconv_variants(("n",), ("fp16",)),
-                                           *mlp_variants(("n",), ("fp16",)),
+                                           *dwconv_variants(("n",), ("fp16",), (1,), "sm80"),
+                                           *mlp_variants(("n",), ("fp16",), (1,), "sm80"),
                                            *box_decode_variants(("fp16",)))]
     out = []
-    dtypes = ("fp16", "bf16", "fp32")
+    dtypes = tuple(dtypes or ("fp16", "bf16", "fp32"))
+    batches = tuple(batches or (1, 32))
     for cc in archs:
         arch = _ARCH_CLASS[cc]
-        out += [(cc, arch, *v) for v in (*conv_variants(scales, dtypes, (1, 32), arch),
-                                         *dwconv_variants(scales, dtypes),
-                                         *mlp_variants(scales, dtypes),
+        out += [(cc, arch, *v) for v in (*conv_variants(scales, dtypes, batches, arch),
+                                         *dwconv_variants(scales, dtypes, batches, arch),
+                                         *mlp_variants(scales, dtypes, batches, arch),
                                          *box_decode_variants(dtypes))]
     return out
 
@@ -247,6 +301,11 @@ def main(argv=None) -> int:
     ap.add_argument("--scales", nargs="+", default=None)
     ap.add_argument("--ci", action="store_true",
                     help="one variant per configuration class (representatives), not every one")
+    ap.add_argument("--dtypes", nargs="+", default=None, choices=list(_DTYPES))
+    ap.add_argument("--batches", nargs="+", type=int, default=None)
+    ap.add_argument("--tables", nargs="?", const="", default=None, metavar="DIR",
+                    help="instead: every entry of the config tables in DIR (no DIR: the shipped "
+                         "ones, yolov12_kernels/triton/configs/)")
     args = ap.parse_args(argv)
     # before the first compile: ptxas' report printed, a fresh cache (a cached kernel reports
     # nothing)
@@ -257,7 +316,10 @@ def main(argv=None) -> int:
     from . import conv as K
     from .conv_spills import ALLOWED
     t0 = time.time()
-    todo = variants(args.quick, args.archs, args.scales)
+    if args.tables is not None:
+        todo = table_variants(args.tables or None)
+    else:
+        todo = variants(args.quick, args.archs, args.scales, args.dtypes, args.batches)
     groups: dict = {}  # the first launch of each distinct variant, and every launch's label
     for cc, arch, label, kernel, a, kw in todo:
         key = (cc, specialization_key(kernel, a, kw))
@@ -296,4 +358,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    # before triton.jit runs: compiled kernels (a module that imports this one, e.g. the plan
+    # report, keeps its own mode)
+    os.environ.pop("TRITON_INTERPRET", None)
     sys.exit(main())

@@ -42,15 +42,20 @@ def _config(r, arch, batch, dtype):
     from . import conv as K
     from . import dwconv as D
     from . import mlp as Mk
+    m = batch * r.ho * r.wo
     if r.depthwise:
-        c = D.dwconv_config(r.cin)
+        c = D.dwconv_config(r.cin, m, arch, dtype, r.k, r.stride)
         return "dwconv", f"{c.block_m}x{c.block_c} w{c.num_warps}"
     if r.role == "mlp1":
-        c = Mk.mlp_config(r.cin, dtype)
-        return "mlp", f"{c.block_m}x{c.block_h}x{c.block_k} w{c.num_warps}s{c.num_stages}"
-    c = K.conv_config(arch, dtype, batch * r.ho * r.wo, r.cout, r.cin, r.k)
+        c = Mk.mlp_config(r.cin, dtype, m, r.cout, arch)
+        if c.two_gemms:
+            return "mlp", "two GEMMs (conv)"
+        split = f" split{c.split_h}" if c.split_h > 1 else ""
+        return "mlp", f"{c.block_m}x{c.block_h}x{c.block_k} w{c.num_warps}s{c.num_stages}{split}"
+    c = K.conv_config(arch, dtype, m, r.cout, r.cin, r.k, r.stride)
     kind = "conv" + ("·taps-in-K" if K.taps_in_k(r.k, r.cin) else "")
-    return kind, f"{c.block_m}x{c.block_n}x{c.block_k} w{c.num_warps}s{c.num_stages}"
+    split = f" split{c.split_k}" if c.split_k > 1 else ""
+    return kind, f"{c.block_m}x{c.block_n}x{c.block_k} w{c.num_warps}s{c.num_stages}{split}"
 
 
 def table(scale: str, batches, dtype: torch.dtype, archs=("sm80", "sm90")) -> str:

@@ -11,11 +11,13 @@ from __future__ import annotations
 import os
 from typing import NamedTuple
 
+import torch
 import triton
 import triton.language as tl
 
+from . import config_tables
 from . import launch as _launch  # the module; this one defines a function launch()
-from .conv import _epilogue, _pixels
+from .conv import ARCHS, Forced, Launch, _epilogue, _pixels, arch_class, elementwise_blocks
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
@@ -60,30 +62,66 @@ class Config(NamedTuple):
     num_warps: int
 
 
-def dwconv_config(channels: int) -> Config:
-    """Fixed for every arch: a memory-bound stencil; 32 pixels x up to 64 channels per program,
-    4 warps. The k*k loads are issued together (latency hiding), so registers grow with the tile:
-    64 x 128 needs 255 registers and spills on sm_80, 32 x 64 needs ~106 (conv_check)."""
-    return Config(32, min(64, max(16, triton.next_power_of_2(channels))), 4)
+def dwconv_config(channels: int, m: int | None = None, arch: str = "sm90",
+                  dtype: torch.dtype = torch.float16, ks: int = 3, stride: int = 1) -> Config:
+    """The arch's tuned table entry of the shape class (``config_tables``), else
+    ``heuristic_config``."""
+    if m is not None:
+        tuned = config_tables.lookup(arch, config_tables.dwconv_key(dtype, m, channels, ks,
+                                                                    stride))
+        if tuned is not None:
+            return Config(*tuned)
+    return heuristic_config(channels, m, arch)
 
 
-def launch_args(x, weight, bias, out, stride: int, silu: bool, config: Config | None = None):
-    """(grid, positional args, constexpr/launch kwargs) of one launch (see conv.launch_args)."""
+def heuristic_config(channels: int, m: int | None = None, arch: str = "sm90") -> Config:
+    """A memory-bound stencil: 32 pixels x up to 64 channels per program, 4 warps. The k*k loads
+    are issued together (latency hiding), so registers grow with the tile: 64 x 128 needs 255
+    registers and spills on sm_80, 32 x 64 needs ~106 (conv_check). Below one wave of programs
+    (batch-1 P5 maps) smaller tiles (down to 8 x 8: no tl.dot here) give every SM one."""
+    bc = min(64, max(16, triton.next_power_of_2(channels)))
+    if m is not None and triton.cdiv(m, 32) * triton.cdiv(channels, bc) < ARCHS[arch][0]:
+        # at most 512 outputs: 1024 with 4 warps (16 x 64, 32 x 32) spilled 254 B at 80
+        # registers on sm_90 (Triton 3.9), 512 use ~60
+        bm, bc = elementwise_blocks(ARCHS[arch][0], m, channels, 32, bc, max_area=512)
+        return Config(bm, bc, 4)
+    return Config(32, bc, 4)
+
+
+forced_config = Forced()  # ``with forced_config(Config(...)):`` every depthwise launch uses it
+
+
+def launches(x, weight, bias, out, stride: int, silu: bool, config: Config | None = None,
+             arch: str | None = None) -> list:
+    """The launch (one ``conv.Launch``) of a depthwise conv."""
     B, C, H, W = x.shape
     _, _, HO, WO = out.shape
     m = B * HO * WO
-    config = config or dwconv_config(C)
+    if config is None:
+        config = forced_config.top()
+    if config is None and arch is None and INTERPRET:
+        config = heuristic_config(C)  # numpy runs each program: few large blocks
+    if config is None:
+        config = dwconv_config(C, m, arch or arch_class(x.device), x.dtype, weight.shape[-1],
+                               stride)
     args = (x, weight, bias, out, H, W, C, HO, WO, m, *x.stride(), weight.stride(0),
             weight.stride(2), weight.stride(3), *out.stride())
     kwargs = dict(KS=weight.shape[-1], STRIDE=stride, HAS_BIAS=bias is not None, SILU=bool(silu),
                   BLOCK_M=config.block_m, BLOCK_C=config.block_c, num_warps=config.num_warps)
     grid = (triton.cdiv(m, config.block_m) * triton.cdiv(C, config.block_c),)
-    return grid, args, kwargs
+    return [Launch(_dwconv_kernel, grid, args, kwargs)]
+
+
+def launch_args(x, weight, bias, out, stride: int, silu: bool, config: Config | None = None):
+    """(grid, positional args, constexpr/launch kwargs) of the launch (see conv.launch_args)."""
+    (run,) = launches(x, weight, bias, out, stride, silu, config)
+    return run.grid, run.args, run.kwargs
 
 
 def launch(x, weight, bias, out, stride: int, silu: bool) -> None:
-    grid, args, kwargs = launch_args(x, weight, bias, out, stride, silu)
-    _launch.run(_dwconv_kernel, grid, args, kwargs)  # recorded inside a launch.recording()
+    for k in launches(x, weight, bias, out, stride, silu):
+        _launch.run(k.kernel, k.grid, k.args, k.kwargs)  # recorded inside a launch.recording()
 
 
-__all__ = ["launch", "launch_args", "dwconv_config", "Config", "INTERPRET"]
+__all__ = ["launch", "launches", "launch_args", "dwconv_config", "heuristic_config",
+           "forced_config", "Config", "INTERPRET"]
