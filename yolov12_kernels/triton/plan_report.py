@@ -289,6 +289,7 @@ class CompileCache:
 
     def __init__(self, path: Path | None):
         self.path = path
+        self._dir = None
         self.data = {}
         if path is not None and path.is_file():
             try:
@@ -303,17 +304,32 @@ class CompileCache:
         else:
             key = f"sm_{cc}|{conv_check.specialization_key(*variant)}"
         if key not in self.data:
-            if variant[0] == "attention":
-                k, _, _ = compile_check.compile_run(variant[1], cc)
-            else:
-                k = conv_check.jit_compile(*variant, cc)
-            u = conv_check.ptxas_usage(k.asm["ptx"], cc)
+            # registers and spills come from ptxas' report of this very compile, which Triton
+            # prints only when asked and only when it compiles (not on a cache hit): both set
+            # here with Triton's own scoped knobs, the cache a fresh directory of our own
+            from triton import knobs
+            with knobs.nvidia.scope(), knobs.cache.scope():
+                knobs.nvidia.dump_ptxas_log = True
+                knobs.cache.dir = self._compile_dir()
+                if variant[0] == "attention":
+                    k, regs, spill = compile_check.compile_run(variant[1], cc)
+                else:
+                    k, u = conv_check.compile_with_usage(*variant, cc)
+                    regs, spill = u["regs"], u["spill"]
+            if regs is None or regs < 0:
+                raise RuntimeError(f"ptxas printed no register report for {key}")
             ptx = k.asm["ptx"]
             mma = "wgmma" if "wgmma" in ptx else "mma.sync" if "mma.sync" in ptx else "none"
-            self.data[key] = dict(regs=u["regs"], spill=u["spill"], shared=k.metadata.shared,
-                                  mma=mma)
+            self.data[key] = dict(regs=regs, spill=max(spill or 0, 0),
+                                  shared=k.metadata.shared, mma=mma)
             self.save()
         return self.data[key]
+
+    def _compile_dir(self) -> str:
+        if self._dir is None:
+            from .conv_check import fresh_cache_dir
+            self._dir = fresh_cache_dir("yolov12-plan-report-")
+        return self._dir
 
     def save(self):
         if self.path is not None:
