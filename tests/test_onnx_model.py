@@ -284,3 +284,34 @@ def test_bench_cli_shows_onnxruntime_beside_fast(tmp_path):
              "none", "--no-progress", hide_onnxruntime=True, cwd=tmp_path)
     assert r.returncode == 0 and "skipped n onnxruntime" in r.stdout
     assert "pip install onnxruntime" in r.stdout
+
+
+def test_bench_cli_times_an_onnx_file_beside_fast(exported, tmp_path):
+    """``bench model=FILE.onnx``: the file in onnxruntime at its own input shape, beside our fast
+    path of the scale (and class count) its metadata names; bad use is one line, exit 1."""
+    from yolov12.bench.records import load_records, validate_record
+    _, _, static, dynamic = exported
+    quick = ("--device", "cpu", "--runs", "1", "--warmup", "0", "--rounds", "1", "--no-progress")
+    r = _cli("bench", f"model={static}", *quick, "--out", str(tmp_path / "s"), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    recs = {rec["provider"]: rec for rec in load_records([tmp_path / "s" / "e2e.jsonl"])}
+    assert set(recs) == {"fast", "onnxruntime"}
+    for rec in recs.values():
+        validate_record(rec)
+        assert rec["shape"] == [1, 3, 64, 96] and rec["name"] == "n"  # the file's shape
+    assert recs["onnxruntime"]["model_file"] == str(static)
+    assert recs["fast"]["params"] == sum(p.numel() for p in YOLOv12("n", nc=3).parameters())
+    assert "the exported .onnx in onnxruntime" in r.stdout
+    # a dynamic file runs at --imgsz and --batch
+    r = _cli("bench", f"model={dynamic}", "--imgsz", "64", "--batch", "2", *quick, "--out",
+             str(tmp_path / "d"), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert {rec["shape"][0] for rec in load_records([tmp_path / "d" / "e2e.jsonl"])} == {2}
+    for args, start in (((f"model={tmp_path / 'none.onnx'}",), "--model: no such file"),
+                        ((f"model={static}", "--batch", "3"), "--batch: static.onnx takes"),
+                        ((f"model={static}", "--suite", "batch"), "--model static.onnx: an ONNX")):
+        r = _cli("bench", *args, *quick, "--out", "none", cwd=tmp_path)
+        assert r.returncode == 1 and r.stderr.strip().splitlines()[-1].startswith(start), r.stderr
+    r = _cli("bench", f"model={static}", *quick, "--out", "none", hide_onnxruntime=True,
+             cwd=tmp_path)
+    assert r.returncode == 1 and "pip install onnxruntime" in r.stderr.strip().splitlines()[-1]

@@ -45,7 +45,9 @@ def add_parser(sub) -> None:
     p = sub.add_parser("bench", help="latency suite: the paper's tables measured on this device",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", "--scale", dest="scales", default=None,
-                   help="scales, comma-separated, or 'all' (default: all; n with --quick)")
+                   help="scales, comma-separated, or 'all' (default: all; n with --quick); or an "
+                        "exported FILE.onnx: the file in onnxruntime beside our fast path of its "
+                        "scale, at the file's input shape")
     p.add_argument("--suite", default=None,
                    help=f"comma-separated from {','.join(SUITES)}, or 'all' "
                         "(default: baselines; all with --quick)")
@@ -150,7 +152,15 @@ def resolve(args):
         raise SystemExit("--runs must be >= 1 and --warmup >= 0")
     if args.rounds < 1:
         raise SystemExit(f"--rounds: must be >= 1, got {args.rounds}")
-    scales = parse_scales(args.scales or ("n" if args.quick else "all"))
+    onnx_file = None
+    if args.scales and args.scales.lower().endswith(".onnx"):
+        onnx_file = Path(args.scales)
+        if not onnx_file.is_file():
+            raise SystemExit(f"--model: no such file {args.scales!r}")
+        if args.suite or args.providers:
+            raise SystemExit(f"--model {onnx_file.name}: an ONNX file is timed against our fast "
+                             "path alone; drop " + ("--suite" if args.suite else "--providers"))
+    scales = [] if onnx_file else parse_scales(args.scales or ("n" if args.quick else "all"))
     suites = _csv(args.suite or ("all" if args.quick else "baselines"))
     suites = list(SUITES) if suites == ["all"] else suites
     bad = [s for s in suites if s not in SUITES]
@@ -190,6 +200,7 @@ def resolve(args):
                          f"{','.join(e2e.ABLATION_GROUPS)}")
     channels_last = {"auto": None, "on": True, "off": False}[args.channels_last]
     return dict(device=device, dtypes=dtypes, size=(h, w), warmup=warmup, runs=runs,
+                onnx_file=onnx_file,
                 scales=scales, suites=suites, providers=providers, batches=batches,
                 batch_providers=batch_providers,
                 compile_ok=compile_ok, channels_last=channels_last, ablations=ablations)
@@ -207,8 +218,9 @@ def run(args) -> int:
     s = resolve(args)
     out = _out_dir(args)
     records: list[dict] = []
-    n_runs = e2e.count_runs(s["scales"], s["runs"], s["suites"], s["providers"], s["batches"],
-                            s["batch_providers"], ablations=s["ablations"])
+    n_runs = 2 * s["runs"] if s["onnx_file"] else e2e.count_runs(
+        s["scales"], s["runs"], s["suites"], s["providers"], s["batches"], s["batch_providers"],
+        ablations=s["ablations"])
     bar = tqdm(total=n_runs * len(s["dtypes"]), desc="bench", unit="run",
                disable=args.no_progress)
     log = (lambda msg: bar.write(msg)) if not args.no_progress else print
@@ -224,6 +236,13 @@ def run(args) -> int:
             cfg.run_id = run_id  # one id for the whole invocation
         run_id = cfg.run_id
         bar.set_postfix_str(f"{str(dtype).replace('torch.', '')} {s['size'][0]}x{s['size'][1]}")
+        if s["onnx_file"]:
+            try:
+                records += e2e.run_onnx_file(s["onnx_file"], cfg)
+            except (ImportError, ValueError) as e:
+                msg = str(e).removeprefix("model: ")
+                raise SystemExit(msg if msg.startswith("--") else f"--model: {msg}") from e
+            continue
         if "baselines" in s["suites"]:
             records += e2e.run_baselines(s["scales"], cfg, s["providers"])
         if "ablations" in s["suites"]:

@@ -14,6 +14,7 @@ decoding to boxes beyond the head, and NMS are not timed (the paper's forward-on
 from __future__ import annotations
 
 import copy
+import dataclasses
 import gc
 import tempfile
 import time
@@ -25,8 +26,10 @@ from typing import Callable
 import torch
 import torch._inductor.config  # noqa: F401  (torch._inductor.config.patch below)
 
+from ..architecture import SCALES, VARIANTS
 from ..export import export_onnx
 from ..fast import CapturedForward, FastYOLOv12, fused_convs_unsupported, optimize
+from ..model import YOLOv12
 from ..onnx_model import OnnxModel, import_onnxruntime
 from .ablations import MLP_RATIOS, PE_KERNELS, build_variant
 from .records import make_record, summarize, time_ms
@@ -402,6 +405,41 @@ def run_baselines(scales, cfg: Config, providers=PROVIDERS) -> list[dict]:
         cfg.log(f"baselines {scale}: {', '.join(providers)}")
         recs += _measure(baseline_rows(scale, providers), cfg, "baseline")
     return recs
+
+
+def run_onnx_file(path, cfg: Config) -> list[dict]:
+    """``yolov12 bench model=FILE.onnx``: the file in onnxruntime, beside our fast path of the
+    scale its metadata names (``yolov12 export`` writes it; latency does not depend on the
+    weights, so a random-init model of that scale stands in), at the file's own input shape
+    (a ``--dynamic`` file: ``cfg.size`` and ``cfg.batch``). Records as the baselines write them,
+    with ``model_file``; a file without a scale is timed alone."""
+    engine = OnnxModel(path, cfg.device)
+    size = engine.fixed_shape or cfg.size
+    batch = engine.fixed_batch or cfg.batch
+    if engine.fixed_batch and cfg.batch not in (1, engine.fixed_batch):
+        raise ValueError(f"--batch: {Path(path).name} takes batches of exactly "
+                         f"{engine.fixed_batch} (a static export), not {cfg.batch}")
+    cfg = dataclasses.replace(cfg, size=tuple(size), batch=batch)
+    scale = engine.metadata.get("scale")
+    name = scale if scale in SCALES else Path(path).stem
+    x = torch.rand(batch, 3, *size)
+    feed = {engine.input_name: x.numpy().astype(engine.input_type)}
+    fns = {f"{name}|onnxruntime": lambda: engine.session.run(None, feed)}
+    specs = {f"{name}|onnxruntime": (name, "onnxruntime", {
+        "onnxruntime": engine.onnxruntime_version, "execution_provider": engine.execution_provider,
+        "model_file": str(path)})}
+    if scale in SCALES:
+        variant = engine.metadata.get("variant")
+        model = YOLOv12(scale, engine.nc, variant if variant in VARIANTS else "yolo12").eval()
+        fn, extra = build("fast", model, cfg, batch)
+        fns[f"{name}|fast"] = fn
+        specs[f"{name}|fast"] = (name, "fast", dict(
+            extra, variant="", **model_info(model, (scale, f"file:{engine.nc}:{variant}"))))
+    else:
+        cfg.log(f"  {Path(path).name} names no YOLOv12 scale in its metadata: timed alone")
+    with torch.inference_mode():
+        results = interleaved(fns, cfg.device, cfg.warmup, cfg.runs, cfg.rounds, cfg.progress)
+    return _records(results, specs, cfg, "baseline", batch)
 
 
 def run_ablations(scales, cfg: Config, which=ABLATION_GROUPS) -> list[dict]:
