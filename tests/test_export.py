@@ -157,6 +157,21 @@ def test_opset_out_of_range_is_one_line_before_anything_is_built(tmp_path):
         export_onnx(YOLOv12("n"), out, 32, opset=lo - 1)
 
 
+def test_export_without_onnx_is_one_line_before_anything_is_built(tmp_path):
+    """torch's exporter needs the onnx package and says so only after tracing, in a traceback:
+    the command checks first. onnx is hidden from the subprocess by a stand-in that fails to
+    import, first on its path."""
+    from _utils import assert_one_line_error, run_cli
+    hide = tmp_path / "hide"
+    hide.mkdir()
+    (hide / "onnx.py").write_text("raise ImportError(\"No module named 'onnx' (hidden)\")\n")
+    out = tmp_path / "m.onnx"
+    r = run_cli("export", "model=n", "imgsz=64", f"out={out}", env={"PYTHONPATH": str(hide)})
+    assert_one_line_error(r, "export: writing an ONNX file needs the onnx package (pip install "
+                             "onnx")
+    assert not out.exists()
+
+
 def test_export_size_line_counts_the_weights_file_beside_the_graph(tmp_path, capsys):
     """The dynamo exporter writes the weights to <file>.data: the size printed includes them."""
     import yolov12.export as E

@@ -306,6 +306,11 @@ def run(args) -> int:
         args.opset = check_opset(args.opset, args.exporter)
     except ValueError as e:
         raise SystemExit(f"--{e}") from None
+    try:  # torch's exporter writes the file with it, and fails only after tracing
+        import onnx  # noqa: F401
+    except ImportError as e:
+        raise SystemExit("export: writing an ONNX file needs the onnx package (pip install onnx; "
+                         "onnxruntime too for the check that follows)") from e
     model = model_from_args(args, "export")
     weights = weights_and_scale(args)[0]
     out = args.out or (Path(weights).with_suffix(".onnx").name if weights
