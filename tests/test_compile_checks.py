@@ -11,9 +11,9 @@ the newest, the one installed. Under each, two subprocesses share the two cores 
   strides), float16/bfloat16/float32, sm_80 and sm_90;
 * ``conv_check --ci``: the fused conv, depthwise, MLP and box-decode kernels of every scale at
   batch 1 and 32, float16/bfloat16/float32, sm_80 and sm_90, one variant per configuration class
-  (``conv_check.representatives``), which is what fits CI's time: the full matrix (643 distinct
-  variants) takes 8-10 min of one core per version on the 2-core CI-class machine, the classes
-  (184) 1.5-2 min. Left out: the other variants of a class (the same tile, warps, stages and
+  (``conv_check.representatives``), which is what fits CI's time: the full matrix (979 distinct
+  variants) takes 7-13 min of one core per version on the 2-core CI-class machine, the classes
+  (290) 1.6-2.6 min. Left out: the other variants of a class (the same tile, warps, stages and
   kernel size with fewer epilogue flags or other stride specialisations: a spill there, which
   can differ by a few bytes, goes unseen), and float16 on sm_80 / bfloat16 on sm_90 (each dtype
   is compiled on the other arch; their configurations are the same and their spills agreed in

@@ -340,9 +340,10 @@ def heuristic_config(arch: str, dtype: torch.dtype, m: int, cout: int, cin: int,
       32; below one wave of 32-pixel tiles (batch-1 P4/P5 layers) ``one_wave_search`` picks
       smaller tiles (16 pixels, BLOCK_N down to 16), or split-K where a program would walk
       ``SPLIT_MIN_STEPS`` or more reduction steps, so that every SM gets a program;
-    * warps: 8 from 128 x 128 (mma.sync on sm_80/sm_86: from 128 x 64: 4 warps reached 255
-      registers and spilled under Triton 3.6), else 4; fp32 (IEEE products on the FMA units)
-      caps BLOCK_N at 64 with 8 warps from 32 x 64 or 128 pixels (4 spilled);
+    * warps: 8 from 128 x 128 (mma.sync on sm_80/sm_86, and 3x3 convs on sm_90: from 128 x 64,
+      where 4 warps reached 255 registers and spilled under Triton 3.6 / 3.9), else 4; fp32
+      (IEEE products on the FMA units) caps BLOCK_N at 64 with 8 warps from 32 x 64 or 128
+      pixels (4 spilled);
     * stages: on sm_90 as many as leave room for 2 CTAs per SM (3 of 128 x 128 x 64: 96 KB, not
       4 = 128 KB and one CTA), at most 4; elsewhere as many as fit, at most 3; fp32 2.
     """
@@ -379,7 +380,9 @@ def heuristic_config(arch: str, dtype: torch.dtype, m: int, cout: int, cin: int,
         if bm * bn >= 128 * 64 and tik:
             bk = 16  # taps in K at 128 x 64 x 32: 255 registers, 212 B spilled on sm_80
     elif arch == "sm90":
-        warps = 8 if bm * bn >= 128 * 128 else 4
+        # a 3x3 at 128 x 64 with 4 warps (one warpgroup) reaches 255 registers, and with a
+        # residual spilled 8 B under Triton 3.9 (ptxas' own report); 8 warps: 128, none
+        warps = 8 if bm * bn >= 128 * 128 or (ks > 1 and bm * bn >= 128 * 64) else 4
     else:
         warps = 8 if bm * bn >= 128 * 64 else 4
     elem = 4 if fp32 else 2
@@ -391,6 +394,11 @@ def heuristic_config(arch: str, dtype: torch.dtype, m: int, cout: int, cin: int,
         stages = max(2, min(3, smem // stage_bytes))
     if fp32:
         stages = 2  # 3-stage fp32 3x3 spilled on sm_80 (ptxas), 2 stages did not (conv_check)
+        if arch == "sm90" and ks == 1 and (bm, bn) == (128, 16):
+            # a 1x1 at 128 x 16 x 16 on sm_90 (n's Detect cv3 at batch 32): 2 stages spilled
+            # 8 B at 80 registers with 8 warps under Triton 3.9, and 32 B with 4 under 3.6;
+            # one stage, 8 warps: 74-80 registers, none under either (FMA-bound: little to hide)
+            stages = 1
     return Config(bm, bn, bk, warps, stages, split)
 
 

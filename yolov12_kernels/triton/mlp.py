@@ -117,9 +117,10 @@ def heuristic_config(channels: int, dtype: torch.dtype, m: int | None = None,
       ~1.1 GB of L2 reads per call at P4 batch 32; the conv kernel's 128-pixel tiles read them a
       quarter as often, with pipelined loads, for one hidden-map round trip through HBM;
     * else fused: 32-pixel blocks, 8 warps (registers: two fp32 accumulators), 64-wide hidden
-      blocks in 2 stages (fp32: 32-wide K and 16-wide hidden blocks, 1 stage); below one wave of programs (batch 1)
-      ``conv.one_wave_search`` takes 16-pixel blocks, or splits the hidden blocks over programs
-      (partials reduced after) where a program would walk >= ``conv.SPLIT_MIN_STEPS`` steps."""
+      blocks in 2 stages (32-wide at C_PAD 256; fp32: 32-wide K and 16-wide hidden blocks, 1
+      stage); below one wave of programs (batch 1) ``conv.one_wave_search`` takes 16-pixel
+      blocks, or splits the hidden blocks over programs (partials reduced after) where a
+      program would walk >= ``conv.SPLIT_MIN_STEPS`` steps."""
     c_pad = max(16, triton.next_power_of_2(channels))
     if c_pad > 256:
         return Config(32, 32, 64, 8, 1, 1, True)
@@ -128,6 +129,9 @@ def heuristic_config(channels: int, dtype: torch.dtype, m: int | None = None,
     # fp32: 16-wide hidden blocks (32 x 32 x 32 spilled 24 B at C_PAD 256 on sm_80 under
     # Triton 3.9, 12 B at C_PAD 128 on sm_90 under 3.6; 16 wide: 102-118 registers)
     bh, stages = (16, 1) if fp32 else (64, 2)
+    if c_pad == 256 and not fp32:
+        bh = 32  # 32 x 64 x 64 at C_PAD 256 spilled 20 B at 128 registers on sm_90 (Triton 3.9,
+        # ptxas' own report); 32-wide hidden blocks: 102-104 registers, none
     bm, split = 32, 1
     sms = _conv.ARCHS[arch][0]
     if m is not None and hidden is not None and triton.cdiv(m, 32) < sms:
@@ -141,6 +145,9 @@ def heuristic_config(channels: int, dtype: torch.dtype, m: int | None = None,
     # fp32 16-pixel blocks at C_PAD <= 128: 8 warps spilled 12 B at 64 registers on sm_80
     # (Triton 3.9); at C_PAD 256 it is 4 warps that spilled (12 B at 128 on sm_90, Triton 3.6)
     warps = 4 if fp32 and bm == 16 and c_pad <= 128 else 8
+    if not fp32 and bm == 16 and c_pad == 256:
+        warps = 4  # 16 x 32 x 64 split in two, 8 warps: 32 B spilled at 128 registers on sm_90
+        # (Triton 3.9, l's P4 MLP at batch 1); 4 warps: 166 registers, none
     return Config(bm, bh, bk, warps, stages, split)
 
 
