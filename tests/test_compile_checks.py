@@ -4,7 +4,8 @@ The interpreter the other tests use never lowers a kernel, so what only the comp
 (types, layouts, shared memory, register spills) shows up here. Two versions: Triton 3.6.0, what
 the GPU machine runs (``scripts/setup.sh`` installs it into ``.triton36/``, or
 ``YOLOV12_TRITON36`` names a directory holding it; put first on PYTHONPATH of a subprocess), and
-the newest, the one installed. Under each, two subprocesses share the two cores of a CI machine:
+the newest, the one installed. The four runs (two checks under two versions) share the two cores of
+a CI machine, two at a time, the longest first:
 
 * ``compile_check``: the attention kernels, every variant (forward, forward for a backward,
   backward; both entry points; every YOLOv12 shape at batch 1/8/32; head_dim 16/64/128; 2-D token
@@ -70,9 +71,8 @@ def _env(pythonpath: list[str], tmp: Path | None = None) -> dict:
     return env
 
 
-def _run(name: str, pythonpath: list[str], tmp: Path) -> tuple[str, int, float, str]:
-    work = tmp / name
-    work.mkdir()
+def _run(name: str, pythonpath: list[str], work: Path) -> tuple[str, int, float, str]:
+    work.mkdir(parents=True)
     t = time.time()
     r = subprocess.run([sys.executable, *CHECKS[name]], cwd=ROOT, capture_output=True,
                        text=True, env=_env(pythonpath, work), timeout=1800)
@@ -85,23 +85,51 @@ def _summary_line(out: str) -> str:
     return lines[-1] if lines else (out.strip().splitlines() or ["no output"])[-1]
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("version", ["3.6.0", "newest"])
-def test_kernels_compile_without_new_spills(version, tmp_path):
+VERSIONS = ("3.6.0", "newest")
+
+
+def _triton(version: str) -> tuple[list[str] | None, str]:
+    """(PYTHONPATH entries that import this Triton, its version), or (None, why it is skipped)."""
     pythonpath = []
     if version == "3.6.0":
         side = triton36_dir()
         if side is None:
-            pytest.skip(f"no Triton 3.6.0 side install ({ROOT / '.triton36'} or ${SIDE_ENV}): "
-                        "scripts/setup.sh installs it where a package registry is reachable")
+            return None, (f"no Triton 3.6.0 side install ({ROOT / '.triton36'} or ${SIDE_ENV}): "
+                          "scripts/setup.sh installs it where a package registry is reachable")
         pythonpath = [str(side)]
     found = _has_nvidia_backend(pythonpath)
     if found is None:
-        pytest.skip("this Triton has no NVIDIA backend (ptxas)")
+        return None, "this Triton has no NVIDIA backend (ptxas)"
+    return pythonpath, found
+
+
+@pytest.fixture(scope="module")
+def compile_runs(tmp_path_factory):
+    """Both checks under both versions, run once for the module: the four subprocesses two at a
+    time (the CI machine's two cores), the longest first (conv before attention, the newest
+    Triton before 3.6.0), so that neither core waits while the other finishes one version's
+    longer check. {version: (pythonpath or None, version found or why not)}, {(version, check):
+    result}."""
+    tritons = {v: _triton(v) for v in VERSIONS}
+    jobs = sorted(((v, name) for v in VERSIONS if tritons[v][0] is not None for name in CHECKS),
+                  key=lambda job: (job[1] != "conv", job[0] != "newest"))
+    tmp = tmp_path_factory.mktemp("compile_checks")
+    with ThreadPoolExecutor(2) as pool:
+        results = pool.map(lambda job: _run(job[1], tritons[job[0]][0],
+                                            tmp / job[0].replace(".", "_") / job[1]), jobs)
+        return tritons, dict(zip(jobs, results))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("version", VERSIONS)
+def test_kernels_compile_without_new_spills(version, compile_runs):
+    tritons, runs = compile_runs
+    pythonpath, found = tritons[version]
+    if pythonpath is None:
+        pytest.skip(found)
     if version == "3.6.0":
         assert found == "3.6.0", f"{pythonpath[0]} holds Triton {found}, not 3.6.0"
-    with ThreadPoolExecutor(len(CHECKS)) as pool:
-        results = list(pool.map(lambda n: _run(n, pythonpath, tmp_path), CHECKS))
+    results = [runs[(version, name)] for name in CHECKS]
     summary = [f"{name} under Triton {found}: exit {rc} in {secs:.0f}s, {_summary_line(out)}"
                for name, rc, secs, out in results]
     print("\n".join(summary))  # the times and counts show with -rP / -s

@@ -288,7 +288,10 @@ def test_bench_cli_shows_onnxruntime_beside_fast(tmp_path):
 
 def test_bench_cli_times_an_onnx_file_beside_fast(exported, tmp_path):
     """``bench model=FILE.onnx``: the file in onnxruntime at its own input shape, beside our fast
-    path of the scale (and class count) its metadata names; bad use is one line, exit 1."""
+    path of the scale (and class count) its metadata names; bad use is one line, exit 1. The
+    real command once, the rest through ``main`` in this process (each subprocess costs seconds
+    of imports)."""
+    from yolov12.__main__ import main
     from yolov12.bench.records import load_records, validate_record
     _, _, static, dynamic = exported
     quick = ("--device", "cpu", "--runs", "1", "--warmup", "0", "--rounds", "1", "--no-progress")
@@ -303,15 +306,16 @@ def test_bench_cli_times_an_onnx_file_beside_fast(exported, tmp_path):
     assert recs["fast"]["params"] == sum(p.numel() for p in YOLOv12("n", nc=3).parameters())
     assert "the exported .onnx in onnxruntime" in r.stdout
     # a dynamic file runs at --imgsz and --batch
-    r = _cli("bench", f"model={dynamic}", "--imgsz", "64", "--batch", "2", *quick, "--out",
-             str(tmp_path / "d"), cwd=tmp_path)
-    assert r.returncode == 0, r.stderr[-3000:]
+    assert main(["bench", f"model={dynamic}", "--imgsz", "64", "--batch", "2", *quick, "--out",
+                 str(tmp_path / "d")]) == 0
     assert {rec["shape"][0] for rec in load_records([tmp_path / "d" / "e2e.jsonl"])} == {2}
     for args, start in (((f"model={tmp_path / 'none.onnx'}",), "--model: no such file"),
                         ((f"model={static}", "--batch", "3"), "--batch: static.onnx takes"),
                         ((f"model={static}", "--suite", "batch"), "--model static.onnx: an ONNX")):
-        r = _cli("bench", *args, *quick, "--out", "none", cwd=tmp_path)
-        assert r.returncode == 1 and r.stderr.strip().splitlines()[-1].startswith(start), r.stderr
-    r = _cli("bench", f"model={static}", *quick, "--out", "none", hide_onnxruntime=True,
-             cwd=tmp_path)
-    assert r.returncode == 1 and "pip install onnxruntime" in r.stderr.strip().splitlines()[-1]
+        with pytest.raises(SystemExit) as e:
+            main(["bench", *args, *quick, "--out", "none"])
+        assert str(e.value).startswith(start) and "\n" not in str(e.value), str(e.value)
+    with mock.patch.dict(sys.modules, {"onnxruntime": None}):
+        with pytest.raises(SystemExit) as e:
+            main(["bench", f"model={static}", *quick, "--out", "none"])
+    assert "pip install onnxruntime" in str(e.value) and "\n" not in str(e.value)
