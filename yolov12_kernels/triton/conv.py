@@ -345,7 +345,8 @@ def heuristic_config(arch: str, dtype: torch.dtype, m: int, cout: int, cin: int,
       (IEEE products on the FMA units) caps BLOCK_N at 64 with 8 warps from 32 x 64 or 128
       pixels (4 spilled);
     * stages: on sm_90 as many as leave room for 2 CTAs per SM (3 of 128 x 128 x 64: 96 KB, not
-      4 = 128 KB and one CTA), at most 4; elsewhere as many as fit, at most 3; fp32 2.
+      4 = 128 KB and one CTA), at most 4; elsewhere as many as fit, at most 3; fp32 2 (1 for
+      the 1x1 at 128 x 16 on sm_90, where 2 spilled).
     """
     fp32 = dtype == torch.float32
     tik = taps_in_k(ks, cin)
