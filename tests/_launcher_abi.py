@@ -1,7 +1,7 @@
 """Recorded launches replayed through Triton's real launcher into a stub CUDA driver.
 
-    python tests/_launcher_abi.py WORK_DIR [--plans n:1 n:32 ...] [--imgsz 640] [--attention]
-        [--negative]
+    python tests/_launcher_abi.py WORK_DIR [--plans n:1 n:32 ...] [--imgsz 640]
+        [--attention fp16,bf16,fp32] [--negative]
 
 Run by tests/test_launcher_abi.py in a subprocess whose Triton is the one under test (3.6.0 first
 on PYTHONPATH, or the installed one), TRITON_INTERPRET unset, TRITON_CACHE_DIR set.
@@ -12,19 +12,21 @@ builds link against ``libcuda.so.1`` (TRITON_LIBCUDA_PATH points Triton there) a
 loader hands them the library already loaded under that name. Triton's own CUDA driver module
 (``CudaDriver``, its C utilities built against the stub) then stands in for a GPU, with the
 device queries torch would answer on an H100 (device 0, sm_90, the default stream), and the
-package's device checks answer for CPU tensors what they answer for an sm_90 GPU's (``gpu_choices``).
+package's device checks answer for CPU tensors what they answer for an sm_90 GPU's
+(``gpu_choices``).
 Kernels compile for sm_90 at their first launch, as on the GPU, and every launch goes through
 Triton's real launcher into the stub's ``cuLaunchKernelEx``, which runs nothing and keeps what it
 was asked. CPU tensors stand for device memory: their addresses are the pointers passed.
 
 Checked, for each launch plan (``--plans scale:batch``: YOLOv12 at ``--imgsz``, float16, the fused
 path with the Triton attention, as ``optimize`` builds it on an sm_90 GPU, ``graphs=False``) and
-each attention launch (``--attention``: every launch of ``compile_check``'s set, every dtype, the
-extra head dims, 2-D token strides; each plan run twice, through the JIT and then through the
-plan's direct launch, and its recorded launches replayed): every recorded launch reaches the
-driver exactly once with the grid it recorded, ``32 x num_warps`` threads and the shared memory
-of its compiled kernel, that kernel's handle, the stream it was given, and parameter bytes equal
-to those of Triton's own JIT launch of the same call; once without and once with launch hooks.
+each attention launch (``--attention DTYPES``: every launch of ``compile_check``'s set in those
+dtypes, the extra head dims and 2-D token strides included; each plan run twice, through the JIT
+and then through the plan's direct launch, and its recorded launches replayed): every recorded
+launch reaches the driver exactly once with the grid it recorded, ``32 x num_warps`` threads and
+the shared memory of its compiled kernel, that kernel's handle, the stream it was given, and
+parameter bytes equal to those of Triton's own JIT launch of the same call; once without and once
+with launch hooks.
 ``--negative``: a recorded launch with one argument taken out must not reach the kernel: refused
 by the launcher (Triton 3.6's generated launcher counts its arguments), or, where the launcher
 does not count them (Triton 3.9's generic one reads them by the signature), caught here by its
@@ -49,6 +51,7 @@ import triton  # noqa: E402
 
 STUB_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "stub_libcuda.c")
 STREAM = 0x5EED  # the stream the attention replays pass: the driver must get it
+_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
 # bytes of a scalar kernel parameter as the launchers store it (floats: as their own width)
 _SCALAR_BYTES = {"i1": 1, "i8": 1, "u1": 1, "u8": 1, "i16": 2, "u16": 2, "fp16": 2, "bf16": 2,
@@ -176,6 +179,7 @@ class Checker:
         self.failures: list[str] = []
         self.checked = 0
         self.kernels: set = set()
+        self.first = None  # (the first launch checked, its JIT launch): the negative control's
 
     def fail(self, what: str) -> None:
         if len(self.failures) < 40:
@@ -212,6 +216,8 @@ class Checker:
                       "launches")
         self.checked += len(fixed)
         self.kernels.update(id(s.compiled) for s in fixed)
+        if self.first is None and fixed:
+            self.first = (fixed[0], jit_log[0])
 
 
 def compare(label: str, fixed: list, jit_log: list, got: list, stream: int = 0) -> list[str]:
@@ -263,14 +269,16 @@ def check_plan(chk: Checker, scale: str, batch: int, imgsz: int) -> int:
     return plan.launches()
 
 
-def check_attention(chk: Checker) -> int:
-    """Every launch of compile_check's attention set (``yolov12_launches``: every YOLOv12 shape
-    at batch 1/8/32 in float16/bfloat16/float32, both entry points, forward with and without
-    gradient, backward; ``other_launches``: head_dim 16/64/128, 2-D token strides, a 3x3 pe
-    without bias), built by the backend's own code: each plan run twice, through the JIT then
-    through its direct launch (the same launch), and the two recorded launches replayed."""
+def check_attention(chk: Checker, dtypes) -> int:
+    """Every launch of compile_check's attention set in ``dtypes`` ("fp16", "bf16", "fp32";
+    ``yolov12_launches``: every YOLOv12 shape at batch 1/8/32, both entry points, forward with
+    and without gradient, backward; ``other_launches``: head_dim 16/64/128, 2-D token strides, a
+    3x3 pe without bias), built by the backend's own code: each plan run twice, through the JIT
+    then through its direct launch (the same launch), and the two recorded launches replayed."""
     from yolov12_kernels.triton import compile_check, launch
-    runs = compile_check.yolov12_launches() + compile_check.other_launches(quick=False)
+    wanted = {_DTYPES[d] for d in dtypes}
+    runs = [run for run in compile_check.yolov12_launches(tuple(dtypes))
+            + compile_check.other_launches(quick=False) if run[1][0].dtype in wanted]
     for i, (plan, ptrs, scale) in enumerate(runs):
         label = f"attention launch {i} ({plan.kernel.__name__}, {ptrs[0].dtype})"
         del chk.log[:]
@@ -287,29 +295,30 @@ def check_attention(chk: Checker) -> int:
 
 
 def check_refused(chk: Checker) -> dict:
-    """A recorded launch with its first integer argument taken out must not reach the kernel:
-    refused by the launcher, or caught by the comparison with the JIT's launch."""
-    from yolov12_kernels.triton import compile_check, launch
-    plan, ptrs, scale = compile_check.other_launches(quick=True)[0]
-    del chk.log[:]
-    with launch.recording() as rec:
-        plan.run(ptrs, scale)
-    step, jit = rec.steps[0], list(chk.log)
+    """The first launch checked (a conv of the first plan, else an attention launch), replayed
+    with its first integer argument taken out, must not reach the kernel: refused by the
+    launcher, or caught by the comparison with the JIT's launch."""
+    from yolov12_kernels.triton import launch
+    if chk.first is None:
+        chk.fail("negative control: no launch was checked to take an argument from")
+        return {}
+    step, jit = chk.first
     types = list(step.compiled.src.signature.values())
     if types[-1] != "constexpr":  # the generic launcher would read past the shortened tuple
         chk.fail(f"negative control: {step.compiled.name} ends with a {types[-1]} parameter")
         return {}
     drop = types.index("i32")
-    step.args = step.args[:drop] + step.args[drop + 1:]
+    short = launch.FixedLaunch(step.launcher, step.function, step.packed, step.compiled,
+                               step.grid, step.args[:drop] + step.args[drop + 1:], step.tensors)
     del chk.log[:]
     before = chk.stub.launches.value
     try:
-        step(0)
+        short(0)
     except (TypeError, ValueError, SystemError) as e:  # what the launcher raises
         if chk.stub.launches.value != before:
             chk.fail("negative control: the launcher raised after the launch reached the driver")
         return {"refused_by": "launcher", "error": f"{type(e).__name__}: {e}"}
-    caught = compare("negative control", [step], jit, list(chk.log))
+    caught = compare("negative control", [short], [jit], list(chk.log))
     if not caught:
         chk.fail("negative control: a launch missing an argument reached the driver as the "
                  "JIT's launch did")
@@ -322,7 +331,8 @@ def main(argv=None) -> int:
     ap.add_argument("work_dir")
     ap.add_argument("--plans", nargs="*", default=[], metavar="SCALE:BATCH")
     ap.add_argument("--imgsz", type=int, default=640)
-    ap.add_argument("--attention", action="store_true")
+    ap.add_argument("--attention", default="", metavar="DTYPES",
+                    help="comma-separated: fp16,bf16,fp32")
     ap.add_argument("--negative", action="store_true")
     args = ap.parse_args(argv)
     t0 = time.time()
@@ -338,7 +348,7 @@ def main(argv=None) -> int:
         out["seconds"][item] = round(time.time() - t, 1)
     if args.attention:
         t = time.time()
-        out["attention"] = check_attention(chk)
+        out["attention"] = check_attention(chk, args.attention.split(","))
         out["seconds"]["attention"] = round(time.time() - t, 1)
     if args.negative:
         out["negative"] = check_refused(chk)
