@@ -26,7 +26,8 @@ What runs (CI), split so that the two versions, side by side on two cores, take 
   alike, and configurations, which 3.6.0 checks in every dtype).
 
 ``YOLOV12_LAUNCHER_ABI=full``: scales n, s and x at batch 1 and 32 and the attention set in every
-dtype under both versions (~10 min). Both versions share one Triton cache.
+dtype under both versions (~210 kernels each: a few minutes more). Both versions share one
+Triton cache.
 
 Not covered: a real driver (the stub accepts every handle, pointer and size; what the kernel
 does with its parameters), a real GPU (that the kernels run, the CUDA graph path).
