@@ -41,6 +41,7 @@ class Mutant:
 
 FUSED_LAYERS = "tests/test_fused_layers.py::test_fused_forward_layer_by_layer"
 STEPS = "tests/test_fused_steps.py"
+ABI = "tests/test_launcher_abi.py::test_recorded_launches_reach_the_driver_as_recorded"
 
 MUTANTS = (
     # the three that survived the audit of issue 17
@@ -61,6 +62,24 @@ MUTANTS = (
            "return key <= keys_left;",
            ("tests/test_cuda_kernel_model.py",),
            "the CUDA attention kernel lets one key past the area's end into the softmax"),
+    # the direct launch against Triton's real launcher (tests/test_launcher_abi.py; its Triton
+    # 3.6.0 half runs in the copy only with YOLOV12_TRITON36 set: .triton36/ is not copied)
+    Mutant("fixed-launch-grid-swap", "yolov12_kernels/triton/launch.py",
+           "self.launcher(g0, g1, g2, stream,",
+           "self.launcher(g1, g0, g2, stream,",
+           (ABI,),
+           "a recorded launch replays with its grid's x and y swapped"),
+    Mutant("direct-launch-half-warps", "yolov12_kernels/triton/launch.py",
+           "return launcher, compiled.function, compiled.packed_metadata",
+           "return launcher, compiled.function, (compiled.packed_metadata[0] // 2,\n"
+           "                                               *compiled.packed_metadata[1:])",
+           (ABI,),
+           "direct launches ask the driver for 16 x num_warps threads per block"),
+    Mutant("plan-offsets-in-elements", "yolov12_kernels/triton/launch.py",
+           "o * p.element_size()",
+           "o",
+           (ABI,),
+           "a plan's direct launch adds pointer offsets in elements, not bytes"),
     # new ones of the same kinds
     Mutant("c2f-wrong-half", "yolov12/fused.py",
            "src, dst = y[:, (1 + j) * c:(2 + j) * c], y[:, (2 + j) * c:(3 + j) * c]",
