@@ -447,7 +447,9 @@ TEST_LOGS = ("tests-gpu-only", "tests-rest", "tests-cuda-backend", "tests-ptx75"
 def tests_line(path: Path) -> str:
     from benchmarks.gpu_tests import read_log
     c = read_log(path)
-    state = "finished" if c["exitstatus"] is not None else "cut short"
+    # pytest's exit codes: 2 interrupted (SIGINT at the step's limit), 3 and 4 its own errors
+    state = {None: "cut short", 2: "interrupted", 3: "pytest internal error",
+             4: "pytest usage error"}.get(c["exitstatus"], "finished")
     return (f"{c['passed']} passed, {c['failed']} failed, {c['errors']} errors, "
             f"{c['skipped']} skipped ({state})")
 

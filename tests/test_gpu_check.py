@@ -509,6 +509,9 @@ def test_figures_from_made_up_files(ctx):
              {"nodeid": "t::c", "when": "setup", "outcome": "failed", "duration": 0}]
     (ctx.out / "tests-gpu-only.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
     assert gc.tests_figures(ctx) == "gpu-only: 1 passed, 0 failed, 1 errors, 1 skipped (cut short)"
+    with open(ctx.out / "tests-gpu-only.jsonl", "a") as f:  # SIGINT at the limit: pytest's 2
+        f.write('{"exitstatus": 2}\n')
+    assert gc.tests_figures(ctx).endswith("1 skipped (interrupted)")
     assert gc.failed_tests(ctx) == ["tests-gpu-only: t::c"]
     (ctx.out / "smoke.json").write_text(json.dumps({"device": "H100", "imgsz": 640, "planned": 3,
                                                     "complete": False, "cases": [
