@@ -7,8 +7,9 @@ figures that matter most first, nothing lost when the call is cut.
 
 The steps run in this order (by value: what every issue waits for first), each as one or more
 subprocesses in a process group of their own, with the step's own time limit and its logs under
-DIR/logs. A step that fails or runs out of time is recorded and the next one runs. At its limit a
-step's processes get SIGINT (pytest still writes what it has), and SIGKILL ``GRACE_S`` later.
+DIR/logs. A step that fails or runs out of time is recorded and the next one runs. ``GRACE_S``
+before its limit (a quarter of it for short limits) a step's processes get SIGINT (pytest still
+writes what it has), and SIGKILL at the limit.
 
 | step      | limit | what                                                                 |
 |-----------|-------|----------------------------------------------------------------------|
@@ -65,7 +66,7 @@ from pathlib import Path
 from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
-GRACE_S = 10.0  # SIGINT, then SIGKILL this much later (inside the step's limit)
+GRACE_S = 10.0  # SIGINT this long before the step's limit, SIGKILL at it
 STOP_GRACE_S = 3.0  # when the whole run is stopped: SIGINT to the running step, SIGKILL this later
 REFRESH_S = 5.0  # summary and archive rewritten at least this often while a step runs
 PER_TEST_TIMEOUT_S = 90  # pytest-timeout per test: a safety net, not a budget
