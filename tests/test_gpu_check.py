@@ -705,6 +705,9 @@ def test_headline_on_the_cpu_and_its_goals(tmp_path):
                               "NVIDIA H100 80GB HBM3")
     assert n1["meets_goal"] is True and n1["speedup"]["fast-graph"] == pytest.approx(3.333, 1e-3)
     assert n1["meets_goal_ms"] is True  # 0.45 <= 0.52 ms on an H100
+    assert n1["default_over_graph"] == pytest.approx(1.111, 1e-3)
+    assert n1["meets_goal_default"] is False  # fast(x) 11% over the bare replay: over 5%
+    assert "fast within 5% of fast-graph (1.111x): NOT met" in headline.row_line(n1)
     n1_h200 = headline.row_summary("n", 1, made_up("n", 1, fast_graph=0.45, eager_graph=1.5),
                                    "eager-graph", "NVIDIA H200")
     assert n1_h200["meets_goal_ms"] is None  # the ms goal was set for an H100
@@ -712,11 +715,11 @@ def test_headline_on_the_cpu_and_its_goals(tmp_path):
     mixed = headline.row_summary("n", 1, made_up("n", 1, fast_graph=0.5, eager_graph=1.0,
                                                  eager=10.0), "eager")
     assert mixed["speedup"]["fast-graph"] == 20.0 and mixed["meets_goal"] is False
-    x32 = headline.row_summary("x", 32, made_up("x", 32, fast_graph=40.0, eager_graph=78.0),
+    x32 = headline.row_summary("x", 32, made_up("x", 32, fast_graph=40.0, eager_graph=118.0),
                                "eager-graph")
-    assert x32["goal_speedup"] == 2.0 and x32["meets_goal"] is False
-    assert headline.row_line(x32) == ("x b32: fast-graph 40 ms (1.95x), eager-graph 78 ms; goal "
-                                      "fast-graph >= 2x eager-graph: NOT met")
+    assert x32["goal_speedup"] == 3.0 and x32["meets_goal"] is False  # 2.95x < 3x
+    assert headline.row_line(x32) == ("x b32: fast-graph 40 ms (2.95x), eager-graph 118 ms; goal "
+                                      "fast-graph >= 3x eager-graph: NOT met")
     with pytest.raises(SystemExit, match="--rows"):
         headline.parse_rows("n:1,q:2")
 
