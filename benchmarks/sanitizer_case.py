@@ -1,6 +1,8 @@
 """A small case of every CUDA kernel, to run under NVIDIA's compute-sanitizer.
 
-    compute-sanitizer --tool memcheck --error-exitcode 1 python -m benchmarks.sanitizer_case
+    compute-sanitizer --tool memcheck --error-exitcode 1 \
+        --kernel-name kns=area_attention_fwd_kernel --kernel-name kns=depthwise_conv \
+        python -m benchmarks.sanitizer_case
 
 The one place that defines the case and the command: ``tests/test_cuda_backend.py``
 (``test_compute_sanitizer``) and ``python -m benchmarks.gpu_check`` (step ``sanitizer``) both run
@@ -9,6 +11,11 @@ The one place that defines the case and the command: ``tests/test_cuda_backend.p
 bound), on shapes that reach every load path of the kernels (16-byte tile copies and element loads, ragged
 last tiles, double-buffered areas, multi-tile, strided and channels-last pe), in float16 and, from
 sm_80, bfloat16.
+
+The tools check only this project's kernels (``KERNELS``, compute-sanitizer's ``--kernel-name
+kns=SUBSTRING`` filter, repeated: a kernel whose name contains any of them): PyTorch's own kernels
+(the random inputs, copies) are neither instrumented nor reported, which also keeps the run short.
+A compute-sanitizer without the option (``supports_kernel_filter``) checks every kernel.
 """
 from __future__ import annotations
 
@@ -23,6 +30,8 @@ TOOLS = ("memcheck", "racecheck")
 # PyTorch's caching allocator off: each tensor is then its own cudaMalloc, so memcheck sees an
 # access past a tensor's end instead of landing silently in the rest of a cached block
 ENV = {"PYTORCH_NO_CUDA_MEMORY_CACHING": "1"}
+# the __global__ functions of csrc/*.cu (templated: their mangled names contain these)
+KERNELS = ("area_attention_fwd_kernel", "depthwise_conv")
 
 
 def find_sanitizer() -> str | None:
@@ -36,16 +45,31 @@ def find_sanitizer() -> str | None:
     return None
 
 
-def command(tool: str, sanitizer: str | None = None, python: str = sys.executable) -> list[str]:
-    """The compute-sanitizer command line for ``tool`` ("memcheck" or "racecheck"); run it with
-    ``cwd=ROOT`` and ``env=environment()``. Exit status 1 on any error the tool reports."""
+def supports_kernel_filter(sanitizer: str) -> bool:
+    """Whether this compute-sanitizer has ``--kernel-name`` (its --help lists it)."""
+    import subprocess
+    try:
+        p = subprocess.run([sanitizer, "--help"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return "--kernel-name" in p.stdout + p.stderr
+
+
+def command(tool: str, sanitizer: str | None = None, python: str = sys.executable,
+            kernel_filter: bool | None = None) -> list[str]:
+    """The compute-sanitizer command line for ``tool`` ("memcheck" or "racecheck"), checking only
+    ``KERNELS`` if ``kernel_filter`` (None: if this compute-sanitizer has the option); run it
+    with ``cwd=ROOT`` and ``env=environment()``. Exit status 1 on any error the tool reports."""
     if tool not in TOOLS:
         raise ValueError(f"tool: expected one of {TOOLS}, got {tool!r}")
     sanitizer = sanitizer or find_sanitizer()
     if sanitizer is None:
         raise FileNotFoundError("compute-sanitizer not found (PATH, $CUDA_HOME/bin, "
                                 "/usr/local/cuda/bin)")
-    return [sanitizer, "--tool", tool, "--error-exitcode", "1", python, "-m",
+    if kernel_filter is None:
+        kernel_filter = supports_kernel_filter(sanitizer)
+    filters = [a for k in KERNELS for a in ("--kernel-name", f"kns={k}")] if kernel_filter else []
+    return [sanitizer, "--tool", tool, "--error-exitcode", "1", *filters, python, "-m",
             "benchmarks.sanitizer_case"]
 
 

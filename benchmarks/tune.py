@@ -11,7 +11,8 @@ family, with its epilogue and concat slice) captured in a CUDA graph, and is tim
 of many graph replays (CUDA events, ``yolov12.bench.records.time_ms``). A candidate that fails to
 compile, runs out of resources or spills registers is dropped with its reason. The fastest
 candidate of each class goes into ``DIR/<arch>.json`` (``config_tables`` format, with the device,
-versions, date and commit); ``DIR/candidates.jsonl`` keeps every timing. ``--install`` also writes
+versions, date and commit), rewritten whole after every class (a run cut short keeps the classes
+it tuned); ``DIR/candidates.jsonl`` keeps every timing. ``--install`` also writes
 the table into the package (``yolov12_kernels/triton/configs/``), where ``conv_config`` & co. read
 it.
 
@@ -291,10 +292,12 @@ def run_once(runs) -> int:
 
 def sweep(classes, dtype: torch.dtype, arch: str, device, time_fn=None, deadline: float | None
           = None, limit: int | None = None, log: Callable[[dict], None] = lambda rec: None,
-          progress: Callable[[str], None] = print) -> dict:
+          progress: Callable[[str], None] = print,
+          on_entry: Callable[[dict], None] = lambda entries: None) -> dict:
     """{key: table entry} of the fastest candidate of each class, timed with ``time_fn(fn,
     est_us, device) -> µs`` (``graph_time_us`` by default; tests inject a stub). Stops at
-    ``deadline`` (time.monotonic()) and returns what it has."""
+    ``deadline`` (time.monotonic()) and returns what it has. ``on_entry(entries)`` after each
+    class tuned (main writes the table there: a run cut short keeps what it tuned)."""
     from yolov12_kernels.triton.conv_check import family_launches, row_tensors
     time_fn = time_fn or graph_time_us
     entries = {}
@@ -337,6 +340,7 @@ def sweep(classes, dtype: torch.dtype, arch: str, device, time_fn=None, deadline
         progress(f"[tune] {i + 1}/{len(classes)} {sc.key}: {best_us:.2f} µs "
                  f"(heuristic {heuristic_us if heuristic_us is None else f'{heuristic_us:.2f}'}"
                  f") of {len(timed)}/{len(cands)}")
+        on_entry(entries)
     return entries
 
 
@@ -429,6 +433,7 @@ def main(argv=None) -> int:
               f"{e['compile_s']:.0f} s compiling on {workers} processes + {e['timing_s']:.0f} s "
               f"timing = {e['total_s']:.0f} s")
         return 0
+    from yolov12.atomic import atomic_path
     from yolov12_kernels.triton import config_tables
     from yolov12_kernels.triton.conv import arch_class
     device = torch.device("cuda")
@@ -443,12 +448,25 @@ def main(argv=None) -> int:
                         deadline=started + 0.7 * args.budget_s)
     print(f"[tune] {len(classes)} classes; compiled ahead in {time.monotonic() - started:.0f} s "
           f"({failed} candidates did not compile)", flush=True)
+    path = out / f"{arch}.json"
+
+    def write_table(entries: dict) -> dict:
+        """The table as it stands, written whole (a kill mid-write leaves the previous one:
+        the steps after a cut tune run read it)."""
+        meta = table_meta(device, dtype, args, started, len(entries) == len(classes),
+                          len(entries), len(classes))
+        with atomic_path(path) as tmp:
+            config_tables.write(tmp, meta, entries)
+        config_tables.load.cache_clear()
+        return meta
+
+    def log_line(rec: dict) -> None:
+        log.write(json.dumps(rec) + "\n")
+        log.flush()
     with open(out / "candidates.jsonl", "a") as log, torch.inference_mode():
         entries = sweep(classes, dtype, arch, device, deadline=deadline, limit=args.limit,
-                        log=lambda rec: log.write(json.dumps(rec) + "\n"))
-    meta = table_meta(device, dtype, args, started, len(entries) == len(classes), len(entries),
-                      len(classes))
-    path = config_tables.write(out / f"{arch}.json", meta, entries)
+                        log=log_line, on_entry=write_table)
+    meta = write_table(entries)
     if args.install:
         config_tables.write(config_tables.TABLE_DIR / f"{arch}.json", meta, entries)
     gain = sum(e["count"] * (e["heuristic_us"] - e["us"]) for e in entries.values()

@@ -84,7 +84,7 @@ def test_offline_editable_install_of_a_clean_copy(tmp_path):
     work.mkdir()
     env = _clean_env(**OFFLINE)
     if torch.version.cuda is not None:
-        # the AOT CUDA build takes minutes; it is `python -m benchmarks.gpu_check`'s build step
+        # the AOT CUDA build takes minutes; it is `python -m benchmarks.gpu_check`'s aot step
         env["YOLOV12_NO_CUDA_BUILD"] = "1"
     try:
         proc = subprocess.run([python, "-m", "pip", "install", "--no-build-isolation", "--no-deps",
