@@ -44,6 +44,8 @@ DESELECTED = {
     "tests/test_cuda_kernel_model.py": "host models of the CUDA index math (g++): CPU-verified",
     "tests/test_distributed.py": "torchrun with CPU (gloo) processes: CPU-verified (CI)",
     "tests/test_mutants.py": "the mutant list (text checks): CPU-verified (CI)",
+    "tests/test_launcher_abi.py": "Triton's launchers against a stub libcuda, ~2 min of compiles "
+                                  "for sm_90: CPU-verified (CI)",
     "tests/test_gpu_check.py": "this check's own orchestration, with fake steps: CPU (CI)",
     CUDA_BACKEND_FILE: "runs in the aot step, after the CUDA extension is built",
 }
