@@ -4,9 +4,9 @@ traceback.
 
 Each behaviour runs the real command in a subprocess (``python -m yolov12``) and checks the exit
 code, the one line on stderr, that no traceback is printed and that no partial file is left. A
-subprocess costs ~3 s of CPU in imports alone, so the ones of a test start together
-(``_run_all``) and the images are tiny. Two ways to make things happen at a set point without
-root or a sleep race:
+subprocess costs ~3 s of CPU in imports alone, so the ones of a test run side by side
+(``_run_all``, four at a time) and the images are tiny. Two ways to make things happen at a set
+point without root or a sleep race:
 
 * a full disk: the child's ``RLIMIT_FSIZE`` (``ulimit -f``): the kernel fails any write past N
   bytes with EFBIG, for every writer (Python, Pillow, torch's exporter, onnx), as ENOSPC fails
@@ -70,14 +70,17 @@ def _start(argv, *, fsize=None, patch=None, env=None, cwd=None):
 
 
 def _run_all(*jobs, cwd=None, timeout=600):
-    """Start every job ((argv, options)) at once, in ``cwd``, and wait for all: a
-    CompletedProcess each."""
-    procs = [(_start(argv, **{"cwd": cwd, **opts}), argv) for argv, opts in jobs]
-    done = []
-    for p, argv in procs:
+    """Run the jobs ((argv, options)) in ``cwd``, four at a time (the imports of one keep about
+    one core busy; four bound the memory), and return a CompletedProcess each, in order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def run(job):
+        argv, opts = job
+        p = _start(argv, **{"cwd": cwd, **opts})
         out, err = p.communicate(timeout=timeout)
-        done.append(subprocess.CompletedProcess(argv, p.returncode, out, err))
-    return done
+        return subprocess.CompletedProcess(argv, p.returncode, out, err)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        return list(pool.map(run, jobs))
 
 
 def _one_line(r, code: int, text: str) -> str:
@@ -308,7 +311,7 @@ def test_bad_input_is_one_line(work, tmp_path):
     records = tmp_path / "bad.jsonl"
     records.write_text('{"suite": "e2e"}\n{"suite": \n')
     nan = json.loads((work / "ann.json").read_text())
-    nan["annotations"][1]["bbox"][2] = float("nan")  # json writes NaN, which json reads back
+    nan["annotations"][1]["bbox"][0] = float("nan")  # json writes NaN, which json reads back
     (tmp_path / "nan.json").write_text(json.dumps(nan))
     folder = tmp_path / "weights"
     folder.mkdir()
@@ -334,7 +337,7 @@ def test_bad_input_is_one_line(work, tmp_path):
             f"--data: {broken} is not valid YAML at line 3, column 1: expected ',' or ']'",
             f"--report: {records}, line 2: not a JSON record",
             "--workers: expected a number of processes >= 0 (0: decode in this process), got -1",
-            f"val: annotations: {tmp_path / 'nan.json'}: annotations[1].bbox is [4, 4, nan, 20], "
+            f"val: annotations: {tmp_path / 'nan.json'}: annotations[1].bbox is [nan, 4, 30, 20], "
             "expected [x, y, width, height], finite numbers",
             "--imgsz: predict takes one size, the long side every image is letterboxed to",
             f"--weights: {folder} is a folder; give the checkpoint file",
