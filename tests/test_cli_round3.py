@@ -376,6 +376,18 @@ def test_val_takes_no_progress_and_threads_and_warns_of_a_file_listed_twice(work
     assert "on 4 images" in r.stdout and not r.stderr.strip()  # no bar, no warning
 
 
+def test_threads_are_set_for_the_command_only(work, tmp_path):
+    """--threads is the run's: main() called in a process (a notebook, these tests) gives the
+    caller its own thread count back, also when the command fails."""
+    from yolov12.__main__ import main
+    before = torch.get_num_threads()
+    want = 2 if before == 1 else 1
+    with pytest.raises(SystemExit, match="^val: model: 80 classes"):
+        main([str(a) for a in _val(work, f"model={work / 'eighty.pt'}", f"threads={want}",
+                                   f"out={tmp_path / 'r.json'}")])
+    assert torch.get_num_threads() == before
+
+
 def test_evaluate_names_a_predictor_that_returns_none(work):
     from yolov12.val import evaluate
     with pytest.raises(ValueError, match=r"^predictor: returned NoneType for \d\.png, expected "

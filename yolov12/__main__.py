@@ -125,17 +125,22 @@ def main(argv=None) -> int:
     (``outputs.OutputError``: one line naming the path and the cause, exit 1)."""
     from .outputs import OutputError
     argv = sys.argv[1:] if argv is None else list(argv)
-    command = "yolov12"
+    command, threads = "yolov12", None
     try:
         parser = build_parser()
         args = parser.parse_args(translate(argv, parser))
         command = args.command
+        import torch
+        threads = torch.get_num_threads()  # --threads sets it for the run, not for the caller
         return args.func(args) or 0
     except KeyboardInterrupt:
         print(f"\n{command}: interrupted", file=sys.stderr)
         return 130  # the shell's code for a run ended by Ctrl-C (128 + SIGINT)
     except OutputError as e:
         raise SystemExit(f"{command}: {e}") from None
+    finally:
+        if threads is not None:
+            torch.set_num_threads(threads)
 
 
 if __name__ == "__main__":
