@@ -145,6 +145,8 @@ def test_output_paths_are_checked_before_any_work(work, tmp_path):
     folder.mkdir()
     a_file = tmp_path / "a_file"
     a_file.write_text("x")
+    pipe = tmp_path / "pipe"  # a special file (never /dev/null: as root, a regression that
+    os.mkfifo(pipe)           # published a file there would replace the machine's /dev/null)
     before = sorted(tmp_path.rglob("*"))
     results = _run_all(
         (_val(work, f"out={folder}"), {}),
@@ -152,7 +154,7 @@ def test_output_paths_are_checked_before_any_work(work, tmp_path):
         (_predict(work, f"out={a_file}"), {}),
         (_predict(work, f"project={tmp_path}", "name=run", f"out={tmp_path / 'q'}"), {}),
         (_predict(work, f"out={a_file / 'sub'}"), {}),
-        (_val(work, "out=/dev/null"), {}),
+        (_val(work, f"out={pipe}"), {}),
         cwd=tmp_path)
     expected = [f"--out: {folder} is a folder; give a file name (e.g. {folder}/results.json)",
                 f"--out: {folder} is a folder; give a file name (e.g. {folder}/three.onnx)",
@@ -160,7 +162,7 @@ def test_output_paths_are_checked_before_any_work(work, tmp_path):
                 "out= and project=/name= both name the output folder of `yolov12 predict`; give "
                 "one",
                 f"--out: {a_file / 'sub'} is under {a_file}, which is a file, not a folder",
-                "--out: /dev/null exists and is not a regular file; give another name"]
+                f"--out: {pipe} exists and is not a regular file; give another name"]
     for r, text in zip(results, expected):
         _one_line(r, 1, text)
     assert sorted(tmp_path.rglob("*")) == before  # nothing created, nothing written
@@ -403,7 +405,7 @@ def test_checkpoints_keep_their_names_and_info_reads_the_scale(work, tmp_path):
     assert YOLOv12.load(work / "three.pt").names == dict(enumerate(NAMES))
     with pytest.raises(ValueError, match="^path: .* is a folder; give the checkpoint file"):
         YOLOv12.load(tmp_path)
-    r, = _run_all((["info", f"model={work / 'three.pt'}", "imgsz=64"], {}))
+    r, = _run_all((["info", f"model={work / 'three.pt'}", "imgsz=64"], {}), cwd=tmp_path)
     assert "Traceback" not in r.stderr and r.returncode == 0, r.stderr
     assert "three.pt: YOLOv12-n (yolo12), 3 classes" in r.stdout
     assert "At 64x64, nc=3" in r.stdout
@@ -439,7 +441,7 @@ def test_onnx_files_are_one_line_or_said(work, tmp_path, onnx_files):
           f"out={tmp_path / 'g'}"], {}),
         (["export", "model=n", "imgsz=32", f"out={tmp_path / 'r1.onnx'}"],
          {"env": {"RANK": "1", "WORLD_SIZE": "2"}}),
-    )
+        cwd=tmp_path)
     r = results[0]  # a file that names no scale is timed alone, and its figure is printed
     assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr[-3000:]
     assert "foreign (onnxruntime, float32, input 1x3x32x32): " in r.stdout
@@ -511,6 +513,11 @@ def test_output_checks_create_nothing(tmp_path):
             tmp.write_text("half")
             raise OSError(28, os.strerror(28))
     assert [p.name for p in tmp_path.rglob("*")] == ["a"]  # the folder; no file, no temporary
+    os.mkfifo(tmp_path / "pipe")  # the writer itself never renames a file onto a special one
+    with pytest.raises(OutputError, match="pipe: not a regular file"):
+        with writing(tmp_path / "pipe"):
+            pass
+    assert (tmp_path / "pipe").is_fifo()
 
 
 def test_onnx_names_that_do_not_parse_are_warned_about(onnx_files, caplog):

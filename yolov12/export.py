@@ -37,7 +37,7 @@ from .cli_args import (
 from .coco import class_names
 from .model import STRIDE, YOLOv12
 from .onnx_model import OnnxModel
-from .outputs import OutputError, cause, check_file
+from .outputs import OutputError, cause, check_file, refuse_special
 
 # fp32 tolerance, the flash-attention rule (docs/design.md): against a float64 run of the same model,
 # ONNX Runtime may err at most FACTOR times what PyTorch's float32 errs, and never less than a
@@ -122,6 +122,7 @@ def staged(path):
     previous export's ``.data`` that the new file does not use is removed (it would be stale).
     ``OSError`` on the way comes out as ``outputs.OutputError``, one line naming ``path``."""
     final = Path(path)
+    refuse_special(final)
     try:
         os.makedirs(final.parent if str(final.parent) else ".", exist_ok=True)
         with tempfile.TemporaryDirectory(prefix=f".{final.name}.", suffix=".part",

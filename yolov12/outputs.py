@@ -89,6 +89,7 @@ def writing(path):
     """``atomic.atomic_path(path)`` with its folder created, and any ``OSError`` on the way (the
     folder, the temporary file, the writer, the rename) raised as one-line ``OutputError``."""
     path = Path(path)
+    refuse_special(path)
     try:
         if str(path.parent):
             os.makedirs(path.parent, exist_ok=True)
@@ -96,6 +97,15 @@ def writing(path):
             yield tmp
     except OSError as e:
         raise OutputError(path, cause(e)) from None
+
+
+def refuse_special(path) -> None:
+    """``OutputError`` when ``path`` is a device, a pipe or a socket: the rename that publishes a
+    file would put a regular file in its place (``/dev/null`` itself, run as root)."""
+    path = Path(path)
+    if path.exists() and not path.is_file() and not path.is_dir():
+        raise OutputError(path, "not a regular file (a device, a pipe or a socket); give a file "
+                                "name")
 
 
 def write_text(path, text: str) -> None:
