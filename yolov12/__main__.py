@@ -96,6 +96,9 @@ def translate(argv: list[str], parser: argparse.ArgumentParser | None = None) ->
         else:
             out += [opt, value]
     if folder:
+        if "--out" in out:  # out=Q project=P: two answers to one question
+            raise SystemExit(f"out= and {'/'.join(f'{k}=' for k in folder)} both name the "
+                             f"output folder of `yolov12 {command}`; give one")
         out += ["--out", f"{folder.get('project', 'runs')}/{folder.get('name', command)}"]
     return out
 
@@ -117,10 +120,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    """Run one command. Every command ends the same way on Ctrl-C (one line, exit 130; a command
+    that keeps partial results says where itself) and on an output it cannot write
+    (``outputs.OutputError``: one line naming the path and the cause, exit 1)."""
+    from .outputs import OutputError
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser = build_parser()
-    args = parser.parse_args(translate(argv, parser))
-    return args.func(args) or 0
+    command, threads = "yolov12", None
+    try:
+        parser = build_parser()
+        args = parser.parse_args(translate(argv, parser))
+        command = args.command
+        import torch
+        threads = torch.get_num_threads()  # --threads sets it for the run, not for the caller
+        return args.func(args) or 0
+    except KeyboardInterrupt:
+        print(f"\n{command}: interrupted", file=sys.stderr)
+        return 130  # the shell's code for a run ended by Ctrl-C (128 + SIGINT)
+    except OutputError as e:
+        raise SystemExit(f"{command}: {e}") from None
+    finally:
+        if threads is not None:
+            torch.set_num_threads(threads)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ model is built.
 """
 from __future__ import annotations
 
+import os
 import re
 import warnings
 from pathlib import Path
@@ -34,6 +35,53 @@ def add_model_args(p) -> None:
     p.add_argument("--nc", type=int, default=None,
                    help="classes of the random model (default 80); a checkpoint carries its own "
                         "(a different --nc is refused)")
+
+
+def add_threads_arg(p) -> None:
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for PyTorch and onnxruntime (default: the cores this process "
+                        "may use minus one, at most 8, or OMP_NUM_THREADS when set: on a shared "
+                        "machine one thread per core makes OpenMP threads wait on each other)")
+
+
+def default_threads() -> int:
+    """Threads for inference when ``--threads`` is not given: ``OMP_NUM_THREADS`` when set (the
+    user's, or a test runner's share), else the cores this process may run on minus one, at least
+    1 and at most 8. PyTorch's own default, one per core, collapses when anything else runs: on a
+    busy 2-core machine an image took 80x longer on 2 threads than on 1 (README, "Threads")."""
+    omp = os.environ.get("OMP_NUM_THREADS", "")
+    if omp.isdigit() and int(omp) >= 1:
+        return int(omp)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(8, (cores or 1) - 1))
+
+
+def apply_threads(args) -> int:
+    """``--threads`` (or ``default_threads()``) set for PyTorch (``torch.set_num_threads``;
+    onnxruntime sessions take the same number); ``SystemExit`` with one line for a count < 1."""
+    if args.threads is not None and args.threads < 1:
+        raise SystemExit(f"--threads: expected a number of threads >= 1, got {args.threads}")
+    threads = args.threads or default_threads()
+    torch.set_num_threads(threads)
+    return threads
+
+
+def one_imgsz(values, command: str) -> int | None:
+    """``--imgsz`` of predict and val: the long side each image is letterboxed to (its aspect is
+    kept, so each image runs at its own rectangle). ``imgsz=640,640`` (how ultralytics and export
+    write a size) is 640; two different sides are refused with one line: a fixed H x W input is
+    what ``export`` and ``bench`` take, not a letterbox target."""
+    if values is None:
+        return None
+    values = values if isinstance(values, (list, tuple)) else [values]
+    if len(values) == 2 and values[0] == values[1]:
+        values = values[:1]
+    if len(values) != 1:
+        raise SystemExit(f"--imgsz: {command} takes one size, the long side every image is "
+                         "letterboxed to with its aspect ratio kept (each image runs at its own "
+                         f"rectangle); got {' '.join(map(str, values))}: use --imgsz "
+                         f"{max(values)}")
+    return values[0]
 
 
 def add_backend_arg(p) -> None:
@@ -80,6 +128,11 @@ def model_from_args(args, command: str):
     exported ``.onnx`` file (an ``OnnxModel``; predict and val), or with a loud warning a randomly
     initialised scale (--model SCALE, --scale SCALE)."""
     weights, scale = weights_and_scale(args)
+    if weights and Path(weights).is_dir():
+        inside = sorted(p.name for p in Path(weights).iterdir()
+                        if p.suffix in (".pt", ".pth", ".safetensors", ".onnx"))
+        raise SystemExit(f"--weights: {weights} is a folder; give the checkpoint file"
+                         + (f" (in it: {', '.join(inside[:5])})" if inside else ""))
     if weights and Path(weights).suffix.lower() == ".onnx":
         return onnx_model_from_args(args, command, Path(weights), scale)
     if weights:
@@ -133,9 +186,14 @@ def onnx_model_from_args(args, command: str, path: Path, scale: str | None):
                              "onnxruntime in float32 with its own standard ops; drop "
                              f"{why.split()[0]}")
     try:
-        return OnnxModel(path)
+        model = OnnxModel(path)
     except (ImportError, ValueError) as e:
         raise SystemExit(f"--weights: {str(e).removeprefix('model: ')}") from e
+    nc = getattr(args, "nc", None)
+    if nc is not None and nc != model.nc:
+        raise SystemExit(f"--nc {nc} contradicts {path.name}, which outputs {model.nc} classes; "
+                         "drop --nc")
+    return model
 
 
 def _variant_kwargs(args) -> dict:

@@ -1,18 +1,42 @@
 """``python -m yolov12 info``: params and GFLOPs per scale beside the paper's figures."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from .model import SCALES, STRIDE, VARIANTS, YOLOv12
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("info", help="params and GFLOPs per scale, beside the paper's figures")
     p.add_argument("--model", "--scale", dest="scales", default="n",
-                   help="scales, comma-separated, or 'all' (default: n)")
+                   help="scales, comma-separated, or 'all' (default: n); or a checkpoint FILE "
+                        "(.pt, .safetensors): its scale, classes and configuration")
     p.add_argument("--imgsz", type=int, default=640, help="square image size (default 640)")
-    p.add_argument("--nc", type=int, default=80, help="number of classes (default 80)")
-    p.add_argument("--variant", default="yolo12", choices=list(VARIANTS),
+    p.add_argument("--nc", type=int, default=None, help="number of classes (default 80)")
+    p.add_argument("--variant", default=None, choices=list(VARIANTS),
                    help="yolo12 (the paper's table) or turbo (the official README's turbo table)")
     p.set_defaults(func=run)
+
+
+def _from_file(args) -> None:
+    """``--model FILE``: scale, nc and variant read from the checkpoint (a contradicting --nc or
+    --variant is one line, as in predict); the table then describes that model."""
+    from .weights import read_checkpoint
+    path = Path(args.scales)
+    if path.suffix.lower() == ".onnx":
+        raise SystemExit(f"--model: {path.name} is an exported ONNX file; info describes a "
+                         "checkpoint (.pt, .safetensors) or a scale")
+    try:
+        ckpt = read_checkpoint(path)
+    except ValueError as e:
+        raise SystemExit(f"--model: {str(e).removeprefix('path: ')}") from None
+    for key, given, held in (("--nc", args.nc, ckpt.nc), ("--variant", args.variant,
+                                                           ckpt.variant)):
+        if given is not None and given != held:
+            raise SystemExit(f"{key} {given} contradicts {path.name}, which holds {held}; "
+                             f"drop {key}")
+    args.scales, args.nc, args.variant = ckpt.scale, ckpt.nc, ckpt.variant
+    print(f"{path.name}: YOLOv12-{ckpt.scale} ({ckpt.variant}), {ckpt.nc} classes")
 
 
 def parse_scales(text: str) -> list[str]:
@@ -25,6 +49,11 @@ def parse_scales(text: str) -> list[str]:
 
 
 def run(args) -> int:
+    if Path(args.scales).suffix.lower() in (".pt", ".pth", ".safetensors", ".onnx") or \
+            Path(args.scales).is_file():
+        _from_file(args)
+    args.nc = 80 if args.nc is None else args.nc
+    args.variant = args.variant or "yolo12"
     scales = parse_scales(args.scales)
     if args.imgsz < STRIDE or args.imgsz % STRIDE:
         raise SystemExit(f"--imgsz: expected a positive multiple of {STRIDE} (the model's "

@@ -17,8 +17,11 @@
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
+import sys
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -34,6 +37,7 @@ from .cli_args import (
 from .coco import class_names
 from .model import STRIDE, YOLOv12
 from .onnx_model import OnnxModel
+from .outputs import OutputError, cause, check_file, refuse_special
 
 # fp32 tolerance, the flash-attention rule (docs/design.md): against a float64 run of the same model,
 # ONNX Runtime may err at most FACTOR times what PyTorch's float32 errs, and never less than a
@@ -56,6 +60,10 @@ FLOOR = {"boxes": 1e-3, "scores": 1e-5}  # pixels, probability
 # file pass, so the check refuses to judge instead of passing vacuously. Boxes: a fraction of the
 # input's longer side; probabilities: absolute. Trained weights err by ~1e-3 px and ~1e-6.
 UNSTABLE = {"boxes": 0.05, "scores": 0.05}
+
+
+class UnstableModel(RuntimeError):
+    """``check_onnx`` cannot judge the file: PyTorch's own float32 runs are too far from float64."""
 
 
 # The opset each exporter writes when none is asked for: 17 for the TorchScript exporter (what
@@ -105,6 +113,34 @@ def onnx_files(path) -> list[Path]:
     return [path] + ([data] if data.is_file() else [])
 
 
+@contextlib.contextmanager
+def staged(path):
+    """A path to write an export of ``path`` to: a temporary folder beside it holds the file (and
+    the dynamo exporter's ``.data`` beside it, which the graph names by its file name), moved onto
+    ``path`` when the block ends without an exception. A failure — a full disk, an error, Ctrl-C,
+    a file that fails its check — leaves the previous files as they were and nothing new; a
+    previous export's ``.data`` that the new file does not use is removed (it would be stale).
+    ``OSError`` on the way comes out as ``outputs.OutputError``, one line naming ``path``."""
+    final = Path(path)
+    refuse_special(final)
+    try:
+        os.makedirs(final.parent if str(final.parent) else ".", exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=f".{final.name}.", suffix=".part",
+                                         dir=final.parent if str(final.parent) else ".") as tmp:
+            part = Path(tmp) / final.name
+            yield part
+            new, old_data = onnx_files(part), final.with_name(final.name + ".data")
+            if len(new) > 1:
+                os.replace(new[1], old_data)
+            elif old_data.exists():
+                old_data.unlink()
+            os.replace(part, final)
+    except OSError as e:
+        raise OutputError(final, cause(e)) from None
+    except OutputError as e:  # from a writer given the staged name: say the final one
+        raise OutputError(final, e.reason) from None
+
+
 def export_onnx(model: YOLOv12, path, imgsz=640, batch: int = 1, dynamic_batch: bool = False,
                 opset: int | None = None, exporter: str = "torchscript",
                 dynamic: bool = False) -> Path:
@@ -114,6 +150,8 @@ def export_onnx(model: YOLOv12, path, imgsz=640, batch: int = 1, dynamic_batch: 
     exactly that size, so a letterboxed image of another aspect ratio (640x480 ...) must be padded
     to it; ``dynamic=True`` makes batch, height and width dynamic axes (any sides that are
     multiples of 32, as for the PyTorch model), ``dynamic_batch=True`` the batch only.
+
+    The file is written whole or not at all (``staged``).
     """
     if not isinstance(model, YOLOv12):
         raise ValueError(f"model: expected a YOLOv12, got {type(model).__name__}")
@@ -130,9 +168,16 @@ def export_onnx(model: YOLOv12, path, imgsz=640, batch: int = 1, dynamic_batch: 
     model = model.cpu().float().eval().fuse().set_attention_backend("reference")
     x = torch.zeros(batch, 3, h, w)
     path = Path(path)
-    os.makedirs(path.parent or ".", exist_ok=True)
-    for old in onnx_files(path)[1:]:  # a previous export's weights: stale beside the new graph
-        old.unlink()
+    with staged(path) as part:
+        _export(model, part, x, exporter, opset, dynamic, dynamic_batch)
+        write_metadata(part, metadata(model, (h, w), batch, dynamic, dynamic_batch))
+    return path
+
+
+def _export(model, path: Path, x, exporter: str, opset: int, dynamic: bool,
+            dynamic_batch: bool) -> None:
+    """torch.onnx.export of the prepared ``model`` to ``path`` at ``x``'s shape."""
+    batch, _, h, w = x.shape
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer / deprecation warnings: noise for users here
         if exporter == "torchscript":
@@ -157,8 +202,6 @@ def export_onnx(model: YOLOv12, path, imgsz=640, batch: int = 1, dynamic_batch: 
             torch.onnx.export(model, (x,), str(path), dynamo=True, opset_version=opset,
                               input_names=["images"], output_names=["output0"],
                               dynamic_shapes=shapes)
-    write_metadata(path, metadata(model, (h, w), batch, dynamic, dynamic_batch))
-    return path
 
 
 def metadata(model: YOLOv12, shape: tuple[int, int], batch: int = 1, dynamic: bool = False,
@@ -239,7 +282,7 @@ def check_onnx(model: YOLOv12, path, x: torch.Tensor, print_fn=print) -> dict:
         torch_err = max((o[:, sl] - ref[:, sl]).abs().max().item() for o in outs)
         unstable = UNSTABLE[part] * (max(x.shape[-2:]) if part == "boxes" else 1)
         if not torch_err <= unstable:
-            raise RuntimeError(
+            raise UnstableModel(
                 f"model: PyTorch's own float32 runs differ from float64 by {torch_err:.3g} in "
                 f"{part} (more than {unstable:.3g}): the model is numerically unstable in "
                 "float32 and the ONNX file cannot be judged against it")
@@ -286,6 +329,13 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    # torchrun: one file, written once. Every process would write the same bytes to the same
+    # name at the same time; rank 0 does it alone and the others end at once.
+    rank, world = int(os.environ.get("RANK", "0") or 0), int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if rank != 0:
+        return 0
+    if world > 1:
+        print(f"note: export writes one file: process 0 of the {world} started does it alone")
     if len(args.imgsz) not in (1, 2):
         raise SystemExit("--imgsz: give one size (square) or two (H W)")
     h, w = (args.imgsz * 2)[:2]
@@ -311,43 +361,59 @@ def run(args) -> int:
     except ImportError as e:
         raise SystemExit("export: writing an ONNX file needs the onnx package (pip install onnx; "
                          "onnxruntime too for the check that follows)") from e
-    model = model_from_args(args, "export")
-    weights = weights_and_scale(args)[0]
+    weights, scale = weights_and_scale(args)
     out = args.out or (Path(weights).with_suffix(".onnx").name if weights
-                       else f"yolov12{model.scale}.onnx")
-    try:
-        path = export_onnx(model, out, (h, w), batch=args.batch, dynamic_batch=args.dynamic_batch,
-                           opset=args.opset, exporter=args.exporter, dynamic=args.dynamic)
-    except ValueError as e:  # "dynamic_batch: ..." -> "--dynamic-batch: ..."
-        key, _, why = str(e).partition(":")
-        raise SystemExit(f"--{key.replace('_', '-')}:{why}") from e
-    files = onnx_files(path)
-    size = f"{sum(f.stat().st_size for f in files) / 1e6:.1f} MB" + (
-        f" with its weights in {files[1].name}" if len(files) > 1 else "")
-    print(f"exported YOLOv12-{model.scale} (fused, reference attention ops) to {path} "
+                       else f"yolov12{scale}.onnx" if scale else None)
+    if out is not None:  # before any work: a folder or a device there, or nowhere to write
+        check_file(out, "--out", f"{Path(weights or 'model').stem}.onnx")
+    model = model_from_args(args, "export")
+    out = Path(out or f"yolov12{model.scale}.onnx")
+    unchecked = None
+    with staged(out) as part:  # nothing under `out` unless exported (and checked) whole
+        try:
+            export_onnx(model, part, (h, w), batch=args.batch, dynamic_batch=args.dynamic_batch,
+                        opset=args.opset, exporter=args.exporter, dynamic=args.dynamic)
+        except ValueError as e:  # "dynamic_batch: ..." -> "--dynamic-batch: ..."
+            key, _, why = str(e).partition(":")
+            raise SystemExit(f"--{key.replace('_', '-')}:{why}") from e
+        files = onnx_files(part)
+        size = f"{sum(f.stat().st_size for f in files) / 1e6:.1f} MB" + (
+            f" with its weights in {out.name}.data" if len(files) > 1 else "")
+        if not args.no_check:
+            unchecked = _check(model, part, args, h, w, out)
+    # said once the file is there: a check that fails, or Ctrl-C, leaves no file to speak of
+    print(f"exported YOLOv12-{model.scale} (fused, reference attention ops) to {out} "
           f"({size}, opset {args.opset}, {args.exporter} exporter)")
     if args.dynamic:
         print("input: images (batch, 3, height, width), sides multiples of 32: letterboxed "
               "images of any aspect ratio go in as they are")
     else:
         print(f"input: images ({'batch' if args.dynamic_batch else args.batch}, 3, {h}, {w}) "
-              "exactly: pad "
-              "letterboxed images of other aspect ratios (e.g. predict's 640x480 for a 4:3 "
-              f"photo) to {h}x{w}, or export with --dynamic")
-    if not args.no_check:
-        try:
-            import onnx  # noqa: F401
-            import onnxruntime  # noqa: F401
-        except ImportError as e:
-            raise SystemExit(f"export: cannot check the file without onnx and onnxruntime ({e}); "
-                             "pip install onnx onnxruntime, or pass --no-check") from e
-        b = max(2, args.batch) if (args.dynamic_batch or args.dynamic) else args.batch
-        shapes = [(b, 3, h, w)]
-        if args.dynamic:  # another aspect ratio than the example input's, to check the axes
-            shapes.append((1, 3, w, h) if h != w else (1, 3, h, max(STRIDE, w - STRIDE)))
-        try:
-            for shape in shapes:
-                check_onnx(model, path, torch.rand(shape))
-        except RuntimeError as e:
-            raise SystemExit(str(e)) from e
+              "exactly: pad letterboxed images of other aspect ratios (e.g. predict's 640x480 for "
+              f"a 4:3 photo) to {h}x{w}, or export with --dynamic")
+    if unchecked:  # written: it computes what the model computes, as far as float32 can tell
+        print(f"warning: {out} is written but not checked: {unchecked}", file=sys.stderr)
     return 0
+
+
+def _check(model, path: Path, args, h: int, w: int, out: Path) -> str | None:
+    """The staged file in onnxruntime against the model: ``SystemExit`` (nothing is written) when
+    it is beyond tolerance; the reason when the model is too unstable in float32 to judge."""
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError as e:
+        raise SystemExit(f"export: cannot check the file without onnx and onnxruntime ({e}); "
+                         "pip install onnx onnxruntime, or pass --no-check") from e
+    b = max(2, args.batch) if (args.dynamic_batch or args.dynamic) else args.batch
+    shapes = [(b, 3, h, w)]
+    if args.dynamic:  # another aspect ratio than the example input's, to check the axes
+        shapes.append((1, 3, w, h) if h != w else (1, 3, h, max(STRIDE, w - STRIDE)))
+    try:
+        for shape in shapes:
+            check_onnx(model, path, torch.rand(shape))
+    except UnstableModel as e:
+        return str(e).removeprefix("model: ")
+    except RuntimeError as e:
+        raise SystemExit(f"{e}; nothing written to {out}") from e
+    return None

@@ -141,7 +141,15 @@ class OnnxModel:
             raise ValueError(f"model: {self.path.name} outputs {channels} values per box, "
                              "fewer than 4 box coordinates + 1 class; " + expected)
         self.nc = channels - 4
-        self.names = class_names(self.nc, _names(meta.get("names")))
+        names = _names(meta.get("names"))
+        if meta.get("names") and (names is None or len(names) != self.nc):
+            # a file that carries names but not these: say so rather than name classes silently
+            text = meta["names"] if len(meta["names"]) <= 40 else meta["names"][:37] + "..."
+            log.warning("yolov12: %s: its 'names' metadata (%r) is not %d class names; using %s",
+                        self.path.name, text, self.nc,
+                        "COCO's names" if self.nc == 80 else "the class indices")
+            names = None
+        self.names = class_names(self.nc, names)
         self.metadata = dict(meta)
 
     def to(self, device) -> "OnnxModel":

@@ -30,9 +30,12 @@ from . import distributed
 from .cli_args import (
     add_backend_arg,
     add_model_args,
+    add_threads_arg,
+    apply_threads,
     check_backend,
     check_half,
     model_from_args,
+    one_imgsz,
     pick_device,
 )
 from .coco import class_names
@@ -40,6 +43,7 @@ from .fast import FastYOLOv12
 from .images import open_image, to_rgb8
 from .model import STRIDE, YOLOv12
 from .onnx_model import OnnxModel
+from .outputs import OutputError, check_dir, writing
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 PAD_VALUE = 114  # grey padding, what the public models were trained with
@@ -421,8 +425,11 @@ def expand_images(paths) -> list[Path]:
     files = []
     for p in map(Path, paths):
         if p.is_dir():
-            files.extend(sorted(f for f in p.iterdir()
-                                if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES))
+            entries = sorted(p.iterdir())
+            images = [f for f in entries if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES]
+            files.extend(images)
+            taken = set(images)
+            _note_skipped(p, [f for f in entries if not f.is_dir() and f not in taken])
         elif p.is_file():
             if p.suffix.lower() not in IMAGE_SUFFIXES:
                 raise SystemExit(f"IMAGE: {str(p)!r} is not an image file (expected one of "
@@ -433,6 +440,37 @@ def expand_images(paths) -> list[Path]:
     if not files:
         raise SystemExit(f"IMAGE: no images found in {[str(p) for p in paths]}")
     return files
+
+
+def _note_skipped(folder: Path, skipped: list[Path]) -> None:
+    """One line on stderr for a folder's entries that are not read as images: other suffixes
+    (.gif, .txt, ...; counted by suffix) and links that point nowhere."""
+    if not skipped:
+        return
+    kinds = Counter("link to nothing" if not f.exists() else (f.suffix.lower() or "no suffix")
+                    for f in skipped)
+    print(f"note: {folder}: {len(skipped)} entr{'y' if len(skipped) == 1 else 'ies'} skipped, "
+          f"not images of the kinds read here ({', '.join(f'{n} {k}' for k, n in kinds.items())};"
+          f" read: {' '.join(sorted(IMAGE_SUFFIXES))})", file=sys.stderr)
+
+
+def warn_upscale(files: list[Path], imgsz: int, sample: int = 32) -> None:
+    """One warning line when ``imgsz`` enlarges an image more than 4x (headers of the first
+    ``sample`` files): the forward's cost grows with the square of the input side, so such a run
+    takes far longer than the image's own size suggests, and says nothing while it does."""
+    worst = None
+    for f in files[:sample]:
+        try:
+            h, w = upright_size(f)
+        except Exception:  # unreadable: load_image reports it in order
+            continue
+        if imgsz / max(h, w, 1) > 4 and (worst is None or max(h, w) < max(worst[1:])):
+            worst = (f, h, w)
+    if worst:
+        f, h, w = worst
+        print(f"warning: --imgsz {imgsz} enlarges {f.name} ({w}x{h}) {imgsz / max(h, w):.0f}x; "
+              "the forward's cost grows with the square of --imgsz (the image's own long side "
+              f"is {max(h, w)})", file=sys.stderr)
 
 
 def output_dir(path, exist_ok: bool = False) -> Path:
@@ -487,9 +525,10 @@ def add_parser(sub) -> None:
     add_model_args(p)
     p.add_argument("--conf", type=float, default=0.25, help="score threshold (default 0.25)")
     p.add_argument("--iou", type=float, default=0.7, help="NMS IoU threshold (default 0.7)")
-    p.add_argument("--imgsz", type=int, default=None,
+    p.add_argument("--imgsz", type=int, nargs="+", default=None,
                    help="long side of the input (default 640, or the size a static .onnx takes)")
     p.add_argument("--max-det", type=int, default=300, help="boxes per image at most")
+    add_threads_arg(p)
     p.add_argument("--batch", type=int, default=1,
                    help="images per forward pass, of the same input shape: a speed knob, "
                         "detections do not change")
@@ -514,6 +553,7 @@ def _record(f: Path, out: Path, im, det: Detections, names) -> dict:
 
 
 def run(args) -> int:
+    args.imgsz = one_imgsz(args.imgsz, "predict")
     for name in ("conf", "iou"):
         if not 0.0 <= getattr(args, name) <= 1.0:
             raise SystemExit(f"--{name}: expected a value in [0, 1], got {getattr(args, name)}")
@@ -528,6 +568,11 @@ def run(args) -> int:
     if not args.images:
         raise SystemExit("predict: name the images (IMAGE... or source=PATH)")
     files = expand_images(args.images)
+    check_dir(args.out, "--out")  # before any work: a file there, or a folder not writable
+    check_dir(output_dir(args.out, args.exist_ok), "--out")
+    apply_threads(args)
+    if args.imgsz:
+        warn_upscale(files, args.imgsz)
     ctx = distributed.setup(args.device)  # torchrun: join the group; else one process
     try:
         return _run(args, files, ctx)
@@ -568,8 +613,8 @@ def _run(args, files: list[Path], ctx) -> int:
 
     records = []  # (index in files, record)
 
-    def write_json(all_records):
-        with open(out_dir / "predictions.json", "w") as fh:
+    def write_json(all_records):  # whole or not at all (outputs.writing)
+        with writing(out_dir / "predictions.json") as tmp, open(tmp, "w") as fh:
             json.dump([r for _, r in sorted(all_records, key=lambda t: t[0])], fh, indent=1)
 
     try:
@@ -586,8 +631,9 @@ def _run(args, files: list[Path], ctx) -> int:
             dets = pred([im for *_, im in loaded])
             infer_ms = 1000.0 * (pred.times["infer"] - infer_before) / max(len(loaded), 1)
             for (i, f, name, im), det in zip(loaded, dets):
+                with writing(out_dir / name) as tmp:
+                    draw(im, det, pred.names).save(tmp)
                 records.append((i, _record(f, out_dir / name, im, det, pred.names)))
-                draw(im, det, pred.names).save(out_dir / name)
                 h, w = det.input_shape
                 say(f"image {i + 1}/{len(files)} {f}: {h}x{w} {summarize(det, pred.names)}, "
                     f"{infer_ms:.1f}ms")
@@ -601,8 +647,11 @@ def _run(args, files: list[Path], ctx) -> int:
               f"of {len(files)} images done so far", file=sys.stderr)
         return 130  # the shell's code for a run ended by Ctrl-C (128 + SIGINT)
     except BaseException:
-        if ctx.world == 1:  # an error: what was done is not lost either
-            write_json(records)
+        if ctx.world == 1:  # an error: what was done is not lost either (if it can be written)
+            try:
+                write_json(records)
+            except OutputError:
+                pass  # the error being raised says what went wrong first
         raise
     finally:
         if bar is not None:
@@ -615,9 +664,10 @@ def _run(args, files: list[Path], ctx) -> int:
     seen = max(sum(n for *_, n in shares), 1)
     sp = {k: 1000.0 * sum(t[k] for _, t, _ in shares) / seen for k in ("pre", "infer", "nms")}
     failed = sum("error" in r for _, r in all_records)
+    threads = torch.get_num_threads()
     print(f"Speed: {sp['pre']:.1f}ms pre-process, {sp['infer']:.1f}ms inference, "
           f"{sp['nms']:.1f}ms NMS per image (batch {args.batch}, long side {pred.imgsz}, "
-          f"{pred.runs_on}"
+          f"{pred.runs_on}, {threads} thread{'s' if threads > 1 else ''}"
           + (f", {ctx.world} processes" if ctx.world > 1 else "") + ")")
     print(f"Results: {len(files) - failed} images -> {out_dir}/, boxes in "
           f"{out_dir / 'predictions.json'}")

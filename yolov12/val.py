@@ -16,8 +16,11 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 import os
 import re
+import sys
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -26,14 +29,18 @@ from . import distributed
 from .cli_args import (
     add_backend_arg,
     add_model_args,
+    add_threads_arg,
+    apply_threads,
     check_backend,
     check_half,
     model_from_args,
+    one_imgsz,
     pick_device,
 )
-from .coco import category_map
+from .coco import category_map, class_names
 from .distributed import Context
 from .images import open_image
+from .outputs import check_file, writing
 from .predict import Predictor, load_image
 
 # The 12 numbers COCOeval.summarize() prints, in the order of COCOeval.stats.
@@ -79,6 +86,10 @@ def _fail(path, msg):
 
 def _is_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _is_finite(v) -> bool:
+    return _is_number(v) and math.isfinite(v)
 
 
 def load_annotations(path, print_fn=print) -> dict:
@@ -136,8 +147,14 @@ def load_annotations(path, print_fn=print) -> dict:
                                                "a file name")]))
     list(entries("categories", [("id", *is_int)]))
     image_ids, cat_ids = unique_ids("images"), unique_ids("categories")
-    box_ok = (lambda b: isinstance(b, list) and len(b) == 4 and all(map(_is_number, b))
-              and b[2] >= 0 and b[3] >= 0, "[x, y, width, height] with width, height >= 0")
+    files = Counter(e["file_name"] for e in d["images"])
+    twice = sorted(f for f, n in files.items() if n > 1)
+    if twice:  # legal for pycocotools, but each id runs and is scored: usually a merge gone wrong
+        print_fn(f"warning: {path.name}: {len(twice)} file name(s) listed under several image ids "
+                 f"(e.g. {twice[0]!r}, {files[twice[0]]} times): each id is predicted and scored")
+    box_ok = (lambda b: isinstance(b, list) and len(b) == 4 and all(map(_is_finite, b))
+              and b[2] >= 0 and b[3] >= 0, "[x, y, width, height], finite numbers, with width, "
+              "height >= 0")
     filled = set()
     for i, a in entries("annotations", [("id", *is_int), ("image_id", *is_int),
                                         ("category_id", *is_int), ("bbox", *box_ok)]):
@@ -149,7 +166,7 @@ def load_annotations(path, print_fn=print) -> dict:
         if "area" not in a:
             a["area"] = float(a["bbox"][2] * a["bbox"][3])
             filled.add("'area' as the box area w*h")
-        elif not _is_number(a["area"]):
+        elif not _is_finite(a["area"]):
             _fail(path, f"annotations[{i}].area is {a['area']!r}, expected a number")
         if "iscrowd" not in a:
             a["iscrowd"] = 0
@@ -161,9 +178,76 @@ def load_annotations(path, print_fn=print) -> dict:
     return d
 
 
+def _norm(name) -> str:
+    return " ".join(str(name).lower().replace("_", " ").split())
+
+
+def class_to_category(names: dict | None, nc: int, categories: list[dict],
+                      source: str) -> tuple[dict[int, int], str | None]:
+    """{class index: category id} for a model of ``nc`` classes named ``names`` on a dataset of
+    ``categories``, and a line to print about the pairing (None when there is nothing to say).
+    Decided before any image is read.
+
+    * By name, when the dataset's categories all have names and each is one of the model's class
+      names (case, ``_`` and spaces aside; the model's names not mere indices): an 80-class COCO
+      model on a dataset of a few COCO classes scores those, and its other classes' boxes are
+      not scored.
+    * Otherwise by position: class i is the i-th category id in ascending order (COCO's 80 -> 91
+      map for COCO itself). A model with more classes than the dataset has categories is refused
+      (``ValueError``): its extra classes would have no category, and the pairing is almost surely
+      wrong (the run used to predict every image and fail at the end). Fewer classes than
+      categories: scored, with a warning.
+    """
+    ids = category_map(categories)
+    by_position = {i: c for i, c in enumerate(ids[:nc])}
+    model = {_norm(v): int(k) for k, v in (names or {}).items()}
+    cats = {_norm(c.get("name", "")): int(c["id"]) for c in categories}
+    if (names and len(model) == len(names) and len(cats) == len(categories) and "" not in cats
+            and not all(k.isdigit() for k in model) and set(cats) <= set(model)):
+        by_name = {model[n]: cid for n, cid in cats.items()}
+        if by_name == by_position:
+            return by_name, None
+        if len(by_name) < nc:
+            return by_name, (f"note: {source}: its {len(cats)} categories are scored by name; "
+                             f"boxes of the model's other {nc - len(by_name)} classes are not "
+                             "scored")
+        return by_name, (f"note: {source}: categories matched to the model's classes by name "
+                         "(their id order differs from the model's class order)")
+    if nc > len(ids):
+        raise ValueError(f"model: {nc} classes, but {source} has {len(ids)} categories whose "
+                         "names are not among the model's class names: class index i is scored "
+                         f"as the i-th category id, so classes {len(ids)}..{nc - 1} would have "
+                         "none; evaluate a model trained on this dataset")
+    if nc < len(ids):  # allowed (a subset may be fine), but usually a wrong pairing
+        return by_position, (f"warning: the model has {nc} classes, {source} has {len(ids)} "
+                             "categories; class index i is scored as the i-th category id in "
+                             "ascending order")
+    return by_position, None
+
+
+def check_dataset(images_dir, annotations, print_fn=print) -> tuple[dict, list]:
+    """The annotations (``load_annotations``, checked) and [(image id, path)] of every image they
+    list, sorted by id, after checking that each file is under ``images_dir``: what ``evaluate``
+    needs before it reads a pixel; ``yolov12 val`` calls it before the model is built."""
+    images_dir, annotations = Path(images_dir), Path(annotations)
+    if not images_dir.is_dir():
+        raise ValueError(f"images_dir: not a directory: {str(images_dir)!r}")
+    if not annotations.is_file():
+        raise ValueError(f"annotations: no such file {str(annotations)!r}")
+    d = load_annotations(annotations, print_fn)
+    items, missing = [], []
+    for img in sorted(d["images"], key=lambda e: e["id"]):
+        path = images_dir / img["file_name"]
+        (items if path.is_file() else missing).append((img["id"], path))
+    if missing:
+        raise ValueError(f"images_dir: {len(missing)} of {len(items) + len(missing)} images listed "
+                         f"in the annotations are not in {images_dir} (e.g. {missing[0][1].name})")
+    return d, items
+
+
 def evaluate(images_dir, annotations, predictor, batch: int = 8, out=None, workers: int = 0,
              limit: int | None = None, progress: bool = True, print_fn=print,
-             ctx=None) -> dict | None:
+             ctx=None, dataset: tuple[dict, list] | None = None) -> dict | None:
     """Predict every image listed in ``annotations`` (found under ``images_dir``), write COCO
     results (to ``out`` if given) and return ``{metric: value}`` for the 12 COCO metrics plus
     ``"images"`` and ``"detections"`` counts and ``"skipped"``: the files that could not be read
@@ -172,6 +256,9 @@ def evaluate(images_dir, annotations, predictor, batch: int = 8, out=None, worke
 
     ``ctx`` (a ``distributed.Context``): run this process's share of the batches; rank 0 gathers
     every share, writes ``out`` and returns the metrics, the other ranks return None.
+    ``dataset``: what ``check_dataset(images_dir, annotations)`` returned, when the caller
+    already checked it. Class indices map to category ids by ``class_to_category``, decided
+    before any image is read. ``out`` is written whole or not at all (``outputs.writing``).
     """
     ctx = ctx or Context()
     try:
@@ -182,31 +269,24 @@ def evaluate(images_dir, annotations, predictor, batch: int = 8, out=None, worke
                          "(pip install pycocotools)") from e
 
     images_dir, annotations = Path(images_dir), Path(annotations)
-    if not images_dir.is_dir():
-        raise ValueError(f"images_dir: not a directory: {str(images_dir)!r}")
-    if not annotations.is_file():
-        raise ValueError(f"annotations: no such file {str(annotations)!r}")
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise ValueError(f"batch: expected an int >= 1, got {batch!r}")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        raise ValueError(f"workers: expected a number of processes >= 0, got {workers!r}")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ValueError(f"limit: expected a positive number of images, got {limit!r}")
+    d, items = dataset or check_dataset(images_dir, annotations, print_fn)
     gt = COCO()
-    gt.dataset = load_annotations(annotations, print_fn)
+    gt.dataset = d
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools chatters
         gt.createIndex()
-    cat_ids = category_map(gt.dataset["categories"])
-    nc = len(getattr(predictor, "names", None) or cat_ids)
-    if nc != len(cat_ids):  # allowed (a subset may be fine), but usually a wrong pairing
-        print_fn(f"warning: the model has {nc} classes, {annotations.name} has {len(cat_ids)} "
-                 "categories; class index i is scored as the i-th category id in ascending order")
-
-    items, missing = [], []
-    for img in sorted(gt.dataset.get("images", []), key=lambda d: d["id"]):
-        path = images_dir / img["file_name"]
-        (items if path.is_file() else missing).append((img["id"], path))
-    if missing:
-        raise ValueError(f"images_dir: {len(missing)} of {len(items) + len(missing)} images listed "
-                         f"in the annotations are not in {images_dir} (e.g. {missing[0][1].name})")
+    names = getattr(predictor, "names", None)
+    nc = len(names or d["categories"])
+    cat_of, note = class_to_category(names, nc, d["categories"], annotations.name)
+    some_classes_unscored = len(cat_of) < nc  # by name, on a dataset of a few of the classes
+    if note:
+        print_fn(note)
+    items = list(items)
     if limit is not None:
         items = items[:limit]
     # batches of similar aspect ratio hold one input shape, so they run as one forward (the
@@ -236,18 +316,23 @@ def evaluate(images_dir, annotations, predictor, batch: int = 8, out=None, worke
             readable = [(i, im) for i, im in zip(ids, images) if not isinstance(im, str)]
             unreadable += [(str(paths[i]), im) for i, im in zip(ids, images) if isinstance(im, str)]
             dets = predictor([im for _, im in readable]) if readable else []
-            if len(dets) != len(readable):
-                raise ValueError(f"predictor: returned {len(dets)} results for {len(readable)} "
-                                 "images")
+            if dets is None or len(dets) != len(readable):
+                raise ValueError(f"predictor: returned {'None' if dets is None else len(dets)} "
+                                 f"results for {len(readable)} images")
             found = []
             for (image_id, _), det in zip(readable, dets):
+                if not all(hasattr(det, a) for a in ("boxes", "scores", "labels")):
+                    raise ValueError(f"predictor: returned {type(det).__name__} for "
+                                     f"{paths[image_id].name}, expected Detections (boxes, "
+                                     "scores, labels)")
                 for (x1, y1, x2, y2), score, label in zip(det.boxes.tolist(), det.scores.tolist(),
                                                           det.labels.tolist()):
                     label = int(label)
-                    if not 0 <= label < len(cat_ids):
-                        bad_labels.add(label)
+                    if label not in cat_of:
+                        if not some_classes_unscored:  # a class index the model does not have
+                            bad_labels.add(label)
                         continue
-                    found.append({"image_id": image_id, "category_id": cat_ids[label],
+                    found.append({"image_id": image_id, "category_id": cat_of[label],
                                   "bbox": [round(x1, 3), round(y1, 3), round(x2 - x1, 3),
                                            round(y2 - y1, 3)],
                                   "score": round(float(score), 5)})
@@ -266,14 +351,13 @@ def evaluate(images_dir, annotations, predictor, batch: int = 8, out=None, worke
     results = [r for _, found in batches_found for r in found]
     if bad_labels:
         raise ValueError(f"predictor: class indices {sorted(bad_labels)[:10]} outside the "
-                         f"{len(cat_ids)} categories of {annotations.name}; the model's classes do "
+                         f"{len(cat_of)} categories of {annotations.name}; the model's classes do "
                          "not match this dataset")
     if len(unreadable) == len(items):
         raise ValueError(f"images_dir: none of the {len(items)} images could be read (e.g. "
                          f"{unreadable[0][1]})")
-    if out is not None:
-        os.makedirs(Path(out).parent or ".", exist_ok=True)
-        with open(out, "w") as fh:
+    if out is not None:  # whole or not at all; an OSError becomes one line (OutputError)
+        with writing(out) as tmp, open(tmp, "w") as fh:
             json.dump(results, fh)
         print_fn(f"wrote {len(results)} detections to {out}")
     if unreadable:
@@ -310,7 +394,10 @@ def evaluate(images_dir, annotations, predictor, batch: int = 8, out=None, worke
 def _read_yaml(path: Path) -> dict:
     """A dataset YAML's top-level keys. PyYAML when installed; otherwise the flat ``key: value``
     lines (all that locating the validation images needs: ``path`` and ``val``)."""
-    text = path.read_text()
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError as e:
+        raise ValueError(f"data: {path} is not a text (YAML) file ({e.reason})") from None
     try:
         import yaml
     except ImportError:
@@ -320,7 +407,13 @@ def _read_yaml(path: Path) -> dict:
             if m and m.group(2):
                 out[m.group(1)] = m.group(2).strip("'\"")
         return out
-    d = yaml.safe_load(text)
+    try:
+        d = yaml.safe_load(text)
+    except yaml.YAMLError as e:  # where and what, in one line (PyYAML's text spans several)
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        what = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ValueError(f"data: {path} is not valid YAML{where}: {what}") from None
     return d if isinstance(d, dict) else {}
 
 
@@ -381,7 +474,7 @@ def add_parser(sub) -> None:
                         "(coco.yaml; the json is taken from <path>/annotations/) or a COCO json")
     add_model_args(p)
     p.add_argument("--batch", type=int, default=8, help="images per forward pass (default 8)")
-    p.add_argument("--imgsz", type=int, default=None,
+    p.add_argument("--imgsz", type=int, nargs="+", default=None,
                    help="long side of the input (default 640, or the size a static .onnx takes)")
     p.add_argument("--conf", type=float, default=0.001,
                    help="score threshold (default 0.001, the usual for mAP)")
@@ -390,20 +483,29 @@ def add_parser(sub) -> None:
     p.add_argument("--out", default="results.json", help="COCO results file (default results.json)")
     p.add_argument("--limit", type=int, default=None, help="evaluate the first N images only")
     p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
-                   help="image-decoding worker processes")
+                   help="image-decoding worker processes (0: decode in this process)")
+    add_threads_arg(p)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or N (default: cuda when "
                    "present)")
     p.add_argument("--half", action="store_true", help="float16 (CUDA only)")
     add_backend_arg(p)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    """Everything that can be checked is checked before the model is built: options, the output
+    file, the annotations and the images they list, the model's classes against the dataset's
+    categories (``class_to_category``)."""
+    args.imgsz = one_imgsz(args.imgsz, "val")
     if args.limit is not None and args.limit < 1:
         raise SystemExit(f"--limit: expected a positive number of images, got {args.limit}")
     for flag, v in (("--batch", args.batch), ("--max-det", args.max_det)):
         if v < 1:
             raise SystemExit(f"{flag}: expected a value >= 1, got {v}")
+    if args.workers < 0:
+        raise SystemExit(f"--workers: expected a number of processes >= 0 (0: decode in this "
+                         f"process), got {args.workers}")
     if args.data is not None:
         try:
             args.images, args.annotations = resolve_data(args.data, args.images, args.annotations)
@@ -411,21 +513,39 @@ def run(args) -> int:
             raise SystemExit(f"--{e}") from e
     if args.images is None or args.annotations is None:
         raise SystemExit("val: give --images DIR and --annotations FILE (or --data coco.yaml)")
+    check_file(args.out, "--out", "results.json")
+    apply_threads(args)
     ctx = distributed.setup(args.device)  # torchrun: join the group; else one process
+    say = print if ctx.main else (lambda *_: None)
     try:
         device = pick_device(distributed.device_for(ctx, args.device))
         check_half(args.half, device)
         check_backend(args.backend, device, args.half)
-        model = model_from_args(args, "val")
         try:
+            dataset = check_dataset(args.images, args.annotations, say)
+        except ValueError as e:
+            raise SystemExit(f"val: {e}") from e
+        model = model_from_args(args, "val")
+        net = getattr(model, "net", model)
+        try:  # the classes against the categories, before the model is prepared or an image read
+            class_to_category(class_names(net.nc, getattr(net, "names", None)), net.nc,
+                              dataset[0]["categories"], Path(args.annotations).name)
             predictor = Predictor(model, args.imgsz, args.conf, args.iou, args.max_det,
                                   multi_label=True, device=device, half=args.half,
                                   backend=args.backend)
             metrics = evaluate(args.images, args.annotations, predictor, batch=args.batch,
                                out=args.out, workers=args.workers, limit=args.limit, ctx=ctx,
-                               print_fn=print if ctx.main else (lambda *_: None))
+                               progress=not args.no_progress, print_fn=say, dataset=dataset)
         except ValueError as e:
             raise SystemExit(f"val: {e}") from e
+        except KeyboardInterrupt:
+            if ctx.world > 1:
+                raise
+            # partial metrics would mislead (they cover whichever images ran first): nothing is
+            # written; --limit scores a subset on purpose
+            print("\nval: interrupted; no results written (--limit N scores the first N images)",
+                  file=sys.stderr)
+            return 130
         if not ctx.main:
             return 0
         skipped = len(metrics["skipped"])

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import warnings
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -219,7 +220,10 @@ def _torch_load(path: Path) -> object:
         raise _refused(path, refused)
     stand_ins = [(_inert_class(n), n) for n in names]
     try:
-        with torch.serialization.safe_globals(stand_ins):
+        with torch.serialization.safe_globals(stand_ins), warnings.catch_warnings():
+            # torch warns that its restricted unpickler reads protocol 2 only, before failing (or
+            # succeeding) on a protocol 4/5 pickle: our own message says what happened
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         m = re.search(r"GLOBAL ([\w.]+)", str(e))
@@ -274,6 +278,20 @@ def _from_module(obj) -> tuple[dict, dict]:
     return sd, meta
 
 
+def _outer_meta(obj: Mapping) -> dict:
+    """Metadata stored beside the weights in a checkpoint dict (``{'model': sd, 'names': ...}``,
+    how training scripts save): class names, as a dict or a list."""
+    names = obj.get("names")
+    if isinstance(names, (list, tuple)):
+        names = dict(enumerate(names))
+    if isinstance(names, Mapping) and all(isinstance(v, str) for v in names.values()):
+        try:
+            return {"names": {int(k): v for k, v in names.items()}}
+        except (TypeError, ValueError):  # keys that are not class indices: not class names
+            pass
+    return {}
+
+
 def _extract(obj, path: Path) -> tuple[dict, dict]:
     """(state dict, metadata) from whatever a ``.pt`` held."""
     if _is_state_dict(obj):
@@ -285,9 +303,10 @@ def _extract(obj, path: Path) -> tuple[dict, dict]:
             if inner is None:
                 continue
             if _is_state_dict(inner):
-                return dict(inner), {}
+                return dict(inner), _outer_meta(obj)
             if _is_module(inner):
-                return _from_module(inner)
+                sd, meta = _from_module(inner)
+                return sd, {**_outer_meta(obj), **meta}  # the model's own names win
     if _is_module(obj):  # a bare pickled model: torch.save(model)
         return _from_module(obj)
     raise ValueError(f"path: {path} holds no model weights that we know how to read (expected a "
@@ -298,6 +317,11 @@ def _extract(obj, path: Path) -> tuple[dict, dict]:
 
 def _read(path) -> tuple[dict, dict]:
     path = Path(path)
+    if path.is_dir():
+        inside = sorted(p.name for p in path.iterdir() if p.suffix in (".pt", ".pth",
+                                                                        ".safetensors"))
+        raise ValueError(f"path: {path} is a folder; give the checkpoint file"
+                         + (f" (in it: {', '.join(inside[:5])})" if inside else ""))
     if not path.is_file():
         raise ValueError(f"path: no such file {str(path)!r}")
     if path.suffix == ".safetensors":

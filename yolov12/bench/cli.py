@@ -29,8 +29,10 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from ..architecture import SCALES
 from ..cli_args import pick_device
 from ..cli_info import parse_scales
+from ..outputs import check_dir, check_file
 from . import e2e, tables
 from .plot import plot_latency_vs_params
 from .records import TRACKED_RESULTS, append_records, load_records, new_run_dir
@@ -160,6 +162,8 @@ def resolve(args):
         if args.suite or args.providers:
             raise SystemExit(f"--model {onnx_file.name}: an ONNX file is timed against our fast "
                              "path alone; drop " + ("--suite" if args.suite else "--providers"))
+        if args.imgsz:
+            _check_onnx_size(onnx_file, (h, w))
     scales = [] if onnx_file else parse_scales(args.scales or ("n" if args.quick else "all"))
     suites = _csv(args.suite or ("all" if args.quick else "baselines"))
     suites = list(SUITES) if suites == ["all"] else suites
@@ -206,10 +210,34 @@ def resolve(args):
                 compile_ok=compile_ok, channels_last=channels_last, ablations=ablations)
 
 
+def _check_onnx_size(path: Path, size: tuple[int, int]) -> None:
+    """A static file takes one input shape: an --imgsz that differs is refused (as predict does)
+    instead of timing the file's own size under a bar that says another."""
+    from ..onnx_model import OnnxModel
+    try:
+        fixed = OnnxModel(path).fixed_shape
+    except (ImportError, ValueError) as e:
+        raise SystemExit(f"--model: {str(e).removeprefix('model: ')}") from e
+    if fixed and tuple(fixed) != tuple(size):
+        raise SystemExit(f"--imgsz: {path.name} takes exactly {fixed[0]}x{fixed[1]} inputs (a "
+                         f"static export), not {size[0]}x{size[1]}; drop --imgsz, or export with "
+                         "--dynamic")
+
+
 def _out_dir(args) -> Path | None:
     if args.out == "none":
         return None
     return Path(args.out) if args.out else new_run_dir("bench")
+
+
+def _alone(records: list[dict]) -> str:
+    """Rows the tables do not show: a file whose metadata names no YOLOv12 scale is timed alone,
+    under its own name."""
+    rows = [r for r in records if r.get("name") not in SCALES]
+    return "\n".join(
+        f"  {r['name']} ({r['provider']}, {r['dtype']}, input {'x'.join(map(str, r['shape']))}): "
+        f"{r['median_ms']:.2f} ms per batch (median; p20 {r['p20_ms']:.2f}, p80 "
+        f"{r['p80_ms']:.2f}), {r['batch'] * 1e3 / r['median_ms']:.1f} images/s" for r in rows)
 
 
 def run(args) -> int:
@@ -217,6 +245,10 @@ def run(args) -> int:
         return report(args)
     s = resolve(args)
     out = _out_dir(args)
+    if out is not None:  # before any timing: a file there, or a folder that takes no files
+        check_dir(out, "--out")
+    if args.plot:
+        check_file(args.plot, "--plot", PLOT_NAME)
     records: list[dict] = []
     n_runs = 2 * s["runs"] if s["onnx_file"] else e2e.count_runs(
         s["scales"], s["runs"], s["suites"], s["providers"], s["batches"], s["batch_providers"],
@@ -250,7 +282,7 @@ def run(args) -> int:
         if "batch" in s["suites"]:
             records += e2e.run_batch_sweep(s["scales"], cfg, s["batches"], s["batch_providers"])
     bar.close()
-    summary = tables.summary(records)
+    summary = "\n\n".join(filter(None, [tables.summary(records), _alone(records)]))
     print(("\n" + summary + "\n") if summary else "")
     print(tables.render_all(records, with_table4=False))
     if out is not None and records:
@@ -287,7 +319,12 @@ def report(args) -> int:
                  if out == TRACKED_RESULTS and out in missing else ", ".join(map(str, missing)))
         raise SystemExit(f"--report: no such records: {where}; give --out DIR (a folder of "
                          ".jsonl records) or --results FILE")
-    recs = load_records([out, *map(Path, args.results)])
+    if args.plot:
+        check_file(args.plot, "--plot", PLOT_NAME)
+    try:
+        recs = load_records([out, *map(Path, args.results)])
+    except ValueError as e:
+        raise SystemExit(f"--report: {e}") from None
     if not any(r.get("suite") == "e2e" for r in recs):
         raise SystemExit(f"--report: no e2e records in {', '.join(map(str, [out, *args.results]))}")
     print(tables.render_all(recs))

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..model import PAPER, SCALES
+from ..outputs import writing
 from .tables import FAST_PROVIDERS, _size, latest
 
 
@@ -65,7 +66,9 @@ def plot_latency_vs_params(records: list[dict], path: str | Path) -> Path | None
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=1)
     fig.tight_layout()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    try:
+        with writing(path) as tmp:  # whole or not at all; the format from the name's suffix
+            fig.savefig(tmp, dpi=120, format=path.suffix.lstrip(".") or "png")
+    finally:
+        plt.close(fig)
     return path

@@ -165,24 +165,46 @@ def new_run_dir(kind: str, root: str | os.PathLike = "runs") -> Path:
 
 def append_records(records: list[dict], suite: str, out_dir: str | os.PathLike,
                    stem: str | None = None) -> Path:
-    """Append records as JSON lines to ``<out_dir>/<stem or suite>.jsonl``; returns the path."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{stem or suite}.jsonl"
-    with open(path, "a") as f:
-        for rec in records:
-            validate_record(rec)
-            f.write(json.dumps(rec, sort_keys=True) + "\n")
+    """Append records as JSON lines to ``<out_dir>/<stem or suite>.jsonl``; returns the path.
+
+    The file is rewritten whole under a temporary name and renamed (``outputs.writing``): a full
+    disk leaves the previous records as they were, never a half-written line that would make the
+    file unreadable; the failure is one ``OutputError`` line."""
+    from ..outputs import write_text
+    for rec in records:
+        validate_record(rec)
+    path = Path(out_dir) / f"{stem or suite}.jsonl"
+    old = path.read_text() if path.is_file() else ""
+    if old and not old.endswith("\n"):
+        old += "\n"
+    write_text(path, old + "".join(json.dumps(rec, sort_keys=True) + "\n" for rec in records))
     return path
 
 
 def load_records(paths) -> list[dict]:
-    """All records from the given .jsonl files or directories (every *.jsonl in them)."""
+    """All records from the given .jsonl files or directories (every *.jsonl in them).
+    ``ValueError`` naming the file and line of anything that is not a JSON object per line."""
     recs = []
     for p in paths:
         p = Path(p)
         files = sorted(p.glob("*.jsonl")) if p.is_dir() else [p]
         for f in files:
-            with open(f) as fh:
-                recs.extend(json.loads(line) for line in fh if line.strip())
+            try:
+                with open(f) as fh:
+                    lines = list(fh)
+            except (OSError, UnicodeDecodeError) as e:
+                raise ValueError(f"{f}: cannot read records ({getattr(e, 'strerror', None) or e})"
+                                 ) from None
+            for n, line in enumerate(lines, 1):
+                if not line.strip():
+                    continue
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{f}, line {n}: not a JSON record ({e.msg}); records are "
+                                     "one JSON object per line (.jsonl)") from None
+                if not isinstance(rec, dict):
+                    raise ValueError(f"{f}, line {n}: a JSON {type(rec).__name__}, not a record "
+                                     "(an object)")
+                recs.append(rec)
     return recs

@@ -50,8 +50,9 @@ class Peak(NamedTuple):
 PEAKS = {
     "sm90": Peak("H200 SXM", 989.4, 66.9, 4.8,
                  "NVIDIA H200 datasheet (dense fp16/bf16 989 TFLOP/s, fp32 67, HBM3e 4.8 TB/s; "
-                 "the H100 SXM has the same compute and 3.35 TB/s). Seen on this project's "
-                 "H200: 769-798 TFLOP/s bf16 matmul, 4.3 TB/s copy (.library/device/KINDS.md)"),
+                 "the H100 SXM has the same compute and 3.35 TB/s). This project's H100 run "
+                 "measured a 2.97 TB/s device copy (benchmarks/results/runs/2026-11-23-h100, "
+                 "copy_bw_gbs)"),
     "sm80": Peak("A100 SXM4 80GB", 312.0, 19.5, 2.039,
                  "NVIDIA A100 datasheet (dense fp16/bf16 312 TFLOP/s, fp32 19.5, HBM2e 2,039 "
                  "GB/s; the 40 GB part has 1,555 GB/s)"),
