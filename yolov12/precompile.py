@@ -230,8 +230,9 @@ def distinct(runs, cc: int) -> list:
     from yolov12_kernels.triton.jit_variants import bind
     out: dict = {}
     for kernel, args, kwargs in runs:
-        v = bind(kernel, args, kwargs, cc)
-        out.setdefault(v.key, v)
+        v = bind(kernel, args, kwargs, cc, known=out)
+        if v is not None:
+            out[v.key] = v
     return list(out.values())
 
 
@@ -339,15 +340,15 @@ def _launcher_jobs(vs) -> list[str]:
 
 
 def compile_variants(vs: list, workers: int, arch: str, progress: bool = True, why: str = "",
-                     started: float | None = None) -> PrecompileReport:
-    """Compile the variants of ``vs`` missing from Triton's cache (and their Triton 3.6
-    launchers) on ``workers`` processes; one line on stderr first when that should take more
-    than about a second (``progress``), nothing when nothing is missing."""
+                     started: float | None = None, launchers: bool = True) -> PrecompileReport:
+    """Compile the variants of ``vs`` missing from Triton's cache (and, ``launchers``, their
+    Triton 3.6 launchers) on ``workers`` processes; one line on stderr first when that should
+    take more than about a second (``progress``), nothing when nothing is missing."""
     from yolov12_kernels.triton import jit_variants as J
     started = time.perf_counter() if started is None else started
     here = bool(vs) and J.compilable(vs[0])
     todo = [v for v in vs if not J.in_cache(v)] if here else list(vs)
-    sources = _launcher_jobs(vs)
+    sources = _launcher_jobs(vs) if launchers else []
     jobs = [("kernel", v) for v in sorted(todo, key=_cost)] + [("launcher", s) for s in sources]
     if not jobs:
         return PrecompileReport(len(vs), 0, len(vs), time.perf_counter() - started, 0, arch)
@@ -401,20 +402,23 @@ def precompile(scale, imgsz=640, batches=(1,), dtype: torch.dtype = torch.float1
     return compile_variants(vs, workers, name, progress, started=started)
 
 
-def for_first_call(fast, x: torch.Tensor) -> PrecompileReport | None:
+def for_first_call(fast, x: torch.Tensor, arch: str | None = None) -> PrecompileReport | None:
     """Before ``fast`` (a FastYOLOv12) prepares input shape ``x.shape`` on a GPU: compile what its
     forward will launch that Triton's cache lacks, on ``fast.compile_workers`` processes (see the
     module docstring). None where nothing runs: not on a GPU, not the fused path, one worker. A
-    failure here costs nothing but the time: one log line, and the forward compiles as before."""
+    failure here costs nothing but the time: one log line, and the forward compiles as before.
+    ``arch`` ("sm_90"): compile for that GPU whatever the model's device (the cold-start
+    benchmark times this on a CPU)."""
     from yolov12_kernels.triton import launch
-    if fast.device.type != "cuda" or fast._fused is None or launch.INTERPRET:
+    if ((fast.device.type != "cuda" and arch is None) or fast._fused is None
+            or launch.INTERPRET):
         return None
     try:
         workers = compile_workers(fast.compile_workers)
         if workers <= 1:
             return None
         started = time.perf_counter()
-        name, arch_class, cc = target(None, fast.device)
+        name, arch_class, cc = target(arch, fast.device)
         runs = launches(fast._fused, tuple(x.shape), arch_class, device=fast.device,
                         dtype=fast.dtype, memory_format=fast.memory_format)
         shape = "x".join(map(str, x.shape))

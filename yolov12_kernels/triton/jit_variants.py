@@ -86,14 +86,17 @@ def _jit_options(fn) -> dict:
     return out
 
 
-def bind(kernel, args, kwargs, cc: int) -> Variant:
-    """The variant ``kernel[grid](*args, **kwargs)`` compiles on an sm_``cc`` GPU."""
+def bind(kernel, args, kwargs, cc: int, known=()) -> Variant | None:
+    """The variant ``kernel[grid](*args, **kwargs)`` compiles on an sm_``cc`` GPU; None when its
+    key is in ``known`` (what the compile needs is then not worked out)."""
     fn = jit_function(kernel)
     backend, binder = _binder(fn, cc)
     kwargs = {**kwargs, **_jit_options(fn)}
     bound, spec, options = binder(*args, **kwargs)
     name = f"{fn.fn.__module__}:{fn.fn.__qualname__}"
     key = (name, str(spec), str(sorted(options.items())))
+    if key in known:
+        return None
     options, signature, constexprs, attrs = fn._pack_args(backend, kwargs, bound, spec, options)
     return Variant(name, cc, key, signature, constexprs, attrs, dict(options.__dict__))
 
