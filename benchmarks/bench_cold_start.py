@@ -17,8 +17,8 @@ the parallel efficiency (serial / (W x wall)) and the target ratio wall / (seria
 own (``launchers`` rows): gcc links them against a stub ``libcuda.so.1`` made here, as the real one
 is not on a CPU machine (the build is the same; a GPU machine links the driver's).
 
-Start-up: the wall time for a spawned pool process to be ready to compile (Python, torch, Triton,
-the kernel modules), what every pool pays once; with the serial per-variant time it gives the
+Start-up: the wall time for a worker process to be ready to compile (Python, torch, Triton, the
+kernel modules, Triton's first cache lookup), what every worker pays once; with the serial per-variant time it gives the
 projected figure for a machine of more cores (arithmetic, labelled so: ``projection`` row).
 
 Warm start (``--warm-runs`` fresh processes, median; YOLOv12-N, batch 1, 640, every variant
@@ -73,32 +73,28 @@ def _child_compile(a) -> dict:
         t0 = time.perf_counter()
         r = P.compile_variants(vs, workers, a.arch, progress=False)
         return {"variants": r.variants, "launchers": r.launchers, "workers": max(r.workers, 1),
-                "compile_s": time.perf_counter() - t0, "enumerate_s": enum_s}
+                "compile_s": time.perf_counter() - t0, "busy_cpu_s": list(r.busy),
+                "enumerate_s": enum_s}
     t0 = time.perf_counter()
     r = P.compile_variants(vs, workers, a.arch, progress=False, launchers=False)
     return {"variants": r.variants, "compiled": r.compiled, "failed": r.failed,
             "workers": max(r.workers, 1), "compile_s": time.perf_counter() - t0,
-            "enumerate_s": enum_s}
+            "busy_cpu_s": list(r.busy), "enumerate_s": enum_s}
 
 
 def _child_startup(a) -> dict:
-    """A pool of one spawned process, timed until it has imported what compiling needs."""
-    import concurrent.futures as cf
-    import multiprocessing as mp
+    """One worker process started and handed one variant that is already in the cache: the
+    wall and CPU time until it is ready to compile (Python, torch, Triton, the kernel modules,
+    Triton's first cache lookup)."""
+    import torch
 
     from yolov12 import precompile as P
-    from triton import knobs
+    v = P.variants("n", 640, 1, torch.float16, a.arch)[0]
+    P.compile_variants([v], 1, a.arch, progress=False)  # in this process: now cached
     t0 = time.perf_counter()
-    with cf.ProcessPoolExecutor(1, mp_context=mp.get_context("spawn"),
-                                initializer=P._init_worker,
-                                initargs=(str(knobs.cache.dir),)) as pool:
-        pool.submit(_import_kernels).result()
-        return {"startup_s": time.perf_counter() - t0}
-
-
-def _import_kernels() -> None:
-    from yolov12_kernels.triton import (area_attention, box_decode, conv, dwconv,  # noqa: F401
-                                        jit_variants, mlp)
+    (_, compiled, err, _, job_cpu, before), = P._run_jobs([("kernel", v)], 1, here=False)
+    assert not compiled and err is None, err
+    return {"startup_s": time.perf_counter() - t0, "startup_cpu_s": before + job_cpu}
 
 
 @contextlib.contextmanager
@@ -139,17 +135,21 @@ def _child_warm(a) -> dict:
     model = YOLOv12("n")
     x = torch.rand(1, 3, 640, 640)
     with gpu_host_path():
-        t0 = time.perf_counter()
+        t = [(time.perf_counter(), time.process_time())]
         fast = optimize(model, "cpu", getattr(torch, a.dtype), backend="triton",
                         fused_convs=True, graphs=False)
-        t1 = time.perf_counter()
+        t.append((time.perf_counter(), time.process_time()))
         r = P.for_first_call(fast, x, arch=a.arch)
-        t2 = time.perf_counter()
+        t.append((time.perf_counter(), time.process_time()))
         fast(x)
-        t3 = time.perf_counter()
+        t.append((time.perf_counter(), time.process_time()))
     assert r is not None and r.compiled == 0 and r.cached == r.variants, r
-    return {"optimize_s": t1 - t0, "compile_check_s": t2 - t1, "first_call_s": t3 - t2,
-            "warm_s": t3 - t0, "variants": r.variants}
+    out = {"variants": r.variants}
+    for i, part in enumerate(("optimize", "compile_check", "first_call")):
+        out[f"{part}_s"] = t[i + 1][0] - t[i][0]
+        out[f"{part}_cpu_s"] = t[i + 1][1] - t[i][1]
+    out["warm_s"], out["warm_cpu_s"] = t[-1][0] - t[0][0], t[-1][1] - t[0][1]
+    return out
 
 
 CHILDREN = {"compile": _child_compile, "startup": _child_startup, "warm": _child_warm}
@@ -282,9 +282,12 @@ def main(argv=None) -> int:
 
 
 def _summary(records: list[dict], a) -> str:
-    """The table: per Triton version and set, serial vs every core, and the projection."""
-    lines = [f"| Triton | set | variants | enumerate s | serial s | W | wall s | serial/W s | "
-             f"wall / (serial/W) |", "|---|---|---|---|---|---|---|---|---|"]
+    """The table: per Triton version and set, serial vs every core. Wall times are measured;
+    on a shared machine they stretch with its load, so beside them the busiest compiling
+    process's CPU seconds (compilers included): the wall time with a free core per process."""
+    lines = ["| Triton | set | variants | serial: wall s (CPU s) | W | wall s | busiest process "
+             "CPU s | busiest / (serial CPU / W) | wall / (serial wall / W) | load |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     by = {}
     for r in records:
         if r["name"].startswith(("compile", "launchers")):
@@ -294,18 +297,23 @@ def _summary(records: list[dict], a) -> str:
         for w, r in sorted(rows.items()):
             if w == 1 or serial is None:
                 continue
-            ideal = serial["compile_s"] / w
-            lines.append(f"| {version} | {name} | {r['variants']} | {r['enumerate_s']:.1f} | "
-                         f"{serial['compile_s']:.1f} | {w} | {r['compile_s']:.1f} | {ideal:.1f} | "
-                         f"{r['compile_s'] / ideal:.2f} |")
+            cpu1 = sum(serial["busy_cpu_s"])
+            lines.append(
+                f"| {version} | {name} | {r['variants']} | {serial['compile_s']:.1f} "
+                f"({cpu1:.1f}) | {w} | {r['compile_s']:.1f} | {r['busy_cpu_s'][0]:.1f} | "
+                f"{r['busy_cpu_s'][0] / (cpu1 / w):.2f} | "
+                f"{r['compile_s'] / (serial['compile_s'] / w):.2f} | "
+                f"{serial['load_before']:.1f}/{r['load_before']:.1f} |")
     for r in records:
         if r["name"] == "startup":
-            lines.append(f"\nTriton {r['triton']}: a pool process is ready to compile after "
-                         f"{r['startup_s']:.1f} s")
+            lines.append(f"\nTriton {r['triton']}: a worker process is ready to compile "
+                         f"after {r['startup_s']:.1f} s ({r['startup_cpu_s']:.1f} CPU s)")
         if r["name"].startswith("warm"):
-            lines.append(f"Triton {r['triton']}: warm start (median of {r['runs']}) "
-                         f"{r['warm_s']:.2f} s = optimize {r['optimize_s']:.2f} + compile check "
-                         f"{r['compile_check_s']:.2f} + first call {r['first_call_s']:.2f}")
+            lines.append(f"Triton {r['triton']}: warm start (median of {r['runs']} processes) "
+                         f"{r['warm_s']:.2f} s ({r['warm_cpu_s']:.2f} CPU s) = optimize "
+                         f"{r['optimize_s']:.2f} ({r['optimize_cpu_s']:.2f}) + compile check "
+                         f"{r['compile_check_s']:.2f} ({r['compile_check_cpu_s']:.2f}) + first "
+                         f"call {r['first_call_s']:.2f} ({r['first_call_cpu_s']:.2f})")
     return "\n".join(lines)
 
 

@@ -15,7 +15,8 @@ Triton 3.6, plus 3.6's C launchers), with nothing on screen. Here:
   ``arch`` without its GPU the model runs on the CPU (nothing is computed but the PyTorch steps
   between launches) with the configurations of that arch.
 * ``precompile(scale, imgsz, batches, dtype, arch, workers)``: those of them missing from Triton's
-  cache compiled by ``workers`` processes — this one and a pool of spawned ones, which take the
+  cache compiled by ``workers`` processes — this one and fresh interpreters started for the
+  purpose (``python -c``, not multiprocessing: a caller's script is never re-run), which take the
   variants from the two ends of one queue — then, under Triton 3.6, the launchers of their
   signatures. Returns a ``PrecompileReport``; a second run compiles nothing.
 * ``for_first_call(fast, x)``: what ``FastYOLOv12`` runs on a GPU before it records (or captures)
@@ -33,6 +34,7 @@ to its module) compiles them at the first call, as before.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -58,7 +60,9 @@ class PrecompileReport(NamedTuple):
     """What ``precompile`` did: ``variants`` distinct kernel variants, of which ``compiled`` were
     compiled now and ``cached`` found in Triton's cache; ``seconds`` of wall time in all (the
     enumeration included); ``workers`` processes that compiled; the target ``arch`` ("sm_90");
-    ``launchers`` Triton 3.6 C launchers built; ``failed`` variants that did not compile."""
+    ``launchers`` Triton 3.6 C launchers built; ``failed`` variants that did not compile;
+    ``busy``: the CPU seconds each process spent (its compiler subprocesses and, for a pool
+    process, its start-up included), most first: on free cores the wall time is the first."""
     variants: int
     compiled: int
     cached: int
@@ -67,6 +71,7 @@ class PrecompileReport(NamedTuple):
     arch: str
     launchers: int = 0
     failed: int = 0
+    busy: tuple = ()  # CPU seconds of each compiling process, a pool process's start-up included
 
 
 # ------------------------------------------------------------------------------------------------
@@ -274,53 +279,144 @@ def variants(scale: str, imgsz, batch: int, dtype: torch.dtype, arch: str | None
 # ------------------------------------------------------------------------------------------------
 # compiling
 # ------------------------------------------------------------------------------------------------
-def _init_worker(cache_dir: str) -> None:
-    """A pool process: the kernels compiled (not interpreted), Triton's cache the caller's."""
-    os.environ.pop("TRITON_INTERPRET", None)
-    os.environ["TRITON_CACHE_DIR"] = cache_dir
+def _cpu_seconds() -> float:
+    """CPU time of this process and of its finished subprocesses (ptxas, gcc)."""
+    import resource
+    own, sub = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(
+        resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + sub.ru_utime + sub.ru_stime
 
 
 def _job(job) -> tuple:
     """Run one job: ("kernel", Variant) or ("launcher", C source). (kind, True if compiled or
-    built, False if found in the cache, an error line or None)."""
+    built, False if found in the cache, an error line or None, the process id, the job's CPU
+    seconds, the process's CPU seconds before it)."""
     from yolov12_kernels.triton import jit_variants as J
+    before = _cpu_seconds()
     kind, what = job
     try:
-        done = J.compile_variant(what)[1] if kind == "kernel" else J.build_launcher(what)
-        return kind, done, None
+        done, err = (J.compile_variant(what)[1] if kind == "kernel"
+                     else J.build_launcher(what)), None
     except Exception as e:  # noqa: BLE001 — reported by the caller, who decides
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        return kind, False, f"{type(e).__name__}: {first[:300]}"
+        done, err = False, f"{type(e).__name__}: {first[:300]}"
+    return kind, done, err, os.getpid(), _cpu_seconds() - before, before
+
+
+def _busy(results) -> tuple:
+    """CPU seconds per process from the jobs' results (a pool process's start-up: what it had
+    spent before its first job), most first."""
+    busy: dict = {}
+    for *_, pid, cpu, before in results:
+        spent, start = busy.get(pid, (0.0, before))
+        busy[pid] = (spent + cpu, min(start, before))
+    return tuple(sorted((round(spent + (start if pid != os.getpid() else 0.0), 2)
+                         for pid, (spent, start) in busy.items()), reverse=True))
+
+
+class _Queue:
+    """Jobs numbered in order; the pool takes from the front, this process from the back."""
+
+    def __init__(self, jobs):
+        import collections
+        import threading
+        self.jobs, self.lock = collections.deque(enumerate(jobs)), threading.Lock()
+
+    def take(self, front: bool):
+        with self.lock:
+            if not self.jobs:
+                return None
+            return self.jobs.popleft() if front else self.jobs.pop()
+
+    def clear(self) -> None:
+        with self.lock:
+            self.jobs.clear()
+
+
+def _serve() -> None:
+    """A compile worker (``_run_jobs`` starts it as ``python -c``): a pickled job in on stdin, its
+    pickled result out on the original stdout, until stdin closes; whatever else prints goes to
+    stderr."""
+    import pickle
+    results = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    while True:
+        try:
+            job = pickle.load(sys.stdin.buffer)
+        except EOFError:
+            return
+        pickle.dump(_job(job), results)
+        results.flush()
+
+
+def _start_worker(log):
+    """A worker process: a fresh interpreter running ``_serve`` — not multiprocessing, which
+    re-runs the caller's main script in every child — with the compiled kernels (no
+    TRITON_INTERPRET), this process's import path and Triton cache; its stderr into ``log``."""
+    import subprocess
+
+    from triton import knobs
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env.update(PYTHONPATH=os.pathsep.join(p or os.getcwd() for p in sys.path),
+               TRITON_CACHE_DIR=str(knobs.cache.dir), PYTHONWARNINGS="ignore")
+    return subprocess.Popen([sys.executable, "-c", "from yolov12.precompile import _serve; "
+                             "_serve()"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=log, env=env)
+
+
+def _feed(worker, log, queue: _Queue, results: dict) -> None:
+    """Hand ``worker`` the jobs from the front of the queue one by one; if it dies, its job
+    fails with the last line it wrote and the others go to the rest."""
+    import pickle
+    try:
+        while (item := queue.take(front=True)) is not None:
+            i, job = item
+            try:
+                pickle.dump(job, worker.stdin)
+                worker.stdin.flush()
+                results[i] = pickle.load(worker.stdout)
+            except (EOFError, OSError, pickle.PickleError) as e:
+                log.seek(0)
+                last = (log.read().decode(errors="replace").strip().splitlines() or [""])[-1]
+                results[i] = (job[0], False, f"compile worker exited ({type(e).__name__}): "
+                                             f"{last[:300]}", worker.pid, 0.0, 0.0)
+                return
+    finally:
+        with contextlib.suppress(OSError):
+            worker.stdin.close()
 
 
 def _run_jobs(jobs: list, processes: int, here: bool, job=_job) -> list:
     """``job(j)`` for every job, on ``processes`` processes: this one (``here``: it can compile)
-    taking jobs from the back of the queue while a pool of spawned processes takes them from the
-    front (so the pool's start-up costs this process nothing), or the pool alone."""
+    taking jobs from the back of the queue while worker processes take them from the front (so
+    their start-up costs this process nothing), or the workers alone."""
     if processes <= 1 and here:
         return [job(j) for j in jobs]
-    import concurrent.futures as cf
-    import multiprocessing as mp
-
-    from triton import knobs
+    import tempfile
+    import threading
+    queue, results = _Queue(jobs), {}
     size = min(len(jobs), processes - 1 if here else processes)
-    results: dict = {}
-    with cf.ProcessPoolExecutor(size, mp_context=mp.get_context("spawn"),
-                                initializer=_init_worker,
-                                initargs=(str(knobs.cache.dir),)) as pool:
-        futures = [pool.submit(job, j) for j in jobs]
+    with contextlib.ExitStack() as stack:
+        logs = [stack.enter_context(tempfile.TemporaryFile()) for _ in range(size)]
+        workers = [_start_worker(log) for log in logs]
+        stack.callback(lambda: [w.kill() for w in workers if w.poll() is None])
+        feeds = [threading.Thread(target=_feed, args=(w, log, queue, results), daemon=True)
+                 for w, log in zip(workers, logs)]
+        for t in feeds:
+            t.start()
         try:
-            if here:
-                for i in reversed(range(len(jobs))):
-                    if futures[i].cancel():  # not started by the pool: this process runs it
-                        results[i] = job(jobs[i])
-            for i, f in enumerate(futures):
-                if i not in results:
-                    results[i] = f.result()
+            while here and (item := queue.take(front=False)) is not None:
+                results[item[0]] = job(item[1])
+            for t in feeds:
+                t.join()
         except BaseException:
-            pool.shutdown(wait=False, cancel_futures=True)
+            queue.clear()  # the workers take no more; the exit kills them
             raise
-    return [results[i] for i in range(len(jobs))]
+        for w in workers:
+            w.wait()
+    return [results[i] if i in results else ("kernel", False, "not run", 0, 0.0, 0.0)
+            for i in range(len(jobs))]
 
 
 def _cost(v) -> tuple:
@@ -361,11 +457,11 @@ def compile_variants(vs: list, workers: int, arch: str, progress: bool = True, w
               end="", file=sys.stderr, flush=True)
     results = _run_jobs(jobs, processes, here)
     seconds = time.perf_counter() - started
-    errors = [err for _, _, err in results if err]
-    kernels = [(done, err) for kind, done, err in results if kind == "kernel"]
+    errors = [err for _, _, err, *_ in results if err]
+    kernels = [(done, err) for kind, done, err, *_ in results if kind == "kernel"]
     compiled = sum(done for done, _ in kernels)
     failed = sum(err is not None for _, err in kernels)
-    built = sum(done for kind, done, _ in results if kind == "launcher")
+    built = sum(done for kind, done, *_ in results if kind == "launcher")
     if line:
         print(f" done in {seconds:.1f} s" + (f", {len(errors)} failed" if errors else ""),
               file=sys.stderr, flush=True)
@@ -373,7 +469,7 @@ def compile_variants(vs: list, workers: int, arch: str, progress: bool = True, w
         log.warning("yolov12: a compile ahead of the first call failed (the first call compiles "
                     "it again and says why): %s", err)
     return PrecompileReport(len(vs), compiled, len(vs) - compiled - failed, seconds, processes,
-                            arch, built, failed)
+                            arch, built, failed, _busy(results))
 
 
 def precompile(scale, imgsz=640, batches=(1,), dtype: torch.dtype = torch.float16,
