@@ -17,6 +17,7 @@ The first-call policy of ``FastYOLOv12``: ``compile_workers`` / ``YOLOV12_COMPIL
 checked with a clear error, nothing runs off a GPU or with one worker, a failure to compile ahead
 costs one log line and never the forward. On a GPU (skipped here): after ``precompile`` the first
 forward compiles nothing (Triton's compile listener), n at batch 1 and 32, float16 and float32.
+A compile worker that dies fails its job alone.
 """
 from __future__ import annotations
 
@@ -161,10 +162,11 @@ def test_first_call_compiles_ahead_on_a_gpu_only_and_never_fails_the_call(caplog
     monkeypatch.setattr(launch, "INTERPRET", False)  # as on a GPU
     monkeypatch.setattr(P, "target", lambda arch, device=None: ("sm_90", "sm90", 90))
     x = torch.empty(1, 3, 64, 64)
-    with mock.patch.object(P, "launches", side_effect=AssertionError("enumerated")):
+    with mock.patch.object(P, "launches") as enumerated:
         assert P.for_first_call(_gpu_model(1), x) is None  # one worker: nothing at all
         fast = optimize(YOLOv12("n"), "cpu", torch.float32, compile_workers=4)
         assert fast.compile_workers == 4 and P.for_first_call(fast, x) is None  # a CPU model
+    assert not enumerated.called
     seen = []
     with mock.patch.object(P, "launches", lambda *a, **k: seen.append(a) or []), \
             mock.patch.object(P, "compile_variants", lambda *a, **k: ("report", a)):
@@ -194,17 +196,44 @@ def test_a_new_shape_is_compiled_ahead_before_it_is_prepared():
     assert calls == [(fast, (1, 3, 64, 64)), "plan"]
 
 
+def test_a_worker_that_dies_fails_its_job_and_leaves_the_rest(tmp_path):
+    class Dead:  # a worker process that exited: its pipe closed, its last words in its log
+        pid = 4242
+        stdin, stdout = __import__("io").BytesIO(), __import__("io").BytesIO(b"")
+    log = open(tmp_path / "log", "w+b")
+    log.write(b"Traceback ...\nMemoryError: out of memory\n")
+    jobs = [("kernel", "a"), ("kernel", "b"), ("launcher", "c")]
+    queue, results = P._Queue(jobs), {}
+    P._feed(Dead(), log, queue, results)
+    assert results == {0: ("kernel", False, "compile worker exited (EOFError): MemoryError: out "
+                           "of memory", 4242, 0.0, 0.0)}
+    assert queue.take(front=False) == (2, jobs[2]) and queue.take(front=True) == (1, jobs[1])
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float32], ids=["fp16", "fp32"])
-def test_cuda_first_forward_after_precompile_compiles_nothing(dtype, tmp_path, monkeypatch):
+def test_cuda_first_forward_after_compiling_ahead_compiles_nothing(dtype, tmp_path,
+                                                                   monkeypatch):
+    """Batch 32 compiled by ``precompile``, batch 1 by the first call itself (its default): the
+    forwards then find every variant in Triton's cache (its compile listener)."""
     from triton import knobs
     monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path))
-    report = P.precompile("n", 640, [1, 32], dtype)
+    report = P.precompile("n", 640, [32], dtype)
     assert report.variants > 30 and report.compiled + report.cached == report.variants
-    fast = optimize(YOLOv12("n"), "cuda", dtype, compile_workers=0)
-    compiled = []
-    with knobs.compilation.scope():
-        knobs.compilation.listener = lambda **e: compiled.append(e["cache_hit"])
-        for batch in (1, 32):
+    fast = optimize(YOLOv12("n"), "cuda", dtype)
+    ahead, inside, compiled = [], [], []
+    first_call = P.for_first_call
+
+    def compile_ahead(f, x):
+        inside.append(x.shape)
+        try:
+            ahead.append(first_call(f, x))
+        finally:
+            inside.pop()
+    monkeypatch.setattr(P, "for_first_call", compile_ahead)
+    with knobs.compilation.scope():  # what the forwards compile, outside the compiles ahead
+        knobs.compilation.listener = lambda **e: inside or compiled.append(e["cache_hit"])
+        for batch in (32, 1):
             fast(torch.rand(batch, 3, 640, 640, device="cuda"))
-    assert compiled and not any(hit is False for hit in compiled)
+    assert ahead[0].compiled == 0 and ahead[1].compiled > 0  # batch 32: all cached already
+    assert compiled and False not in compiled
