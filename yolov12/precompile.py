@@ -2,8 +2,8 @@
 parallel, into Triton's own cache (issue 27).
 
 A first call of a new input shape used to compile every kernel variant its plan launches one
-after another inside the forward (YOLOv12-N at batch 1: 52 variants, ~0.57 s each for sm_90 under
-Triton 3.6, plus 3.6's C launchers), with nothing on screen. Here:
+after another inside the forward (YOLOv12-N at batch 1: 52 variants, 0.3 CPU-s each for sm_90
+under Triton 3.6, plus 3.6's 8 C launchers), with nothing on screen. Here:
 
 * ``variants(scale, imgsz, batch, dtype, arch)``: the distinct variants the fast path launches for
   input (batch, 3, imgsz, imgsz), found by running the model's own fused forward
@@ -315,7 +315,7 @@ def _busy(results) -> tuple:
 
 
 class _Queue:
-    """Jobs numbered in order; the pool takes from the front, this process from the back."""
+    """Jobs numbered in order; the workers take from the front, this process from the back."""
 
     def __init__(self, jobs):
         import collections
@@ -387,27 +387,28 @@ def _feed(worker, log, queue: _Queue, results: dict) -> None:
             worker.stdin.close()
 
 
-def _run_jobs(jobs: list, processes: int, here: bool, job=_job) -> list:
-    """``job(j)`` for every job, on ``processes`` processes: this one (``here``: it can compile)
+def _run_jobs(jobs: list, processes: int, here: bool) -> list:
+    """``_job(j)`` for every job, on ``processes`` processes: this one (``here``: it can compile)
     taking jobs from the back of the queue while worker processes take them from the front (so
     their start-up costs this process nothing), or the workers alone."""
     if processes <= 1 and here:
-        return [job(j) for j in jobs]
+        return [_job(j) for j in jobs]
     import tempfile
     import threading
-    queue, results = _Queue(jobs), {}
+    queue, results, workers = _Queue(jobs), {}, []
     size = min(len(jobs), processes - 1 if here else processes)
     with contextlib.ExitStack() as stack:
-        logs = [stack.enter_context(tempfile.TemporaryFile()) for _ in range(size)]
-        workers = [_start_worker(log) for log in logs]
         stack.callback(lambda: [w.kill() for w in workers if w.poll() is None])
+        logs = [stack.enter_context(tempfile.TemporaryFile()) for _ in range(size)]
+        for log in logs:
+            workers.append(_start_worker(log))
         feeds = [threading.Thread(target=_feed, args=(w, log, queue, results), daemon=True)
                  for w, log in zip(workers, logs)]
         for t in feeds:
             t.start()
         try:
             while here and (item := queue.take(front=False)) is not None:
-                results[item[0]] = job(item[1])
+                results[item[0]] = _job(item[1])
             for t in feeds:
                 t.join()
         except BaseException:
