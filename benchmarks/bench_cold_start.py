@@ -7,27 +7,30 @@ core, and the warm start (every variant cached) — measurable on a CPU, for a G
 
 Compile (``--sets`` SCALE:BATCH at 640, ``--dtype``, for ``--arch`` without its GPU): per Triton
 version — 3.6.0 from ``.triton36/`` (or ``YOLOV12_TRITON36``; the GPU machine's), first on
-PYTHONPATH of a subprocess, and the newest, the one installed — and per worker count (``--workers``:
-1 = this process alone, 0 = every core: this process and a pool of the others), one subprocess
-with an empty Triton cache enumerates the set's variants (``precompile.variants``; timed apart)
-and compiles them (``precompile.compile_variants``: the code ``optimize()``'s first call and
-``yolov12 compile`` run). Rows: the variant count, the enumeration's and the compile's wall time,
-the parallel efficiency (serial / (W x wall)) and the target ratio wall / (serial / W) (issue 27:
-<= 1.25). Under Triton 3.6 the C launchers of the set's signatures are built too, in a run of their
-own (``launchers`` rows): gcc links them against a stub ``libcuda.so.1`` made here, as the real one
-is not on a CPU machine (the build is the same; a GPU machine links the driver's).
+PYTHONPATH of a subprocess, and the newest, the one installed — and per worker count
+(``--workers``: 1 = this process alone, 0 = every core: this process and worker processes), one
+subprocess with an empty Triton cache enumerates the set's variants (``precompile.variants``;
+timed apart) and compiles them (``precompile.compile_variants``: the code ``optimize()``'s first
+call and ``yolov12 compile`` run). Each row has the wall time and each compiling process's CPU
+seconds (compiler subprocesses included, a worker's start-up too). On a shared machine the wall
+time follows the load (other sessions' processes take the cores), so the summary also gives the
+busiest process's CPU seconds over the serial CPU seconds / W: the wall-time ratio of the target
+(issue 27: W-process wall <= 1.25 x serial / W) on cores left free. Under Triton 3.6 the C
+launchers of the first set's signatures are built too, in runs of their own (``launchers`` rows):
+gcc links them against a stub ``libcuda.so.1`` made here, the real one not being on a CPU
+machine (the build is the same; a GPU machine links the driver's).
 
-Start-up: the wall time for a worker process to be ready to compile (Python, torch, Triton, the
-kernel modules, Triton's first cache lookup), what every worker pays once; with the serial per-variant time it gives the
-projected figure for a machine of more cores (arithmetic, labelled so: ``projection`` row).
+Start-up: a worker process started and handed one variant already cached, timed until it answers
+(Python, torch, Triton, the kernel modules, Triton's first cache lookup): what every worker pays
+once, and with the serial CPU seconds what a machine of more cores would take (arithmetic).
 
 Warm start (``--warm-runs`` fresh processes, median; YOLOv12-N, batch 1, 640, every variant
 cached by the runs above): ``optimize()`` + what the first call does on the host — the variants
 enumerated and looked up in Triton's cache (``for_first_call``, for ``--arch``), then the launch
-plan recorded — with every Triton launch stubbed at Triton's own entry (``JITFunction.run`` returns
-a stand-in kernel, as ``bench_host`` stubs the interpreter's) and the kernels' choices an sm_90
-GPU's on CPU tensors. Not included, so add them on a GPU: loading the cached kernels onto the GPU
-at their first launch, the launchers' first load, the warm-up and the graph capture.
+plan recorded — with every Triton launch stubbed at Triton's own entry (``JITFunction.run``
+returns a stand-in kernel, as ``bench_host`` stubs the interpreter's) and the kernels' choices
+an sm_90 GPU's on CPU tensors. Not included, so add them on a GPU: loading the cached kernels
+onto the GPU at their first launch, the launchers' first load, the warm-up and the graph capture.
 
 Every record names the machine, the versions, the date, the commit and the load average (the CI
 machine is shared: a busy machine stretches every wall time).
@@ -38,7 +41,6 @@ import argparse
 import contextlib
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
