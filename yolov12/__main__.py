@@ -1,4 +1,4 @@
-"""Command line: ``yolov12 {info,bench,predict,val,export} [options]`` (``--help`` on each), also
+"""Command line: ``yolov12 {info,bench,predict,val,export,compile} [options]`` (``--help`` on each), also
 run as ``python -m yolov12`` and under ``torchrun ... -m yolov12``.
 
 Besides the ``--flag value`` options, the ultralytics way of writing a command is accepted:
@@ -17,7 +17,8 @@ from pathlib import Path
 
 # Each sub-command is a module of this package exposing ``add_parser(subparsers)`` (which must set
 # ``func`` on the parser via set_defaults) — one module per command keeps this file trivial.
-COMMANDS = ["yolov12.cli_info", "yolov12.bench.cli", "yolov12.predict", "yolov12.val", "yolov12.export"]
+COMMANDS = ["yolov12.cli_info", "yolov12.bench.cli", "yolov12.predict", "yolov12.val", "yolov12.export",
+            "yolov12.precompile"]
 
 # Keys that are not options of their command: ultralytics' project=DIR name=NAME (predict's
 # results in DIR/NAME, i.e. --out DIR/NAME).

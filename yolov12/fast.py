@@ -32,6 +32,11 @@ What ``fast(x)`` runs, per input shape (batch, H, W) — prepared on the first c
 * the modules' path without graphs (``fused_convs=False`` on the CPU, ``graphs=False``): the
   modules, as before.
 
+Before a new shape is prepared on a GPU, the kernel variants its forward will launch and Triton's
+cache lacks are compiled in parallel (``yolov12.precompile.for_first_call``; one progress line when
+that takes more than a second, nothing on a warm cache): ``compile_workers`` processes (None:
+``YOLOV12_COMPILE_WORKERS``, else every core; 0 or 1: none, the forward compiles them one by one).
+
 Prepared shapes are kept, least recently used first out past ``max_shapes`` (8; their memory
 goes with them); one lock serialises callers of one model across threads. While anything traces
 the call (``torch.compile``, ``torch.jit.trace``, ONNX export, a ``TorchDispatchMode``, a CUDA graph
@@ -194,13 +199,15 @@ class FastYOLOv12(nn.Module):
 
     ``graphs``: replay each input shape's forward from a CUDA graph on CUDA (default True; False:
     the launch plan, or the modules, eagerly). ``max_shapes``: how many input shapes keep their
-    graph or plan (the least recently used goes first). See the module docstring.
+    graph or plan (the least recently used goes first). ``compile_workers``: processes that
+    compile a new shape's kernels ahead of its first call on a GPU (None: every core; 0 or 1:
+    none). See the module docstring.
     """
 
     def __init__(self, model, device=None, dtype=None, *, backend: str = "auto",
                  channels_last: bool | None = None, fold_bn: bool = True,
                  fp32_decode: bool = True, fused_convs: bool | None = None,
-                 graphs: bool = True, max_shapes: int = 8):
+                 graphs: bool = True, max_shapes: int = 8, compile_workers: int | None = None):
         super().__init__()
         # a YOLOv12 (or a subclass): a network whose layer loop is ``run`` and whose last layer
         # is the Detect head (checked by what it has: this module sits below yolov12.model)
@@ -220,6 +227,9 @@ class FastYOLOv12(nn.Module):
             raise ValueError(f"graphs: expected True or False, got {graphs!r}")
         if isinstance(max_shapes, bool) or not isinstance(max_shapes, int) or max_shapes < 1:
             raise ValueError(f"max_shapes: expected a positive int, got {max_shapes!r}")
+        if compile_workers is not None:
+            from .precompile import compile_workers as check_workers
+            check_workers(compile_workers)
         use_fused = self._use_fused(fused_convs, device, dtype, fold_bn, fp32_decode)
         if channels_last is None:
             channels_last = True if use_fused else default_channels_last(device, dtype)
@@ -254,6 +264,7 @@ class FastYOLOv12(nn.Module):
         # copy of this model then hooks the copy)
         net.register_load_state_dict_post_hook(self._weights_loaded)
         self.graphs, self.max_shapes = graphs, max_shapes
+        self.compile_workers = compile_workers
         self._init_replays()
 
     def _init_replays(self) -> None:
@@ -380,6 +391,8 @@ class FastYOLOv12(nn.Module):
     def _prepare(self, x: torch.Tensor):
         """(replay, its output on x, or None if not run yet) for a new input shape. On CUDA:
         one eager forward (the call's result), a warm-up on the capture stream, the capture."""
+        from .precompile import for_first_call
+        for_first_call(self, x)  # on a GPU: the shape's missing kernels compiled in parallel
         if self.device.type == "cuda" and self.graphs:
             static_input = torch.empty(x.shape, device=self.device, dtype=self.dtype,
                                        memory_format=self.memory_format)
@@ -464,7 +477,9 @@ class CapturedForward:
 
 def optimize(model, device=None, dtype=None, *, backend: str = "auto",
              channels_last: bool | None = None, fused_convs: bool | None = None,
-             graphs: bool = True, max_shapes: int = 8) -> FastYOLOv12:
+             graphs: bool = True, max_shapes: int = 8,
+             compile_workers: int | None = None) -> FastYOLOv12:
     """``model``'s fast inference path; see the module docstring. The model itself is unchanged."""
     return FastYOLOv12(model, device, dtype, backend=backend, channels_last=channels_last,
-                       fused_convs=fused_convs, graphs=graphs, max_shapes=max_shapes)
+                       fused_convs=fused_convs, graphs=graphs, max_shapes=max_shapes,
+                       compile_workers=compile_workers)

@@ -29,6 +29,8 @@ import re
 import sys
 import time
 
+from .jit_variants import jit_function  # noqa: F401 (also the binder's JITFunction here)
+
 # The smallest shared memory per block of the supported GPUs (sm_86/sm_89; A100 163 KB, H100 227).
 MAX_SHARED = 99 * 1024
 BATCHES = (1, 8, 32)
@@ -121,13 +123,14 @@ def other_launches(quick: bool):
     return runs
 
 
-def jit_function(kernel):
-    """The JITFunction of a kernel (under the interpreter, one built from the same Python function
-    with the same ``do_not_specialize``), for Triton's binder."""
-    from triton.runtime.jit import JITFunction
-    from .area_attention import RUNTIME_INTS
-    return kernel if isinstance(kernel, JITFunction) else JITFunction(
-        kernel.fn, do_not_specialize=RUNTIME_INTS)
+def jit_call(run) -> tuple:
+    """(kernel, args, kwargs) of the JIT call a dry-run launch (plan, pointers, scale) makes:
+    ``kernel[grid](*args, **kwargs)``, as ``launch.Plan`` calls it."""
+    from .launch import _pointer_view
+    plan, ptrs, scale = run
+    views = [_pointer_view(p, o) for p, o in zip(ptrs, plan.offsets)]
+    return (plan.kernel, (*views, scale, *plan.tail),
+            dict(num_warps=plan.config.num_warps, num_stages=plan.config.num_stages))
 
 
 def specialise(run, cc: int):
@@ -136,14 +139,11 @@ def specialise(run, cc: int):
     from triton.backends.compiler import GPUTarget
     from triton.compiler import make_backend
     from triton.runtime.jit import create_function_from_signature
-    from .launch import _pointer_view
-    plan, ptrs, scale = run
-    fn = jit_function(plan.kernel)
+    kernel, args, kwargs = jit_call(run)
+    fn = jit_function(kernel)
     backend = make_backend(GPUTarget("cuda", cc, 32))
     binder = create_function_from_signature(fn.signature, fn.params, backend)
-    views = [_pointer_view(p, o) for p, o in zip(ptrs, plan.offsets)]
-    bound, spec, options = binder(*views, scale, *plan.tail, num_warps=plan.config.num_warps,
-                                  num_stages=plan.config.num_stages, debug=False)
+    bound, spec, options = binder(*args, **kwargs, debug=False)
     key = (fn.fn.__name__, str(spec), str(options))
     return key, fn, backend, bound, spec, options
 

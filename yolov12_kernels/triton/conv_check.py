@@ -43,20 +43,11 @@ _DTYPES = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32"}
 
 def jit_compile(kernel, args, kwargs, cc: int):
     """``kernel[grid](*args, **kwargs)``'s compile step for sm_``cc``, without a driver: Triton's
-    JIT binder computes the specialisation from the real arguments, then ``triton.compile``.
+    JIT binder computes the specialisation from the real arguments, then ``triton.compile``
+    (``jit_variants``: exactly the JIT's inputs, so the launch later finds it in the cache).
     With TRITON_DUMP_PTXAS_LOG=1 (``main`` sets it) Triton prints ptxas' report."""
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource, make_backend
-    from triton.runtime.jit import create_function_from_signature
-    target = GPUTarget("cuda", cc, 32)
-    backend = make_backend(target)
-    binder = create_function_from_signature(kernel.signature, kernel.params, backend)
-    bound, specialization, options = binder(*args, **kwargs)
-    options, signature, constexprs, attrs = kernel._pack_args(backend, kwargs, bound,
-                                                              specialization, options)
-    src = ASTSource(kernel, signature, constexprs, attrs)
-    return triton.compile(src, target=target, options=options.__dict__)
+    from . import jit_variants as J
+    return J.compile_variant(J.bind(kernel, args, kwargs, cc), J.jit_function(kernel))[0]
 
 
 def specialization_key(kernel, args, kwargs) -> tuple:
