@@ -89,6 +89,36 @@ def test_auto_backend_is_reported():
     assert fast.dtype == torch.float32 and fast.channels_last is True  # CPU defaults
 
 
+def test_load_state_dict_takes_the_models_own_keys_too():
+    """``fast.load_state_dict`` takes the state dict of the model it was built from (keys
+    ``model.0...``, BatchNorm folded as optimize folds it), the folded net's and its own
+    (``net.model.0...``): each then computes exactly what a fast model built from those weights
+    does. assign=True and a key the model does not have are refused, the key named as the model
+    has it. (After a plan or graph was prepared: tests/test_autograd_modes.py loads every form.)
+    The small network of ``_tiny`` (Conv+BN, A2C2f, Detect: what the keys are made of)."""
+    from _tiny import images, tiny_yolo
+    a, b = tiny_yolo(0), tiny_yolo(1)
+    x = images(2)[0]
+    want = b.optimize("cpu", torch.float32)
+    with torch.inference_mode():
+        expected = want(x)
+    for sd in (b.state_dict(), want.net.state_dict(), want.state_dict()):
+        fast = a.optimize("cpu", torch.float32)
+        with torch.inference_mode():
+            before = fast(x)
+        fast.load_state_dict(sd)
+        with torch.inference_mode():
+            after = fast(x)
+        assert not torch.equal(before, after) and torch.equal(after, expected)
+    with pytest.raises(ValueError, match="assign"):
+        fast.load_state_dict(want.state_dict(), assign=True)
+    wrong = dict(b.state_dict(), **{"model.0.bn.typo": torch.zeros(1)})
+    with pytest.raises(RuntimeError, match=r"model\.0\.bn\.typo"):
+        fast.load_state_dict(wrong)
+    with pytest.raises(ValueError, match="strict"):
+        fast.load_state_dict(b.state_dict(), strict=False)
+
+
 # Floors of the allowed (box / side, probability) error: what one rounding of an O(1) value costs.
 FLOOR = {torch.float16: 2e-3, torch.bfloat16: 2e-3, torch.float32: 1e-5}
 
