@@ -48,7 +48,8 @@ def target(device: torch.device) -> Target:
 def rehearse_gpu(capability: tuple[int, int] = (9, 0)):
     """Inside the block, CPU devices get the choices of a GPU of compute ``capability`` (sm_80
     and up: the GPUs where the Triton kernels run), the kernels running in Triton's interpreter
-    (``TRITON_INTERPRET=1`` must be set before the kernels are imported). Yields the Target."""
+    (``TRITON_INTERPRET=1`` must be set before the kernels are imported). Process-wide, not
+    per thread (tests set it around a test). Yields the Target."""
     global _rehearsed
     capability = tuple(capability)
     if len(capability) != 2 or capability < (8, 0):
