@@ -54,7 +54,7 @@ def test_fp32_matches_reference(scale, size):
     assert box < 1e-5 and cls < 1e-5, (box, cls)
 
 
-def test_optimize_leaves_model_and_state_dict_keys_alone():
+def test_optimize_leaves_model_and_state_dict_keys_alone(choices):
     model = reference_model("n")
     keys = set(model.state_dict())
     fast = model.optimize()
@@ -82,11 +82,21 @@ def test_backends_and_channels_last_agree():
                 assert box < 1e-5 and cls < 1e-5, (backend, cl, box, cls)
 
 
-def test_auto_backend_is_reported():
+def test_auto_backend_is_reported(choices):
+    """What optimize() chooses on each device, no forward: the CPU's (the modules path, SDPA,
+    float32, channels-last), an sm_90 GPU's (the fused convs, Triton attention, float16,
+    channels-last, graphs; NCHW without the fused convs), and "auto"'s order there."""
+    from yolov12_kernels import dispatch
+    from yolov12_kernels.target import RecordedGraphs
     fast = YOLOv12("n").optimize("cpu")
-    from yolov12_kernels.dispatch import BACKENDS
-    assert fast.attention_backend in BACKENDS
-    assert fast.dtype == torch.float32 and fast.channels_last is True  # CPU defaults
+    assert fast.attention_backend in dispatch.BACKENDS
+    gpu = choices == "gpu"
+    assert (fast.attention_backend, fast.dtype, fast.fused_convs) == (
+        ("triton", torch.float16, True) if gpu else ("sdpa", torch.float32, False))
+    assert fast.channels_last is True and (fast._graph_kit is RecordedGraphs) == gpu
+    order = dispatch.auto_order(torch.device("cpu"), "fused_area_attention")
+    assert order == dispatch.FALLBACK_ORDER["sm80+" if gpu else "cpu"]
+    assert YOLOv12("n").optimize("cpu", fused_convs=False).channels_last is not gpu
 
 
 def test_load_state_dict_takes_the_models_own_keys_too():

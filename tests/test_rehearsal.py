@@ -50,25 +50,6 @@ def test_rehearsal_refuses_what_it_cannot_stand_for(monkeypatch):
             pass
 
 
-@pytest.mark.parametrize("want", [("cpu", "sdpa", torch.float32, False),
-                                  ("gpu", "triton", torch.float16, True)],
-                         ids=["cpu", "gpu"])
-def test_optimize_makes_the_choices_of_its_device(request, want):
-    """No forward: what optimize() chooses (the CPU's: the modules path, SDPA, float32; an sm_90
-    GPU's: the fused convs, Triton attention, float16, graphs) and auto's order."""
-    kind, backend, dtype, fused = want
-    if kind == "gpu":
-        request.getfixturevalue("gpu_choices")
-    fast = optimize(YOLOv12("n"), "cpu")
-    assert (fast.attention_backend, fast.dtype, fast.fused_convs) == (backend, dtype, fused)
-    assert fast.channels_last  # the CPU's default, and always with the fused convs
-    assert fast._graph_kit is (RecordedGraphs if kind == "gpu" else CudaGraphs)
-    order = dispatch.auto_order(CPU, "fused_area_attention")
-    assert order == dispatch.FALLBACK_ORDER["sm80+" if kind == "gpu" else "cpu"]
-    if kind == "gpu":  # without the fused convs a GPU's default memory format is NCHW
-        assert not optimize(YOLOv12("n"), "cpu", fused_convs=False).channels_last
-
-
 # ---------------------------------------------------------------------------------------------
 # "auto" skipping a backend that refuses the call (issue 25, item 4)
 @pytest.mark.parametrize("dtype,head_dim,why", [(torch.float64, 32, "float64"),
