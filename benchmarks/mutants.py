@@ -42,6 +42,9 @@ class Mutant:
 FUSED_LAYERS = "tests/test_fused_layers.py::test_fused_forward_layer_by_layer"
 STEPS = "tests/test_fused_steps.py"
 ABI = "tests/test_launcher_abi.py::test_recorded_launches_reach_the_driver_as_recorded"
+REHEARSAL = "tests/test_rehearsal.py"
+PLAN = "tests/test_plan.py"
+MODES = "tests/test_autograd_modes.py"
 
 MUTANTS = (
     # the three that survived the audit of issue 17
@@ -147,6 +150,81 @@ MUTANTS = (
            "return m0 + g + ((r & 2) ? 8 : 0);",
            ("tests/test_cuda_kernel_model.py",),
            "the CUDA attention kernel's Q fragment rows and columns mixed up (a1 and a2 swapped)"),
+    # issue 25: what only the GPU's choices and the autograd modes reach
+    Mutant("auto-no-question", "yolov12_kernels/dispatch.py",
+           "        if mod is not None:\n"
+           "            reason = mod.unsupported(op, device, dtype, head_dim, needs_grad)\n"
+           "        if not reason:",
+           "        if not reason:",
+           (f"{REHEARSAL}::test_auto_skips_a_refusing_backend_and_says_why_once",),
+           '"auto" takes the first available backend without asking whether it takes the call'),
+    Mutant("plan-input-alias", "yolov12/plan.py",
+           "self.input = torch.empty(x.shape, dtype=dtype, device=device,\n"
+           "                                     memory_format=memory_format)\n"
+           "            self.input.copy_(x)",
+           "self.input = x.to(device=device, dtype=dtype, memory_format=memory_format)",
+           (f"{PLAN}::test_the_callers_input_is_never_the_prepared_input",),
+           "a plan's input buffer is the caller's tensor when it is already in the model's "
+           "dtype and memory format (the next call overwrites it)"),
+    Mutant("graph-input-alias", "yolov12/fast.py",
+           "static_input = torch.empty(x.shape, device=self.device, dtype=self.dtype,\n"
+           "                                           memory_format=self.memory_format)\n"
+           "            static_input.copy_(x)",
+           "static_input = x.to(device=self.device, dtype=self.dtype,\n"
+           "                                    memory_format=self.memory_format)",
+           (f"{PLAN}::test_the_callers_input_is_never_the_prepared_input",),
+           "a CUDA graph's static input is the caller's tensor when already in the model's "
+           "dtype and memory format"),
+    Mutant("replay-key-no-batch", "yolov12/fast.py",
+           "key = tuple(x.shape)",
+           "key = tuple(x.shape[1:])",
+           (f"{PLAN}::test_two_batch_sizes_at_one_image_size",),
+           "prepared shapes keyed without the batch: batch 1 replays batch 2's plan or graph"),
+    Mutant("pe-taps-version", "yolov12_kernels/triton/area_attention.py",
+           "return _UNVERSIONED if t.is_inference() else t._version",
+           "return t._version",
+           (f"{MODES}::test_pe_tap_table_of_inference_tensors",),
+           "the pe tap table keyed on the version counter an inference tensor does not have"),
+    Mutant("pe-taps-stale", "yolov12_kernels/triton/area_attention.py",
+           "if ver != version or _UNVERSIONED in version:",
+           "if ver != version:",
+           (f"{MODES}::test_pe_tap_table_of_inference_tensors",),
+           "the pe tap table of inference-tensor weights never rewritten after they change"),
+    Mutant("build-in-callers-mode", "yolov12/fast.py",
+           "    @torch.inference_mode(False)\n    def __init__(",
+           "    def __init__(",
+           (f"{MODES}::test_built_in_inference_mode_loads_and_runs_in_any_mode",),
+           "a fast model built in inference mode holds inference tensors, which "
+           "load_state_dict cannot update outside inference mode"),
+    Mutant("refresh-outside-inference", "yolov12/fused.py",
+           "        with torch.inference_mode():\n"
+           "            for m, name, value in self._prepared():",
+           "        with torch.no_grad():\n"
+           "            for m, name, value in self._prepared():",
+           (f"{MODES}::test_prepared_copies_of_inference_tensors_are_refreshed_in_any_mode",),
+           "the fused forward's prepared copies rewritten outside inference mode"),
+    Mutant("graph-copy-outside-inference", "yolov12/fast.py",
+           "if static_input.is_inference() and not torch.is_inference_mode_enabled():",
+           "if False:",
+           (f"{REHEARSAL}::test_graph_input_made_in_inference_mode_takes_calls_in_any_mode",),
+           "a call outside inference mode copies into a static input made under it"),
+    Mutant("plan-bound-in-halves", "yolov12_kernels/triton/launch.py",
+           "    byte_offsets = tuple(0 if p is None else o * p.element_size()",
+           "    plan.bound = Bound(*direct, compiled, None)  # published before its offsets\n"
+           "    byte_offsets = tuple(0 if p is None else o * p.element_size()",
+           (f"{PLAN}::test_two_threads_on_a_cold_plan_never_see_half_a_binding",),
+           "a cold plan's direct launch published before its byte offsets (another thread "
+           "zips its pointers with None)"),
+    Mutant("capture-global-errors", "yolov12/fast.py",
+           'capture_error_mode="thread_local"',
+           'capture_error_mode="global"',
+           (f"{REHEARSAL}::test_cuda_capture_is_thread_local_on_the_warm_up_stream",),
+           "CUDA graph capture fails on (and breaks) other threads' CUDA calls"),
+    Mutant("autocast-reaches-fast-model", "yolov12/fast.py",
+           "if torch.is_autocast_enabled(self.device.type):",
+           "if False:",
+           (f"{REHEARSAL}::test_autocast_does_not_reach_a_fast_model",),
+           "autocast changes a fast model's eager ops (and a graph freezes it at capture)"),
 )
 
 

@@ -43,6 +43,31 @@ def _fresh_seed(request):
     yield
 
 
+@pytest.fixture
+def gpu_choices():
+    """The GPU's choices on the CPU (``yolov12_kernels.target.rehearse_gpu``, an sm_90 GPU):
+    inside the test, "auto" orders backends as on an H100, ``optimize()`` and ``Predictor``
+    choose fused convs, channels-last, float16 by default, Triton attention and CUDA graphs,
+    while the kernels run in Triton's interpreter on CPU tensors and graphs are the recorded
+    stand-in (``RecordedGraphs``; docs/testing.md says what it does not cover). Models built
+    inside keep those choices. Skipped where the interpreter is off (a GPU machine runs the
+    real thing)."""
+    if os.environ.get("TRITON_INTERPRET", "0") != "1":
+        pytest.skip("the GPU's choices run on the CPU in Triton's interpreter "
+                    "(TRITON_INTERPRET=1 unset here)")
+    from yolov12_kernels.target import rehearse_gpu
+    with rehearse_gpu((9, 0)) as target:
+        yield target
+
+
+@pytest.fixture(params=["cpu", "gpu"])
+def choices(request):
+    """Runs a test twice: under the CPU's own choices ("cpu") and the GPU's (``gpu_choices``)."""
+    if request.param == "gpu":
+        request.getfixturevalue("gpu_choices")
+    return request.param
+
+
 def pytest_report_header(config):
     dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
     return [f"torch {torch.__version__}, GPU: {dev}, "

@@ -54,7 +54,7 @@ def test_fp32_matches_reference(scale, size):
     assert box < 1e-5 and cls < 1e-5, (box, cls)
 
 
-def test_optimize_leaves_model_and_state_dict_keys_alone():
+def test_optimize_leaves_model_and_state_dict_keys_alone(choices):
     model = reference_model("n")
     keys = set(model.state_dict())
     fast = model.optimize()
@@ -82,11 +82,51 @@ def test_backends_and_channels_last_agree():
                 assert box < 1e-5 and cls < 1e-5, (backend, cl, box, cls)
 
 
-def test_auto_backend_is_reported():
+def test_auto_backend_is_reported(choices):
+    """What optimize() chooses on each device, no forward: the CPU's (the modules path, SDPA,
+    float32, channels-last), an sm_90 GPU's (the fused convs, Triton attention, float16,
+    channels-last, graphs; NCHW without the fused convs), and "auto"'s order there."""
+    from yolov12_kernels import dispatch
+    from yolov12_kernels.target import RecordedGraphs
     fast = YOLOv12("n").optimize("cpu")
-    from yolov12_kernels.dispatch import BACKENDS
-    assert fast.attention_backend in BACKENDS
-    assert fast.dtype == torch.float32 and fast.channels_last is True  # CPU defaults
+    assert fast.attention_backend in dispatch.BACKENDS
+    gpu = choices == "gpu"
+    assert (fast.attention_backend, fast.dtype, fast.fused_convs) == (
+        ("triton", torch.float16, True) if gpu else ("sdpa", torch.float32, False))
+    assert fast.channels_last is True and (fast._graph_kit is RecordedGraphs) == gpu
+    order = dispatch.auto_order(torch.device("cpu"), "fused_area_attention")
+    assert order == dispatch.FALLBACK_ORDER["sm80+" if gpu else "cpu"]
+    assert YOLOv12("n").optimize("cpu", fused_convs=False).channels_last is not gpu
+
+
+def test_load_state_dict_takes_the_models_own_keys_too():
+    """``fast.load_state_dict`` takes the state dict of the model it was built from (keys
+    ``model.0...``, BatchNorm folded as optimize folds it), the folded net's and its own
+    (``net.model.0...``): each then computes exactly what a fast model built from those weights
+    does. assign=True and a key the model does not have are refused, the key named as the model
+    has it. (After a plan or graph was prepared: tests/test_autograd_modes.py loads every form.)
+    The small network of ``_tiny`` (Conv+BN, A2C2f, Detect: what the keys are made of)."""
+    from _tiny import images, tiny_yolo
+    a, b = tiny_yolo(0), tiny_yolo(1)
+    x = images(2)[0]
+    want = b.optimize("cpu", torch.float32)
+    with torch.inference_mode():
+        expected = want(x)
+    for sd in (b.state_dict(), want.net.state_dict(), want.state_dict()):
+        fast = a.optimize("cpu", torch.float32)
+        with torch.inference_mode():
+            before = fast(x)
+        fast.load_state_dict(sd)
+        with torch.inference_mode():
+            after = fast(x)
+        assert not torch.equal(before, after) and torch.equal(after, expected)
+    with pytest.raises(ValueError, match="assign"):
+        fast.load_state_dict(want.state_dict(), assign=True)
+    wrong = dict(b.state_dict(), **{"model.0.bn.typo": torch.zeros(1)})
+    with pytest.raises(RuntimeError, match=r"model\.0\.bn\.typo"):
+        fast.load_state_dict(wrong)
+    with pytest.raises(ValueError, match="strict"):
+        fast.load_state_dict(b.state_dict(), strict=False)
 
 
 # Floors of the allowed (box / side, probability) error: what one rounding of an O(1) value costs.

@@ -104,6 +104,24 @@ def test_fused_forward_within_framework_error(dtype):
 
 
 @interpreted
+def test_fused_forward_under_each_devices_choices_within_framework_error(choices):
+    """The small network of ``_tiny`` (an A2C2f with 4-area attention, a Detect head) through
+    ``fast(x)`` as each device chooses it with the fused convs: on the CPU SDPA attention and the
+    launch plan, with the GPU's choices Triton attention and a (recorded) CUDA graph; both
+    within 2x the framework's float32 error of the float64 truth, first call and replay."""
+    from _tiny import images, tiny_yolo
+    model = tiny_yolo(3)
+    x = images(4)[0]
+    truth, ref_lo = truth_and_framework(model, x, torch.float32)
+    fast = fused(model)
+    assert fast.attention_backend == ("triton" if choices == "gpu" else "sdpa")
+    with torch.inference_mode():
+        first, replayed = fast(x), fast(x)
+    assert torch.equal(first, replayed)
+    assert_within_framework_error(replayed, truth, ref_lo, x.shape[-1])
+
+
+@interpreted
 @pytest.mark.slow
 @pytest.mark.parametrize("scale,variant", [("s", "yolo12"), ("m", "yolo12"), ("l", "yolo12"),
                                            ("x", "yolo12"), ("l", "turbo")])

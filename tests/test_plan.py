@@ -29,6 +29,8 @@ from unittest import mock
 import pytest
 import torch
 
+from _tiny import images as tiny_images
+from _tiny import tiny_yolo
 from test_fused_forward import BUDGET, interpreted, sensitive
 from yolov12.fast import CapturedForward, fused_convs_unsupported, optimize
 from yolov12.model import YOLOv12
@@ -50,6 +52,16 @@ def _inputs(seed: int, n: int, shape=(1, 3, SIDE, SIDE)):
 @pytest.fixture(scope="module")
 def fast():
     return optimize(_seeded_model(0), "cpu", torch.float32, fused_convs=True, backend="sdpa")
+
+
+@pytest.fixture(scope="module")
+def fast_gpu():
+    """The same model and settings built under the GPU's choices: graphs on, recorded."""
+    if fused_convs_unsupported(torch.device("cpu"), torch.float32) is not None:
+        pytest.skip("the fused conv kernels do not run on this CPU (TRITON_INTERPRET=1 unset)")
+    from yolov12_kernels.target import rehearse_gpu
+    with rehearse_gpu():
+        return optimize(_seeded_model(0), "cpu", torch.float32, fused_convs=True, backend="sdpa")
 
 
 @pytest.fixture(scope="module")
@@ -78,12 +90,16 @@ def _plan(fast, x) -> LaunchPlan:
 
 # ---------------------------------------------------------------------------------------------
 @interpreted
-def test_replay_equals_first_call_and_direct_forward(fast, xs, direct):
-    """First call (plans the shape), then a replay on another input: each equals the direct
-    forward exactly, and the first output is the caller's (the replay did not overwrite it)."""
+@pytest.mark.parametrize("choice", ["cpu", "gpu"])
+def test_replay_equals_first_call_and_direct_forward(request, choice, xs, direct):
+    """First call (prepares the shape: the plan, or with the GPU's choices a CUDA graph, the
+    recorded stand-in), then a replay on another input: each equals the direct forward exactly,
+    and the first output is the caller's (the replay did not overwrite it)."""
+    fast = request.getfixturevalue("fast" if choice == "cpu" else "fast_gpu")
     fast.reset_replays()
     first = fast(xs[0])
-    assert isinstance(fast._replays[tuple(xs[0].shape)], LaunchPlan)
+    kind = LaunchPlan if choice == "cpu" else CapturedForward
+    assert isinstance(fast._replays[tuple(xs[0].shape)], kind)
     assert torch.equal(first, direct[0])
     second = fast(xs[1])  # a replay: every step on the new input
     assert torch.equal(second, direct[1])
@@ -247,6 +263,97 @@ def test_layers_the_kernels_do_not_take_replay_as_pytorch_calls():
     assert {"Conv", "Sequential", "Upsample", "Concat"} <= modules, modules
     plan.poison()
     assert torch.equal(fast(x), first)
+
+
+# ---------------------------------------------------------------------------------------------
+# what survived planted bugs (issue 25, item 4): the small network of _tiny, both choices
+@interpreted
+def test_the_callers_input_is_never_the_prepared_input(choices):
+    """A shape prepared from an input already in the model's dtype and memory format (float32,
+    channels-last): the plan's (or graph's) input buffer must be its own, not the caller's
+    tensor, which the next call's copy-in would overwrite."""
+    fast = optimize(tiny_yolo(0), "cpu", torch.float32, fused_convs=True)
+    x0, x1 = (x.contiguous(memory_format=torch.channels_last) for x in tiny_images(7, 2))
+    kept = x0.clone()
+    first = fast(x0)
+    second = fast(x1)
+    assert isinstance(fast._replays[tuple(x0.shape)],
+                      CapturedForward if choices == "gpu" else LaunchPlan)
+    assert torch.equal(x0, kept), "a later call wrote into the caller's first input"
+    assert not torch.equal(first, second)
+
+
+@interpreted
+def test_two_batch_sizes_at_one_image_size(choices):
+    """Batch 2, then batch 1 at one image size, through the public call: each shape is
+    prepared on its own (shapes right), and image 0 gets the same boxes and scores at either
+    batch (a batch-1 call must not replay, or be cast into, batch 2's plan or graph)."""
+    fast = optimize(tiny_yolo(1), "cpu", torch.float32, fused_convs=True)
+    x2 = tiny_images(8, batch=2)[0]
+    out2 = fast(x2)
+    out1 = fast(x2[:1])
+    assert out2.shape == (2, *out1.shape[1:]) and out1.shape[0] == 1
+    torch.testing.assert_close(out1, out2[:1], rtol=1e-5, atol=1e-4)
+    assert len(fast._replays) == 2
+
+
+def test_two_threads_on_a_cold_plan_never_see_half_a_binding():
+    """The first call of a plan binds the compiled kernel's direct launch; a second thread that
+    comes in meanwhile must find either nothing (and take the JIT call itself) or all of it —
+    never the launcher without its byte offsets. Thread A is held inside the binding, right
+    where it computes the byte offsets, while thread B calls; then both finish, and a third
+    call goes through the direct launch with the right pointers."""
+    from yolov12_kernels.triton import launch as L
+    launches, errors = [], []
+    holding, released = threading.Event(), threading.Event()
+
+    class Compiled:
+        function, packed_metadata = "function", "packed"
+
+        def run(self, *args):
+            launches.append(args)
+
+    class Kernel:
+        def __getitem__(self, grid):
+            return lambda *args, **options: Compiled()
+
+    class Pointer:  # stands for a tensor: what a plan reads of one
+        device = torch.device("cpu")
+
+        def __init__(self, address):
+            self.address = address
+
+        def data_ptr(self):
+            return self.address
+
+        def element_size(self):
+            if threading.current_thread() is first and not holding.is_set():
+                holding.set()  # A is binding: let B call now
+                released.wait(10)
+            return 4
+
+    plan = L.Plan(Kernel(), 3, (0, 0), (7,), L.Config(16, 16, 1, 1))
+    plan.jit_only = False  # as on a GPU (the interpreter never binds)
+    ptrs = (Pointer(1024), Pointer(4096))
+
+    def call():
+        try:
+            plan.run(ptrs, 0.5)
+        except Exception as e:  # noqa: BLE001 — reported by the assertion below
+            errors.append(e)
+        finally:
+            if threading.current_thread() is second:
+                released.set()
+    first, second = threading.Thread(target=call), threading.Thread(target=call)
+    first.start()
+    assert holding.wait(10)
+    second.start()
+    for t in (second, first):
+        t.join(10)
+    assert not errors, errors
+    plan.run(ptrs, 0.5)
+    assert launches[-1] == (3, 1, 1, 0, "function", "packed", None, None, None, 1024, 4096,
+                            0.5, 7)
 
 
 # ---------------------------------------------------------------------------------------------

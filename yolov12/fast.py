@@ -44,9 +44,23 @@ being captured around the call) the forward runs the ops directly instead, so
 ``torch.compile(fast)`` traces them in one graph (tested with ``fullgraph=True``).
 ``fast.capture(batch, size)`` records the direct forward into a CUDA graph whose static buffers
 the caller manages (the benchmark's ``fast-graph``).
+
+Modes and weights: the model is built outside inference mode whatever the caller's mode (its
+parameters and prepared copies are normal tensors), so building, calling and ``load_state_dict``
+work under ``torch.inference_mode()``, ``torch.no_grad()`` or neither, in any mix.
+``load_state_dict`` updates the weights in place (what graphs and plans read) and takes this
+model's state dict or the YOLOv12's it was built from (BatchNorm folded as at build). Autocast is
+switched off inside ``forward`` and ``capture``: the model runs in the dtype it was built for. A
+bare ``cuda`` device gets its index at build (``device_with_index``).
+
+The device's kind and capability come from ``yolov12_kernels.target.target``: inside
+``rehearse_gpu()`` (the tests' ``gpu_choices``) a CPU takes an sm_90 GPU's choices — fused convs,
+Triton attention, float16 by default, graphs — with the kernels in Triton's interpreter and
+``RecordedGraphs`` standing in for ``CudaGraphs`` (docs/testing.md).
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import logging
@@ -58,6 +72,7 @@ import torch
 from torch import nn
 
 from yolov12_kernels import _conv_checks, dispatch, dispatch_table
+from yolov12_kernels.target import RecordedGraphs, target
 from yolov12_kernels.aattn import aattn_forward, pe_weight_bias
 from yolov12_kernels.conv import fused_conv2d
 
@@ -102,6 +117,14 @@ def fused_convs_probe(device: torch.device, dtype: torch.dtype) -> str | None:
     return None
 
 
+def device_with_index(device: torch.device) -> torch.device:
+    """``device`` with its index: a bare ``cuda`` is the current CUDA device, fixed now (a model
+    built on it stays there, whatever device is current when it is called later)."""
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
 def default_channels_last(device: torch.device, dtype: torch.dtype) -> bool:
     """The default memory format of the fast path *without* the fused conv kernels (with them it
     is always channels-last, the layout they are written for): channels-last on the CPU, NCHW on
@@ -111,9 +134,10 @@ def default_channels_last(device: torch.device, dtype: torch.dtype) -> bool:
     prefer NHWC, and with NHWC activations the q/k/v views of the qkv conv output have a contiguous
     head dimension, which SDPA's CPU kernel needs (from NCHW it copies every q, k and v first).
     CUDA: NCHW until a GPU measurement says otherwise (``bench --channels-last on`` measures it):
-    the attention kernels read the NCHW conv output in place.
+    the attention kernels read the NCHW conv output in place. (The device's kind is
+    ``target(device)``'s: a GPU's inside ``yolov12_kernels.target.rehearse_gpu``.)
     """
-    return device.type == "cpu"
+    return target(device).type == "cpu"
 
 
 # "auto" ranks backends per problem-size class (dispatch_table): the smallest size of each class
@@ -204,6 +228,9 @@ class FastYOLOv12(nn.Module):
     none). See the module docstring.
     """
 
+    # built outside inference mode whatever the caller's mode: the net's parameters and prepared
+    # copies must be normal tensors, which load_state_dict can update in place in any mode later
+    @torch.inference_mode(False)
     def __init__(self, model, device=None, dtype=None, *, backend: str = "auto",
                  channels_last: bool | None = None, fold_bn: bool = True,
                  fp32_decode: bool = True, fused_convs: bool | None = None,
@@ -217,8 +244,10 @@ class FastYOLOv12(nn.Module):
         device = torch.device(device) if device is not None else next(model.parameters()).device
         if device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError("device: cuda requested but torch sees no CUDA device")
+        device = device_with_index(device)
+        chosen_for = target(device)  # a GPU's choices for a CPU inside rehearse_gpu()
         if dtype is None:
-            dtype = _DEFAULT_DTYPE.get(device.type, torch.float32)
+            dtype = _DEFAULT_DTYPE.get(chosen_for.type, torch.float32)
         if dtype not in (torch.float32, torch.float16, torch.bfloat16):
             raise ValueError(f"dtype: expected torch.float32, float16 or bfloat16, got {dtype}")
         if fused_convs is not None and not isinstance(fused_convs, bool):
@@ -237,6 +266,9 @@ class FastYOLOv12(nn.Module):
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
         net = copy.deepcopy(model).eval()
+        # the model's layout without its memory (meta tensors), so that load_state_dict takes
+        # the model's own state dict too, folded as here (a tuple: not a submodule)
+        self._unfolded = (_meta_copy(model),) if fold_bn else None
         if fold_bn:
             net.fuse()  # in fp32, before any down-cast
         net = net.to(device=device, dtype=dtype)
@@ -265,6 +297,9 @@ class FastYOLOv12(nn.Module):
         net.register_load_state_dict_post_hook(self._weights_loaded)
         self.graphs, self.max_shapes = graphs, max_shapes
         self.compile_workers = compile_workers
+        # on a GPU (or a CPU rehearsing one): graphs are CUDA's (the rehearsal's recorded ones)
+        self._gpu = chosen_for.type == "cuda"
+        self._graph_kit = RecordedGraphs if chosen_for.rehearsal else CudaGraphs
         self._init_replays()
 
     def _init_replays(self) -> None:
@@ -280,6 +315,25 @@ class FastYOLOv12(nn.Module):
     def __setstate__(self, state):
         self.__dict__.update(state)
         self._init_replays()
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """Load weights in place, where prepared graphs and plans read them: this model's own
+        state dict (keys ``net.model.0...``), the net's (``fast.net.state_dict()``, keys
+        ``model.0...``), or the state dict of the model it was built from (keys ``model.0...``
+        with BatchNorm entries: folded here as at build, then cast to this model's dtype)."""
+        if assign:
+            raise ValueError("assign: a FastYOLOv12 loads weights in place (its prepared graphs "
+                             "and plans read them where they are); assign=True is not supported")
+        if not state_dict or any(k.startswith("net.") for k in state_dict):
+            return super().load_state_dict(state_dict, strict)
+        if self._unfolded is None or not any(".bn." in k for k in state_dict):
+            return self.net.load_state_dict(state_dict, strict)
+        if not strict:
+            raise ValueError("strict: a state dict with BatchNorm entries is folded whole; "
+                             "strict=False is not supported for it")
+        unfolded = copy.deepcopy(self._unfolded[0]).to_empty(device="cpu")
+        unfolded.load_state_dict(state_dict)  # a wrong key fails here, named as the model has it
+        return self.net.load_state_dict(unfolded.eval().fuse().state_dict())
 
     def _weights_loaded(self, module=None, incompatible_keys=None) -> None:
         """After load_state_dict: the fused forward's prepared weight copies and the pe tap
@@ -308,9 +362,10 @@ class FastYOLOv12(nn.Module):
         reason = fused_convs_unsupported(device, dtype)
         if requested and reason is not None:
             raise RuntimeError(f"fused_convs=True cannot run on {device} with {dtype}: {reason}")
-        if requested is None and reason is None and device.type == "cuda":
+        gpu = target(device).type == "cuda"  # a CPU rehearsing a GPU takes the GPU's choice
+        if requested is None and reason is None and gpu:
             reason = fused_convs_probe(device, dtype)
-        if requested is None and reason is None and device.type != "cuda":
+        if requested is None and reason is None and not gpu:
             # the interpreter checks the kernels' arithmetic; it is no inference engine (YOLOv12-N
             # at 64x64: seconds per forward where PyTorch's CPU convs take milliseconds)
             reason = ("on the CPU the conv kernels run only in Triton's interpreter, a "
@@ -320,7 +375,7 @@ class FastYOLOv12(nn.Module):
             return True
         # a CPU has nothing to miss (no GPU kernels); on a GPU the fallback costs speed: warn
         _log_once(f"yolov12: fast path without the fused conv kernels on {device} ({dtype}): "
-                  f"{reason}", logging.WARNING if device.type == "cuda" else logging.INFO)
+                  f"{reason}", logging.WARNING if gpu else logging.INFO)
         return False
 
     # ----------------------------------------------------------------------------------------
@@ -338,6 +393,11 @@ class FastYOLOv12(nn.Module):
         return self.net.num_params()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_autocast_enabled(self.device.type):
+            # this model runs in its own dtype: autocast would change the eager ops and the
+            # plans' PyTorch steps, and a graph would freeze whatever autocast its capture saw
+            with torch.autocast(self.device.type, enabled=False):
+                return self.forward(x)
         self.net.check_input(x)
         if not self._replayable(x):
             return self.direct(x)
@@ -369,8 +429,8 @@ class FastYOLOv12(nn.Module):
             return False
         if type(x) is not torch.Tensor or (x.requires_grad and torch.is_grad_enabled()):
             return False
-        if self.device.type == "cuda":
-            if torch.cuda.is_current_stream_capturing():
+        if self._gpu:
+            if self._graph_kit.is_capturing():
                 return False
             return self.graphs or self._fused is not None
         return self._fused is not None
@@ -393,14 +453,16 @@ class FastYOLOv12(nn.Module):
         one eager forward (the call's result), a warm-up on the capture stream, the capture."""
         from .precompile import for_first_call
         for_first_call(self, x)  # on a GPU: the shape's missing kernels compiled in parallel
-        if self.device.type == "cuda" and self.graphs:
-            static_input = torch.empty(x.shape, device=self.device, dtype=self.dtype,
-                                       memory_format=self.memory_format)
+        if self._gpu and self.graphs:
+            with torch.inference_mode(False):  # a normal tensor: later calls copy in, any mode
+                static_input = torch.empty(x.shape, device=self.device, dtype=self.dtype,
+                                           memory_format=self.memory_format)
             static_input.copy_(x)
             with torch.inference_mode():
                 out = self.direct(static_input)  # this call's result; a bad input fails here
             try:
-                return CapturedForward(self.direct, static_input, warmup=1), out
+                return CapturedForward(self.direct, static_input, warmup=1,
+                                       graphs=self._graph_kit), out
             except Exception as e:  # noqa: BLE001 — any capture failure: run without a graph
                 first = str(e).strip().splitlines()[0] if str(e).strip() else ""
                 _log_once(f"yolov12: CUDA graph capture of the fast path failed on {self.device} "
@@ -421,31 +483,66 @@ class FastYOLOv12(nn.Module):
         graph and returns the static output (overwritten by the next call: ``.clone()`` it to keep
         it). Any other input shape raises ``ValueError``; capture another graph for it.
         """
-        if self.device.type != "cuda":
+        if not self._gpu:
             raise RuntimeError(f"capture: CUDA graphs need a CUDA model, this one is on "
                                f"{self.device}; optimize(device='cuda') first")
         if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
             raise ValueError(f"batch: expected a positive int, got {batch!r}")
         h, w = (size, size) if isinstance(size, int) else tuple(size)
-        static_input = torch.zeros((batch, 3, h, w), device=self.device, dtype=self.dtype
-                                   ).contiguous(memory_format=self.memory_format)
+        with torch.inference_mode(False):  # a normal tensor: callers copy in, in any mode
+            static_input = torch.zeros((batch, 3, h, w), device=self.device, dtype=self.dtype
+                                       ).contiguous(memory_format=self.memory_format)
         self.net.check_input(static_input)  # bad sizes fail here, not inside the capture
-        return CapturedForward(self.direct, static_input, warmup)
+        with torch.autocast(self.device.type, enabled=False):  # this model's own dtype
+            return CapturedForward(self.direct, static_input, warmup, graphs=self._graph_kit)
 
 
 class CapturedForward:
     """``fn(static_input)`` recorded into a CUDA graph and replayed (``FastYOLOv12.capture``; the
-    benchmark captures the torch.compile baselines with it too)."""
+    benchmark captures the torch.compile baselines with it too). ``graphs``: how to capture
+    (default: ``graphs_for`` the input's device, CUDA's or a GPU rehearsal's stand-in)."""
 
-    def __init__(self, fn, static_input: torch.Tensor, warmup: int = 3):
-        device = static_input.device
+    def __init__(self, fn, static_input: torch.Tensor, warmup: int = 3, graphs=None):
         self.shape = tuple(static_input.shape)
         self.static_input = static_input
+        graphs = graphs or graphs_for(static_input.device)
+        self.graph, self.static_output = graphs.capture(fn, static_input, warmup)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor) or tuple(x.shape) != self.shape:
+            got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"x: this CUDA graph was captured for input shape {self.shape}, got "
+                             f"{got}; call model.capture(batch, size) for that shape")
+        static_input = self.static_input
+        if static_input.is_inference() and not torch.is_inference_mode_enabled():
+            with torch.inference_mode():  # an inference tensor is written in inference mode only
+                static_input.copy_(x)
+        else:
+            static_input.copy_(x)
+        self.graph.replay()
+        return self.static_output
+
+    def replay(self) -> torch.Tensor:
+        """Replay on whatever is in ``static_input`` (no copy-in): what the benchmark times."""
+        self.graph.replay()
+        return self.static_output
+
+
+class CudaGraphs:
+    """CUDA graph capture: ``capture(fn, static_input, warmup)`` -> (graph, static_output) and
+    ``is_capturing()`` (whether this thread's current stream is capturing). The GPU rehearsal's
+    stand-in (``yolov12_kernels.target.RecordedGraphs``) keeps the same contract."""
+
+    is_capturing = staticmethod(torch.cuda.is_current_stream_capturing)
+
+    @staticmethod
+    def capture(fn, static_input: torch.Tensor, warmup: int = 3):
+        device = static_input.device
         # Everything below on the input's device: torch.cuda.graph's default capture stream is
         # created once per process on whatever device was current then (and cached on the class),
         # so a model on cuda:1 would launch its kernels outside the capture. The warm-up stream,
         # made on the model's device, is therefore also handed to the capture explicitly.
-        with torch.cuda.device(device):
+        with torch.cuda.device(device), _capture_autocast():
             # Warm up on a side stream (PyTorch's recipe): lazy initialisation (cuDNN plans, JIT
             # compiles, torch.compile's first run, the dispatcher's first-call logging) must not
             # be captured (a device synchronisation inside would break the capture).
@@ -456,23 +553,37 @@ class CapturedForward:
                     fn(static_input)
             torch.cuda.current_stream(device).wait_stream(stream)
             torch.cuda.synchronize(device)
-            self.graph = torch.cuda.CUDAGraph()
-            with torch.inference_mode(), torch.cuda.graph(self.graph, stream=stream):
-                self.static_output = fn(static_input)
+            graph = torch.cuda.CUDAGraph()
+            # thread_local: another thread's CUDA calls (a second model, a data loader) neither
+            # break this capture nor are broken by it; only this thread's unsafe calls fail it
+            with torch.inference_mode(), torch.cuda.graph(graph, stream=stream,
+                                                          capture_error_mode="thread_local"):
+                static_output = fn(static_input)
+        return graph, static_output
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if not isinstance(x, torch.Tensor) or tuple(x.shape) != self.shape:
-            got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise ValueError(f"x: this CUDA graph was captured for input shape {self.shape}, got "
-                             f"{got}; call model.capture(batch, size) for that shape")
-        self.static_input.copy_(x)
-        self.graph.replay()
-        return self.static_output
 
-    def replay(self) -> torch.Tensor:
-        """Replay on whatever is in ``static_input`` (no copy-in): what the benchmark times."""
-        self.graph.replay()
-        return self.static_output
+def _capture_autocast():
+    """Autocast as the caller has it, without its cast cache: a graph replays the casts it
+    captured (autocast's state is frozen at capture), and cached casts made outside the graph's
+    memory pool would be freed under it when the autocast block ends (PyTorch's advice)."""
+    if not torch.is_autocast_enabled("cuda"):
+        return contextlib.nullcontext()
+    return torch.autocast("cuda", dtype=torch.get_autocast_dtype("cuda"), cache_enabled=False)
+
+
+def graphs_for(device: torch.device):
+    """How graphs are captured for ``device``: ``CudaGraphs``, or the stand-in of a GPU rehearsal
+    (``yolov12_kernels.target.rehearse_gpu``) for a CPU device."""
+    return RecordedGraphs if target(device).rehearsal else CudaGraphs
+
+
+def _meta_copy(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` whose parameters and buffers are on the meta device (no memory)."""
+    memo = {}
+    for t in (*model.parameters(), *model.buffers()):
+        meta = t.detach().to("meta")
+        memo[id(t)] = nn.Parameter(meta, t.requires_grad) if isinstance(t, nn.Parameter) else meta
+    return copy.deepcopy(model, memo)
 
 
 def optimize(model, device=None, dtype=None, *, backend: str = "auto",

@@ -138,8 +138,10 @@ class FusedForward:
     def refresh(self) -> None:
         """Bring the prepared tensors up to date with the network's parameters, in place (the
         fast model calls it after ``load_state_dict``): the copies among them would otherwise keep
-        the old weights. In place, so a captured CUDA graph replays with the new weights too."""
-        with torch.no_grad():
+        the old weights. In place, so a captured CUDA graph replays with the new weights too.
+        In inference mode: a prepared tensor may be an inference tensor (a net built in
+        inference mode), which takes in-place writes only there."""
+        with torch.inference_mode():
             for m, name, value in self._prepared():
                 _copy_into(getattr(m, name), value)
 

@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from yolov12_kernels.target import target
+
 from . import distributed
 from .cli_args import (
     add_backend_arg,
@@ -39,7 +41,7 @@ from .cli_args import (
     pick_device,
 )
 from .coco import class_names
-from .fast import FastYOLOv12
+from .fast import FastYOLOv12, device_with_index
 from .images import open_image, to_rgb8
 from .model import STRIDE, YOLOv12
 from .onnx_model import OnnxModel
@@ -306,11 +308,11 @@ class Predictor:
     def _init_torch(self, model, device, half, backend, fast) -> None:
         self.device = (torch.device(device) if device is not None
                        else next(model.parameters()).device)
-        if half and self.device.type != "cuda":
+        if half and target(self.device).type != "cuda":  # a GPU rehearsal's CPU: float16 too
             raise ValueError(f"half: float16 inference needs a CUDA device, got {self.device}")
         self.dtype = torch.float16 if half else torch.float32
         if isinstance(model, FastYOLOv12):
-            if (model.device, model.dtype) != (self.device, self.dtype):
+            if (model.device, model.dtype) != (device_with_index(self.device), self.dtype):
                 raise ValueError(f"model: optimized for {model.device} {model.dtype}, but this "
                                  f"predictor runs on {self.device} {self.dtype}")
             self.model = model

@@ -38,6 +38,7 @@ from typing import Callable, NamedTuple
 import torch
 
 from . import dispatch_table
+from .target import target
 
 log = logging.getLogger("yolov12_kernels")
 
@@ -98,11 +99,13 @@ def auto_order(device: torch.device, op: str | None = None, needs_grad: bool = F
     architecture for ``op`` (forward, or forward+backward when ``needs_grad``) at this problem
     ``size`` (batch x channels x tokens) on inputs of this memory format (``channels_last``: the
     fused NHWC path's qkv) put in their measured order, in the places the fixed order gives them;
-    backends never measured keep their fixed place.
+    backends never measured keep their fixed place. The device's kind and capability are
+    ``target.target(device)``'s: a GPU's for a CPU device inside ``target.rehearse_gpu()``.
     """
-    if device.type != "cuda":
+    chosen_for = target(device)  # a CPU stands for a GPU inside target.rehearse_gpu()
+    if chosen_for.type != "cuda":
         return FALLBACK_ORDER["cpu"]
-    cap = torch.cuda.get_device_capability(device)
+    cap = chosen_for.capability
     order = list(FALLBACK_ORDER["sm80+" if cap >= (8, 0) else "sm75"])
     measured = [b for b in dispatch_table.ranking(cap, op, needs_grad, size, channels_last)
                 if b in order]

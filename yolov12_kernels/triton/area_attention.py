@@ -407,16 +407,18 @@ def pe_taps(weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
 
     Cached per (weight, bias) object while both live: inference with fixed weights builds the
     table once. An in-place update of either (optimizer step, load_state_dict) bumps its version
-    and the table is rewritten in place. A table is never freed while its weight lives: a captured
-    CUDA graph keeps reading its address (a size-capped cache that dropped tables would hand that
-    memory to other tensors under a graph's feet). The entry goes when the weight or bias does."""
+    and the table is rewritten in place. An inference tensor has no version counter (weights
+    made under ``torch.inference_mode``): its table is rewritten in place on every call, a copy of
+    k*k+1 rows. A table is never freed while its weight lives: a captured CUDA graph keeps reading
+    its address (a size-capped cache that dropped tables would hand that memory to other tensors
+    under a graph's feet). The entry goes when the weight or bias does."""
     key = (id(weight), id(bias))
     hit = _taps_cache.get(key)
-    version = (weight._version, None if bias is None else bias._version)
+    version = (_version(weight), _version(bias))
     if hit is not None and hit[3].shape[0] == _taps_rows(weight, bias):
         w_ref, b_ref, ver, taps = hit
         if w_ref() is weight and (b_ref() if b_ref else None) is bias:
-            if ver != version:
+            if ver != version or _UNVERSIONED in version:
                 with torch.inference_mode():  # the table may be an inference tensor
                     taps.copy_(_taps_table(weight, bias))
                 _taps_cache[key] = (w_ref, b_ref, version, taps)
@@ -428,6 +430,16 @@ def pe_taps(weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         if t is not None:
             weakref.finalize(t, _forget_taps, key, taps)
     return taps
+
+
+_UNVERSIONED = "unversioned"  # the "version" of an inference tensor: never equal to a count
+
+
+def _version(t: torch.Tensor | None):
+    """``t``'s version counter (None for no tensor, ``_UNVERSIONED`` for an inference tensor)."""
+    if t is None:
+        return None
+    return _UNVERSIONED if t.is_inference() else t._version
 
 
 def refresh_pe_taps(weight: torch.Tensor, bias: torch.Tensor | None) -> None:

@@ -132,21 +132,31 @@ def _pointer_view(base: torch.Tensor | None, offset: int):
                            (1,), start)
 
 
+class Bound(NamedTuple):
+    """What a plan's direct launch needs from the compiled kernel, published in one assignment
+    (``Plan.bound``): a thread that finds it finds all of it."""
+    launcher: object
+    function: object
+    packed: object
+    compiled: object
+    byte_offsets: tuple  # pointer i's offset in bytes from the tensor passed for it
+
+
 class Plan:
     """One launch of one kernel, all arguments fixed but the data pointers and the scale.
 
     ``offsets[i]`` is pointer i's offset in elements from the tensor passed for it; ``tail`` is
-    every argument after the scale (strides, sizes, constexprs) in the kernel's order."""
+    every argument after the scale (strides, sizes, constexprs) in the kernel's order; ``bound``
+    the direct launch (a ``Bound``), None until the first call has bound it (or for good where
+    it cannot: ``jit_only``)."""
 
-    __slots__ = ("kernel", "grid", "offsets", "byte_offsets", "tail", "config", "compiled",
-                 "launcher", "function", "packed", "jit_only")
+    __slots__ = ("kernel", "grid", "offsets", "tail", "config", "bound", "jit_only")
 
     def __init__(self, kernel, grid: int, offsets, tail: tuple, config: Config):
         self.kernel, self.grid, self.offsets, self.tail, self.config = (kernel, grid,
                                                                         tuple(offsets), tail,
                                                                         config)
-        self.byte_offsets = None
-        self.compiled = self.launcher = self.function = self.packed = None
+        self.bound = None
         self.jit_only = INTERPRET
 
     def _jit(self, ptrs, scale):
@@ -157,8 +167,8 @@ class Plan:
 
     def run(self, ptrs, scale: float) -> None:
         """Launch on ``ptrs`` (tensors or None, in the kernel's pointer order)."""
-        launcher = self.launcher
-        if launcher is None:
+        bound = self.bound  # read once: another thread may publish it meanwhile
+        if bound is None:
             compiled = self._jit(ptrs, scale)
             if not self.jit_only:
                 self.jit_only = not _bind_compiled(self, compiled, ptrs)
@@ -166,24 +176,26 @@ class Plan:
                 _recording.active.steps.append(self._recorded(ptrs, scale))
             return
         first = ptrs[0]
-        args = [None if p is None else p.data_ptr() + o for p, o in zip(ptrs, self.byte_offsets)]
+        args = [None if p is None else p.data_ptr() + o
+                for p, o in zip(ptrs, bound.byte_offsets)]
         hooks = triton.knobs.runtime
         enter, leave = _hook(hooks.launch_enter_hook), _hook(hooks.launch_exit_hook)
         stream = current_stream(first.device)
-        meta = None if enter is None else self.compiled.launch_metadata(
+        meta = None if enter is None else bound.compiled.launch_metadata(
             (self.grid, 1, 1), stream, *args, scale, *self.tail)
-        launcher(self.grid, 1, 1, stream, self.function, self.packed, meta, enter, leave,
-                 *args, scale, *self.tail)
+        bound.launcher(self.grid, 1, 1, stream, bound.function, bound.packed, meta, enter,
+                       leave, *args, scale, *self.tail)
         if _recording.active is not None:
             _recording.active.steps.append(self._recorded(ptrs, scale))
 
     def _recorded(self, ptrs, scale: float):
         """This launch on ``ptrs`` as a recorded step (see ``recording``)."""
-        if self.launcher is None:  # interpreted, or a Triton without the direct launch
+        bound = self.bound
+        if bound is None:  # interpreted, or a Triton without the direct launch
             return JitLaunch(lambda: self._jit(ptrs, scale), ptrs)
         args = tuple(None if p is None else p.data_ptr() + o
-                     for p, o in zip(ptrs, self.byte_offsets))
-        return FixedLaunch(self.launcher, self.function, self.packed, self.compiled,
+                     for p, o in zip(ptrs, bound.byte_offsets))
+        return FixedLaunch(bound.launcher, bound.function, bound.packed, bound.compiled,
                            (self.grid, 1, 1), (*args, scale, *self.tail), ptrs)
 
 
@@ -205,15 +217,14 @@ def _direct_launch(compiled):
 
 def _bind_compiled(plan: Plan, compiled, ptrs) -> bool:
     """Keep what a direct launch needs from Triton's CompiledKernel; False if it lacks it (the
-    plan then runs the JIT call every time)."""
+    plan then runs the JIT call every time). Published in one assignment, everything computed
+    first: two threads on a cold plan may both bind it, and neither sees half of it."""
     direct = _direct_launch(compiled)
     if direct is None:
-        plan.launcher = None
         return False
-    plan.launcher, plan.function, plan.packed = direct
-    plan.compiled = compiled
-    plan.byte_offsets = tuple(0 if p is None else o * p.element_size()
-                              for p, o in zip(ptrs, plan.offsets))
+    byte_offsets = tuple(0 if p is None else o * p.element_size()
+                         for p, o in zip(ptrs, plan.offsets))
+    plan.bound = Bound(*direct, compiled, byte_offsets)
     return True
 
 
