@@ -36,6 +36,7 @@ import torch
 from yolov12 import precompile as P
 from yolov12.fast import optimize
 from yolov12.model import YOLOv12
+from yolov12_kernels.target import rehearse_gpu
 from yolov12_kernels.triton.jit_variants import bind
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,10 +44,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @contextlib.contextmanager
 def sm90_choices():
-    """The run makes an sm_90 GPU's choices on CPU tensors (the fused convs' and the attention's
-    configurations, the attention's direct-launch plans) and every Triton launch is caught where
-    Triton's interpreter would run it: yields the list of (kernel, args, kwargs) launched.
-    (The ``gpu_choices`` fixture of issue 25 will do the first part for every test.)"""
+    """The run makes an sm_90 GPU's choices on CPU tensors and every Triton launch is caught where
+    Triton's interpreter would run it: yields the list of (kernel, args, kwargs) launched. The
+    rehearsal (``rehearse_gpu``, the ``gpu_choices`` fixture) makes the path's choices (auto's
+    backend, fused convs); the kernels' block configurations, which it leaves at the
+    interpreter's, are patched here to the sm_90 ones, and so are the attention's direct-launch
+    plans."""
     from triton.runtime.interpreter import InterpretedFunction
 
     from benchmarks.bench_triton_host import StubKernel
@@ -57,7 +60,7 @@ def sm90_choices():
         launched.append((self, args, kwargs))
         return StubKernel()
     sm90 = lambda device: "sm90"  # noqa: E731
-    with mock.patch.object(launch, "INTERPRET", False), \
+    with rehearse_gpu((9, 0)), mock.patch.object(launch, "INTERPRET", False), \
             mock.patch.object(conv, "interpreter_config", lambda *a: None), \
             mock.patch.object(conv, "arch_class", sm90), \
             mock.patch.object(dwconv, "INTERPRET", False), \
@@ -74,9 +77,10 @@ def sm90_choices():
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float32], ids=["fp16", "fp32"])
 def test_enumerated_variants_are_what_the_recorded_plan_launches(dtype):
     with sm90_choices() as launched:
-        fast = optimize(YOLOv12("n"), "cpu", dtype, backend="triton", fused_convs=True,
-                        graphs=False)
-        assert fast.attention_backend == "triton"
+        # auto's backend as on sm_90; fused_convs=True, since the probe that would choose them
+        # runs a conv, which the stubbed launches leave unwritten (it would see wrong values)
+        fast = optimize(YOLOv12("n"), "cpu", dtype, fused_convs=True, graphs=False)
+        assert fast.attention_backend == "triton" and fast.fused_convs
         for batch in (1, 32):
             enumerated = P.variants("n", 640, batch, dtype, "sm_90")
             launched.clear()
