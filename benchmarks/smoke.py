@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import json
 import os
 import sys
@@ -157,7 +158,7 @@ def run_case(model, dtype, x, atol: dict, fused_convs: bool | None = None) -> di
         framework_net = copy.deepcopy(model).to(dtype).set_attention_backend("reference")
         truth_net = copy.deepcopy(model).double().set_attention_backend("reference")
         with torch.inference_mode():
-            framework = _layer_outputs(lambda: framework_net.run(xin), framework_net)
+            framework = _layer_outputs(functools.partial(framework_net.run, xin), framework_net)
             del framework_net
             if not len(outs) == len(framework) == len(names):
                 raise RuntimeError(f"{len(outs)} layer outputs from the fast path, "

@@ -6,6 +6,8 @@ float32 and float16 at modest shapes; bfloat16 and the model's full layer table 
 Every comparison is against the reference in float64, with twice the reference's own error in the
 tested dtype as the tolerance (``_utils.assert_close_to_reference``).
 """
+import os
+
 import pytest
 import torch
 from torch import nn
@@ -339,6 +341,47 @@ def test_opcheck():
     out = torch.empty(1, 8, 6, 5).contiguous(memory_format=torch.channels_last)
     torch.library.opcheck(torch.ops.yolov12.conv2d_fused_out.default,
                           (x, w, b, None, None, 1, True, out))
+
+
+_UNTRACED_CALLS = """
+import sys, torch
+from yolov12_kernels.box_decode import box_decode
+from yolov12_kernels.conv import fused_conv2d
+from yolov12_kernels.dwconv import fused_depthwise_conv2d
+from yolov12_kernels.mlp import fused_mlp
+cl = lambda t: t.contiguous(memory_format=torch.channels_last)
+x = cl(torch.randn(1, 16, 8, 8))
+y = fused_conv2d(x, cl(torch.randn(16, 16, 3, 3)), torch.randn(16), silu=True)
+fused_conv2d(x, cl(torch.randn(8, 16, 1, 1)), None, out=cl(torch.empty(1, 24, 8, 8))[:, 8:16])
+fused_depthwise_conv2d(y, cl(torch.randn(16, 1, 7, 7)), torch.randn(16))
+fused_mlp(y, cl(torch.randn(32, 16, 1, 1)), torch.randn(32), cl(torch.randn(16, 32, 1, 1)),
+          torch.randn(16))
+box_decode(torch.randn(1, 64 + 3, 4 * 4 + 2 * 2), [(4, 4), (2, 2)], [8.0, 16.0])
+print("dynamo imported:", "torch._dynamo" in sys.modules)
+"""
+
+
+def test_untraced_calls_launch_past_the_custom_op_layers():
+    """A plain call of each conv-family op launches its kernel directly: the first call of a
+    custom op in a process imports torch._dynamo (about a second: what a model's first call paid,
+    issue 27's warm start), so none may happen on the eager path. Traced calls still see one op:
+    ``test_opcheck`` and the torch.compile test below."""
+    import subprocess
+    import sys
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    done = subprocess.run([sys.executable, "-c", _UNTRACED_CALLS], capture_output=True,
+                          text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "dynamo imported: False" in done.stdout, done.stdout
+
+
+def test_make_fx_sees_one_op_per_call():
+    """Under a tracer (make_fx: a dispatch mode) the call goes through the custom op."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+    x, w, b = _good()
+    graph = make_fx(lambda x: fused_conv2d(x, w, b, silu=True))(x)
+    targets = [str(n.target) for n in graph.graph.nodes if n.op == "call_function"]
+    assert targets == ["yolov12.conv2d_fused.default"], targets
 
 
 def test_torch_compile_one_graph_with_concat_slices():

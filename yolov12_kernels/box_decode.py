@@ -21,20 +21,25 @@ from ._conv_checks import (
     check_supported,
     device_guard,
 )
+from ._tracing import untraced
 
 
 def _new_out(feats, nc):
     return feats.new_empty((feats.shape[0], 4 + nc, feats.shape[2]), dtype=torch.float32)
 
 
-@torch.library.custom_op("yolov12::box_decode", mutates_args=())
-def _decode_op(feats: Tensor, level_hw: list[int], strides: list[float], reg_max: int) -> Tensor:
+def _decode(feats, level_hw, strides, reg_max):
     from .triton import box_decode as K  # imported on first use: registering needs no Triton
     out = _new_out(feats, feats.shape[1] - 4 * reg_max)
     shapes = list(zip(level_hw[0::2], level_hw[1::2]))
     with device_guard(feats):
         K.launch(feats, out, shapes, strides, reg_max)
     return out
+
+
+@torch.library.custom_op("yolov12::box_decode", mutates_args=())
+def _decode_op(feats: Tensor, level_hw: list[int], strides: list[float], reg_max: int) -> Tensor:
+    return _decode(feats, level_hw, strides, reg_max)
 
 
 @_decode_op.register_fake
@@ -51,4 +56,6 @@ def box_decode(feats: Tensor, level_shapes, strides, reg_max: int = 16) -> Tenso
     check_supported(feats, "box_decode")
     check_offsets_int32(feats[..., None], "feats")
     level_hw = [int(v) for hw in level_shapes for v in hw]
-    return _decode_op(feats, level_hw, [float(s) for s in strides], reg_max)
+    # nothing traces the call: past the custom-op layers (yolov12_kernels._tracing)
+    return (_decode if untraced(feats) else _decode_op)(feats, level_hw,
+                                                        [float(s) for s in strides], reg_max)

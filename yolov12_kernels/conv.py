@@ -14,7 +14,8 @@ but the output):
 * ``yolov12::conv2d_fused_out(x, weight, bias, residual, gamma, stride, silu, out) -> ()``
   (writes ``out``, which may be a strided view).
 
-Inference only: arguments that require grad are refused (there is no backward).
+Inference only: arguments that require grad are refused (there is no backward). A call that
+nothing traces launches the kernel directly, past the custom-op layers (``_tracing.untraced``).
 
 This module has no ``from __future__ import annotations``: ``custom_op`` reads the annotations.
 """
@@ -34,6 +35,7 @@ from ._conv_checks import (
     device_guard,
     empty_nhwc,
 )
+from ._tracing import untraced
 
 
 def _kernels():
@@ -51,12 +53,16 @@ def _run(x, weight, bias, residual, gamma, stride, silu, out):
         _kernels().launch(x, weight, bias, residual, gamma, out, stride, silu)
 
 
-@torch.library.custom_op("yolov12::conv2d_fused", mutates_args=())
-def _conv_op(x: Tensor, weight: Tensor, bias: Optional[Tensor], residual: Optional[Tensor],
-             gamma: Optional[Tensor], stride: int, silu: bool) -> Tensor:
+def _new(x, weight, bias, residual, gamma, stride, silu):
     out = empty_nhwc(_out_shape(x, weight, stride), x)
     _run(x, weight, bias, residual, gamma, stride, silu, out)
     return out
+
+
+@torch.library.custom_op("yolov12::conv2d_fused", mutates_args=())
+def _conv_op(x: Tensor, weight: Tensor, bias: Optional[Tensor], residual: Optional[Tensor],
+             gamma: Optional[Tensor], stride: int, silu: bool) -> Tensor:
+    return _new(x, weight, bias, residual, gamma, stride, silu)
 
 
 @_conv_op.register_fake
@@ -94,10 +100,11 @@ def fused_conv2d(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, strid
     for t, name in ((x, "x"), (residual, "residual")):
         if t is not None:
             check_offsets_int32(t, name)
+    direct = untraced(x, weight, bias, residual, gamma, out)  # past the custom-op layers
     if out is None:
-        return _conv_op(x, weight, bias, residual, gamma, stride, silu)
+        return (_new if direct else _conv_op)(x, weight, bias, residual, gamma, stride, silu)
     check_out(out, "out", shape, x, {"x": x, "weight": weight, "residual": residual},
               may_equal=("residual",))
     check_offsets_int32(out, "out")
-    _conv_out_op(x, weight, bias, residual, gamma, stride, silu, out)
+    (_run if direct else _conv_out_op)(x, weight, bias, residual, gamma, stride, silu, out)
     return out

@@ -24,6 +24,7 @@ from ._conv_checks import (
     device_guard,
     empty_nhwc,
 )
+from ._tracing import untraced
 
 
 def _out_shape(x, weight, stride):
@@ -36,11 +37,15 @@ def _run(x, weight, bias, stride, silu, out):
         dwconv.launch(x, weight, bias, out, stride, silu)
 
 
-@torch.library.custom_op("yolov12::dwconv2d_fused", mutates_args=())
-def _dw_op(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: int, silu: bool) -> Tensor:
+def _new(x, weight, bias, stride, silu):
     out = empty_nhwc(_out_shape(x, weight, stride), x)
     _run(x, weight, bias, stride, silu, out)
     return out
+
+
+@torch.library.custom_op("yolov12::dwconv2d_fused", mutates_args=())
+def _dw_op(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: int, silu: bool) -> Tensor:
+    return _new(x, weight, bias, stride, silu)
 
 
 @_dw_op.register_fake
@@ -69,9 +74,10 @@ def fused_depthwise_conv2d(x: Tensor, weight: Tensor, bias: Optional[Tensor] = N
     check_no_grad({"x": x, "weight": weight, "bias": bias})
     check_supported(x, "fused_depthwise_conv2d")
     check_offsets_int32(x, "x")
+    direct = untraced(x, weight, bias, out)  # nothing traces it: past the custom-op layers
     if out is None:
-        return _dw_op(x, weight, bias, stride, silu)
+        return (_new if direct else _dw_op)(x, weight, bias, stride, silu)
     check_out(out, "out", shape, x, {"x": x, "weight": weight})
     check_offsets_int32(out, "out")
-    _dw_out_op(x, weight, bias, stride, silu, out)
+    (_run if direct else _dw_out_op)(x, weight, bias, stride, silu, out)
     return out

@@ -26,6 +26,7 @@ from ._conv_checks import (
     device_guard,
     empty_nhwc,
 )
+from ._tracing import untraced
 
 MAX_CHANNELS = 512  # the kernel keeps a (pixels x C) fp32 accumulator in registers
 
@@ -36,12 +37,16 @@ def _run(x, w1, b1, w2, b2, residual, out):
         mlp.launch(x, w1, b1, w2, b2, out, residual)
 
 
-@torch.library.custom_op("yolov12::mlp_fused", mutates_args=())
-def _mlp_op(x: Tensor, w1: Tensor, b1: Optional[Tensor], w2: Tensor, b2: Optional[Tensor],
-            residual: bool) -> Tensor:
+def _new(x, w1, b1, w2, b2, residual):
     out = empty_nhwc(x.shape, x)
     _run(x, w1, b1, w2, b2, residual, out)
     return out
+
+
+@torch.library.custom_op("yolov12::mlp_fused", mutates_args=())
+def _mlp_op(x: Tensor, w1: Tensor, b1: Optional[Tensor], w2: Tensor, b2: Optional[Tensor],
+            residual: bool) -> Tensor:
+    return _new(x, w1, b1, w2, b2, residual)
 
 
 @_mlp_op.register_fake
@@ -71,9 +76,10 @@ def fused_mlp(x: Tensor, w1: Tensor, b1: Optional[Tensor], w2: Tensor, b2: Optio
     check_no_grad({"x": x, "w1": w1, "b1": b1, "w2": w2, "b2": b2})
     check_supported(x, "fused_mlp")
     check_offsets_int32(x, "x")
+    direct = untraced(x, w1, b1, w2, b2, out)  # nothing traces it: past the custom-op layers
     if out is None:
-        return _mlp_op(x, w1, b1, w2, b2, residual)
+        return (_new if direct else _mlp_op)(x, w1, b1, w2, b2, residual)
     check_out(out, "out", x.shape, x, {"x": x, "w1": w1, "w2": w2}, may_equal=("x",))
     check_offsets_int32(out, "out")
-    _mlp_out_op(x, w1, b1, w2, b2, residual, out)
+    (_run if direct else _mlp_out_op)(x, w1, b1, w2, b2, residual, out)
     return out

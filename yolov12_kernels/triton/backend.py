@@ -34,6 +34,7 @@ import torch
 from torch import Tensor
 
 from .._layout import empty_like_qkv
+from .._tracing import untraced
 from .devices import device_guard, unsupported_device
 
 try:
@@ -77,20 +78,6 @@ def unsupported(op, device, dtype, head_dim, needs_grad):
 
 def _empty_f32(t: Tensor, shape) -> Tensor:
     return t.new_empty(shape, dtype=torch.float32)
-
-
-_PLAIN = (Tensor, torch.nn.Parameter)
-
-
-def _eager(*ts) -> bool:
-    """True when nothing traces this call: plain tensors, no dispatch mode (fake tensors,
-    make_fx), no functorch transform, no dynamo, no jit tracing. Then the launch may bypass the
-    custom ops; otherwise it must go through them so that the tracer sees one op."""
-    return (not torch.compiler.is_compiling()
-            and torch._C._len_torch_dispatch_stack() == 0
-            and torch._C._functorch.peek_interpreter_stack() is None
-            and not torch._C._is_tracing()
-            and all(t is None or type(t) in _PLAIN for t in ts))
 
 
 def _needs_grad(*ts) -> bool:
@@ -359,7 +346,7 @@ _fused_fwd_op.register_autograd(_fused_backward, setup_context=_fused_setup)
 def area_attention(q, k, v, area, scale=None):
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
     grad = _needs_grad(q, k, v)
-    if _eager(q, k, v):
+    if untraced(q, k, v):
         if not grad:
             _kernels()
             return _infer_drop_in(q, k, v, area, scale)
@@ -370,7 +357,7 @@ def area_attention(q, k, v, area, scale=None):
 def fused_area_attention(qkv, num_heads, area, pe_weight, pe_bias=None, scale=None):
     scale = (qkv.shape[1] // 3 // num_heads) ** -0.5 if scale is None else float(scale)
     grad = _needs_grad(qkv, pe_weight, pe_bias)
-    if _eager(qkv, pe_weight, pe_bias):
+    if untraced(qkv, pe_weight, pe_bias):
         if not grad:
             _kernels()
             return _infer_fused(qkv, num_heads, area, pe_weight, pe_bias, scale)
