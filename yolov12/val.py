@@ -9,7 +9,9 @@ order (for COCO itself that is the standard 80 -> 91 id map, ``coco.COCO80_TO_91
 size; images without annotations still count (their detections are false positives).
 
 ``evaluate(images_dir, annotations, predictor)`` is the library entry point; ``predictor`` is any
-callable ``list[PIL.Image] -> list[Detections]`` (``predict.Predictor`` or a test stub).
+callable ``list[PIL.Image] -> list[Detections]`` (``predict.Predictor`` or a test stub). Images
+are decoded (and, for a ``Predictor``, letterboxed) in worker threads while the model runs the
+previous batch: the pipeline of ``yolov12.pipeline``, as in predict.
 """
 from __future__ import annotations
 
@@ -19,8 +21,6 @@ import json
 import os
 import re
 from pathlib import Path
-
-import torch
 
 from . import distributed
 from .cli_args import (
@@ -41,27 +41,41 @@ METRICS = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large",
            "AR1", "AR10", "AR100", "AR_small", "AR_medium", "AR_large")
 
 
-class _Images(torch.utils.data.Dataset):
-    """Decodes images (in DataLoader workers when ``workers`` > 0); returns (id, PIL image), or
-    (id, the error message) for a file that cannot be read: it is skipped and reported at the end,
-    not raised inside a worker (which would end the whole run with the worker's traceback)."""
+def _batches(items, batch: int, predictor, workers: int):
+    """(image ids, per image its ``Detections`` or the error message) for ``items`` [(id, path)],
+    ``batch`` images at a time, in order. Files are decoded in ``workers`` threads ahead of the
+    model (``pipeline.prefetch``); with a ``Predictor`` they are letterboxed there too and run
+    through its pipeline loop. A file that cannot be read is its message: skipped and reported
+    at the end, not raised inside a worker."""
+    from functools import partial
 
-    def __init__(self, items):
-        self.items = items  # [(image id, path)]
-
-    def __len__(self):
-        return len(self.items)
-
-    def __getitem__(self, i):
-        image_id, path = self.items[i]
-        try:
-            return image_id, load_image(path)
-        except ValueError as e:  # corrupt, truncated, not an image, a decompression bomb
-            return image_id, str(e)
-
-
-def _collate(batch):
-    return [b[0] for b in batch], [b[1] for b in batch]
+    from .pipeline import Job, batches, prefetch, prepare
+    jobs = (Job(k, str(path), partial(load_image, path), key=image_id)
+            for k, (image_id, path) in enumerate(items))
+    workers = max(1, workers)
+    if isinstance(predictor, Predictor):
+        done = ((f.job.key, det.error or det) for f, det in predictor.run_jobs(jobs, batch, workers))
+    else:  # any callable list[PIL image] -> list[Detections]
+        def run(group):
+            images = [f.image for f in group if f.error is None]
+            dets = iter(predictor(images) if images else [])
+            out = [(f.job.key, f.error if f.error is not None else next(dets, None))
+                   for f in group]
+            if any(d is None for _, d in out) or next(dets, None) is not None:
+                raise ValueError(f"predictor: returned a different number of results than the "
+                                 f"{len(images)} images it was given")
+            return out
+        frames = prefetch(jobs, partial(prepare, imgsz=None, shape=None, keep_image=True,
+                                        letterbox=False), workers)
+        done = (r for group in batches(frames, batch) for r in run(group))
+    pending = []
+    for item in done:
+        pending.append(item)
+        if len(pending) == batch:
+            yield [k for k, _ in pending], [r for _, r in pending]
+            pending = []
+    if pending:
+        yield [k for k, _ in pending], [r for _, r in pending]
 
 
 def _aspect(path) -> float:
@@ -217,8 +231,9 @@ def evaluate(images_dir, annotations, predictor, batch: int = 8, out=None, worke
     batches = [items[i:i + batch] for i in range(0, len(items), batch)]
     mine = ctx.my_batches(len(batches))
     share = [it for b in mine for it in batches[b]]
-    loader = torch.utils.data.DataLoader(_Images(share), batch_size=batch, shuffle=False,
-                                         num_workers=workers, collate_fn=_collate)
+    # decode (+ letterbox, for a Predictor) in worker threads while the model runs the batch
+    # before (yolov12.pipeline); a stub predictor gets the decoded images
+    loader = _batches(share, batch, predictor, workers)
     bar = None
     if progress and ctx.main:
         try:
@@ -232,13 +247,10 @@ def evaluate(images_dir, annotations, predictor, batch: int = 8, out=None, worke
     per_batch, bad_labels, unreadable = [], set(), []
     paths = dict(items)
     try:
-        for b, (ids, images) in zip(mine, loader):
-            readable = [(i, im) for i, im in zip(ids, images) if not isinstance(im, str)]
-            unreadable += [(str(paths[i]), im) for i, im in zip(ids, images) if isinstance(im, str)]
-            dets = predictor([im for _, im in readable]) if readable else []
-            if len(dets) != len(readable):
-                raise ValueError(f"predictor: returned {len(dets)} results for {len(readable)} "
-                                 "images")
+        for b, (ids, results) in zip(mine, loader):
+            readable = [(i, r) for i, r in zip(ids, results) if not isinstance(r, str)]
+            unreadable += [(str(paths[i]), r) for i, r in zip(ids, results) if isinstance(r, str)]
+            dets = [r for _, r in readable]
             found = []
             for (image_id, _), det in zip(readable, dets):
                 for (x1, y1, x2, y2), score, label in zip(det.boxes.tolist(), det.scores.tolist(),
@@ -390,7 +402,7 @@ def add_parser(sub) -> None:
     p.add_argument("--out", default="results.json", help="COCO results file (default results.json)")
     p.add_argument("--limit", type=int, default=None, help="evaluate the first N images only")
     p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
-                   help="image-decoding worker processes")
+                   help="threads that decode and letterbox images while the model runs")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or N (default: cuda when "
                    "present)")
     p.add_argument("--half", action="store_true", help="float16 (CUDA only)")

@@ -1,9 +1,10 @@
 """Video in and out with PyAV (``pip install av``, the package's ``video`` extra).
 
 * ``read_frames(path, vid_stride)``: every ``vid_stride``-th frame as an (H, W, 3) uint8 RGB
-  array, in order; a file that cannot be opened, or that breaks off (truncated, corrupt), ends
-  its frames with one ``ValueError`` item naming the file and the frame (the frames before it
-  were yielded as usual), instead of raising from inside the decoder;
+  array, in order; a file that cannot be opened, that breaks off (corrupt data), or that ends
+  before the frame count its header announces (truncated: FFmpeg stops there without a word)
+  ends its frames with one ``ValueError`` item naming the file and the frame (the frames before
+  it were yielded as usual), instead of raising from inside the decoder;
 * ``VideoWriter``: annotated frames encoded to H.264 (MPEG-4 part 2 where the FFmpeg build has no
   H.264 encoder) at the frame rate of the frames kept, written under a temporary name beside the
   final one (``atomic.atomic_path``) and renamed when closed; a run that stops early closes it
@@ -64,10 +65,14 @@ def read_frames(path, vid_stride: int = 1):
                 return
             stream = c.streams.video[0]
             stream.thread_type = "AUTO"  # FFmpeg's own frame threads, outside the GIL
+            announced = int(stream.frames or 0)
             for frame in c.decode(stream):
                 if k % vid_stride == 0:
                     yield k, frame.to_ndarray(format="rgb24")
                 k += 1
+        if announced and k < announced:  # FFmpeg stops quietly at a cut-off end
+            yield k, ValueError(f"video: {str(path)!r} ends at frame {k} of the {announced} its "
+                                "header announces (truncated?)")
     except (av.error.FFmpegError, OSError) as e:  # truncated, corrupt, not a video
         where = f"at frame {k}" if k else "before its first frame"
         yield k, ValueError(f"video: {str(path)!r} cannot be read {where} "
