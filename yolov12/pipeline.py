@@ -14,11 +14,16 @@
 * Results come out in source order, one ``Frame`` per picture; a picture that cannot be read is
   a ``Frame`` with ``error`` set (the run goes on), never an exception from a worker thread.
 * The workers run PyTorch's resize with one intra-op thread each, so they add ``workers``
-  threads beside the model's own ``torch.get_num_threads()`` instead of multiplying them.
+  threads beside the model's own ``torch.get_num_threads()`` instead of multiplying them, and on
+  Linux at a lower scheduling priority (``nice`` + ``DECODE_NICE``, env ``YOLOV12_DECODE_NICE``):
+  on a CPU where the model's threads use every core, decoding fills the cores' idle moments
+  instead of pre-empting one of the model's threads, which would hold up all the others at
+  their next barrier.
 * Closing the generator early (``break``, an exception, Ctrl-C) stops the feeder and the workers.
 """
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import time
@@ -33,7 +38,28 @@ import torch
 from .images import Letterbox, letterbox_u8, load_image
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+DECODE_NICE = 10  # how much lower the workers' scheduling priority is (Linux; 0: the same)
 _END = object()
+
+
+def _decode_nice() -> int:
+    value = os.environ.get("YOLOV12_DECODE_NICE", "").strip()
+    try:
+        return int(value) if value else DECODE_NICE
+    except ValueError:
+        raise ValueError(f"YOLOV12_DECODE_NICE: expected an integer, got {value!r}") from None
+
+
+def _lower_priority(nice: int) -> None:
+    """This thread's nice value raised by ``nice`` (Linux: priorities are per thread); elsewhere,
+    or where it is not allowed, nothing."""
+    if nice <= 0 or not hasattr(os, "setpriority"):
+        return
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
+    except OSError:
+        pass
 
 
 @dataclass
@@ -172,6 +198,7 @@ class _Workers:
     workers set theirs first, all of them, then the creating thread puts its own count back."""
 
     def __init__(self, n: int):
+        self._nice = _decode_nice()
         self._tasks: queue.Queue = queue.Queue()
         ready = threading.Barrier(n + 1)
         main_threads = torch.get_num_threads()
@@ -185,6 +212,7 @@ class _Workers:
     def _loop(self, ready):
         torch.get_num_threads()  # settle this thread's count now, then pin it to one
         torch.set_num_threads(1)
+        _lower_priority(self._nice)
         ready.wait()
         while True:
             task = self._tasks.get()
