@@ -60,9 +60,10 @@ def synthetic(folder, n: int = SYNTHETIC_COUNT, size=SYNTHETIC_SIZE, seed: int =
         base += rng.normal(0, 12, base.shape).astype(np.float32)
         im = Image.fromarray(np.clip(base, 0, 255).astype(np.uint8))
         d = ImageDraw.Draw(im)
-        for _ in range(30):
-            x, y = int(rng.integers(0, w - 200)), int(rng.integers(0, h - 200))
-            d.rectangle([x, y, x + int(rng.integers(20, 300)), y + int(rng.integers(20, 300))],
+        for _ in range(30):  # objects of 1% to 15% of the width, anywhere
+            x, y = int(rng.integers(0, w)), int(rng.integers(0, h))
+            side = lambda: int(rng.integers(w // 100 + 1, w // 6 + 2))  # noqa: E731
+            d.rectangle([x, y, x + side(), y + side()],
                         fill=tuple(int(v) for v in rng.integers(0, 255, 3)))
         im.save(path, quality=90)
     return folder
