@@ -31,13 +31,14 @@ def test_bench_predict_suite_records_every_provider(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "| api-stream |" in printed and "hidden behind" in printed
     recs = [json.loads(line) for line in (out / "predict.jsonl").read_text().splitlines()]
-    assert [r["provider"] for r in recs] == ["model", "api-serial", "api-stream", "cli-save"]
+    assert [r["provider"] for r in recs] == ["decode", "letterbox", "letterbox-pillow", "model",
+                                            "api-serial", "api-stream", "cli-save"]
     for r in recs:
         assert r["suite"] == "predict" and r["name"] == "n" and r["shape"] == [64, 64]
         assert r["median_ms"] > 0 and r["images_per_s"] == pytest.approx(1000 / r["median_ms"])
         assert r["images"] == 3 and r["threads"] >= 1 and r["git"] is not None
-    stages = recs[2]["stages_ms"]
-    assert stages["infer"] > 0 and stages["decode"] > 0 and 0 <= recs[2]["hidden"] <= 1
+    stages = recs[5]["stages_ms"]
+    assert stages["infer"] > 0 and stages["decode"] > 0 and 0 <= recs[5]["hidden"] <= 1
     with pytest.raises(SystemExit, match="--source: not a folder"):
         main(["bench", "--suite", "predict", "--source", str(tmp_path / "nope")])
 

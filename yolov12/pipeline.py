@@ -35,7 +35,7 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 import torch
 
-from .images import Letterbox, letterbox_u8, load_image
+from .images import Letterbox, letterbox_u8, load_image, rgb8_array
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 DECODE_NICE = 10  # how much lower the workers' scheduling priority is (Linux; 0: the same)
@@ -244,21 +244,24 @@ class _Workers:
 
 
 def prepare(job: Job, imgsz: int, shape, keep_image: bool, letterbox: bool = True) -> Frame:
-    """A worker's part: read the picture, letterbox it into uint8."""
+    """A worker's part: read the picture into uint8 (H, W, 3) pixels, letterbox them."""
     t0 = time.perf_counter()
     try:
         image = job.load()
     except ValueError as e:  # corrupt, truncated, not an image, a bomb, a broken video
         return Frame(job, error=str(e), decode_s=time.perf_counter() - t0)
-    t1 = time.perf_counter()
-    frame = Frame(job, image=image if keep_image or not letterbox else None, decode_s=t1 - t0)
-    if letterbox:
-        try:
-            frame.pixels, frame.letterbox = letterbox_u8(image, imgsz, shape=shape,
-                                                         source=repr(job.source))
-        except ValueError as e:  # e.g. float pixels outside [0, 1]
-            frame.error = str(e)
+    frame = Frame(job, image=image if keep_image or not letterbox else None)
+    if not letterbox:
+        frame.decode_s = time.perf_counter() - t0
+        return frame
+    try:
+        pixels = rgb8_array(image, repr(job.source))  # decoded into uint8 (H, W, 3)
+        t1 = time.perf_counter()
+        frame.decode_s = t1 - t0
+        frame.pixels, frame.letterbox = letterbox_u8(pixels, imgsz, shape=shape)
         frame.letterbox_s = time.perf_counter() - t1
+    except ValueError as e:  # e.g. float pixels outside [0, 1]
+        frame.error = str(e)
     return frame
 
 

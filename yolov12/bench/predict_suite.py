@@ -3,6 +3,10 @@
 On a folder of images (default: synthetic 1920x1080 JPEG "photographs" made once, ``synthetic``),
 in rounds, interleaved:
 
+* ``decode`` and ``letterbox``: each stage alone on the caller's thread, one PyTorch thread (as
+  a worker runs it), per image: reading the file into uint8 pixels, then ``letterbox_u8``; beside
+  them ``letterbox-pillow``, the same resize by Pillow's own ``Image.BILINEAR`` (the measurement
+  that chose PyTorch's kernel);
 * ``model``: the model alone (the fast path, input already on the device at the first image's
   input shape) — the bound the pipeline chases;
 * ``api-serial``: the one-image-at-a-time loop (``load_image`` then ``Predictor([image])``, every
@@ -31,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..images import load_image
+from ..images import letterbox_geometry, letterbox_u8, load_image, rgb8_array
 from ..model import YOLOv12
 from ..pipeline import IMAGE_SUFFIXES, Stats
 from ..predict import Predictor
@@ -39,6 +43,7 @@ from .records import environment, summarize
 
 SYNTHETIC_SIZE = (1080, 1920)  # (h, w): a 1080p photograph
 SYNTHETIC_COUNT = 24
+STAGES = ("decode", "letterbox", "letterbox-pillow")
 
 
 def synthetic(folder, n: int = SYNTHETIC_COUNT, size=SYNTHETIC_SIZE, seed: int = 0) -> Path:
@@ -75,6 +80,35 @@ def images_in(folder) -> list[Path]:
         raise ValueError(f"source: {folder} holds {len(files)} image(s); the suite needs at "
                          "least 2 (start-up is excluded by timing one against the rest)")
     return files
+
+
+def _stage_times(files, imgsz: int) -> dict[str, list[float]]:
+    """ms per image of decode, letterbox and Pillow's resize + pad, on one PyTorch thread."""
+    from PIL import Image
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    out: dict = {"decode": [], "letterbox": [], "letterbox-pillow": []}
+    try:
+        for f in files:
+            t0 = time.perf_counter()
+            image = load_image(f)
+            pixels = rgb8_array(image)
+            t1 = time.perf_counter()
+            letterbox_u8(pixels, imgsz)
+            t2 = time.perf_counter()
+            h, w = pixels.shape[:2]
+            nw, nh, H, W = letterbox_geometry(h, w, imgsz)
+            canvas = np.full((H, W, 3), 114, np.uint8)
+            top, left = (H - nh) // 2, (W - nw) // 2
+            canvas[top:top + nh, left:left + nw] = np.asarray(image.resize((nw, nh),
+                                                                           Image.BILINEAR))
+            t3 = time.perf_counter()
+            for k, dt in (("decode", t1 - t0), ("letterbox", t2 - t1),
+                          ("letterbox-pillow", t3 - t2)):
+                out[k].append(1000 * dt)
+    finally:
+        torch.set_num_threads(threads)
+    return out
 
 
 def _serial(pred: Predictor, files) -> float:
@@ -121,6 +155,7 @@ def run_predict_suite(scale: str, device, source=None, imgsz: int = 640, batch: 
         h, w = pred.input_shape(*load_image(files[0]).size[::-1])
         x = torch.rand(batch, 3, h, w, device=device, dtype=pred.dtype)
         model_ms, serial_s, stream_s, command_s, stage = [], [], [], [], []
+        alone: dict = {}
         one = tmp / "one"
         one.mkdir()
         shutil.copy(files[0], one / files[0].name)
@@ -137,6 +172,8 @@ def run_predict_suite(scale: str, device, source=None, imgsz: int = 640, batch: 
                     pred.model(x)
                     pred._sync()
                     model_ms.append(1000 * (time.perf_counter() - t0) / batch)
+            for k, v in _stage_times(files, imgsz).items():
+                alone.setdefault(k, []).extend(v)
             serial_s.append(_serial(pred, files) / len(files))
             wall, stats = _stream(pred, files, batch, workers)
             stream_s.append(wall / len(files))
@@ -163,7 +200,8 @@ def run_predict_suite(scale: str, device, source=None, imgsz: int = 640, batch: 
 
     stages = {k: statistics.median(s.per_picture_ms()[k] for s in stage)
               for k in ("decode", "letterbox", "wait", "upload", "infer", "post")}
-    records = [rec("model", model_ms),
+    records = [rec(k, v) for k, v in alone.items()] + [
+               rec("model", model_ms),
                rec("api-serial", [1000 * s for s in serial_s]),
                rec("api-stream", [1000 * s for s in stream_s],
                    stages_ms={k: round(v, 2) for k, v in stages.items()},
@@ -177,10 +215,17 @@ def render(records: list[dict]) -> str:
     """The suite's table: images/s and ms per image per provider, the stream's stages."""
     lines = ["| provider | ms / image (median) | images/s | vs model-only |", "|---|---|---|---|"]
     model = next((r["median_ms"] for r in records if r["provider"] == "model"), None)
+    stages = [r for r in records if r["provider"] in STAGES]
     for r in records:
+        if r in stages:
+            continue
         ratio = f"{model / r['median_ms']:.2f}" if model else "-"
         lines.append(f"| {r['provider']} | {r['median_ms']:.1f} | {r['images_per_s']:.1f} | "
                      f"{ratio} |")
+    if stages:
+        lines.append("")
+        lines.append("stages alone, one thread, ms per image (median): " + ", ".join(
+            f"{r['provider']} {r['median_ms']:.2f}" for r in stages))
     stream = next((r for r in records if r["provider"] == "api-stream"), None)
     if stream:
         s = stream["stages_ms"]
