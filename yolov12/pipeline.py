@@ -14,16 +14,11 @@
 * Results come out in source order, one ``Frame`` per picture; a picture that cannot be read is
   a ``Frame`` with ``error`` set (the run goes on), never an exception from a worker thread.
 * The workers run PyTorch's resize with one intra-op thread each, so they add ``workers``
-  threads beside the model's own ``torch.get_num_threads()`` instead of multiplying them, and on
-  Linux at a lower scheduling priority (``nice`` + ``DECODE_NICE``, env ``YOLOV12_DECODE_NICE``):
-  on a CPU where the model's threads use every core, decoding fills the cores' idle moments
-  instead of pre-empting one of the model's threads, which would hold up all the others at
-  their next barrier.
+  threads beside the model's own ``torch.get_num_threads()`` instead of multiplying them.
 * Closing the generator early (``break``, an exception, Ctrl-C) stops the feeder and the workers.
 """
 from __future__ import annotations
 
-import os
 import queue
 import threading
 import time
@@ -38,78 +33,7 @@ import torch
 from .images import Letterbox, letterbox_u8, load_image, rgb8_array
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
-DECODE_NICE = 10  # how much lower the workers' scheduling priority is (Linux; 0: the same)
 _END = object()
-
-
-def _decode_nice() -> int:
-    value = os.environ.get("YOLOV12_DECODE_NICE", "").strip()
-    try:
-        return int(value) if value else DECODE_NICE
-    except ValueError:
-        raise ValueError(f"YOLOV12_DECODE_NICE: expected an integer, got {value!r}") from None
-
-
-def _lower_priority(nice: int) -> None:
-    """This thread's nice value raised by ``nice`` (Linux: priorities are per thread); elsewhere,
-    or where it is not allowed, nothing."""
-    if nice <= 0 or not hasattr(os, "setpriority"):
-        return
-    try:
-        tid = threading.get_native_id()
-        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
-    except OSError:
-        pass
-
-
-@dataclass
-class Job:
-    """One picture to read: ``load()`` returns it (PIL image or array) or raises ValueError."""
-    index: int
-    source: str
-    load: Callable[[], object]
-    frame: int | None = None   # frame number, for a video
-    key: object = None         # the caller's own tag (val: the image id)
-
-
-@dataclass
-class Frame:
-    """One picture on its way through the pipeline."""
-    job: Job
-    image: object = None               # the decoded picture, when kept (to draw on, say)
-    pixels: np.ndarray | None = None   # (H, W, 3) uint8 network input
-    letterbox: Letterbox | None = None
-    error: str | None = None
-    decode_s: float = 0.0              # seconds in the worker: reading, then letterbox
-    letterbox_s: float = 0.0
-    infer_s: float = 0.0               # its share of its batch's forward
-
-
-@dataclass
-class Stats:
-    """Where the time went (seconds, summed over pictures): the workers' decode and letterbox,
-    and on the caller's thread the wait for a picture (decode not hidden), upload + normalise,
-    model, postprocess; ``wall`` from the first request to the last result."""
-    pictures: int = 0
-    decode: float = 0.0
-    letterbox: float = 0.0
-    wait: float = 0.0
-    upload: float = 0.0
-    infer: float = 0.0
-    post: float = 0.0
-    wall: float = 0.0
-    batches: int = 0
-    extra: dict = field(default_factory=dict)
-
-    def hidden(self) -> float:
-        """Fraction of the workers' decode + letterbox time that the caller did not wait for."""
-        work = self.decode + self.letterbox
-        return max(0.0, 1.0 - self.wait / work) if work > 0 else 1.0
-
-    def per_picture_ms(self) -> dict[str, float]:
-        n = max(self.pictures, 1)
-        return {k: 1000.0 * getattr(self, k) / n
-                for k in ("decode", "letterbox", "wait", "upload", "infer", "post", "wall")}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -198,7 +122,6 @@ class _Workers:
     workers set theirs first, all of them, then the creating thread puts its own count back."""
 
     def __init__(self, n: int):
-        self._nice = _decode_nice()
         self._tasks: queue.Queue = queue.Queue()
         ready = threading.Barrier(n + 1)
         main_threads = torch.get_num_threads()
@@ -212,7 +135,6 @@ class _Workers:
     def _loop(self, ready):
         torch.get_num_threads()  # settle this thread's count now, then pin it to one
         torch.set_num_threads(1)
-        _lower_priority(self._nice)
         ready.wait()
         while True:
             task = self._tasks.get()
