@@ -36,6 +36,56 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 _END = object()
 
 
+@dataclass
+class Job:
+    """One picture to read: ``load()`` returns it (PIL image or array) or raises ValueError."""
+    index: int
+    source: str
+    load: Callable[[], object]
+    frame: int | None = None   # frame number, for a video
+    key: object = None         # the caller's own tag (val: the image id)
+
+
+@dataclass
+class Frame:
+    """One picture on its way through the pipeline."""
+    job: Job
+    image: object = None               # the decoded picture, when kept (to draw on, say)
+    pixels: np.ndarray | None = None   # (H, W, 3) uint8 network input
+    letterbox: Letterbox | None = None
+    error: str | None = None
+    decode_s: float = 0.0              # seconds in the worker: reading, then letterbox
+    letterbox_s: float = 0.0
+    infer_s: float = 0.0               # its share of its batch's forward
+
+
+@dataclass
+class Stats:
+    """Where the time went (seconds, summed over pictures): the workers' decode and letterbox,
+    and on the caller's thread the wait for a picture (decode not hidden), upload + normalise,
+    model, postprocess; ``wall`` from the first request to the last result."""
+    pictures: int = 0
+    decode: float = 0.0
+    letterbox: float = 0.0
+    wait: float = 0.0
+    upload: float = 0.0
+    infer: float = 0.0
+    post: float = 0.0
+    wall: float = 0.0
+    batches: int = 0
+    extra: dict = field(default_factory=dict)
+
+    def hidden(self) -> float:
+        """Fraction of the workers' decode + letterbox time that the caller did not wait for."""
+        work = self.decode + self.letterbox
+        return max(0.0, 1.0 - self.wait / work) if work > 0 else 1.0
+
+    def per_picture_ms(self) -> dict[str, float]:
+        n = max(self.pictures, 1)
+        return {k: 1000.0 * getattr(self, k) / n
+                for k in ("decode", "letterbox", "wait", "upload", "infer", "post", "wall")}
+
+
 # ---------------------------------------------------------------------------------------------
 # sources
 # ---------------------------------------------------------------------------------------------
