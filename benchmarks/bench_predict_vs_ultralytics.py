@@ -12,7 +12,8 @@ Per image, median over rounds:
 * ``api-serial`` (this project only): the one-image-at-a-time loop (``load_image`` then
   ``Predictor([image])``) — what the API did before the pipeline;
 * ``cli-save``: the commands with annotated images saved (``yolov12 predict`` / ``yolo predict
-  save=True``), start-up excluded: (time on the folder - time on its first image) / (images - 1).
+  save=True``), start-up excluded: both print a line per image ("image k/n ..."), and the time
+  from the first line to the last over the images between is the steady state.
 
 Both run a randomly initialised YOLOv12-N / YOLO12n (``--model n`` / ``yolo12n.yaml``): speed does
 not depend on the weights, and no weights can be downloaded here. ultralytics runs in its own
@@ -89,19 +90,22 @@ def _per_image(cmd, env) -> float:
     return float(line.split()[1])
 
 
-def _wall(cmd, env) -> float:
-    t = time.perf_counter()
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
-    if r.returncode != 0:
-        raise RuntimeError(f"{' '.join(map(str, cmd[:4]))} exited {r.returncode}:\n"
-                           f"{r.stderr[-2000:]}")
-    return time.perf_counter() - t
-
-
-def _command_ms(make_cmd, folder: Path, one: Path, n: int, env) -> float:
-    full = _wall(make_cmd(folder, "full"), env)
-    single = _wall(make_cmd(one, "one"), env)
-    return 1000 * (full - single) / (n - 1)
+def _command_ms(cmd, env, n: int) -> float:
+    """Steady-state ms per image of a command that prints a line per image ("image k/n ..."):
+    the time from its first such line to its last, over n - 1 images. Start-up (imports, model
+    build, the first image) is outside it, whatever it costs in that run."""
+    stamps = []
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**env, "PYTHONUNBUFFERED": "1"})
+    tail = []
+    for line in proc.stdout:
+        if line.startswith("image "):
+            stamps.append(time.perf_counter())
+        tail = (tail + [line])[-30:]
+    if proc.wait() != 0 or len(stamps) != n:
+        raise RuntimeError(f"{' '.join(map(str, cmd[:4]))} exited {proc.returncode} with "
+                           f"{len(stamps)} of {n} image lines:\n{''.join(tail)}")
+    return 1000 * (stamps[-1] - stamps[0]) / (n - 1)
 
 
 def ultralytics_versions(python) -> dict | None:
@@ -137,9 +141,6 @@ def main(argv=None) -> int:
     try:
         folder = Path(args.source) if args.source else synthetic(tmp / "images")
         files = images_in(folder)
-        one = tmp / "one"
-        one.mkdir()
-        shutil.copy(files[0], one / files[0].name)
         env = _env(args.threads)
         ours_cli = (lambda src, tag: [sys.executable, "-m", "yolov12", "predict", str(src),
                                       "--model", "n", "--imgsz", str(args.imgsz), "--device",
@@ -167,7 +168,7 @@ def main(argv=None) -> int:
                                          str(args.imgsz)], env)
                     elif mode == "cli-save":
                         make = ours_cli if side == "yolov12" else ul_cli
-                        ms = _command_ms(make, folder, one, len(files), env)
+                        ms = _command_ms(make(folder, "full"), env, len(files))
                     else:
                         continue
                     runs.setdefault((side, mode), []).append(ms)

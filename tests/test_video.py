@@ -65,7 +65,7 @@ def test_predict_video_end_to_end_and_a_truncated_one(tmp_path):
         s = c.streams.video[0]
         assert (s.width, s.height) == (W, H) and float(s.average_rate) == 5.0
         assert sum(1 for _ in c.decode(s)) == FRAMES // 2
-    boxes = json.loads((out / "clip.json").read_text())
+    boxes = json.loads((out / "clip.frames.json").read_text())
     assert [f["frame"] for f in boxes["frames"]] == list(range(0, FRAMES, 2))
     assert all(len(f["detections"]) == 3 for f in boxes["frames"])
     # the cut video: what was read before the cut is written, and says so

@@ -585,7 +585,8 @@ def _run(args, files: list[Path], ctx) -> int:
         raise SystemExit(f"--{e}") from e
     out_dir = ctx.broadcast(output_dir(args.out, args.exist_ok) if ctx.main else None)
     os.makedirs(out_dir, exist_ok=True)
-    names = output_names(files)
+    # an annotated video is an .mp4 whatever it came as (clip.mkv and clip.mp4: clip_2.mp4)
+    names = output_names([f.with_suffix(".mp4") if is_video(f) else f for f in files])
     images = [i for i, f in enumerate(files) if not is_video(f)]
     videos = [i for i, f in enumerate(files) if is_video(f)]
     # images in batches of one input shape; this process's share: whole batches, as in
@@ -647,7 +648,7 @@ def _run(args, files: list[Path], ctx) -> int:
             else:  # a video's frame
                 clip = clips.get(i)
                 if clip is None:
-                    clip = clips[i] = _Clip(f, out_dir / f"{Path(name).stem}.mp4",
+                    clip = clips[i] = _Clip(f, out_dir / name,
                                             probed[i][1] / args.vid_stride, args.vid_stride)
                 k, total = frame.job.frame, probed[i][0]
                 if frame.error is not None:  # broken off: what was read so far is kept
@@ -786,7 +787,7 @@ class _Clip:
         if self.size:
             record["width"], record["height"] = self.size
         if keep and self.frames:
-            boxes = self.path.with_suffix(".json")
+            boxes = self.path.with_name(f"{self.path.stem}.frames.json")  # not predictions.json
             with atomic_path(boxes) as tmp, open(tmp, "w") as fh:
                 json.dump({"video": str(self.source), "vid_stride": self.stride,
                            "fps": self.writer.fps, "frames": self.frames}, fh)

@@ -15,8 +15,8 @@ in rounds, interleaved:
   model runs, results as they come; with each stage's time per image and how much of the
   workers' decode + letterbox the caller did not wait for (``hidden``);
 * ``cli-save``: the real ``yolov12 predict`` in this process, annotated images saved; start-up
-  (model build, first image) excluded by timing the folder and a one-image folder and dividing
-  the difference by the other images.
+  (model build, first image) excluded: the time from its first "image k/n" line to its last,
+  over the images between.
 
 Records (suite ``predict``, per image: ``median_ms`` of the rounds, ``images_per_s``) go to
 ``<out>/predict.jsonl`` like the other suites'. Throughput depends on the images, not on the
@@ -126,20 +126,37 @@ def _stream(pred: Predictor, files, batch: int, workers: int) -> tuple[float, St
     return time.perf_counter() - t0, stats
 
 
+class _LineStamps(io.StringIO):
+    """stdout that notes when each "image k/n ..." line is printed."""
+
+    def __init__(self):
+        super().__init__()
+        self.stamps: list[float] = []
+
+    def write(self, text):
+        if text.startswith("image "):
+            self.stamps.append(time.perf_counter())
+        return super().write(text)
+
+
 def _command(folder: Path, out: Path, scale: str, imgsz: int, device, batch: int,
-             workers: int) -> float:
+             workers: int, n: int) -> float:
+    """Steady-state seconds per image of ``yolov12 predict`` on ``folder`` (saving on): from its
+    first per-image line to its last, over the n - 1 images between — start-up excluded."""
+    import warnings
+
     from ..__main__ import main
-    t0 = time.perf_counter()
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        import warnings
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "no weights: outputs are noise" — known here
-            rc = main(["predict", str(folder), "--model", scale, "--imgsz", str(imgsz),
-                       "--device", str(device), "--batch", str(batch), "--workers",
-                       str(workers), "--out", str(out), "--exist-ok", "--no-progress"])
-    if rc != 0:
-        raise RuntimeError(f"yolov12 predict exited {rc} on {folder}")
-    return time.perf_counter() - t0
+    lines = _LineStamps()
+    with contextlib.redirect_stdout(lines), contextlib.redirect_stderr(io.StringIO()), \
+            warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "no weights: outputs are noise" — known here
+        rc = main(["predict", str(folder), "--model", scale, "--imgsz", str(imgsz),
+                   "--device", str(device), "--batch", str(batch), "--workers", str(workers),
+                   "--out", str(out), "--exist-ok", "--no-progress"])
+    if rc != 0 or len(lines.stamps) != n:
+        raise RuntimeError(f"yolov12 predict exited {rc} with {len(lines.stamps)} of {n} image "
+                           f"lines on {folder}")
+    return (lines.stamps[-1] - lines.stamps[0]) / (n - 1)
 
 
 def run_predict_suite(scale: str, device, source=None, imgsz: int = 640, batch: int = 1,
@@ -156,9 +173,6 @@ def run_predict_suite(scale: str, device, source=None, imgsz: int = 640, batch: 
         x = torch.rand(batch, 3, h, w, device=device, dtype=pred.dtype)
         model_ms, serial_s, stream_s, command_s, stage = [], [], [], [], []
         alone: dict = {}
-        one = tmp / "one"
-        one.mkdir()
-        shutil.copy(files[0], one / files[0].name)
         with torch.inference_mode():
             for _ in range(warmup):
                 pred.model(x)
@@ -179,9 +193,8 @@ def run_predict_suite(scale: str, device, source=None, imgsz: int = 640, batch: 
             stream_s.append(wall / len(files))
             stage.append(stats)
             if command:
-                full = _command(folder, tmp / "out", scale, imgsz, device, batch, workers)
-                single = _command(one, tmp / "out1", scale, imgsz, device, batch, workers)
-                command_s.append((full - single) / (len(files) - 1))
+                command_s.append(_command(folder, tmp / "out", scale, imgsz, device, batch,
+                                          workers, len(files)))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     env = {"suite": "predict", "name": scale, "device": environment(device)["device"],
