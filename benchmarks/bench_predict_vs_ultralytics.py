@@ -3,8 +3,10 @@
     python benchmarks/bench_predict_vs_ultralytics.py --ultralytics-python /tmp/ulv/bin/python \
         [--source DIR] [--threads 2] [--rounds 3] [--imgsz 640] [--out benchmarks/results]
 
-Each measurement is a fresh process with ``OMP_NUM_THREADS`` = ``--threads`` (ultralytics sets 1
-when it is unset) and the sides alternate within every round, so that both see the same machine.
+Each measurement is a fresh process with ``OMP_NUM_THREADS`` = ``--threads``, and ultralytics'
+own thread setting (``min(8, cores - 1)``, applied when it picks the device, whatever the
+variable says) set to the same number; the API runs check the count the model ran on. The sides
+alternate within every round, so that both see the same machine.
 Per image, median over rounds:
 
 * ``api``: the Python API over the folder, images read by the library (``Predictor.stream`` here;
@@ -55,7 +57,15 @@ else:
 print("PER_IMAGE_MS", 1000 * (time.perf_counter() - t) / len(files), torch.get_num_threads())
 """
 
-ULTRALYTICS_API = r"""
+# ultralytics sets torch's threads to min(8, cores - 1) when it picks the device (1 on a 2-core
+# machine), whatever OMP_NUM_THREADS says: its NUM_THREADS is set to --threads first, so that both
+# sides run the model on the same number of threads
+ULTRALYTICS_THREADS = r"""
+import os, ultralytics.utils as u, ultralytics.utils.torch_utils as tu
+u.NUM_THREADS = tu.NUM_THREADS = int(os.environ["OMP_NUM_THREADS"])
+"""
+
+ULTRALYTICS_API = ULTRALYTICS_THREADS + r"""
 import sys, time, torch
 from pathlib import Path
 from ultralytics import YOLO
@@ -70,6 +80,13 @@ for _ in model.predict(source=str(folder), stream=True, imgsz=imgsz, device="cpu
 print("PER_IMAGE_MS", 1000 * (time.perf_counter() - t) / len(files), torch.get_num_threads())
 """
 
+ULTRALYTICS_CLI = ULTRALYTICS_THREADS + r"""
+import sys
+from ultralytics.cfg import entrypoint
+sys.argv = ["yolo", *sys.argv[1:]]
+entrypoint()
+"""
+
 ULTRALYTICS_VERSIONS = ("import ultralytics, torch, cv2, json; print(json.dumps({'ultralytics': "
                         "ultralytics.__version__, 'torch': torch.__version__, 'opencv': "
                         "cv2.__version__}))")
@@ -82,12 +99,15 @@ def _env(threads: int) -> dict:
     return env
 
 
-def _per_image(cmd, env) -> float:
+def _per_image(cmd, env, threads: int) -> float:
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
     line = next((ln for ln in r.stdout.splitlines() if ln.startswith("PER_IMAGE_MS")), None)
     if r.returncode != 0 or line is None:
         raise RuntimeError(f"{' '.join(map(str, cmd[:3]))} failed:\n{r.stderr[-2000:]}")
-    return float(line.split()[1])
+    ms, used = line.split()[1:3]
+    if int(used) != threads:  # the model ran on another number of threads than asked
+        raise RuntimeError(f"{' '.join(map(str, cmd[:2]))} ran on {used} threads, not {threads}")
+    return float(ms)
 
 
 def _command_ms(cmd, env, n: int) -> float:
@@ -146,7 +166,7 @@ def main(argv=None) -> int:
                                       "--model", "n", "--imgsz", str(args.imgsz), "--device",
                                       "cpu", "--out", str(tmp / f"ours-{tag}"), "--exist-ok",
                                       "--no-progress"])
-        ul_cli = (lambda src, tag: [str(Path(ul_python).parent / "yolo"), "predict",
+        ul_cli = (lambda src, tag: [ul_python, "-c", ULTRALYTICS_CLI, "predict",
                                     "model=yolo12n.yaml", f"source={src}",
                                     f"imgsz={args.imgsz}", "device=cpu", "save=True",
                                     f"project={tmp}", f"name=ul-{tag}", "exist_ok=True"])
@@ -162,10 +182,10 @@ def main(argv=None) -> int:
                 for side in sides:
                     if mode in ("api", "api-serial") and side == "yolov12":
                         ms = _per_image([sys.executable, "-c", OURS_API, str(folder),
-                                         str(args.imgsz), mode], env)
+                                         str(args.imgsz), mode], env, args.threads)
                     elif mode == "api":
                         ms = _per_image([ul_python, "-c", ULTRALYTICS_API, str(folder),
-                                         str(args.imgsz)], env)
+                                         str(args.imgsz)], env, args.threads)
                     elif mode == "cli-save":
                         make = ours_cli if side == "yolov12" else ul_cli
                         ms = _command_ms(make(folder, "full"), env, len(files))
