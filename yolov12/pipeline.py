@@ -325,9 +325,10 @@ class PinnedBuffers:
     def upload(self, pixels: list[np.ndarray]) -> torch.Tensor:
         shape = (len(pixels), *pixels[0].shape)
         ring = self._bufs.setdefault(shape, [])
-        if len(ring) < 2:
-            ring.append([torch.empty(shape, dtype=torch.uint8).pin_memory(), None])
-        entry = ring.pop(0)
+        if len(ring) < 2:  # a new buffer, until there are two; then the older one, in turn
+            entry = [torch.empty(shape, dtype=torch.uint8).pin_memory(), None]
+        else:
+            entry = ring.pop(0)
         ring.append(entry)
         buf, event = entry
         if event is not None:
