@@ -169,3 +169,42 @@ def test_stream_memory_does_not_grow_with_the_number_of_pictures():
     peak(8)  # warm-up: lazy imports, caches
     short, long = peak(50), peak(400)
     assert long < 1.3 * short + 64 * 1024, (short, long)
+
+
+def test_pinned_upload_ring_on_a_fake_cuda(monkeypatch):
+    """The CUDA upload path with fakes of the same contract (no GPU here): page-locked buffers per
+    input shape, two in turn, each refilled only after its last upload's event has completed, and
+    the pixels arrive unchanged."""
+    from yolov12.pipeline import PinnedBuffers
+    events = []
+
+    class FakeEvent:
+        def __init__(self):
+            self.recorded = self.waited = False
+            events.append(self)
+
+        def record(self):
+            self.recorded = True
+
+        def synchronize(self):
+            assert self.recorded
+            self.waited = True
+
+    pinned = []
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self: pinned.append(self) or self)
+    monkeypatch.setattr(torch.cuda, "Event", FakeEvent)
+    up = PinnedBuffers(torch.device("cpu"))
+    rng = np.random.default_rng(3)
+    batches = [[rng.integers(0, 255, (32, 64, 3), dtype=np.uint8) for _ in range(2)]
+               for _ in range(4)]
+    used = []
+    for k, b in enumerate(batches):
+        x = up.upload(b)  # the fake device is the CPU: x is the page-locked buffer itself
+        assert torch.equal(x, torch.from_numpy(np.stack(b)))
+        assert len(pinned) == min(k + 1, 2)  # two buffers for this shape, no more
+        used.append(x.data_ptr())
+    assert used[0] != used[1] and used[2:] == used[:2]  # in turn: never the one just sent
+    # uploads 3 and 4 reused buffers 1 and 2, each after waiting for its previous upload
+    assert [e.waited for e in events] == [True, True, False, False]
+    up.upload([batches[0][0]])  # another shape: its own buffers
+    assert len(pinned) == 3 and pinned[2].shape == (1, 32, 64, 3)
