@@ -47,16 +47,16 @@ def test_batched_postprocess_equals_the_reference(fixed):
 def test_uint8_letterbox_is_pillows_resize_to_within_one_level():
     rng = np.random.default_rng(0)
     a = rng.integers(0, 256, (180, 320, 3), dtype=np.uint8)  # 320 -> 160: one exact halving
-    x, lb = letterbox_u8(a, 160)
-    want = np.asarray(Image.fromarray(a).resize((160, 90), Image.BILINEAR))
+    x, lb = letterbox_u8(a, 160)  # (3, H, W) planes
+    want = np.asarray(Image.fromarray(a).resize((160, 90), Image.BILINEAR)).transpose(2, 0, 1)
     top = lb.pad[1]
-    assert np.array_equal(x[top:top + 90], want)  # an exact ratio: the same pixels
-    assert (x[:top] == 114).all() and (x[top + 90:] == 114).all()
+    assert x.shape == (3, 96, 160) and np.array_equal(x[:, top:top + 90], want)  # exact ratio
+    assert (x[:, :top] == 114).all() and (x[:, top + 90:] == 114).all()
     b = rng.integers(0, 256, (77, 130, 3), dtype=np.uint8)  # 130 -> 64: an awkward ratio
     x, lb = letterbox_u8(b, 64)
     nw, nh = 64, round(77 * 64 / 130)
     want = np.asarray(Image.fromarray(b).resize((nw, nh), Image.BILINEAR)).astype(int)
-    diff = np.abs(x[lb.pad[1]:lb.pad[1] + nh].astype(int) - want)
+    diff = np.abs(x[:, lb.pad[1]:lb.pad[1] + nh].astype(int) - want.transpose(2, 0, 1))
     assert diff.max() <= 1 and (diff > 0).mean() < 0.05  # 16- vs 22-bit filter weights
 
 
@@ -195,7 +195,7 @@ def test_pinned_upload_ring_on_a_fake_cuda(monkeypatch):
     monkeypatch.setattr(torch.cuda, "Event", FakeEvent)
     up = PinnedBuffers(torch.device("cpu"))
     rng = np.random.default_rng(3)
-    batches = [[rng.integers(0, 255, (32, 64, 3), dtype=np.uint8) for _ in range(2)]
+    batches = [[rng.integers(0, 255, (3, 32, 64), dtype=np.uint8) for _ in range(2)]
                for _ in range(4)]
     used = []
     for k, b in enumerate(batches):
@@ -207,4 +207,4 @@ def test_pinned_upload_ring_on_a_fake_cuda(monkeypatch):
     # uploads 3 and 4 reused buffers 1 and 2, each after waiting for its previous upload
     assert [e.waited for e in events] == [True, True, False, False]
     up.upload([batches[0][0]])  # another shape: its own buffers
-    assert len(pinned) == 3 and pinned[2].shape == (1, 32, 64, 3)
+    assert len(pinned) == 3 and pinned[2].shape == (1, 3, 32, 64)

@@ -198,27 +198,26 @@ def check_imgsz(imgsz, stride: int = STRIDE) -> None:
 
 
 def resize_u8(pixels: np.ndarray, nw: int, nh: int, out: np.ndarray | None = None) -> np.ndarray:
-    """(H, W, 3) uint8 pixels resized to (nh, nw, 3) with the bilinear filter widened to the
-    scale on a reduction (antialiased: what Pillow's ``Image.BILINEAR`` resize computes), in one
-    pass over the uint8 pixels, written into ``out`` when given.
+    """(H, W, 3) uint8 pixels resized to (3, nh, nw) planes (CHW: the layout the resize kernel
+    writes, so no transposing copy follows) with the bilinear filter widened to the scale on a
+    reduction (antialiased: what Pillow's ``Image.BILINEAR`` resize computes), in one pass over
+    the uint8 pixels, written into ``out`` when given.
 
     The arithmetic is PyTorch's uint8 path (``interpolate(..., antialias=True)``, vectorised):
-    ~4x faster than Pillow's own resize (1.8 ms against 8.1 ms, 1920x1080 -> 640x360, one
+    ~4x faster than Pillow's own resize (about 2 ms against 8-9 ms, 1920x1080 -> 640x360, one
     thread). Its filter weights are 16-bit fixed point where Pillow's are 22-bit, so a pixel can
     come out 1 (of 255) apart from Pillow's where the exact value lies next to a half: none at
     1080p -> 640 (an exact 1/3), up to 1.6% of the pixels at other ratios (docs/usage.md). One
     thread: it runs in the decode workers, beside the model's threads.
     """
-    if pixels.shape[:2] == (nh, nw):
-        resized = pixels
-    else:
-        t = torch.from_numpy(pixels).permute(2, 0, 1).unsqueeze(0)  # NHWC in memory: the fast path
-        resized = torch.nn.functional.interpolate(t, size=(nh, nw), mode="bilinear",
-                                                  antialias=True, align_corners=False)
-        resized = resized[0].permute(1, 2, 0).numpy()
+    t = torch.from_numpy(pixels).permute(2, 0, 1).unsqueeze(0)  # NHWC in memory: the fast path
+    if pixels.shape[:2] != (nh, nw):
+        t = torch.nn.functional.interpolate(t, size=(nh, nw), mode="bilinear", antialias=True,
+                                            align_corners=False)
+    planes = t[0].numpy()
     if out is None:
-        return np.ascontiguousarray(resized)
-    out[...] = resized
+        return np.ascontiguousarray(planes)
+    out[...] = planes
     return out
 
 
@@ -229,26 +228,28 @@ def letterbox_u8(image, imgsz: int = 640, stride: int = STRIDE,
     ``imgsz``, aspect kept, and padded (grey, centred) to the next multiple of ``stride`` on each
     side — or, with ``shape`` (H, W), fitted inside and padded to exactly that.
 
-    Returns the (H, W, 3) uint8 input (normalising to [0, 1] is the device's job:
-    ``normalize``) and the ``Letterbox`` that maps boxes back.
+    Returns the (3, H, W) uint8 input, RGB planes (normalising to [0, 1] is the device's job:
+    ``normalize``), and the ``Letterbox`` that maps boxes back.
     """
     check_imgsz(imgsz, stride)
     pixels = rgb8_array(image, source)
     h, w = pixels.shape[:2]
     nw, nh, H, W = letterbox_geometry(h, w, imgsz, stride, shape)
     left, top = (W - nw) // 2, (H - nh) // 2
-    canvas = np.empty((H, W, 3), dtype=np.uint8)
+    canvas = np.empty((3, H, W), dtype=np.uint8)
     # the grey border only: the image's own rectangle is written once, by the resize
-    canvas[:top], canvas[top + nh:] = PAD_VALUE, PAD_VALUE
-    canvas[top:top + nh, :left], canvas[top:top + nh, left + nw:] = PAD_VALUE, PAD_VALUE
-    resize_u8(pixels, nw, nh, out=canvas[top:top + nh, left:left + nw])
+    canvas[:, :top], canvas[:, top + nh:] = PAD_VALUE, PAD_VALUE
+    canvas[:, top:top + nh, :left], canvas[:, top:top + nh, left + nw:] = PAD_VALUE, PAD_VALUE
+    resize_u8(pixels, nw, nh, out=canvas[:, top:top + nh, left:left + nw])
     return canvas, Letterbox((nw / w, nh / h), (left, top), (h, w), (H, W))
 
 
 def normalize(x: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """(B, H, W, 3) uint8 pixels (on any device) -> the network's (B, 3, H, W) input in [0, 1],
-    ``dtype``, channels-last in memory (the permute is a view): one conversion on the device the
-    pixels are on. Every path (one image at a time, the pipeline, val) goes through it, so the
-    input values are the same bits everywhere."""
-    x = x.permute(0, 3, 1, 2).float().div_(255.0)
-    return x if dtype == torch.float32 else x.to(dtype)
+    """(B, 3, H, W) uint8 pixels (on any device) -> the network's input in [0, 1], ``dtype``,
+    channels-last in memory (what the convolutions read; the layout change rides on the dtype
+    conversion): one pass on the device the pixels are on. Every path (one image at a time, the
+    pipeline, val) goes through it, so the input values are the same bits everywhere."""
+    out = torch.empty(x.shape, dtype=torch.float32, device=x.device,
+                      memory_format=torch.channels_last)
+    out.copy_(x).div_(255.0)
+    return out if dtype == torch.float32 else out.to(dtype)

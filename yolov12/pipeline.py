@@ -51,7 +51,7 @@ class Frame:
     """One picture on its way through the pipeline."""
     job: Job
     image: object = None               # the decoded picture, when kept (to draw on, say)
-    pixels: np.ndarray | None = None   # (H, W, 3) uint8 network input
+    pixels: np.ndarray | None = None   # (3, H, W) uint8 network input
     letterbox: Letterbox | None = None
     error: str | None = None
     decode_s: float = 0.0              # seconds in the worker: reading, then letterbox

@@ -293,7 +293,7 @@ class Predictor:
 
     @torch.inference_mode()
     def run_inputs(self, pixels: list, boxes_map: list[Letterbox]) -> list[Detections]:
-        """Detections for letterboxed uint8 inputs ((H, W, 3) arrays, ``images.letterbox_u8``)
+        """Detections for letterboxed uint8 inputs ((3, H, W) arrays, ``images.letterbox_u8``)
         with the ``Letterbox`` of each: one forward per distinct input shape (padding an image to
         a larger batch-mate would change its detections: more grey border, more anchors)."""
         from .batched_nms import postprocess_batch
