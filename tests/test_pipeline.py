@@ -161,7 +161,8 @@ def test_stream_memory_does_not_grow_with_the_number_of_pictures():
     def peak(n):
         tracemalloc.start()
         try:
-            count = sum(1 for _ in pred.stream([pics[k % 4] for k in range(n)], batch=2))
+            count = sum(1 for _ in pred.stream([pics[k % 4] for k in range(n)], batch=2,
+                                               workers=2))
             assert count == n
             return tracemalloc.get_traced_memory()[1]
         finally:
@@ -208,3 +209,24 @@ def test_pinned_upload_ring_on_a_fake_cuda(monkeypatch):
     assert [e.waited for e in events] == [True, True, False, False]
     up.upload([batches[0][0]])  # another shape: its own buffers
     assert len(pinned) == 3 and pinned[2].shape == (1, 3, 32, 64)
+
+
+def test_decode_runs_in_turn_with_the_model_where_its_threads_fill_the_cpu(monkeypatch):
+    """On a CPU whose cores the model's threads fill, decoding beside the forward only stalls it:
+    the default is then to read in the caller's thread (no worker thread), elsewhere 2 workers."""
+    import os
+
+    from yolov12.pipeline import auto_workers
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
+    assert auto_workers("cpu") == 0
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    assert auto_workers("cpu") == 2 and auto_workers(torch.device("cuda", 0)) == 2
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
+    pred = Predictor(YOLOv12("n"), imgsz=64, fast=False)
+    pred.model = lambda x: torch.rand(x.shape[0], 84, 8)
+    before = {t.name for t in threading.enumerate()}
+    seen = []
+    for _ in pred.stream([np.zeros((40, 60, 3), np.uint8)] * 3):
+        seen += [t.name for t in threading.enumerate() if t.name not in before]
+    assert seen == []  # everything in the caller's thread

@@ -15,6 +15,11 @@
   a ``Frame`` with ``error`` set (the run goes on), never an exception from a worker thread.
 * The workers run PyTorch's resize with one intra-op thread each, so they add ``workers``
   threads beside the model's own ``torch.get_num_threads()`` instead of multiplying them.
+* ``workers=0`` reads in the caller's thread, in turn with the model: what ``auto_workers``
+  picks on a CPU whose cores the model's own threads already fill. There, decoding beside the
+  forward only takes cores from it, and an OpenMP team with one thread pre-empted waits at every
+  barrier: measured on 2 cores, the forward went from 46 ms to 67 ms with two busy workers on a
+  quiet machine, and to 440 ms with a little load from elsewhere (docs/benchmarks.md).
 * Closing the generator early (``break``, an exception, Ctrl-C) stops the feeder and the workers.
 """
 from __future__ import annotations
@@ -215,6 +220,15 @@ class _Workers:
             self._tasks.put(None)
 
 
+def auto_workers(device) -> int:
+    """Decode threads for a model on ``device``: 2 on a GPU (the CPU cores are free while it
+    runs); on a CPU, 0 (in turn with the model) when its threads fill the cores, else 2."""
+    import os
+    if torch.device(device).type == "cpu" and torch.get_num_threads() >= (os.cpu_count() or 1):
+        return 0
+    return 2
+
+
 def prepare(job: Job, imgsz: int, shape, keep_image: bool, letterbox: bool = True) -> Frame:
     """A worker's part: read the picture into uint8 (H, W, 3) pixels, letterbox them."""
     t0 = time.perf_counter()
@@ -241,7 +255,18 @@ def prefetch(jobs: Iterable[Job], work: Callable[[Job], Frame], workers: int = 2
              depth: int | None = None, stats: Stats | None = None) -> Iterator[Frame]:
     """``work(job)`` for every job in worker threads, results in job order, at most ``depth``
     (default 4 per worker) done or in progress ahead of the caller. The jobs iterator itself
-    runs in a feeder thread (a video's frames are decoded there, in order)."""
+    runs in a feeder thread (a video's frames are decoded there, in order). ``workers=0``: all
+    of it in the caller's thread, one job at a time."""
+    if workers == 0:
+        for job in jobs:
+            t0 = time.perf_counter()
+            frame = work(job)
+            if stats is not None:
+                stats.wait += time.perf_counter() - t0
+                stats.decode += frame.decode_s
+                stats.letterbox += frame.letterbox_s
+            yield frame
+        return
     workers = max(1, int(workers))
     depth = depth or 4 * workers
     pool = _Workers(workers)

@@ -332,12 +332,14 @@ class Predictor:
             x = torch.from_numpy(np.stack(pixels))
         return normalize(x, self.dtype)
 
-    def stream(self, source, batch: int = 1, workers: int = 2, vid_stride: int = 1,
+    def stream(self, source, batch: int = 1, workers: int | None = None, vid_stride: int = 1,
                keep_images: bool = False, stats=None):
         """Detections for each picture of ``source`` as they are ready, in order: ``source`` is
         an image or video file, a folder of them, a PIL image or array, or a list of these.
         Pictures are read (video frames every ``vid_stride``-th) and letterboxed by ``workers``
-        threads while the model runs ``batch`` of them at a time. Each ``Detections`` says its
+        threads while the model runs ``batch`` of them at a time (default
+        ``pipeline.auto_workers``: 2, or 0 — in turn with the model — on a CPU whose cores the
+        model's threads fill). Each ``Detections`` says its
         ``source`` and ``frame``, holds the decoded picture in ``image`` with
         ``keep_images=True``, and for a picture that could not be read has ``error`` set and no
         boxes (the stream goes on). ``stats``: a ``pipeline.Stats`` to fill with stage times.
@@ -345,22 +347,24 @@ class Predictor:
         from .pipeline import jobs_for
         if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
             raise ValueError(f"batch: expected an int >= 1, got {batch!r}")
-        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-            raise ValueError(f"workers: expected an int >= 1, got {workers!r}")
+        if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
+                                    or workers < 0):
+            raise ValueError(f"workers: expected an int >= 0, got {workers!r}")
         jobs = jobs_for(source, vid_stride)
         for frame, det in self.run_jobs(jobs, batch, workers, keep_images, stats):
             det.source, det.frame = frame.job.source, frame.job.frame
             det.image = frame.image if keep_images else None
             yield det
 
-    def run_jobs(self, jobs, batch: int = 1, workers: int = 2, keep_images: bool = False,
-                 stats=None):
+    def run_jobs(self, jobs, batch: int = 1, workers: int | None = None,
+                 keep_images: bool = False, stats=None):
         """(``pipeline.Frame``, ``Detections``) for each ``pipeline.Job``, in order: the
         pipeline's loop (``stream``, the predict command and val use it)."""
         from functools import partial
 
-        from .pipeline import Stats, batches, prefetch, prepare
+        from .pipeline import Stats, auto_workers, batches, prefetch, prepare
         stats = stats if stats is not None else Stats()
+        workers = auto_workers(self.device) if workers is None else workers
         work = partial(prepare, imgsz=self.imgsz, shape=self.fixed_shape,
                        keep_image=keep_images)
         t_start = time.perf_counter()
@@ -533,9 +537,10 @@ def add_parser(sub) -> None:
     add_backend_arg(p)
     p.add_argument("--vid-stride", type=int, default=1,
                    help="videos: run every N-th frame (default 1: all)")
-    p.add_argument("--workers", type=int, default=2,
+    p.add_argument("--workers", type=int, default=None,
                    help="threads that read and letterbox pictures while the model runs "
-                        "(default 2)")
+                        "(default 2; 0 on a CPU whose cores the model's threads fill: reading "
+                        "then runs in turn with the model, and so does writing)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -554,7 +559,7 @@ def run(args) -> int:
             raise SystemExit(f"--{name}: expected a value in [0, 1], got {getattr(args, name)}")
     for flag, v, lo in (("--imgsz", args.imgsz, STRIDE), ("--batch", args.batch, 1),
                         ("--max-det", args.max_det, 1), ("--vid-stride", args.vid_stride, 1),
-                        ("--workers", args.workers, 1)):
+                        ("--workers", args.workers, 0)):
         if v is not None and v < lo:
             raise SystemExit(f"{flag}: expected a value >= {lo}, got {v}")
     if args.source and args.images:
@@ -614,7 +619,9 @@ def _run(args, files: list[Path], ctx) -> int:
             print(msg, file=sys.stderr)
 
     records = []  # (index in files, record)
-    writes = _Writes()  # encoding and saving, in order, on a thread of its own
+    from .pipeline import auto_workers
+    workers = auto_workers(pred.device) if args.workers is None else args.workers
+    writes = _Writes(inline=workers == 0)  # encoding and saving, in order, on a thread of its own
     clips: dict = {}  # index in files -> _Clip, while its frames come
 
     def write_json(all_records):
@@ -629,7 +636,7 @@ def _run(args, files: list[Path], ctx) -> int:
     stats = Stats()
     jobs = file_jobs([files[i] for i in order], args.vid_stride)
     try:
-        for frame, det in pred.run_jobs(jobs, args.batch, args.workers, keep_images=True,
+        for frame, det in pred.run_jobs(jobs, args.batch, workers, keep_images=True,
                                         stats=stats):
             i = order[frame.job.key]
             f, name = files[i], names[i]
@@ -695,7 +702,8 @@ def _run(args, files: list[Path], ctx) -> int:
     failed = sum("error" in r for _, r in all_records if "video" not in r)
     print(f"Speed: {sp['decode']:.1f}ms decode, {sp['pre']:.1f}ms pre-process, "
           f"{sp['infer']:.1f}ms inference, {sp['nms']:.1f}ms NMS per image (batch {args.batch}, "
-          f"long side {pred.imgsz}, {pred.runs_on}, {args.workers} decode threads"
+          f"long side {pred.imgsz}, {pred.runs_on}, "
+          f"{f'{workers} decode threads' if workers else 'decoding in turn with the model'}"
           + (f", {ctx.world} processes" if ctx.world > 1 else "") + ")")
     n_videos = sum("video" in r for _, r in all_records)
     print(f"Results: {len(files) - failed - n_videos} images"
@@ -723,15 +731,19 @@ def _detections_json(det: Detections, names) -> list[dict]:
 class _Writes:
     """Annotated pictures encoded and saved on one thread of their own, in order (Pillow and
     PyAV encode outside the GIL, beside the model), at most ``limit`` waiting: memory stays
-    flat. A failure to write surfaces at the next ``save``/``wait``."""
+    flat. A failure to write surfaces at the next ``save``/``wait``. ``inline``: on the caller's
+    thread, at once (a CPU whose cores the model fills: see ``pipeline.auto_workers``)."""
 
-    def __init__(self, limit: int = 8):
+    def __init__(self, limit: int = 8, inline: bool = False):
         from concurrent.futures import ThreadPoolExecutor
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="yolov12-write")
+        self._pool = None if inline else ThreadPoolExecutor(1, thread_name_prefix="yolov12-write")
         self._pending: list = []
         self.limit = limit
 
     def submit(self, fn, *args):
+        if self._pool is None:
+            fn(*args)
+            return
         self._pending.append(self._pool.submit(fn, *args))
         while len(self._pending) > self.limit:
             self._pending.pop(0).result()
@@ -751,7 +763,8 @@ class _Writes:
                     raise
 
     def close(self):
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _save_image(image, path):

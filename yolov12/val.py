@@ -41,7 +41,7 @@ METRICS = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large",
            "AR1", "AR10", "AR100", "AR_small", "AR_medium", "AR_large")
 
 
-def _batches(items, batch: int, predictor, workers: int):
+def _batches(items, batch: int, predictor, workers: int | None):
     """(image ids, per image its ``Detections`` or the error message) for ``items`` [(id, path)],
     ``batch`` images at a time, in order. Files are decoded in ``workers`` threads ahead of the
     model (``pipeline.prefetch``); with a ``Predictor`` they are letterboxed there too and run
@@ -49,11 +49,11 @@ def _batches(items, batch: int, predictor, workers: int):
     at the end, not raised inside a worker."""
     from functools import partial
 
-    from .pipeline import Job, batches, prefetch, prepare
+    from .pipeline import Job, auto_workers, batches, prefetch, prepare
     jobs = (Job(k, str(path), partial(load_image, path), key=image_id)
             for k, (image_id, path) in enumerate(items))
-    workers = max(1, workers)
     if isinstance(predictor, Predictor):
+        workers = auto_workers(predictor.device) if workers is None else workers
         done = ((f.job.key, det.error or det) for f, det in predictor.run_jobs(jobs, batch, workers))
     else:  # any callable list[PIL image] -> list[Detections]
         def run(group):
@@ -66,7 +66,7 @@ def _batches(items, batch: int, predictor, workers: int):
                                  f"{len(images)} images it was given")
             return out
         frames = prefetch(jobs, partial(prepare, imgsz=None, shape=None, keep_image=True,
-                                        letterbox=False), workers)
+                                        letterbox=False), 2 if workers is None else workers)
         done = (r for group in batches(frames, batch) for r in run(group))
     pending = []
     for item in done:
@@ -175,7 +175,8 @@ def load_annotations(path, print_fn=print) -> dict:
     return d
 
 
-def evaluate(images_dir, annotations, predictor, batch: int = 8, out=None, workers: int = 0,
+def evaluate(images_dir, annotations, predictor, batch: int = 8, out=None,
+             workers: int | None = None,
              limit: int | None = None, progress: bool = True, print_fn=print,
              ctx=None) -> dict | None:
     """Predict every image listed in ``annotations`` (found under ``images_dir``), write COCO
@@ -401,8 +402,10 @@ def add_parser(sub) -> None:
     p.add_argument("--max-det", type=int, default=300, help="boxes per image at most")
     p.add_argument("--out", default="results.json", help="COCO results file (default results.json)")
     p.add_argument("--limit", type=int, default=None, help="evaluate the first N images only")
-    p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
-                   help="threads that decode and letterbox images while the model runs")
+    p.add_argument("--workers", type=int, default=None,
+                   help="threads that decode and letterbox images while the model runs "
+                        "(default 2; 0 on a CPU whose cores the model's threads fill: decoding "
+                        "then runs in turn with the model)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or N (default: cuda when "
                    "present)")
     p.add_argument("--half", action="store_true", help="float16 (CUDA only)")
