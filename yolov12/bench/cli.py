@@ -61,8 +61,10 @@ def add_parser(sub) -> None:
     p.add_argument("--source", default=None, metavar="DIR",
                    help="suite predict: a folder of images (default: synthetic 1920x1080 JPEGs "
                         "made for the run)")
-    p.add_argument("--workers", type=int, default=2,
-                   help="suite predict: decode threads of the pipeline (default 2)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="suite predict: decode threads of the pipeline (default: predict's, "
+                        "pipeline.auto_workers: 0 on a CPU whose cores the model's threads fill, "
+                        "else 2)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or N (default: cuda when "
                    "present)")
     p.add_argument("--dtype", default=None,
@@ -183,8 +185,8 @@ def resolve(args):
         args.scales or ("n" if args.quick or only_predict else "all"))
     if args.source is not None and not Path(args.source).is_dir():
         raise SystemExit(f"--source: not a folder of images: {args.source!r}")
-    if args.workers < 1:
-        raise SystemExit(f"--workers: must be >= 1, got {args.workers}")
+    if args.workers is not None and args.workers < 0:
+        raise SystemExit(f"--workers: must be >= 0, got {args.workers}")
     compile_ok = gpu if args.compile is None else args.compile
     if args.providers:  # as asked: one that cannot run here is skipped with its reason
         providers = _csv(args.providers)

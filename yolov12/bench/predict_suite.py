@@ -160,10 +160,12 @@ def _command(folder: Path, out: Path, scale: str, imgsz: int, device, batch: int
 
 
 def run_predict_suite(scale: str, device, source=None, imgsz: int = 640, batch: int = 1,
-                      workers: int = 2, rounds: int = 3, warmup: int = 3, command: bool = True,
+                      workers: int | None = None, rounds: int = 3, warmup: int = 3, command: bool = True,
                       log=print, label: str = "") -> list[dict]:
     """The suite's records (see the module docstring)."""
+    from ..pipeline import auto_workers
     device = torch.device(device)
+    workers = auto_workers(device) if workers is None else workers
     tmp = Path(tempfile.mkdtemp(prefix="yolov12-bench-predict-"))
     try:
         folder = Path(source) if source else synthetic(tmp / "images")
@@ -244,7 +246,7 @@ def render(records: list[dict]) -> str:
         s = stream["stages_ms"]
         lines.append("")
         lines.append(f"api-stream stages, ms per image: decode {s['decode']:.1f} and letterbox "
-                     f"{s['letterbox']:.1f} in {stream['workers']} worker threads (caller waited "
+                     f"{s['letterbox']:.1f} in {stream['workers'] or 'no'} worker threads (waited "
                      f"{s['wait']:.1f}: {100 * stream['hidden']:.0f}% of it hidden behind "
                      f"inference), upload + normalise {s['upload']:.1f}, inference "
                      f"{s['infer']:.1f}, postprocess {s['post']:.1f}; {stream['threads']} "
