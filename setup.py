@@ -85,11 +85,18 @@ setup(
     python_requires=">=3.10",
     # torch is deliberately unpinned: a torch that is already installed (CPU or CUDA) is kept.
     install_requires=["torch>=2.4", "numpy", "tqdm"],
+    # what each command needs beyond the model: predict reads and draws pictures with Pillow
+    # (labels in a scalable font from Pillow 10.1, a bitmap one before), val also scores with
+    # pycocotools, videos go through PyAV (FFmpeg): `pip install 'yolov12-kernels[predict,video]'`
     extras_require={
         "triton": ["triton>=3.0"],
+        "predict": ["Pillow"],
+        "val": ["Pillow", "pycocotools"],
+        "video": ["Pillow", "av"],
         # pytest-xdist / pytest-timeout: `pytest -n N --timeout S` (the GPU check uses both)
         "test": ["pytest", "pytest-benchmark", "pytest-xdist", "pytest-timeout", "Pillow",
-                 "safetensors", "pycocotools", "onnx", "onnxruntime", "onnxscript", "matplotlib"],
+                 "safetensors", "pycocotools", "onnx", "onnxruntime", "onnxscript", "matplotlib",
+                 "av"],
     },
     ext_modules=ext_modules,
     cmdclass=cmdclass,

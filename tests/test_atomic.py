@@ -51,3 +51,13 @@ def test_the_final_file_has_the_mode_a_plain_open_gives(tmp_path):
     finally:
         os.umask(umask)
     assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o644
+
+
+def test_a_device_or_pipe_is_never_replaced(tmp_path):
+    """Run as root, a rename onto /dev/null would put a regular file in its place: refused before
+    anything is written (a pipe of the test's own stands for the device)."""
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    with pytest.raises(OSError, match="not a regular file"):
+        write_text(fifo, "x")
+    assert not fifo.is_file() and sorted(p.name for p in tmp_path.iterdir()) == ["pipe"]

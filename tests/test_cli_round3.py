@@ -338,7 +338,7 @@ def test_bad_input_is_one_line(work, tmp_path):
     for r, text in zip(results, [
             f"--data: {broken} is not valid YAML at line 3, column 1: expected ',' or ']'",
             f"--report: {records}, line 2: not a JSON record",
-            "--workers: expected a number of processes >= 0 (0: decode in this process), got -1",
+            "--workers: expected a number of decoding threads >= 0 (0: decode in turn with the model), got -1",
             f"val: annotations: {tmp_path / 'nan.json'}: annotations[1].bbox is [nan, 4, 30, 20], "
             "expected [x, y, width, height], finite numbers",
             "--imgsz: predict takes one size, the long side every image is letterboxed to",

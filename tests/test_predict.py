@@ -320,7 +320,7 @@ def test_predict_bad_options_are_one_line(tmp_path, argv, msg):
 def test_predict_non_image_on_the_command_line_and_backend_typo(tmp_path, capsys):
     notes = tmp_path / "notes.txt"
     notes.write_text("hello")
-    with pytest.raises(SystemExit, match=r"IMAGE: .*notes.txt' is not an image file"):
+    with pytest.raises(SystemExit, match=r"IMAGE: .*notes.txt' is not an image or video file"):
         main(["predict", str(notes), "--model", "n"])
     img = tmp_path / "a.png"
     Image.new("RGB", (64, 48)).save(img)

@@ -10,16 +10,31 @@ name beside the final one guarantees.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from pathlib import Path
 
 
+NOT_REGULAR = "not a regular file (a device, a pipe or a socket); give a file name"
+
+
+def check_replaceable(path) -> None:
+    """``OSError`` (EINVAL) when ``path`` exists and is a device, a pipe or a socket: the rename
+    that publishes a file would put a regular file in its place (``/dev/null`` itself, run as
+    root)."""
+    path = Path(path)
+    if path.exists() and not path.is_file() and not path.is_dir():
+        raise OSError(errno.EINVAL, NOT_REGULAR, str(path))
+
+
 @contextlib.contextmanager
 def atomic_path(path):
     """Yield a temporary path in ``path``'s directory, with ``path``'s suffix (writers such as
-    Pillow pick the format from it); on a clean exit rename it to ``path``, else remove it."""
+    Pillow pick the format from it); on a clean exit rename it to ``path``, else remove it.
+    ``path`` must not be a device, a pipe or a socket (``check_replaceable``)."""
     final = Path(path)
+    check_replaceable(final)
     fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=f".part{final.suffix}",
                                dir=final.parent if str(final.parent) else ".")
     os.close(fd)
@@ -30,6 +45,7 @@ def atomic_path(path):
     os.chmod(tmp, 0o666 & ~umask)
     try:
         yield tmp
+        check_replaceable(final)  # once more: it may have appeared while the writer ran
         os.replace(tmp, final)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -16,7 +16,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from .atomic import atomic_path
+from .atomic import NOT_REGULAR, atomic_path, check_replaceable
 
 
 class OutputError(Exception):
@@ -102,10 +102,10 @@ def writing(path):
 def refuse_special(path) -> None:
     """``OutputError`` when ``path`` is a device, a pipe or a socket: the rename that publishes a
     file would put a regular file in its place (``/dev/null`` itself, run as root)."""
-    path = Path(path)
-    if path.exists() and not path.is_file() and not path.is_dir():
-        raise OutputError(path, "not a regular file (a device, a pipe or a socket); give a file "
-                                "name")
+    try:
+        check_replaceable(path)
+    except OSError:
+        raise OutputError(path, NOT_REGULAR) from None
 
 
 def write_text(path, text: str) -> None:

@@ -9,7 +9,9 @@ order (for COCO itself that is the standard 80 -> 91 id map, ``coco.COCO80_TO_91
 size; images without annotations still count (their detections are false positives).
 
 ``evaluate(images_dir, annotations, predictor)`` is the library entry point; ``predictor`` is any
-callable ``list[PIL.Image] -> list[Detections]`` (``predict.Predictor`` or a test stub).
+callable ``list[PIL.Image] -> list[Detections]`` (``predict.Predictor`` or a test stub). Images
+are decoded (and, for a ``Predictor``, letterboxed) in worker threads while the model runs the
+previous batch: the pipeline of ``yolov12.pipeline``, as in predict.
 """
 from __future__ import annotations
 
@@ -17,13 +19,10 @@ import contextlib
 import io
 import json
 import math
-import os
 import re
 import sys
 from collections import Counter
 from pathlib import Path
-
-import torch
 
 from . import distributed
 from .cli_args import (
@@ -48,27 +47,40 @@ METRICS = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large",
            "AR1", "AR10", "AR100", "AR_small", "AR_medium", "AR_large")
 
 
-class _Images(torch.utils.data.Dataset):
-    """Decodes images (in DataLoader workers when ``workers`` > 0); returns (id, PIL image), or
-    (id, the error message) for a file that cannot be read: it is skipped and reported at the end,
-    not raised inside a worker (which would end the whole run with the worker's traceback)."""
+def _batches(items, batch: int, predictor, workers: int | None):
+    """(image ids, per image its ``Detections`` or the error message) for ``items`` [(id, path)],
+    ``batch`` images at a time, in order. Files are decoded in ``workers`` threads ahead of the
+    model (``pipeline.prefetch``); with a ``Predictor`` they are letterboxed there too and run
+    through its pipeline loop. A file that cannot be read is its message: skipped and reported
+    at the end, not raised inside a worker."""
+    from functools import partial
 
-    def __init__(self, items):
-        self.items = items  # [(image id, path)]
-
-    def __len__(self):
-        return len(self.items)
-
-    def __getitem__(self, i):
-        image_id, path = self.items[i]
-        try:
-            return image_id, load_image(path)
-        except ValueError as e:  # corrupt, truncated, not an image, a decompression bomb
-            return image_id, str(e)
-
-
-def _collate(batch):
-    return [b[0] for b in batch], [b[1] for b in batch]
+    from .pipeline import Job, auto_workers, batches, prefetch, prepare
+    jobs = (Job(k, str(path), partial(load_image, path), key=image_id)
+            for k, (image_id, path) in enumerate(items))
+    if isinstance(predictor, Predictor):
+        workers = auto_workers(predictor.device) if workers is None else workers
+        done = ((f.job.key, det.error or det) for f, det in predictor.run_jobs(jobs, batch, workers))
+    else:  # any callable list[PIL image] -> list[Detections]
+        def run(group):
+            images = [f.image for f in group if f.error is None]
+            result = predictor(images) if images else []
+            if result is None or len(result) != len(images):
+                raise ValueError(f"predictor: returned {'None' if result is None else len(result)}"
+                                 f" results for {len(images)} images")
+            dets = iter(result)
+            return [(f.job.key, f.error if f.error is not None else next(dets)) for f in group]
+        frames = prefetch(jobs, partial(prepare, imgsz=None, shape=None, keep_image=True,
+                                        letterbox=False), 2 if workers is None else workers)
+        done = (r for group in batches(frames, batch) for r in run(group))
+    pending = []
+    for item in done:
+        pending.append(item)
+        if len(pending) == batch:
+            yield [k for k, _ in pending], [r for _, r in pending]
+            pending = []
+    if pending:
+        yield [k for k, _ in pending], [r for _, r in pending]
 
 
 def _aspect(path) -> float:
@@ -245,7 +257,8 @@ def check_dataset(images_dir, annotations, print_fn=print) -> tuple[dict, list]:
     return d, items
 
 
-def evaluate(images_dir, annotations, predictor, batch: int = 8, out=None, workers: int = 0,
+def evaluate(images_dir, annotations, predictor, batch: int = 8, out=None,
+             workers: int | None = None,
              limit: int | None = None, progress: bool = True, print_fn=print,
              ctx=None, dataset: tuple[dict, list] | None = None) -> dict | None:
     """Predict every image listed in ``annotations`` (found under ``images_dir``), write COCO
@@ -271,8 +284,10 @@ def evaluate(images_dir, annotations, predictor, batch: int = 8, out=None, worke
     images_dir, annotations = Path(images_dir), Path(annotations)
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise ValueError(f"batch: expected an int >= 1, got {batch!r}")
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
-        raise ValueError(f"workers: expected a number of processes >= 0, got {workers!r}")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
+                                or workers < 0):
+        raise ValueError(f"workers: expected None or a number of decoding threads >= 0, got "
+                         f"{workers!r}")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ValueError(f"limit: expected a positive number of images, got {limit!r}")
     d, items = dataset or check_dataset(images_dir, annotations, print_fn)
@@ -297,8 +312,9 @@ def evaluate(images_dir, annotations, predictor, batch: int = 8, out=None, worke
     batches = [items[i:i + batch] for i in range(0, len(items), batch)]
     mine = ctx.my_batches(len(batches))
     share = [it for b in mine for it in batches[b]]
-    loader = torch.utils.data.DataLoader(_Images(share), batch_size=batch, shuffle=False,
-                                         num_workers=workers, collate_fn=_collate)
+    # decode (+ letterbox, for a Predictor) in worker threads while the model runs the batch
+    # before (yolov12.pipeline); a stub predictor gets the decoded images
+    loader = _batches(share, batch, predictor, workers)
     bar = None
     if progress and ctx.main:
         try:
@@ -312,13 +328,10 @@ def evaluate(images_dir, annotations, predictor, batch: int = 8, out=None, worke
     per_batch, bad_labels, unreadable = [], set(), []
     paths = dict(items)
     try:
-        for b, (ids, images) in zip(mine, loader):
-            readable = [(i, im) for i, im in zip(ids, images) if not isinstance(im, str)]
-            unreadable += [(str(paths[i]), im) for i, im in zip(ids, images) if isinstance(im, str)]
-            dets = predictor([im for _, im in readable]) if readable else []
-            if dets is None or len(dets) != len(readable):
-                raise ValueError(f"predictor: returned {'None' if dets is None else len(dets)} "
-                                 f"results for {len(readable)} images")
+        for b, (ids, results) in zip(mine, loader):
+            readable = [(i, r) for i, r in zip(ids, results) if not isinstance(r, str)]
+            unreadable += [(str(paths[i]), r) for i, r in zip(ids, results) if isinstance(r, str)]
+            dets = [r for _, r in readable]
             found = []
             for (image_id, _), det in zip(readable, dets):
                 if not all(hasattr(det, a) for a in ("boxes", "scores", "labels")):
@@ -482,8 +495,10 @@ def add_parser(sub) -> None:
     p.add_argument("--max-det", type=int, default=300, help="boxes per image at most")
     p.add_argument("--out", default="results.json", help="COCO results file (default results.json)")
     p.add_argument("--limit", type=int, default=None, help="evaluate the first N images only")
-    p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
-                   help="image-decoding worker processes (0: decode in this process)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="threads that decode and letterbox images while the model runs "
+                        "(default 2; 0 on a CPU whose cores the model's threads fill: decoding "
+                        "then runs in turn with the model)")
     add_threads_arg(p)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or N (default: cuda when "
                    "present)")
@@ -503,9 +518,9 @@ def run(args) -> int:
     for flag, v in (("--batch", args.batch), ("--max-det", args.max_det)):
         if v < 1:
             raise SystemExit(f"{flag}: expected a value >= 1, got {v}")
-    if args.workers < 0:
-        raise SystemExit(f"--workers: expected a number of processes >= 0 (0: decode in this "
-                         f"process), got {args.workers}")
+    if args.workers is not None and args.workers < 0:
+        raise SystemExit(f"--workers: expected a number of decoding threads >= 0 (0: decode in "
+                         f"turn with the model), got {args.workers}")
     if args.data is not None:
         try:
             args.images, args.annotations = resolve_data(args.data, args.images, args.annotations)

@@ -8,6 +8,11 @@ Suites (``--suite``, comma-separated, or ``all``):
   ablations  area vs global attention at P4, fused vs unfused attention, position-perceiver
              kernel 1..9 and MLP ratio 1.0..4.0 as latency / params / GFLOPs rows
   batch      batch sweep (--batches) with images/s and peak GPU memory
+  predict    (not in 'all') what `yolov12 predict` delivers end to end on a folder of images
+             (--source DIR; default: synthetic 1080p JPEGs it makes): images/s through the
+             one-image loop, through Predictor.stream and through the command with saving on,
+             each stage's time and how much decode hides behind inference, beside model-only
+             latency (yolov12/bench/predict_suite.py); records in <out>/predict.jsonl
 
 Method (like the paper's forward-only latency): random input already in the model's dtype and
 layout, eval mode under ``torch.inference_mode``; ``--warmup`` untimed calls per provider, then
@@ -40,6 +45,7 @@ from .records import TRACKED_RESULTS, append_records, load_records, new_run_dir
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
           "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
 SUITES = ("baselines", "ablations", "batch")
+EXTRA_SUITES = ("predict",)  # run only when named: minutes of decoding, not of the model
 PLOT_NAME = "latency_vs_params.png"
 
 
@@ -52,7 +58,15 @@ def add_parser(sub) -> None:
                         "scale, at the file's input shape")
     p.add_argument("--suite", default=None,
                    help=f"comma-separated from {','.join(SUITES)}, or 'all' "
-                        "(default: baselines; all with --quick)")
+                        "(default: baselines; all with --quick), or predict (named alone or "
+                        "beside others; not part of all)")
+    p.add_argument("--source", default=None, metavar="DIR",
+                   help="suite predict: a folder of images (default: synthetic 1920x1080 JPEGs "
+                        "made for the run)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="suite predict: decode threads of the pipeline (default: predict's, "
+                        "pipeline.auto_workers: 0 on a CPU whose cores the model's threads fill, "
+                        "else 2)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or N (default: cuda when "
                    "present)")
     p.add_argument("--dtype", default=None,
@@ -164,13 +178,19 @@ def resolve(args):
                              "path alone; drop " + ("--suite" if args.suite else "--providers"))
         if args.imgsz:
             _check_onnx_size(onnx_file, (h, w))
-    scales = [] if onnx_file else parse_scales(args.scales or ("n" if args.quick else "all"))
     suites = _csv(args.suite or ("all" if args.quick else "baselines"))
-    suites = list(SUITES) if suites == ["all"] else suites
-    bad = [s for s in suites if s not in SUITES]
+    suites = [x for s in suites for x in (SUITES if s == "all" else [s])]
+    bad = [s for s in suites if s not in SUITES + EXTRA_SUITES]
     if bad or not suites:
         raise SystemExit(f"--suite: unknown {bad or args.suite!r}; choose from "
-                         f"{','.join(SUITES)} or 'all'")
+                         f"{','.join(SUITES + EXTRA_SUITES)} or 'all'")
+    only_predict = suites == ["predict"]
+    scales = [] if onnx_file else parse_scales(
+        args.scales or ("n" if args.quick or only_predict else "all"))
+    if args.source is not None and not Path(args.source).is_dir():
+        raise SystemExit(f"--source: not a folder of images: {args.source!r}")
+    if args.workers is not None and args.workers < 0:
+        raise SystemExit(f"--workers: must be >= 0, got {args.workers}")
     compile_ok = gpu if args.compile is None else args.compile
     if args.providers:  # as asked: one that cannot run here is skipped with its reason
         providers = _csv(args.providers)
@@ -224,6 +244,22 @@ def _check_onnx_size(path: Path, size: tuple[int, int]) -> None:
                          "--dynamic")
 
 
+def _predict_suite(args, s, out) -> None:
+    from .predict_suite import render, run_predict_suite
+    recs = []
+    for scale in s["scales"]:
+        try:
+            recs += run_predict_suite(scale, s["device"], args.source, imgsz=max(s["size"]),
+                                      batch=args.batch, workers=args.workers,
+                                      rounds=args.rounds, log=print, label=args.label)
+        except ValueError as e:
+            raise SystemExit(f"--{e}") from e
+    print(render(recs))
+    if out is not None and recs:
+        path = append_records(recs, "predict", out, stem="predict")
+        print(f"\n{len(recs)} records written to {path}")
+
+
 def _out_dir(args) -> Path | None:
     if args.out == "none":
         return None
@@ -250,6 +286,11 @@ def run(args) -> int:
     if args.plot:
         check_file(args.plot, "--plot", PLOT_NAME)
     records: list[dict] = []
+    if "predict" in s["suites"]:
+        _predict_suite(args, s, out)
+        s["suites"] = [x for x in s["suites"] if x != "predict"]
+        if not s["suites"]:
+            return 0
     n_runs = 2 * s["runs"] if s["onnx_file"] else e2e.count_runs(
         s["scales"], s["runs"], s["suites"], s["providers"], s["batches"], s["batch_providers"],
         ablations=s["ablations"])

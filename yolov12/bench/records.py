@@ -135,8 +135,8 @@ def summarize(times_ms: list[float]) -> dict:
 def make_record(*, suite: str, name: str, provider: str, device, dtype, batch: int, shape,
                 timing: dict, **extra) -> dict:
     """A result record with every field docs/design.md requires (and any ``extra`` ones)."""
-    if suite not in ("kernel", "e2e"):
-        raise ValueError(f"suite: expected 'kernel' or 'e2e', got {suite!r}")
+    if suite not in ("kernel", "e2e", "predict"):
+        raise ValueError(f"suite: expected 'kernel', 'e2e' or 'predict', got {suite!r}")
     rec = {"suite": suite, "name": name, "provider": provider,
            "dtype": str(dtype).replace("torch.", ""), "batch": int(batch),
            "shape": list(shape) if not isinstance(shape, str) else shape}
