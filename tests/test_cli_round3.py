@@ -218,7 +218,7 @@ def test_ctrl_c_is_one_line_and_exit_130_everywhere(work, tmp_path):
     out = {k: tmp_path / k for k in ("predict", "val", "export", "bench")}
     results = _run_all(
         (_predict(work, f"out={out['predict']}"),
-         {"patch": _interrupt_on_call("yolov12.predict.load_image", 2)}),
+         {"patch": _interrupt_on_call("yolov12.predict.draw", 2)}),
         (_val(work, f"out={out['val'] / 'r.json'}"),
          {"patch": _interrupt_on_call("yolov12.val.load_image", 2)}),
         (["export", f"model={work / 'three.pt'}", "imgsz=32", f"out={out['export'] / 'm.onnx'}"],
@@ -363,7 +363,7 @@ def test_predict_says_what_it_skips_and_what_it_runs_at(work, tmp_path):
     assert f"note: {folder}: 2 entries skipped, not images of the kinds read here (1 .gif, 1 " \
            "link to nothing" in r.stderr
     assert "warning: --imgsz 320 enlarges 0.png (64x48) 5x" in r.stderr
-    assert "long side 320, cpu, 1 thread)" in r.stdout
+    assert "long side 320, cpu, 1 thread, " in r.stdout  # then the decoding threads
 
 
 def test_val_takes_no_progress_and_threads_and_warns_of_a_file_listed_twice(work, tmp_path):

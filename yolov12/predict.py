@@ -14,6 +14,7 @@ Library use::
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -696,8 +697,11 @@ def _run(args, files: list[Path], ctx) -> int:
                     warn(f"warning: {frame.error}; skipped")
                     records.append((i, {"image": str(f), "error": frame.error}))
                 else:
-                    records.append((i, _record(f, out_dir / name, frame.image, det, pred.names)))
-                    writes.save(draw(frame.image, det, pred.names), out_dir / name)
+                    # the record is kept once its picture is written (by the writer thread,
+                    # which finishes what it holds before predictions.json is written)
+                    record = (i, _record(f, out_dir / name, frame.image, det, pred.names))
+                    writes.save(draw(frame.image, det, pred.names), out_dir / name,
+                                then=functools.partial(records.append, record))
                     h, w = det.input_shape
                     say(f"image {i + 1}/{len(files)} {f}: {h}x{w} "
                         f"{summarize(det, pred.names)}, {1000 * frame.infer_s:.1f}ms")
@@ -797,8 +801,9 @@ class _Writes:
         while len(self._pending) > self.limit:
             self._pending.pop(0).result()
 
-    def save(self, image, path):
-        self.submit(_save_image, image, path)
+    def save(self, image, path, then=None):
+        """Write ``image`` to ``path``, then call ``then()`` (when the file is complete)."""
+        self.submit(_save_image, image, path, then)
 
     def wait(self, raise_errors: bool = True):
         """Until everything submitted is written; the first failure raised (or ignored, on the
@@ -815,9 +820,11 @@ class _Writes:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _save_image(image, path):
+def _save_image(image, path, then=None):
     with writing(path) as tmp:  # whole or not at all; a failure is one line (OutputError)
         image.save(tmp)
+    if then is not None:
+        then()
 
 
 class _Clip:
