@@ -109,7 +109,8 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--out", help="append one JSON record per row to this .jsonl file")
     args = ap.parse_args(argv)
-    torch.set_num_threads(1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # host time: one thread, as the GPU machine's caller thread runs
     records = []
     stub = lambda *a, **k: StubKernel()  # noqa: E731 — Triton's JIT call, stubbed
     with mock.patch.object(L, "INTERPRET", False), \
@@ -126,6 +127,7 @@ def main(argv=None) -> int:
                                     "shape": [1, 3, args.size, args.size], "dtype": "float32"})
         finally:
             L._plans.clear()  # no stubbed plan outlives the patch
+            torch.set_num_threads(threads)  # the caller's (a test's) count back
     if args.out:
         with open(args.out, "a") as f:
             for rec in records:

@@ -15,9 +15,9 @@ user does, with nothing pinned:
 then compares with the float64 model (the same weights, reference attention): both calls' outputs,
 and every layer's output of the fast path (the fused forward's ``layer_outputs``, its buffers
 NaN-poisoned; the modules' outputs by forward hooks where the fused convs do not run), each within
-2x the error the model itself makes in the same dtype (the framework's error: the unfused model in
-that dtype, reference attention), never below the dtype's floor (the rule of the tests,
-tests/_utils.py). The Detect head's output is checked as boxes over the image side and class
+3x the error the model itself makes in the same dtype (the framework's error: the unfused model in
+that dtype, reference attention; ``FACTOR`` says why 3), never below the dtype's floor (the floors
+of the tests, tests/_utils.py). The Detect head's output is checked as boxes over the image side and class
 scores. The first layer outside its bound is named.
 
 The model has random weights with every BatchNorm scaled on a structured image
@@ -48,7 +48,13 @@ import traceback
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-FACTOR = 2.0  # allowed error: this many times the framework's own error in the same dtype
+# Allowed error: this many times the framework's own error in the same dtype (the unfolded model
+# run by PyTorch). 3, not the 2 of the op tests: the fast path folds BN, a different rounding that
+# compounds over the layers, and one layer's maximum over a small image is a noisy statistic —
+# measured on the CPU at 64x64, fp32, the modules path: layer 7 at 2.13x the framework's error
+# with one thread, under 2x with two. A layout or indexing bug moves a layer by the size of its
+# features (0.2-0.76 of them, docs/testing.md), thousands of times either bound.
+FACTOR = 3.0
 SCALES, DTYPES = ("n", "s", "m", "l", "x"), ("float16", "bfloat16", "float32")
 FUSED = {"auto": None, "on": True, "off": False}
 

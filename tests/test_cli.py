@@ -205,7 +205,7 @@ def test_every_option_of_every_command_is_also_a_key():
     from yolov12.__main__ import _keys, _subcommands, build_parser, translate
     parser = build_parser()
     subs = _subcommands(parser)
-    assert set(subs) == {"info", "bench", "predict", "val", "export"}
+    assert set(subs) == {"info", "bench", "predict", "val", "export", "compile"}
     for name, sub in subs.items():
         for key, (opt, action) in _keys(sub).items():
             switch = action.nargs == 0
