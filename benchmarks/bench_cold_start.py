@@ -221,8 +221,8 @@ def main(argv=None) -> int:
         return 0
 
     from yolov12.bench.records import environment
-    from yolov12.precompile import cores
-    env = {**environment("cpu"), "cores": cores(), "python": sys.version.split()[0]}
+    from yolov12.cores import usable_cores
+    env = {**environment("cpu"), "cores": usable_cores(), "python": sys.version.split()[0]}
     tritons = []
     for t in a.tritons:
         path = triton36_dir() if t == "3.6" else None

@@ -203,7 +203,7 @@ def main(argv=None) -> int:
             f"synthetic {len(files)} x 1920x1080 JPEG", "load_avg_1min": loads,
             "cpus": os.cpu_count()}
     base.update(environment("cpu"))
-    records, table = [], []
+    records = []
     for (side, mode), ms in runs.items():
         t = summarize(ms)
         rec = {**base, "provider": f"{side}-{mode}", "shape": "letterboxed per image",

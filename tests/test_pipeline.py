@@ -213,14 +213,16 @@ def test_pinned_upload_ring_on_a_fake_cuda(monkeypatch):
 
 def test_decode_runs_in_turn_with_the_model_where_its_threads_fill_the_cpu(monkeypatch):
     """On a CPU whose cores the model's threads fill, decoding beside the forward only stalls it:
-    the default is then to read in the caller's thread (no worker thread), elsewhere 2 workers."""
-    import os
-
+    the default is then to read in the caller's thread (no worker thread); where they leave
+    cores free, a worker per free core, at most 2; on a GPU 2."""
+    import yolov12.cores
     from yolov12.pipeline import auto_workers
-    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(yolov12.cores, "usable_cores", lambda: 4)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
     assert auto_workers("cpu") == 0
-    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 3)
+    assert auto_workers("cpu") == 1  # one core free: one worker (two would crowd the model)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
     assert auto_workers("cpu") == 2 and auto_workers(torch.device("cuda", 0)) == 2
     monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
     pred = Predictor(YOLOv12("n"), imgsz=64, fast=False)

@@ -144,7 +144,7 @@ def test_compile_command_bad_input_is_one_line(tmp_path, capsys):
 # ------------------------------------------------------------------------------------------------
 def test_compile_workers_argument_and_variable(monkeypatch):
     monkeypatch.delenv(P.WORKERS_ENV, raising=False)
-    assert P.compile_workers() == P.cores() and P.compile_workers(0) == 1
+    assert P.compile_workers() == P.usable_cores() and P.compile_workers(0) == 1
     monkeypatch.setenv(P.WORKERS_ENV, "3")
     assert P.compile_workers() == 3 and P.compile_workers(5) == 5
     monkeypatch.setenv(P.WORKERS_ENV, "many")

@@ -52,8 +52,8 @@ def default_threads() -> int:
     omp = os.environ.get("OMP_NUM_THREADS", "")
     if omp.isdigit() and int(omp) >= 1:
         return int(omp)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, min(8, (cores or 1) - 1))
+    from .cores import usable_cores
+    return max(1, min(8, usable_cores() - 1))
 
 
 def apply_threads(args) -> int:

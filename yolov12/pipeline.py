@@ -222,11 +222,15 @@ class _Workers:
 
 def auto_workers(device) -> int:
     """Decode threads for a model on ``device``: 2 on a GPU (the CPU cores are free while it
-    runs); on a CPU, 0 (in turn with the model) when its threads fill the cores, else 2."""
-    import os
-    if torch.device(device).type == "cpu" and torch.get_num_threads() >= (os.cpu_count() or 1):
-        return 0
-    return 2
+    runs); on a CPU, the cores the model's threads leave free, at most 2 — 0 (in turn with the
+    model) when they fill the cores. Measured on 2 cores, 1 model thread, 1080p JPEGs: 74.7-84.5
+    ms per image with one worker (the decode hidden), 85 with two (three busy threads on two
+    cores), 89-90 with none; with 2 model threads, workers beside the forward only stall it
+    (benchmarks/results/predict.md)."""
+    from .cores import usable_cores
+    if torch.device(device).type != "cpu":
+        return 2
+    return max(0, min(2, usable_cores() - torch.get_num_threads()))
 
 
 def prepare(job: Job, imgsz: int, shape, keep_image: bool, letterbox: bool = True) -> Frame:

@@ -44,6 +44,8 @@ from typing import NamedTuple
 
 import torch
 
+from .cores import usable_cores
+
 WORKERS_ENV = "YOLOV12_COMPILE_WORKERS"
 # the arches a variant set can be compiled for without their GPU: (arch class of the
 # configuration tables, compute capability Triton targets)
@@ -94,11 +96,6 @@ def target(arch: str | None = None, device=None) -> tuple[str, str, int]:
     return f"sm_{major}{minor}", arch_class(device), 10 * major + minor
 
 
-def cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
-        os.cpu_count() or 1)
-
-
 def compile_workers(workers: int | None = None, name: str = "compile_workers") -> int:
     """How many processes compile: ``workers``, else ``YOLOV12_COMPILE_WORKERS``, else every
     core (this process and a pool of the others); 0 and 1 both mean this process alone.
@@ -106,7 +103,7 @@ def compile_workers(workers: int | None = None, name: str = "compile_workers") -
     if workers is None:
         text = os.environ.get(WORKERS_ENV, "").strip()
         if not text:
-            return cores()
+            return usable_cores()
         name = WORKERS_ENV
         try:
             workers = int(text)

@@ -344,8 +344,9 @@ class Predictor:
         an image or video file, a folder of them, a PIL image or array, or a list of these.
         Pictures are read (video frames every ``vid_stride``-th) and letterboxed by ``workers``
         threads while the model runs ``batch`` of them at a time (default
-        ``pipeline.auto_workers``: 2, or 0 — in turn with the model — on a CPU whose cores the
-        model's threads fill). Each ``Detections`` says its
+        ``pipeline.auto_workers``: 2 on a GPU; on a CPU the cores the model's threads leave
+        free, at most 2, 0 — in turn with the model — when they fill them). Each ``Detections``
+        says its
         ``source`` and ``frame``, holds the decoded picture in ``image`` with
         ``keep_images=True``, and for a picture that could not be read has ``error`` set and no
         boxes (the stream goes on). ``stats``: a ``pipeline.Stats`` to fill with stage times.
@@ -580,8 +581,9 @@ def add_parser(sub) -> None:
                    help="videos: run every N-th frame (default 1: all)")
     p.add_argument("--workers", type=int, default=None,
                    help="threads that read and letterbox pictures while the model runs "
-                        "(default 2; 0 on a CPU whose cores the model's threads fill: reading "
-                        "then runs in turn with the model)")
+                        "(default: 2 on a GPU; on a CPU the cores the model's threads leave "
+                        "free, at most 2 — 0 when they fill the cores: reading then runs in turn "
+                        "with the model)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 

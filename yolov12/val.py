@@ -497,8 +497,9 @@ def add_parser(sub) -> None:
     p.add_argument("--limit", type=int, default=None, help="evaluate the first N images only")
     p.add_argument("--workers", type=int, default=None,
                    help="threads that decode and letterbox images while the model runs "
-                        "(default 2; 0 on a CPU whose cores the model's threads fill: decoding "
-                        "then runs in turn with the model)")
+                        "(default: 2 on a GPU; on a CPU the cores the model's threads leave "
+                        "free, at most 2 — 0 when they fill the cores: decoding then runs in "
+                        "turn with the model)")
     add_threads_arg(p)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or N (default: cuda when "
                    "present)")

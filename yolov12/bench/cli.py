@@ -65,8 +65,8 @@ def add_parser(sub) -> None:
                         "made for the run)")
     p.add_argument("--workers", type=int, default=None,
                    help="suite predict: decode threads of the pipeline (default: predict's, "
-                        "pipeline.auto_workers: 0 on a CPU whose cores the model's threads fill, "
-                        "else 2)")
+                        "pipeline.auto_workers: on a CPU the cores the model's threads leave "
+                        "free, at most 2; 2 on a GPU)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or N (default: cuda when "
                    "present)")
     p.add_argument("--dtype", default=None,
