@@ -3,7 +3,12 @@ import os
 
 import pytest
 
-from yolov12.atomic import atomic_path, write_bytes, write_text
+from yolov12.atomic import atomic_path, write_text
+
+
+def write_bytes(path, data):
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def test_clean_exit_renames_onto_the_final_name(tmp_path):
@@ -61,3 +66,14 @@ def test_a_device_or_pipe_is_never_replaced(tmp_path):
     with pytest.raises(OSError, match="not a regular file"):
         write_text(fifo, "x")
     assert not fifo.is_file() and sorted(p.name for p in tmp_path.iterdir()) == ["pipe"]
+
+
+def test_the_process_umask_is_never_touched(tmp_path, monkeypatch):
+    """Reading the umask means setting it (os.umask): two threads writing at once could leave
+    the process with umask 0, and every later file world-writable. The temporary file is created
+    with mode 0666 instead, which the kernel narrows by the umask."""
+    def umask(mask):
+        raise AssertionError("atomic_path changed the process umask")
+    monkeypatch.setattr(os, "umask", umask)
+    write_text(tmp_path / "a.txt", "x")
+    assert (tmp_path / "a.txt").read_text() == "x"

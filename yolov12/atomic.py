@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import tempfile
+import secrets
 from pathlib import Path
 
 
@@ -28,6 +28,22 @@ def check_replaceable(path) -> None:
         raise OSError(errno.EINVAL, NOT_REGULAR, str(path))
 
 
+def _create_beside(final: Path) -> Path:
+    """A new empty file beside ``final`` with a name of its own, created with mode 0666 so that
+    the kernel applies the umask, as a plain ``open()`` would (``mkstemp`` makes it 0600, and
+    reading the umask means setting it: a race between threads, which could leave the process
+    with umask 0)."""
+    folder = final.parent if str(final.parent) else Path(".")
+    for _ in range(100):
+        tmp = folder / f".{final.name}.{secrets.token_hex(4)}.part{final.suffix}"
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no free temporary name", str(folder))
+
+
 @contextlib.contextmanager
 def atomic_path(path):
     """Yield a temporary path in ``path``'s directory, with ``path``'s suffix (writers such as
@@ -35,31 +51,22 @@ def atomic_path(path):
     ``path`` must not be a device, a pipe or a socket (``check_replaceable``)."""
     final = Path(path)
     check_replaceable(final)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=f".part{final.suffix}",
-                               dir=final.parent if str(final.parent) else ".")
-    os.close(fd)
-    tmp = Path(tmp)
-    # mkstemp makes the file private (0600); give it the mode a plain open() would (umask)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
+    tmp = None
     try:
+        tmp = _create_beside(final)
         yield tmp
         check_replaceable(final)  # once more: it may have appeared while the writer ran
         os.replace(tmp, final)
     except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
         raise
 
 
 def write_text(path, text: str, encoding: str = "utf-8") -> None:
-    """``Path(path).write_text(text)``, whole or not at all."""
+    """``Path(path).write_text(text)``, whole or not at all; an ``OSError`` as it comes (the
+    commands use ``outputs.write_text``, which turns it into one line; this one needs only the
+    standard library, for the GPU check's orchestration)."""
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding=encoding)
-
-
-def write_bytes(path, data: bytes) -> None:
-    """``Path(path).write_bytes(data)``, whole or not at all."""
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)

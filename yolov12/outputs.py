@@ -89,8 +89,7 @@ def writing(path):
     """``atomic.atomic_path(path)`` with its folder created, and any ``OSError`` on the way (the
     folder, the temporary file, the writer, the rename) raised as one-line ``OutputError``."""
     path = Path(path)
-    refuse_special(path)
-    try:
+    try:  # a device, pipe or socket at ``path``: atomic_path's OSError, one line as the others
         if str(path.parent):
             os.makedirs(path.parent, exist_ok=True)
         with atomic_path(path) as tmp:
