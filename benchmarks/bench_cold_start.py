@@ -278,11 +278,9 @@ def main(argv=None) -> int:
     summary = _summary(records, a)
     print("\n" + summary)
     if a.out:
+        from yolov12.bench.records import append_lines
         out = Path(a.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with open(out, "a") as f:
-            for rec in records:
-                f.write(json.dumps(rec) + "\n")
+        append_lines(out, records)  # whole or not at all
         print(f"\n{len(records)} records appended to {out}")
     return 0
 

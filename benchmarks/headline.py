@@ -108,13 +108,9 @@ def summary_line(doc: dict) -> str:
 
 
 def add_records(path: Path, records: list[dict]) -> None:
-    """``records`` added to the JSON-lines file ``path``, which is rewritten whole (atomically)."""
-    from yolov12.atomic import write_text
-    from yolov12.bench.records import validate_record
-    for r in records:
-        validate_record(r)
-    old = path.read_text() if path.is_file() else ""
-    write_text(path, old + "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
+    """``records`` (checked) added to the JSON-lines file ``path``, rewritten whole."""
+    from yolov12.bench.records import append_records
+    append_records(records, path.stem, path.parent)  # <path.parent>/<path.stem>.jsonl
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -157,7 +153,7 @@ def main(argv=None) -> int:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device: cuda requested but torch sees no CUDA device")
-    from yolov12.atomic import write_text
+    from yolov12.outputs import write_text
     from yolov12.bench import e2e
     from yolov12.bench.records import device_name
 

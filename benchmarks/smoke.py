@@ -261,7 +261,7 @@ def main(argv=None) -> int:
     if device.type != "cuda":  # before any kernel module is imported (the tests' conftest rule)
         os.environ.setdefault("TRITON_INTERPRET", "1")
     from yolov12 import YOLOv12
-    from yolov12.atomic import write_text
+    from yolov12.outputs import write_text
     spread_features, structured_image, atol = _import_layer_tools()
 
     out = Path(args.out)

@@ -170,15 +170,23 @@ def append_records(records: list[dict], suite: str, out_dir: str | os.PathLike,
     The file is rewritten whole under a temporary name and renamed (``outputs.writing``): a full
     disk leaves the previous records as they were, never a half-written line that would make the
     file unreadable; the failure is one ``OutputError`` line."""
-    from ..outputs import write_text
     for rec in records:
         validate_record(rec)
     path = Path(out_dir) / f"{stem or suite}.jsonl"
+    append_lines(path, records)
+    return path
+
+
+def append_lines(path, objects: list[dict]) -> None:
+    """``objects`` added as JSON lines to ``path``, the file rewritten whole (``outputs.writing``):
+    a failure leaves the previous lines as they were. One writer at a time: two processes
+    appending at once would each rewrite what they read, and one's lines would be lost."""
+    from ..outputs import write_text
+    path = Path(path)
     old = path.read_text() if path.is_file() else ""
     if old and not old.endswith("\n"):
         old += "\n"
-    write_text(path, old + "".join(json.dumps(rec, sort_keys=True) + "\n" for rec in records))
-    return path
+    write_text(path, old + "".join(json.dumps(o, sort_keys=True) + "\n" for o in objects))
 
 
 def load_records(paths) -> list[dict]:
