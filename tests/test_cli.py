@@ -243,12 +243,12 @@ def test_export_takes_its_documented_keys(tmp_path, capsys):
     import yolov12.export as E
     asked = {}
 
-    def fake_export(model, path, imgsz, **kw):  # the options as export_onnx receives them
+    def fake_export(model, path, imgsz, **kw):  # the options as write_onnx receives them
         asked.update(kw, imgsz=imgsz)
         path = E.Path(path)
         path.write_bytes(b"onnx")
         return path
-    with mock.patch.object(E, "export_onnx", fake_export):
+    with mock.patch.object(E, "write_onnx", fake_export):
         assert main(base + ["device=cpu", "backend=reference", "batch=2", "half=False",
                             "opset=12", "dynamic_batch=True"]) == 0
     assert asked == dict(imgsz=(32, 32), batch=2, dynamic_batch=True, opset=12,

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -55,18 +54,23 @@ def _interrupt_on_call(target: str, n: int = 1) -> str:
             f"    return _f(*a, **k)\n_m.{name} = _g\n")
 
 
+# the child's first act when a file-size limit is asked for: writes past `fsize` bytes fail
+# (EFBIG), as on a full disk (set in the child itself, not by preexec_fn, which is unsafe with the
+# threads that start these children)
+_LIMIT = """
+import resource
+resource.setrlimit(resource.RLIMIT_FSIZE, ({fsize}, {fsize}))
+"""
+
+
 def _start(argv, *, fsize=None, patch=None, env=None, cwd=None):
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
     full_env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [
         os.environ.get("PYTHONPATH")])])
-    cmd = ([sys.executable, "-c", _DRIVER.format(patch=patch)] if patch
-           else [sys.executable, "-m", "yolov12"]) + [str(a) for a in argv]
-
-    def limit():  # in the child: writes past `fsize` bytes fail (EFBIG), as on a full disk
-        resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
+    prelude = (_LIMIT.format(fsize=fsize) if fsize is not None else "") + (patch or "")
+    cmd = [sys.executable, "-c", _DRIVER.format(patch=prelude)] + [str(a) for a in argv]
     return subprocess.Popen(cmd, env=full_env, cwd=cwd, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True,
-                            preexec_fn=limit if fsize is not None else None)
+                            stderr=subprocess.PIPE, text=True)
 
 
 def _run_all(*jobs, cwd=None, timeout=600):
@@ -77,7 +81,12 @@ def _run_all(*jobs, cwd=None, timeout=600):
     def run(job):
         argv, opts = job
         p = _start(argv, **{"cwd": cwd, **opts})
-        out, err = p.communicate(timeout=timeout)
+        try:
+            out, err = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()  # never left running past the test
+            p.communicate()
+            raise
         return subprocess.CompletedProcess(argv, p.returncode, out, err)
     with ThreadPoolExecutor(max_workers=4) as pool:
         return list(pool.map(run, jobs))
@@ -490,7 +499,7 @@ def test_export_that_fails_its_check_leaves_no_file(work, tmp_path, capsys):
 
     def fake_export(model, path, *a, **k):  # the exporter's file (tracing is not the point)
         Path(path).write_bytes(b"new graph")
-    with mock.patch.object(E, "check_onnx", wrong), mock.patch.object(E, "export_onnx",
+    with mock.patch.object(E, "check_onnx", wrong), mock.patch.object(E, "write_onnx",
                                                                       fake_export), \
             pytest.raises(SystemExit) as e:
         main(["export", f"model={work / 'three.pt'}", "imgsz=32", f"out={out}"])

@@ -182,7 +182,7 @@ def test_export_size_line_counts_the_weights_file_beside_the_graph(tmp_path, cap
         path.with_name(path.name + ".data").write_bytes(b"w" * 10_000_000)
         return path
     out = tmp_path / "m.onnx"
-    with mock.patch.object(E, "export_onnx", fake_export):
+    with mock.patch.object(E, "write_onnx", fake_export):
         assert main(["export", "--model", "n", "--imgsz", "32", "--out", str(out),
                      "--no-check"]) == 0
     assert "(10.3 MB with its weights in m.onnx.data, opset 17" in capsys.readouterr().out

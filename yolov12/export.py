@@ -153,6 +153,17 @@ def export_onnx(model: YOLOv12, path, imgsz=640, batch: int = 1, dynamic_batch: 
 
     The file is written whole or not at all (``staged``).
     """
+    path = Path(path)
+    with staged(path) as part:
+        write_onnx(model, part, imgsz, batch, dynamic_batch, opset, exporter, dynamic)
+    return path
+
+
+def write_onnx(model: YOLOv12, path: Path, imgsz=640, batch: int = 1,
+               dynamic_batch: bool = False, opset: int | None = None,
+               exporter: str = "torchscript", dynamic: bool = False) -> None:
+    """``export_onnx``'s work, written straight to ``path``: for a caller that stages the file
+    itself (``run`` checks it before it is published)."""
     if not isinstance(model, YOLOv12):
         raise ValueError(f"model: expected a YOLOv12, got {type(model).__name__}")
     h, w = (imgsz, imgsz) if isinstance(imgsz, int) else tuple(imgsz)
@@ -167,11 +178,8 @@ def export_onnx(model: YOLOv12, path, imgsz=640, batch: int = 1, dynamic_batch: 
                          "dynamo exporter use dynamic=True (--dynamic: batch, height and width)")
     model = model.cpu().float().eval().fuse().set_attention_backend("reference")
     x = torch.zeros(batch, 3, h, w)
-    path = Path(path)
-    with staged(path) as part:
-        _export(model, part, x, exporter, opset, dynamic, dynamic_batch)
-        write_metadata(part, metadata(model, (h, w), batch, dynamic, dynamic_batch))
-    return path
+    _export(model, path, x, exporter, opset, dynamic, dynamic_batch)
+    write_metadata(path, metadata(model, (h, w), batch, dynamic, dynamic_batch))
 
 
 def _export(model, path: Path, x, exporter: str, opset: int, dynamic: bool,
@@ -371,8 +379,8 @@ def run(args) -> int:
     unchecked = None
     with staged(out) as part:  # nothing under `out` unless exported (and checked) whole
         try:
-            export_onnx(model, part, (h, w), batch=args.batch, dynamic_batch=args.dynamic_batch,
-                        opset=args.opset, exporter=args.exporter, dynamic=args.dynamic)
+            write_onnx(model, part, (h, w), batch=args.batch, dynamic_batch=args.dynamic_batch,
+                       opset=args.opset, exporter=args.exporter, dynamic=args.dynamic)
         except ValueError as e:  # "dynamic_batch: ..." -> "--dynamic-batch: ..."
             key, _, why = str(e).partition(":")
             raise SystemExit(f"--{key.replace('_', '-')}:{why}") from e
