@@ -177,7 +177,8 @@ def test_first_call_compiles_ahead_on_a_gpu_only_and_never_fails_the_call(caplog
         assert P.for_first_call(_gpu_model(3), x)[0] == "report"
     assert seen and seen[0][1] == (1, 3, 64, 64) and seen[0][2] == "sm90"
     caplog.set_level(logging.WARNING, "yolov12")
-    with mock.patch.object(P, "launches", side_effect=RuntimeError("no memory")):
+    with mock.patch.object(P, "_logged", set()), \
+            mock.patch.object(P, "launches", side_effect=RuntimeError("no memory")):
         assert P.for_first_call(_gpu_model(2), x) is None
     assert "compiling ahead of the first call failed (RuntimeError: no memory)" in caplog.text
 

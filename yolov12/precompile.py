@@ -373,7 +373,7 @@ def _feed(worker, log, queue: _Queue, results: dict) -> None:
                 pickle.dump(job, worker.stdin)
                 worker.stdin.flush()
                 results[i] = pickle.load(worker.stdout)
-            except (EOFError, OSError, pickle.PickleError) as e:
+            except Exception as e:  # noqa: BLE001 — a dead or garbled worker fails its job only
                 log.seek(0)
                 last = (log.read().decode(errors="replace").strip().splitlines() or [""])[-1]
                 results[i] = (job[0], False, f"compile worker exited ({type(e).__name__}): "
@@ -394,8 +394,16 @@ def _run_jobs(jobs: list, processes: int, here: bool) -> list:
     import threading
     queue, results, workers = _Queue(jobs), {}, []
     size = min(len(jobs), processes - 1 if here else processes)
+    def reap():  # every worker ended and waited for (no zombie), its pipes closed
+        for w in workers:
+            if w.poll() is None:
+                w.kill()
+            w.wait()
+            for pipe in (w.stdin, w.stdout):
+                with contextlib.suppress(OSError):
+                    pipe.close()
     with contextlib.ExitStack() as stack:
-        stack.callback(lambda: [w.kill() for w in workers if w.poll() is None])
+        stack.callback(reap)
         logs = [stack.enter_context(tempfile.TemporaryFile()) for _ in range(size)]
         for log in logs:
             workers.append(_start_worker(log))
@@ -412,7 +420,7 @@ def _run_jobs(jobs: list, processes: int, here: bool) -> list:
             queue.clear()  # the workers take no more; the exit kills them
             raise
         for w in workers:
-            w.wait()
+            w.wait()  # stdin closed by its feeder: it ends by itself
     return [results[i] if i in results else ("kernel", False, "not run", 0, 0.0, 0.0)
             for i in range(len(jobs))]
 
