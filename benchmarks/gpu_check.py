@@ -41,9 +41,10 @@ the aot step the CUDA extension is not JIT-built (``YOLOV12_CUDA_JIT=0``): its f
 build it for a minute or more inside whichever step touched it first.
 
 Nothing lost: ``summary.json``, ``summary.md`` and the archive (``--archive``) are rewritten after
-every step and every ``--refresh-s`` seconds while one runs, each written whole under a temporary
-name and renamed, so a kill at any moment leaves the last complete version: every finished step
-and the running step's logs up to a few seconds before. The summary table (step, status, seconds,
+every step, and while one runs the summary every ``--refresh-s`` seconds and the archive every
+``ARCHIVE_EVERY``-th time, each written whole under a temporary name and renamed, so a kill at any
+moment leaves the last complete version: every finished step and the running step's logs up to
+a few seconds before. The summary table (step, status, seconds,
 limit, key figures) is printed last. Exit status 0 if no step failed or ran out of time, 1 if one
 did, 130 if the run was stopped (SIGTERM, Ctrl-C). See docs/benchmarks.md, "GPU check".
 """
@@ -68,7 +69,8 @@ from typing import Callable
 ROOT = Path(__file__).resolve().parents[1]
 GRACE_S = 10.0  # SIGINT this long before the step's limit, SIGKILL at it
 STOP_GRACE_S = 3.0  # when the whole run is stopped: SIGINT to the running step, SIGKILL this later
-REFRESH_S = 5.0  # summary and archive rewritten at least this often while a step runs
+REFRESH_S = 5.0  # summary rewritten at least this often while a step runs
+ARCHIVE_EVERY = 3  # ... and the archive every this many refreshes (15 s), and after every step
 PER_TEST_TIMEOUT_S = 90  # pytest-timeout per test: a safety net, not a budget
 STATUSES = ("ok", "fail", "timeout", "skipped", "interrupted", "running")
 
@@ -283,8 +285,9 @@ def step_figures(step: Step, ctx: Context) -> str:
 
 class Recorder:
     """The run as it stands, on disk: ``summary.json``, ``summary.md`` and the archive, rewritten
-    whole (temporary name, then rename) after every step and at least every ``refresh_s`` seconds
-    while one runs (``tick``). A kill at any moment leaves the previous complete version."""
+    whole (temporary name, then rename) after every step, and while one runs (``tick``) the
+    summary at least every ``refresh_s`` seconds and the archive every ``ARCHIVE_EVERY``-th time.
+    A kill at any moment leaves the previous complete version."""
 
     def __init__(self, ctx: Context, argv: list[str], plan: list[tuple[str, float]],
                  archive_path: Path | None = None, refresh_s: float = REFRESH_S,
@@ -296,7 +299,7 @@ class Recorder:
         self.running: tuple[str, float, float] | None = None  # (step, started, limit)
         self.started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
         self.complete = False
-        self._saved = 0.0
+        self._saved = self._archived = 0.0
 
     def begin(self, name: str, limit_s: float) -> None:
         self.running = (name, time.monotonic(), limit_s)
@@ -308,8 +311,11 @@ class Recorder:
         self.save()
 
     def tick(self) -> None:
-        if time.monotonic() - self._saved >= self.refresh_s:
-            self.save()
+        now = time.monotonic()
+        if now - self._saved >= self.refresh_s:
+            # the summary every refresh_s; the archive (a gzip of all of DIR, logs included)
+            # every ARCHIVE_EVERY refreshes: packing it is CPU beside the timed steps
+            self.save(archive=now - self._archived >= ARCHIVE_EVERY * self.refresh_s)
 
     def running_result(self) -> Result | None:
         if self.running is None:
@@ -320,15 +326,16 @@ class Recorder:
                       step_figures(step, self.ctx) if step else "",
                       "logs so far in DIR/logs; the run was cut here if this is the last word")
 
-    def save(self) -> None:
-        """Write the summary and the archive; a failure to write (full disk) is reported, never
-        raised: the run goes on."""
+    def save(self, archive: bool = True) -> None:
+        """Write the summary and (``archive``) the archive; a failure to write (full disk) is
+        reported, never raised: the run goes on."""
         self._saved = time.monotonic()
         try:
             write_summary(self.results, self.ctx, self.argv, self.plan, self.running_result(),
                           self.started, self.complete)
-            if self.archive_path is not None:
-                archive(self.ctx.out, self.archive_path)
+            if archive and self.archive_path is not None:
+                self._archived = self._saved
+                pack(self.ctx.out, self.archive_path)
         except OSError as e:
             print(f"[gpu_check] could not write the summary/archive: {e}", flush=True)
 
@@ -419,7 +426,7 @@ def write_summary(results: list[Result], ctx: Context, argv: list[str],
          "failed_tests": failures}, indent=1) + "\n")
 
 
-def archive(out: Path, path: Path) -> Path:
+def pack(out: Path, path: Path) -> Path:
     """``out`` packed as ``path`` (.tar.gz), under one top folder named like ``out``, written
     whole (a temporary file beside ``path``, renamed): a kill while packing leaves the previous
     archive as it was. The archive and its temporary files are not packed into themselves."""
@@ -434,7 +441,7 @@ def archive(out: Path, path: Path) -> Path:
             return None
         return info
     with atomic_path(path) as tmp:
-        with tarfile.open(tmp, "w:gz") as tar:
+        with tarfile.open(tmp, "w:gz", compresslevel=1) as tar:  # fast: it runs beside steps
             tar.add(out, arcname=out.name, filter=keep)
     return path
 
@@ -1174,8 +1181,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--total-s", type=float, default=None,
                     help="the whole run's time: later steps get what is left, or are skipped")
     ap.add_argument("--refresh-s", type=float, default=REFRESH_S,
-                    help=f"rewrite the summary and archive this often while a step runs "
-                         f"(default {REFRESH_S:g})")
+                    help=f"rewrite the summary this often while a step runs, the archive "
+                         f"every {ARCHIVE_EVERY} times (default {REFRESH_S:g})")
     ap.add_argument("--run-step", choices=sorted(BODIES), help=argparse.SUPPRESS)
     ap.add_argument("--providers", nargs="+", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--work", default=None, help=argparse.SUPPRESS)

@@ -240,7 +240,7 @@ def test_the_archive_is_written_whole(tmp_path, monkeypatch):
     (out / "logs").mkdir(parents=True)
     (out / "logs" / "a.log").write_text("first")
     tgz = tmp_path / "gc.tgz"
-    gc.archive(out, tgz)
+    gc.pack(out, tgz)
     (out / "logs" / "a.log").write_text("changed")
     (out / "logs" / "b.log").write_text("second")
     real_add = tarfile.TarFile.addfile
@@ -251,7 +251,7 @@ def test_the_archive_is_written_whole(tmp_path, monkeypatch):
         return real_add(self, info, fileobj, *a, **k)
     monkeypatch.setattr(tarfile.TarFile, "addfile", addfile)
     with pytest.raises(OSError, match="No space"):
-        gc.archive(out, tgz)
+        gc.pack(out, tgz)
     assert _archived(tgz) == {"out/logs/a.log": "first"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gc.tgz", "out"]
 
