@@ -367,5 +367,5 @@ class PinnedBuffers:
             host[k] = p
         x = buf.to(self.device, non_blocking=True)
         entry[1] = torch.cuda.Event()
-        entry[1].record()
+        entry[1].record(torch.cuda.current_stream(self.device))  # the stream the copy went on
         return x

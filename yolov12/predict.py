@@ -262,6 +262,9 @@ class Predictor:
         self.times = {"pre": 0.0, "infer": 0.0, "nms": 0.0}
         self.seen = 0
         self._pinned = None  # page-locked upload buffers, made on the first CUDA batch
+        # CUDA runs the work queued: uploads from page-locked memory, stages timed by events, and
+        # one wait for the device per batch, when its results are copied back
+        self._queued = self.device.type == "cuda"
 
     def _init_torch(self, model, device, half, backend, fast) -> None:
         self.device = (torch.device(device) if device is not None
@@ -286,7 +289,9 @@ class Predictor:
         return letterbox_geometry(h, w, self.imgsz, STRIDE, self.fixed_shape)[2:]
 
     def _sync(self):
-        if self.device.type == "cuda":  # kernels run asynchronously: time them to completion
+        """Wait for the device (the suite's model-only timing; the predictor's own batches do
+        not: they wait once, for their results)."""
+        if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
     def __call__(self, images) -> list[Detections]:
@@ -308,19 +313,23 @@ class Predictor:
             by_shape.setdefault(p.shape, []).append(k)
         out: list = [None] * len(pixels)
         for ks in by_shape.values():
-            t0 = time.perf_counter()
+            clock = _StageClock(self.device if self._queued else None)
+            clock.mark("start")
             x = self._upload([pixels[k] for k in ks])
-            self._sync()
-            t1 = time.perf_counter()
+            clock.mark("pre")
             preds = self.model(x)
-            self._sync()
-            t2 = time.perf_counter()
-            found = postprocess_batch(preds, self.conf, self.iou, self.max_det, self.multi_label)
+            clock.mark("infer")
+            # the batch's one wait for the device: its results' copy to the host
+            found = postprocess_batch(preds, self.conf, self.iou, self.max_det, self.multi_label,
+                                      fixed=self._queued or None,
+                                      before_transfer=lambda: clock.mark("nms"))
+            t0 = time.perf_counter()
             for k, (boxes, scores, labels) in zip(ks, found):
                 lb = boxes_map[k]
                 out[k] = Detections(scale_boxes(boxes, lb), scores, labels, lb.shape)
-            t3 = time.perf_counter()
-            for key, dt in (("pre", t1 - t0), ("infer", t2 - t1), ("nms", t3 - t2)):
+            spans = clock.spans()
+            spans["nms"] += time.perf_counter() - t0
+            for key, dt in spans.items():
                 self.times[key] += dt
         self.seen += len(pixels)
         return out
@@ -329,7 +338,7 @@ class Predictor:
         """uint8 inputs -> the model's input on its device: the uint8 pixels travel (from
         page-locked memory on CUDA, without blocking), the conversion to [0, 1] in the model's
         dtype runs there (``images.normalize``)."""
-        if self.device.type == "cuda":
+        if self._queued:
             if self._pinned is None:
                 from .pipeline import PinnedBuffers
                 self._pinned = PinnedBuffers(self.device)
@@ -398,6 +407,35 @@ class Predictor:
         """Milliseconds per image for each stage so far: {"pre", "infer", "nms"}."""
         n = max(self.seen, 1)
         return {k: 1000.0 * v / n for k, v in self.times.items()}
+
+
+class _StageClock:
+    """Times between named marks of one batch, in seconds: on the host clock where the work runs
+    as it is called (the CPU; ``cuda=None``), from events on the ``cuda`` device's current stream
+    where it is only queued, read after the batch's results have come back, so that timing adds
+    no wait for the device of its own. A mark made again replaces the earlier one."""
+
+    def __init__(self, cuda: torch.device | None):
+        self.cuda = cuda
+        self.marks: dict = {}
+
+    def mark(self, name: str) -> None:
+        if self.cuda is not None:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record(torch.cuda.current_stream(self.cuda))
+            self.marks[name] = event
+        else:
+            self.marks[name] = time.perf_counter()
+
+    def spans(self) -> dict[str, float]:
+        """{name: time since the mark before it}, for every mark but the first."""
+        names = list(self.marks)
+        marks = [self.marks[n] for n in names]
+        if self.cuda is not None:
+            marks[-1].synchronize()  # complete already once the results came back: no wait
+            return {n: a.elapsed_time(b) / 1000.0
+                    for n, a, b in zip(names[1:], marks, marks[1:])}
+        return {n: b - a for n, a, b in zip(names[1:], marks, marks[1:])}
 
 
 def label_font(image_size: tuple[int, int]):
