@@ -111,41 +111,53 @@ def test_stream_gives_the_one_image_path_detections_in_order(predictor, tmp_path
     assert torch.equal(dets[0].boxes, dets[1].boxes)
 
 
+def _pipeline_threads():
+    return [t.name for t in threading.enumerate() if t.name.startswith("yolov12-")]
+
+
 def test_the_queue_is_bounded_and_stopping_early_ends_the_threads():
     """1000 pictures: the workers never get more than the queue's depth ahead of the caller, so
-    memory does not grow with the source's length; a caller that stops early leaves no thread
-    and reads no further."""
-    started, taken = [], []
+    memory does not grow with the source's length; a caller that stops early while the workers
+    are busy reads no further, and once the stream is closed no thread of it is left and its
+    jobs generator (which the caller still holds, as predict does) is closed."""
+    started, taken, closed = [], [], []
     lock = threading.Lock()
 
     def work(job):  # a picture "read": how far ahead of the caller the workers are now
         with lock:
             started.append(job.index)
-            return Frame(job, image=len(started) - len(taken))
+            ahead = len(started) - len(taken)
+        if job.index >= 500:  # busy when the caller stops
+            time.sleep(0.2)
+        return Frame(job, image=ahead)
 
     def jobs():
-        return (Job(k, f"p{k}", lambda: None) for k in range(1000))
+        try:
+            yield from (Job(k, f"p{k}", lambda: None) for k in range(1000))
+        finally:
+            closed.append(True)
 
-    before = threading.active_count()
+    assert _pipeline_threads() == []
     most = 0
     for frame in prefetch(jobs(), work, workers=2, depth=6):
         most = max(most, frame.image)
         with lock:
             taken.append(frame.job.index)
-    assert taken == list(range(1000))
+    assert taken == list(range(1000)) and _pipeline_threads() == []
     assert most <= 6 + 2 + 1, most  # the queue's depth, the workers' hands, the one handed out
     started.clear()
     taken.clear()
-    for frame in prefetch(jobs(), work, workers=2, depth=6):
+    closed.clear()
+    source = jobs()
+    stream = prefetch(source, work, workers=2, depth=6)
+    for frame in stream:
         with lock:
             taken.append(frame.job.index)
         if len(taken) == 500:
             break
+    stream.close()
     assert len(started) <= 500 + 6 + 2 + 1
-    for t in threading.enumerate():
-        if t.name.startswith("yolov12-"):
-            t.join(timeout=5)
-    assert threading.active_count() == before
+    assert _pipeline_threads() == [] and closed == [True]
 
 
 def test_stream_memory_does_not_grow_with_the_number_of_pictures():

@@ -77,3 +77,39 @@ def test_predict_video_end_to_end_and_a_truncated_one(tmp_path):
     with av.open(cut["output"]) as c:
         assert sum(1 for _ in c.decode(video=0)) == cut["frames"]
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary file left
+
+
+def test_a_video_stream_stopped_early_closes_its_container(tmp_path, monkeypatch):
+    """predict holds its jobs generator while it runs (and while it handles Ctrl-C): when the
+    pipeline is stopped after two frames, the video's container is closed then — not whenever
+    the generator is collected — and no thread of the pipeline is left."""
+    import threading
+
+    from yolov12.pipeline import file_jobs
+    from yolov12.predict import Predictor
+    clip = _video(tmp_path / "clip.mp4")
+    opened = []
+    real_open = av.open
+
+    class Tracked:  # av.open as read_frames uses it (a context manager), noting its exit
+        def __init__(self, *a, **k):
+            self.container, self.closed = real_open(*a, **k), False
+            opened.append(self)
+
+        def __enter__(self):
+            return self.container.__enter__()
+
+        def __exit__(self, *exc):
+            self.closed = True
+            return self.container.__exit__(*exc)
+
+    monkeypatch.setattr(av, "open", Tracked)
+    pred = Predictor(YOLOv12("n"), imgsz=64, fast=False)
+    pred.model = lambda x: torch.rand(x.shape[0], 84, 8)
+    jobs = file_jobs([clip])
+    frames = pred.run_jobs(jobs, workers=2)  # the feeder thread decodes the frames
+    assert [next(frames)[0].job.frame for _ in range(2)] == [0, 1]
+    assert len(opened) == 1 and not opened[0].closed
+    frames.close()
+    assert opened[0].closed
+    assert [t.name for t in threading.enumerate() if t.name.startswith("yolov12-")] == []

@@ -14,6 +14,7 @@ Library use::
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -726,42 +727,45 @@ def _run(args, files: list[Path], ctx) -> int:
     stats = Stats()
     jobs = file_jobs([files[i] for i in order], args.vid_stride)
     try:
-        for frame, det in pred.run_jobs(jobs, args.batch, workers, keep_images=True,
-                                        stats=stats):
-            i = order[frame.job.key]
-            f, name = files[i], names[i]
-            for j in [j for j in clips if j != i]:  # the previous video has ended
-                records.append((j, clips.pop(j).finish(writes)))
-            if frame.job.frame is None:  # an image
-                if frame.error is not None:  # corrupt / not an image: skip it, keep going
-                    warn(f"warning: {frame.error}; skipped")
-                    records.append((i, {"image": str(f), "error": frame.error}))
-                else:
-                    # the record is kept once its picture is written (by the writer thread,
-                    # which finishes what it holds before predictions.json is written)
-                    record = (i, _record(f, out_dir / name, frame.image, det, pred.names))
-                    writes.save(draw(frame.image, det, pred.names), out_dir / name,
-                                then=functools.partial(records.append, record))
-                    h, w = det.input_shape
-                    say(f"image {i + 1}/{len(files)} {f}: {h}x{w} "
-                        f"{summarize(det, pred.names)}, {1000 * frame.infer_s:.1f}ms")
-            else:  # a video's frame
-                clip = clips.get(i)
-                if clip is None:
-                    clip = clips[i] = _Clip(f, out_dir / name,
-                                            probed[i][1] / args.vid_stride, args.vid_stride)
-                k, total = frame.job.frame, probed[i][0]
-                if frame.error is not None:  # broken off: what was read so far is kept
-                    warn(f"warning: {frame.error}; the frames before it are kept")
-                    clip.error = frame.error
-                else:
-                    clip.add(frame, det, pred.names, writes)
-                    h, w = det.input_shape
-                    say(f"video {videos.index(i) + 1}/{len(videos)} (frame {k + 1}/"
-                        f"{total or '?'}) {f}: {h}x{w} {summarize(det, pred.names)}, "
-                        f"{1000 * frame.infer_s:.1f}ms")
-            if bar is not None:
-                bar.update(1)
+        # however the loop ends, the pipeline is stopped (its threads joined, a video's container
+        # closed) before what follows handles it
+        with contextlib.closing(pred.run_jobs(jobs, args.batch, workers, keep_images=True,
+                                              stats=stats)) as results:
+            for frame, det in results:
+                i = order[frame.job.key]
+                f, name = files[i], names[i]
+                for j in [j for j in clips if j != i]:  # the previous video has ended
+                    records.append((j, clips.pop(j).finish(writes)))
+                if frame.job.frame is None:  # an image
+                    if frame.error is not None:  # corrupt / not an image: skip it, keep going
+                        warn(f"warning: {frame.error}; skipped")
+                        records.append((i, {"image": str(f), "error": frame.error}))
+                    else:
+                        # the record is kept once its picture is written (by the writer thread,
+                        # which finishes what it holds before predictions.json is written)
+                        record = (i, _record(f, out_dir / name, frame.image, det, pred.names))
+                        writes.save(draw(frame.image, det, pred.names), out_dir / name,
+                                    then=functools.partial(records.append, record))
+                        h, w = det.input_shape
+                        say(f"image {i + 1}/{len(files)} {f}: {h}x{w} "
+                            f"{summarize(det, pred.names)}, {1000 * frame.infer_s:.1f}ms")
+                else:  # a video's frame
+                    clip = clips.get(i)
+                    if clip is None:
+                        clip = clips[i] = _Clip(f, out_dir / name,
+                                                probed[i][1] / args.vid_stride, args.vid_stride)
+                    k, total = frame.job.frame, probed[i][0]
+                    if frame.error is not None:  # broken off: what was read so far is kept
+                        warn(f"warning: {frame.error}; the frames before it are kept")
+                        clip.error = frame.error
+                    else:
+                        clip.add(frame, det, pred.names, writes)
+                        h, w = det.input_shape
+                        say(f"video {videos.index(i) + 1}/{len(videos)} (frame {k + 1}/"
+                            f"{total or '?'}) {f}: {h}x{w} {summarize(det, pred.names)}, "
+                            f"{1000 * frame.infer_s:.1f}ms")
+                if bar is not None:
+                    bar.update(1)
         finish_clips()
         writes.wait()
     except KeyboardInterrupt:
