@@ -719,9 +719,9 @@ def _run(args, files: list[Path], ctx) -> int:
         with writing(out_dir / "predictions.json") as tmp, open(tmp, "w") as fh:
             json.dump([r for _, r in sorted(all_records, key=lambda t: t[0])], fh, indent=1)
 
-    def finish_clips(keep=True):
+    def finish_clips(keep=True, raise_errors=True):
         for i, clip in list(clips.items()):
-            records.append((i, clip.finish(writes, keep)))
+            records.append((i, clip.finish(writes, keep, raise_errors)))
             del clips[i]
 
     stats = Stats()
@@ -771,14 +771,18 @@ def _run(args, files: list[Path], ctx) -> int:
     except KeyboardInterrupt:
         if ctx.world > 1:
             raise
-        finish_clips()  # the frames written so far make a video
+        # the frames written so far make a video; a write that failed before the Ctrl-C is
+        # said in the line below, not raised: the run ends as interrupted, what was done kept
+        finish_clips(keep=True, raise_errors=False)
         writes.wait(raise_errors=False)
         write_json(records)  # what was done is not lost
+        lost = (f"; {len(writes.errors)} output(s) could not be written (first: "
+                f"{writes.errors[0]})" if writes.errors else "")
         print(f"\npredict: interrupted; {out_dir / 'predictions.json'} holds the {len(records)} "
-              f"of {len(files)} images done so far", file=sys.stderr)
+              f"of {len(files)} images done so far{lost}", file=sys.stderr)
         return 130  # the shell's code for a run ended by Ctrl-C (128 + SIGINT)
     except BaseException:
-        finish_clips(keep=False)
+        finish_clips(keep=False, raise_errors=False)
         writes.wait(raise_errors=False)
         if ctx.world == 1:  # an error: what was done is not lost either (if it can be written)
             try:
@@ -832,33 +836,42 @@ def _detections_json(det: Detections, names) -> list[dict]:
 class _Writes:
     """Annotated pictures encoded and saved on one thread of their own, in order (Pillow and
     PyAV encode outside the GIL, beside the model), at most ``limit`` waiting: memory stays
-    flat. A failure to write surfaces at the next ``save``/``wait``."""
+    flat. A failure to write surfaces at the next ``submit``/``wait`` — raised, or with
+    ``raise_errors=False`` (on the way out of a run that is ending anyway) kept in ``errors``."""
 
     def __init__(self, limit: int = 8):
         from concurrent.futures import ThreadPoolExecutor
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="yolov12-write")
         self._pending: list = []
         self.limit = limit
+        self.errors: list = []  # failures seen with raise_errors=False
 
-    def submit(self, fn, *args):
-        self._pending.append(self._pool.submit(fn, *args))
+    def submit(self, fn, *args, raise_errors: bool = True):
+        """``fn(*args)`` on the writing thread, after what was submitted before; its future."""
+        fut = self._pool.submit(fn, *args)
+        self._pending.append(fut)
         while len(self._pending) > self.limit:
-            self._pending.pop(0).result()
+            self._settle(self._pending.pop(0), raise_errors)
+        return fut
 
     def save(self, image, path, then=None):
         """Write ``image`` to ``path``, then call ``then()`` (when the file is complete)."""
         self.submit(_save_image, image, path, then)
 
     def wait(self, raise_errors: bool = True):
-        """Until everything submitted is written; the first failure raised (or ignored, on the
-        way out of a run that already failed)."""
+        """Until everything submitted is written; the first failure raised (or kept in
+        ``errors``)."""
         pending, self._pending = self._pending, []
         for fut in pending:
-            try:
-                fut.result()
-            except Exception:
-                if raise_errors:
-                    raise
+            self._settle(fut, raise_errors)
+
+    def _settle(self, fut, raise_errors: bool):
+        try:
+            fut.result()
+        except Exception as e:
+            if raise_errors:
+                raise
+            self.errors.append(e)
 
     def close(self):
         self._pool.shutdown(wait=True, cancel_futures=True)
@@ -889,21 +902,32 @@ class _Clip:
         self.frames.append({"frame": frame.job.frame, "detections": _detections_json(det, names)})
         writes.submit(self.writer.write, draw(picture, det, names))
 
-    def finish(self, writes: _Writes, keep: bool = True) -> dict:
-        """Close the video (after its frames, on the writing thread) and write the JSON; the
-        record for predictions.json."""
-        writes.submit(self.writer.close, keep)
-        writes.wait(raise_errors=keep)
+    def finish(self, writes: _Writes, keep: bool = True, raise_errors: bool | None = None
+               ) -> dict:
+        """Close the video (after its frames, on the writing thread) and write the JSON of its
+        frames' boxes, or with ``keep=False`` remove it; the record for predictions.json.
+        ``raise_errors`` (default: ``keep``): a failure to write — this video's, or a picture's
+        before it — is raised; otherwise it is kept in ``writes.errors`` and the record names
+        only the files that were written."""
+        strict = keep if raise_errors is None else raise_errors
+        closed = writes.submit(self.writer.close, keep, raise_errors=strict)
+        writes.wait(raise_errors=strict)
         record = {"video": str(self.source), "frames": len(self.frames),
                   "vid_stride": self.stride}
         if self.size:
             record["width"], record["height"] = self.size
-        if keep and self.frames:
+        if keep and self.frames and closed.exception() is None:
+            record["output"] = str(self.path)
             boxes = self.path.with_name(f"{self.path.stem}.frames.json")  # not predictions.json
-            with writing(boxes) as tmp, open(tmp, "w") as fh:
-                json.dump({"video": str(self.source), "vid_stride": self.stride,
-                           "fps": self.writer.fps, "frames": self.frames}, fh)
-            record.update({"output": str(self.path), "boxes": str(boxes)})
+            try:
+                with writing(boxes) as tmp, open(tmp, "w") as fh:
+                    json.dump({"video": str(self.source), "vid_stride": self.stride,
+                               "fps": self.writer.fps, "frames": self.frames}, fh)
+                record["boxes"] = str(boxes)
+            except OutputError as e:
+                if strict:
+                    raise
+                writes.errors.append(e)
         if self.error:
             record["error"] = self.error
         return record
