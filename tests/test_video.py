@@ -129,7 +129,7 @@ def test_ctrl_c_after_a_failed_write_is_still_130_and_keeps_the_json(tmp_path, m
     clip = _video(tmp_path / "clip.mp4")
     Image.new("RGB", (64, 48), (40, 90, 160)).save(tmp_path / "a.png")
 
-    def full_disk(image, path, then=None):
+    def full_disk(image, path):
         raise OutputError(path, "No space left on device")
 
     drawn = []

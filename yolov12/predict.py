@@ -719,6 +719,10 @@ def _run(args, files: list[Path], ctx) -> int:
         with writing(out_dir / "predictions.json") as tmp, open(tmp, "w") as fh:
             json.dump([r for _, r in sorted(all_records, key=lambda t: t[0])], fh, indent=1)
 
+    def written(record, line):  # on the writer thread, once an image's file is complete
+        records.append(record)
+        say(line)
+
     def finish_clips(keep=True, raise_errors=True):
         for i, clip in list(clips.items()):
             records.append((i, clip.finish(writes, keep, raise_errors)))
@@ -741,14 +745,16 @@ def _run(args, files: list[Path], ctx) -> int:
                         warn(f"warning: {frame.error}; skipped")
                         records.append((i, {"image": str(f), "error": frame.error}))
                     else:
-                        # the record is kept once its picture is written (by the writer thread,
-                        # which finishes what it holds before predictions.json is written)
+                        # the record is kept and the line printed once the picture is written
+                        # (by the writer thread, in order; it finishes what it holds before
+                        # predictions.json is written): a line means its file is there, which
+                        # is what the benchmarks time by
                         record = (i, _record(f, out_dir / name, frame.image, det, pred.names))
-                        writes.save(draw(frame.image, det, pred.names), out_dir / name,
-                                    then=functools.partial(records.append, record))
                         h, w = det.input_shape
-                        say(f"image {i + 1}/{len(files)} {f}: {h}x{w} "
-                            f"{summarize(det, pred.names)}, {1000 * frame.infer_s:.1f}ms")
+                        line = (f"image {i + 1}/{len(files)} {f}: {h}x{w} "
+                                f"{summarize(det, pred.names)}, {1000 * frame.infer_s:.1f}ms")
+                        writes.save(draw(frame.image, det, pred.names), out_dir / name,
+                                    then=functools.partial(written, record, line))
                 else:  # a video's frame
                     clip = clips.get(i)
                     if clip is None:
@@ -758,12 +764,12 @@ def _run(args, files: list[Path], ctx) -> int:
                     if frame.error is not None:  # broken off: what was read so far is kept
                         warn(f"warning: {frame.error}; the frames before it are kept")
                         clip.error = frame.error
-                    else:
-                        clip.add(frame, det, pred.names, writes)
+                    else:  # the line, as an image's, once the frame is encoded
                         h, w = det.input_shape
-                        say(f"video {videos.index(i) + 1}/{len(videos)} (frame {k + 1}/"
+                        clip.add(frame, det, pred.names, writes, then=functools.partial(
+                            say, f"video {videos.index(i) + 1}/{len(videos)} (frame {k + 1}/"
                             f"{total or '?'}) {f}: {h}x{w} {summarize(det, pred.names)}, "
-                            f"{1000 * frame.infer_s:.1f}ms")
+                            f"{1000 * frame.infer_s:.1f}ms"))
                 if bar is not None:
                     bar.update(1)
         finish_clips()
@@ -846,9 +852,10 @@ class _Writes:
         self.limit = limit
         self.errors: list = []  # failures seen with raise_errors=False
 
-    def submit(self, fn, *args, raise_errors: bool = True):
-        """``fn(*args)`` on the writing thread, after what was submitted before; its future."""
-        fut = self._pool.submit(fn, *args)
+    def submit(self, fn, *args, then=None, raise_errors: bool = True):
+        """``fn(*args)`` on the writing thread, after what was submitted before, then ``then()``
+        when it has returned; its future."""
+        fut = self._pool.submit(_then, fn, args, then)
         self._pending.append(fut)
         while len(self._pending) > self.limit:
             self._settle(self._pending.pop(0), raise_errors)
@@ -856,7 +863,7 @@ class _Writes:
 
     def save(self, image, path, then=None):
         """Write ``image`` to ``path``, then call ``then()`` (when the file is complete)."""
-        self.submit(_save_image, image, path, then)
+        self.submit(_save_image, image, path, then=then)
 
     def wait(self, raise_errors: bool = True):
         """Until everything submitted is written; the first failure raised (or kept in
@@ -877,11 +884,15 @@ class _Writes:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _save_image(image, path, then=None):
-    with writing(path) as tmp:  # whole or not at all; a failure is one line (OutputError)
-        image.save(tmp)
+def _then(fn, args, then):
+    fn(*args)
     if then is not None:
         then()
+
+
+def _save_image(image, path):
+    with writing(path) as tmp:  # whole or not at all; a failure is one line (OutputError)
+        image.save(tmp)
 
 
 class _Clip:
@@ -895,12 +906,13 @@ class _Clip:
         self.error = None
         self.size = None
 
-    def add(self, frame, det, names, writes: _Writes):
+    def add(self, frame, det, names, writes: _Writes, then=None):
+        """The frame drawn and encoded (on the writing thread), then ``then()``."""
         from PIL import Image
         picture = Image.fromarray(frame.image)
         self.size = picture.size
         self.frames.append({"frame": frame.job.frame, "detections": _detections_json(det, names)})
-        writes.submit(self.writer.write, draw(picture, det, names))
+        writes.submit(self.writer.write, draw(picture, det, names), then=then)
 
     def finish(self, writes: _Writes, keep: bool = True, raise_errors: bool | None = None
                ) -> dict:
