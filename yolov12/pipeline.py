@@ -95,23 +95,29 @@ class Stats:
 # ---------------------------------------------------------------------------------------------
 # sources
 # ---------------------------------------------------------------------------------------------
-def expand(paths) -> list[Path]:
+def expand(paths, name: str = "source", skipped=None) -> list[Path]:
     """Files named, folders expanded to their images and videos (sorted); ValueError naming
-    what is missing or not a picture."""
+    what is missing or not a picture, prefixed by the argument's ``name``. ``skipped(folder,
+    entries, known)``, when given, hears of each folder's entries that are not read (other
+    suffixes, links that point nowhere; ``known``: the suffixes read)."""
     from .video import VIDEO_SUFFIXES
     known = IMAGE_SUFFIXES | VIDEO_SUFFIXES
     files = []
     for p in map(Path, paths):
         if p.is_dir():
-            files.extend(sorted(f for f in p.iterdir()
-                                if f.is_file() and f.suffix.lower() in known))
+            entries = sorted(p.iterdir())
+            media = [f for f in entries if f.is_file() and f.suffix.lower() in known]
+            files.extend(media)
+            if skipped is not None:
+                taken = set(media)
+                skipped(p, [f for f in entries if not f.is_dir() and f not in taken], known)
         elif p.is_file():
             if p.suffix.lower() not in known:
-                raise ValueError(f"source: {str(p)!r} is not an image or video file (expected "
+                raise ValueError(f"{name}: {str(p)!r} is not an image or video file (expected "
                                  f"one of {' '.join(sorted(known))})")
             files.append(p)
         else:
-            raise ValueError(f"source: no such file or directory {str(p)!r}")
+            raise ValueError(f"{name}: no such file or directory {str(p)!r}")
     return files
 
 

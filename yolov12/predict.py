@@ -55,7 +55,7 @@ from .images import (  # noqa: F401 — load_image, upright_size, PAD_VALUE: thi
 from .model import STRIDE, YOLOv12
 from .onnx_model import OnnxModel
 from .outputs import OutputError, check_dir, writing
-from .pipeline import IMAGE_SUFFIXES
+from .pipeline import IMAGE_SUFFIXES, expand  # noqa: F401 — IMAGE_SUFFIXES: importable here too
 
 
 # ---------------------------------------------------------------------------------------------
@@ -494,24 +494,12 @@ def summarize(det: Detections, names: dict[int, str]) -> str:
 # ---------------------------------------------------------------------------------------------
 def expand_images(paths) -> list[Path]:
     """Image and video files named on the command line, folders expanded (their image and video
-    files, sorted)."""
-    from .video import VIDEO_SUFFIXES
-    known = IMAGE_SUFFIXES | VIDEO_SUFFIXES
-    files = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            entries = sorted(p.iterdir())
-            media = [f for f in entries if f.is_file() and f.suffix.lower() in known]
-            files.extend(media)
-            taken = set(media)
-            _note_skipped(p, [f for f in entries if not f.is_dir() and f not in taken], known)
-        elif p.is_file():
-            if p.suffix.lower() not in known:
-                raise SystemExit(f"IMAGE: {str(p)!r} is not an image or video file (expected one "
-                                 f"of {' '.join(sorted(known))})")
-            files.append(p)
-        else:
-            raise SystemExit(f"IMAGE: no such file or directory {str(p)!r}")
+    files, sorted: ``pipeline.expand``), a note for what a folder holds that is not read; a
+    mistake is one line (``SystemExit``)."""
+    try:
+        files = expand(paths, "IMAGE", skipped=_note_skipped)
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
     if not files:
         raise SystemExit(f"IMAGE: no images or videos found in {[str(p) for p in paths]}")
     return files
@@ -629,10 +617,7 @@ def add_parser(sub) -> None:
 
 def _record(f: Path, out: Path, im, det: Detections, names) -> dict:
     return {"image": str(f), "output": str(out), "width": im.size[0], "height": im.size[1],
-            "detections": [{"box": [round(v, 2) for v in b], "score": round(s, 4),
-                            "class_id": int(c), "class_name": names.get(int(c), str(c))}
-                           for b, s, c in zip(det.boxes.tolist(), det.scores.tolist(),
-                                              det.labels.tolist())]}
+            "detections": _detections_json(det, names)}
 
 
 def run(args) -> int:
