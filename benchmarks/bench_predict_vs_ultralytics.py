@@ -14,8 +14,9 @@ Per image, median over rounds:
 * ``api-serial`` (this project only): the one-image-at-a-time loop (``load_image`` then
   ``Predictor([image])``) — what the API did before the pipeline;
 * ``cli-save``: the commands with annotated images saved (``yolov12 predict`` / ``yolo predict
-  save=True``), start-up excluded: both print a line per image ("image k/n ..."), and the time
-  from the first line to the last over the images between is the steady state.
+  save=True``), start-up excluded: both print a line per image ("image k/n ...") once its
+  annotated file is written, and the time from the first line to the last over the images
+  between is the steady state.
 
 Both run a randomly initialised YOLOv12-N / YOLO12n (``--model n`` / ``yolo12n.yaml``): speed does
 not depend on the weights, and no weights can be downloaded here. ultralytics runs in its own
@@ -111,9 +112,10 @@ def _per_image(cmd, env, threads: int) -> float:
 
 
 def _command_ms(cmd, env, n: int) -> float:
-    """Steady-state ms per image of a command that prints a line per image ("image k/n ..."):
-    the time from its first such line to its last, over n - 1 images. Start-up (imports, model
-    build, the first image) is outside it, whatever it costs in that run."""
+    """Steady-state ms per image of a command that prints a line per image ("image k/n ...")
+    once its file is written: the time from its first such line to its last, over n - 1 images.
+    Start-up (imports, model build, the first image) is outside it, whatever it costs in that
+    run."""
     stamps = []
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**env, "PYTHONUNBUFFERED": "1"})

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -110,41 +111,53 @@ def test_stream_gives_the_one_image_path_detections_in_order(predictor, tmp_path
     assert torch.equal(dets[0].boxes, dets[1].boxes)
 
 
+def _pipeline_threads():
+    return [t.name for t in threading.enumerate() if t.name.startswith("yolov12-")]
+
+
 def test_the_queue_is_bounded_and_stopping_early_ends_the_threads():
     """1000 pictures: the workers never get more than the queue's depth ahead of the caller, so
-    memory does not grow with the source's length; a caller that stops early leaves no thread
-    and reads no further."""
-    started, taken = [], []
+    memory does not grow with the source's length; a caller that stops early while the workers
+    are busy reads no further, and once the stream is closed no thread of it is left and its
+    jobs generator (which the caller still holds, as predict does) is closed."""
+    started, taken, closed = [], [], []
     lock = threading.Lock()
 
     def work(job):  # a picture "read": how far ahead of the caller the workers are now
         with lock:
             started.append(job.index)
-            return Frame(job, image=len(started) - len(taken))
+            ahead = len(started) - len(taken)
+        if job.index >= 500:  # busy when the caller stops
+            time.sleep(0.2)
+        return Frame(job, image=ahead)
 
     def jobs():
-        return (Job(k, f"p{k}", lambda: None) for k in range(1000))
+        try:
+            yield from (Job(k, f"p{k}", lambda: None) for k in range(1000))
+        finally:
+            closed.append(True)
 
-    before = threading.active_count()
+    assert _pipeline_threads() == []
     most = 0
     for frame in prefetch(jobs(), work, workers=2, depth=6):
         most = max(most, frame.image)
         with lock:
             taken.append(frame.job.index)
-    assert taken == list(range(1000))
+    assert taken == list(range(1000)) and _pipeline_threads() == []
     assert most <= 6 + 2 + 1, most  # the queue's depth, the workers' hands, the one handed out
     started.clear()
     taken.clear()
-    for frame in prefetch(jobs(), work, workers=2, depth=6):
+    closed.clear()
+    source = jobs()
+    stream = prefetch(source, work, workers=2, depth=6)
+    for frame in stream:
         with lock:
             taken.append(frame.job.index)
         if len(taken) == 500:
             break
+    stream.close()
     assert len(started) <= 500 + 6 + 2 + 1
-    for t in threading.enumerate():
-        if t.name.startswith("yolov12-"):
-            t.join(timeout=5)
-    assert threading.active_count() == before
+    assert _pipeline_threads() == [] and closed == [True]
 
 
 def test_stream_memory_does_not_grow_with_the_number_of_pictures():
@@ -172,28 +185,112 @@ def test_stream_memory_does_not_grow_with_the_number_of_pictures():
     assert long < 1.3 * short + 64 * 1024, (short, long)
 
 
+class _FakeCuda:
+    """CUDA as the predictor uses it, on the CPU (no GPU here), with the same contract: an event
+    completes only once the host has waited for the device after recording it (its elapsed time
+    cannot be read before, as on CUDA); ``waits`` counts the host's waits for the device:
+    ``torch.cuda.synchronize``, an event waited for before it completed, and every read on the
+    host of a tensor "on the device" (``_OnDevice``)."""
+
+    def __init__(self, monkeypatch):
+        self.waits = 0
+        self.events: list = []
+        fake = self
+
+        class Event:
+            def __init__(self, enable_timing=False):
+                self.timing, self.at, self.done, self.waited = enable_timing, None, False, False
+                fake.events.append(self)
+
+            def record(self, stream=None):
+                self.at, self.done = time.perf_counter(), False
+
+            def synchronize(self):
+                assert self.at is not None, "an event waited for before it was recorded"
+                self.waited = True
+                if not self.done:
+                    fake.wait()
+
+            def elapsed_time(self, end):
+                if not (self.done and end.done):
+                    raise RuntimeError("elapsed_time: an event has not completed")
+                assert self.timing and end.timing
+                return 1000.0 * (end.at - self.at)
+
+        monkeypatch.setattr(torch.cuda, "Event", Event)
+        monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: fake.wait())
+        monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: None)
+        self.pinned: list = []
+        monkeypatch.setattr(torch.Tensor, "pin_memory",
+                            lambda t: fake.pinned.append(t) or t)
+        _OnDevice.cuda = self
+
+    def wait(self):
+        self.waits += 1
+        for e in self.events:
+            e.done = e.at is not None
+
+
+class _OnDevice(torch.Tensor):
+    """A tensor standing for one in GPU memory: what is computed from it is on the device too;
+    reading it on the host (``.cpu()``, ``.item()``, ``.tolist()``, ``.numpy()``, ``int()``,
+    ``bool()``, ``torch.equal``, ``nonzero``, a boolean mask) waits for the device, counted by
+    ``_FakeCuda``, and gives host tensors and values."""
+    cuda: _FakeCuda | None = None
+    READS = {torch.Tensor.cpu, torch.Tensor.item, torch.Tensor.tolist, torch.Tensor.numpy,
+             torch.Tensor.__int__, torch.Tensor.__float__, torch.Tensor.__bool__,
+             torch.Tensor.__index__, torch.equal, torch.nonzero, torch.Tensor.nonzero}
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        masked = func is torch.Tensor.__getitem__ and isinstance(args[1], torch.Tensor) \
+            and args[1].dtype == torch.bool
+        if func not in cls.READS and not masked:
+            return super().__torch_function__(func, types, args, kwargs)
+        cls.cuda.wait()
+        with torch._C.DisableTorchFunctionSubclass():
+            args = [a.clone() if isinstance(a, cls) else a for a in args]  # host copies
+            return func(*args, **kwargs)
+
+
+def test_a_batch_waits_for_the_device_once_on_a_fake_cuda(monkeypatch):
+    """The CUDA path (pinned upload, forward, postprocess on the device) on fakes of the same
+    contract: each batch waits for the device once — when its results come back — and its stage
+    times come from events read after that wait; the detections are the CPU path's."""
+    cuda = _FakeCuda(monkeypatch)
+    pred = Predictor(YOLOv12("n"), imgsz=64, fast=False)
+    g = torch.Generator().manual_seed(0)
+    head = torch.cat([torch.rand(1, 2, 32, generator=g) * 64,
+                      torch.rand(1, 2, 32, generator=g) * 20 + 1,
+                      torch.rand(1, 80, 32, generator=g)], 1)
+
+    def model(x):  # a stand-in whose output depends on each input, on the "device" when queued
+        y = head + 1e-3 * x.float().mean((1, 2, 3))[:, None, None]
+        return y.as_subclass(_OnDevice) if pred._queued else y
+    pred.model = model
+    rng = np.random.default_rng(4)
+    pics = [rng.integers(0, 255, (48, 64, 3), dtype=np.uint8) for _ in range(6)]
+    want = list(pred.stream(pics, batch=2, workers=0))  # the CPU's way
+    assert cuda.waits == 0 and all(len(d.labels) for d in want)
+    pred._queued = True  # what a CUDA device sets
+    stats = Stats()
+    got = list(pred.stream(pics, batch=2, workers=0, stats=stats))
+    assert cuda.waits == 3, cuda.waits  # 3 batches, one wait each
+    assert stats.batches == 3 and min(stats.upload, stats.infer, stats.post) > 0
+    assert len(cuda.pinned) == 2  # the upload ring: two page-locked buffers, in turn
+    for d, w in zip(got, want):
+        assert torch.equal(d.boxes, w.boxes) and torch.equal(d.scores, w.scores)
+        assert torch.equal(d.labels, w.labels) and type(d.boxes) is torch.Tensor
+
+
 def test_pinned_upload_ring_on_a_fake_cuda(monkeypatch):
     """The CUDA upload path with fakes of the same contract (no GPU here): page-locked buffers per
     input shape, two in turn, each refilled only after its last upload's event has completed, and
     the pixels arrive unchanged."""
     from yolov12.pipeline import PinnedBuffers
-    events = []
-
-    class FakeEvent:
-        def __init__(self):
-            self.recorded = self.waited = False
-            events.append(self)
-
-        def record(self):
-            self.recorded = True
-
-        def synchronize(self):
-            assert self.recorded
-            self.waited = True
-
-    pinned = []
-    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self: pinned.append(self) or self)
-    monkeypatch.setattr(torch.cuda, "Event", FakeEvent)
+    cuda = _FakeCuda(monkeypatch)
+    events, pinned = cuda.events, cuda.pinned
     up = PinnedBuffers(torch.device("cpu"))
     rng = np.random.default_rng(3)
     batches = [[rng.integers(0, 255, (3, 32, 64), dtype=np.uint8) for _ in range(2)]
@@ -206,7 +303,7 @@ def test_pinned_upload_ring_on_a_fake_cuda(monkeypatch):
         used.append(x.data_ptr())
     assert used[0] != used[1] and used[2:] == used[:2]  # in turn: never the one just sent
     # uploads 3 and 4 reused buffers 1 and 2, each after waiting for its previous upload
-    assert [e.waited for e in events] == [True, True, False, False]
+    assert [e.waited for e in events] == [True, True, False, False] and cuda.waits == 2
     up.upload([batches[0][0]])  # another shape: its own buffers
     assert len(pinned) == 3 and pinned[2].shape == (1, 3, 32, 64)
 

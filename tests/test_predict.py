@@ -242,6 +242,33 @@ def test_predict_writes_predictions_json_even_when_interrupted(tmp_path, monkeyp
     assert [r["image"].rsplit("/", 1)[-1] for r in records] == ["img0.png"]
 
 
+def test_an_image_line_is_printed_once_its_file_is_written(tmp_path, monkeypatch, weights_file):
+    """The "image k/n" line says the image is done: printed after its annotated file is written
+    (the suite and the benchmark against ultralytics time the command by these lines), also
+    when the writer thread runs behind the model."""
+    import time
+
+    import yolov12.predict as P
+    folder = _folder(tmp_path, n_good=3, corrupt=())
+    out = tmp_path / "out"
+    real_save = P._save_image
+
+    def slow_save(image, path):  # a slow disk: the writer lags behind the loop
+        time.sleep(0.1)
+        real_save(image, path)
+    there = []
+
+    def noting_print(*a, **k):
+        if a and str(a[0]).startswith("image "):
+            name = str(a[0]).split(": ")[0].rsplit("/", 1)[-1]
+            there.append((name, (out / name).is_file()))
+    monkeypatch.setattr(P, "_save_image", slow_save)
+    monkeypatch.setattr(P, "print", noting_print, raising=False)
+    assert main(["predict", str(folder), "--weights", str(weights_file), "--imgsz", "32",
+                 "--out", str(out), "--device", "cpu", "--no-progress"]) == 0
+    assert there == [("img0.png", True), ("img1.png", True), ("img2.png", True)]
+
+
 def test_ctrl_c_in_the_real_command_is_one_line_and_keeps_the_json(tmp_path, weights_file):
     """SIGINT sent to a running `yolov12 predict`: no traceback, one line that says where the
     images done so far are, and predictions.json holds them."""

@@ -77,3 +77,79 @@ def test_predict_video_end_to_end_and_a_truncated_one(tmp_path):
     with av.open(cut["output"]) as c:
         assert sum(1 for _ in c.decode(video=0)) == cut["frames"]
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary file left
+
+
+def test_a_video_stream_stopped_early_closes_its_container(tmp_path, monkeypatch):
+    """predict holds its jobs generator while it runs (and while it handles Ctrl-C): when the
+    pipeline is stopped after two frames, the video's container is closed then — not whenever
+    the generator is collected — and no thread of the pipeline is left."""
+    import threading
+
+    from yolov12.pipeline import file_jobs
+    from yolov12.predict import Predictor
+    clip = _video(tmp_path / "clip.mp4")
+    opened = []
+    real_open = av.open
+
+    class Tracked:  # av.open as read_frames uses it (a context manager), noting its exit
+        def __init__(self, *a, **k):
+            self.container, self.closed = real_open(*a, **k), False
+            opened.append(self)
+
+        def __enter__(self):
+            return self.container.__enter__()
+
+        def __exit__(self, *exc):
+            self.closed = True
+            return self.container.__exit__(*exc)
+
+    monkeypatch.setattr(av, "open", Tracked)
+    pred = Predictor(YOLOv12("n"), imgsz=64, fast=False)
+    pred.model = lambda x: torch.rand(x.shape[0], 84, 8)
+    jobs = file_jobs([clip])
+    frames = pred.run_jobs(jobs, workers=2)  # the feeder thread decodes the frames
+    assert [next(frames)[0].job.frame for _ in range(2)] == [0, 1]
+    assert len(opened) == 1 and not opened[0].closed
+    frames.close()
+    assert opened[0].closed
+    assert [t.name for t in threading.enumerate() if t.name.startswith("yolov12-")] == []
+
+
+def test_ctrl_c_after_a_failed_write_is_still_130_and_keeps_the_json(tmp_path, monkeypatch,
+                                                                     capsys):
+    """An image whose file could not be written, then Ctrl-C while a video runs: the handler
+    closes the video without raising the earlier failure — exit 130, one line (which says what
+    could not be written), no traceback — and predictions.json holds what was written: the
+    video's frames so far, not the image whose file is not there."""
+    import yolov12.predict as P
+    from PIL import Image
+
+    from yolov12.__main__ import main
+    from yolov12.outputs import OutputError
+    clip = _video(tmp_path / "clip.mp4")
+    Image.new("RGB", (64, 48), (40, 90, 160)).save(tmp_path / "a.png")
+
+    def full_disk(image, path):
+        raise OutputError(path, "No space left on device")
+
+    drawn = []
+
+    def draw_then_ctrl_c(*a):  # the image, frames 0 and 1, then Ctrl-C at frame 2
+        drawn.append(1)
+        if len(drawn) == 4:
+            raise KeyboardInterrupt
+        return Image.new("RGB", (W, H))
+    monkeypatch.setattr(P, "_save_image", full_disk)
+    monkeypatch.setattr(P, "draw", draw_then_ctrl_c)
+    out = tmp_path / "out"
+    rc = main(["predict", str(tmp_path / "a.png"), str(clip), "--model", "n", "--imgsz", "64",
+               "--device", "cpu", "--out", str(out), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 130 and "Traceback" not in err
+    said = [line for line in err.splitlines() if "interrupted" in line]
+    assert len(said) == 1 and "1 output(s) could not be written" in said[0], err
+    assert "a.png: No space left on device" in said[0]
+    records = json.loads((out / "predictions.json").read_text())
+    assert [(Path(r["video"]).name, r["frames"]) for r in records] == [("clip.mp4", 2)]
+    with av.open(records[0]["output"]) as c:
+        assert sum(1 for _ in c.decode(video=0)) == 2

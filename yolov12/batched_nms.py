@@ -15,9 +15,10 @@ pass per kept box: on a GPU every pass and every boolean mask is a host synchron
    that map from ``keep = valid`` settles one more candidate per step at least (the first unsettled
    one depends only on settled ones), and in practice in a few steps (the longest chain of
    suppressions);
-4. the kept boxes, first ``max_det`` of them, are packed at the front; one transfer brings the
-   boxes, scores, labels and counts back, with the convergence flag (on the CPU the loop simply
-   runs to convergence).
+4. the kept boxes, first ``max_det`` of them, are packed at the front; the boxes, scores,
+   labels, the kept and candidate counts and the convergence flag are packed into one float32
+   tensor, and one copy brings it to the host: the batch's one host synchronisation (on the CPU
+   the loop simply runs to convergence, and nothing travels).
 
 ``n``: on the CPU the largest candidate count (knowing it costs nothing); on a GPU a fixed
 ``cap`` so that no count has to be read first — an image with more candidates than ``cap`` (a
@@ -53,14 +54,17 @@ def _candidates(preds: torch.Tensor, multi_label: bool):
 
 def postprocess_batch(preds: torch.Tensor, conf: float = 0.25, iou: float = 0.7,
                       max_det: int = 300, multi_label: bool = False, max_nms: int = 30000,
-                      cap: int | None = None, fixed: bool | None = None
-                      ) -> list[tuple[torch.Tensor, ...]]:
+                      cap: int | None = None, fixed: bool | None = None,
+                      before_transfer=None) -> list[tuple[torch.Tensor, ...]]:
     """What ``predict.postprocess`` returns — per image (boxes xyxy, scores, labels) in input
     pixels — as CPU tensors, computed on ``preds``' device with one host synchronisation in the
     usual case (see the module docstring). ``cap``: candidates per image considered before an
     image falls back to the reference (default ``GPU_CAP``, with fixed shapes). ``fixed``: the
     GPU's way — fixed shapes, convergence looked at every ``STEPS_PER_SYNC`` steps (default: on
-    any device but the CPU; ``True`` runs it on the CPU, as the tests do)."""
+    any device but the CPU; ``True`` runs it on the CPU, as the tests do). ``before_transfer``:
+    called when the results are complete on the device, right before they are copied to the
+    host (the predictor records a CUDA event there: the postprocess is timed without a
+    synchronisation of its own); on the CPU, when they are complete."""
     if preds.dim() != 3 or preds.shape[1] < 5:
         raise ValueError(f"preds: expected (B, 4+nc, anchors), got {tuple(preds.shape)}")
     adaptive = preds.device.type == "cpu" if fixed is None else not fixed
@@ -72,10 +76,13 @@ def postprocess_batch(preds: torch.Tensor, conf: float = 0.25, iou: float = 0.7,
         n = min(int(counts.max()) if bsz else 0, max_nms)
     else:
         n = min(k_all, max_nms, GPU_CAP if cap is None else cap)
+    mark = before_transfer or (lambda: None)
     if n == 0:
+        mark()
         empty = (torch.empty(0, 4), torch.empty(0), torch.empty(0, dtype=torch.long))
         return [empty for _ in range(bsz)]
     if bsz * n * n > MAX_PAIRS:  # too many candidates for one matrix: the reference's way
+        mark()
         return [tuple(t.cpu() for t in r)
                 for r in postprocess(preds, conf, iou, max_det, multi_label, max_nms)]
     # candidates first, by descending score, ties in anchor (then class) order
@@ -115,18 +122,24 @@ def postprocess_batch(preds: torch.Tensor, conf: float = 0.25, iou: float = 0.7,
         while not torch.equal(nxt := step(keep), keep):
             keep = nxt
         rows, kept = packed(keep)
+        mark()
     else:  # a few steps, then the result and "settled?" in one transfer (again if not settled)
         while True:
             for _ in range(STEPS_PER_SYNC):
                 keep = step(keep)
             nxt = step(keep)
             rows, kept = packed(keep)
-            rows, kept, counts_host, unsettled = (
-                t.cpu() for t in (rows, kept, counts, (nxt != keep).any()))
-            if not unsettled:
+            # one tensor, one copy: each .cpu() of its own would wait for the device again.
+            # float32 holds the counts exactly (below 2**24 candidates per image).
+            unsettled = (nxt != keep).any().to(rows.dtype).expand(bsz, 1)
+            mark()
+            host = torch.cat((rows.flatten(1), kept[:, None].to(rows.dtype),
+                              counts[:, None].to(rows.dtype), unsettled), 1).cpu()
+            if not host[:, -1].any():
                 break
             keep = nxt
-        counts = counts_host
+        rows = host[:, :-3].reshape(bsz, m, 6)
+        kept, counts = host[:, -3].long(), host[:, -2].long()
     out = []
     for i in range(bsz):
         if int(counts[i]) > n:  # over the cap (or max_nms): this image the reference's way

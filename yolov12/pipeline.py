@@ -20,7 +20,8 @@
   forward only takes cores from it, and an OpenMP team with one thread pre-empted waits at every
   barrier: measured on 2 cores, the forward went from 46 ms to 67 ms with two busy workers on a
   quiet machine, and to 440 ms with a little load from elsewhere (docs/benchmarks.md).
-* Closing the generator early (``break``, an exception, Ctrl-C) stops the feeder and the workers.
+* Closing the generator early (``close()``, an exception, Ctrl-C) stops the feeder and the
+  workers, joins them and closes the jobs iterator (a video's container) before it returns.
 """
 from __future__ import annotations
 
@@ -94,23 +95,29 @@ class Stats:
 # ---------------------------------------------------------------------------------------------
 # sources
 # ---------------------------------------------------------------------------------------------
-def expand(paths) -> list[Path]:
+def expand(paths, name: str = "source", skipped=None) -> list[Path]:
     """Files named, folders expanded to their images and videos (sorted); ValueError naming
-    what is missing or not a picture."""
+    what is missing or not a picture, prefixed by the argument's ``name``. ``skipped(folder,
+    entries, known)``, when given, hears of each folder's entries that are not read (other
+    suffixes, links that point nowhere; ``known``: the suffixes read)."""
     from .video import VIDEO_SUFFIXES
     known = IMAGE_SUFFIXES | VIDEO_SUFFIXES
     files = []
     for p in map(Path, paths):
         if p.is_dir():
-            files.extend(sorted(f for f in p.iterdir()
-                                if f.is_file() and f.suffix.lower() in known))
+            entries = sorted(p.iterdir())
+            media = [f for f in entries if f.is_file() and f.suffix.lower() in known]
+            files.extend(media)
+            if skipped is not None:
+                taken = set(media)
+                skipped(p, [f for f in entries if not f.is_dir() and f not in taken], known)
         elif p.is_file():
             if p.suffix.lower() not in known:
-                raise ValueError(f"source: {str(p)!r} is not an image or video file (expected "
+                raise ValueError(f"{name}: {str(p)!r} is not an image or video file (expected "
                                  f"one of {' '.join(sorted(known))})")
             files.append(p)
         else:
-            raise ValueError(f"source: no such file or directory {str(p)!r}")
+            raise ValueError(f"{name}: no such file or directory {str(p)!r}")
     return files
 
 
@@ -123,12 +130,16 @@ def file_jobs(files: Iterable, vid_stride: int = 1, start: int = 0) -> Iterator[
     for pos, f in enumerate(files):
         f = Path(f)
         if is_video(f):
-            for k, frame in read_frames(f, vid_stride):
-                if isinstance(frame, Exception):  # unreadable from here on: one error frame
-                    yield Job(index, str(f), _raiser(frame), frame=k, key=pos)
-                else:
-                    yield Job(index, str(f), _const(frame), frame=k, key=pos)
-                index += 1
+            frames = read_frames(f, vid_stride)
+            try:
+                for k, frame in frames:
+                    if isinstance(frame, Exception):  # unreadable from here on: one error frame
+                        yield Job(index, str(f), _raiser(frame), frame=k, key=pos)
+                    else:
+                        yield Job(index, str(f), _const(frame), frame=k, key=pos)
+                    index += 1
+            finally:  # closed early (the caller stopped): the video's container now, not at GC
+                frames.close()
         else:
             yield Job(index, str(f), _loader(f), key=pos)
             index += 1
@@ -209,7 +220,8 @@ class _Workers:
         return fut
 
     def close(self):
-        while True:  # drop what has not started
+        """Drop what has not started, let each thread finish what it holds, and join them."""
+        while True:
             try:
                 task = self._tasks.get_nowait()
             except queue.Empty:
@@ -218,6 +230,8 @@ class _Workers:
                 task[0].cancel()
         for _ in self._threads:
             self._tasks.put(None)
+        for t in self._threads:
+            t.join()
 
 
 def auto_workers(device) -> int:
@@ -260,16 +274,24 @@ def prefetch(jobs: Iterable[Job], work: Callable[[Job], Frame], workers: int = 2
     """``work(job)`` for every job in worker threads, results in job order, at most ``depth``
     (default 4 per worker) done or in progress ahead of the caller. The jobs iterator itself
     runs in a feeder thread (a video's frames are decoded there, in order). ``workers=0``: all
-    of it in the caller's thread, one job at a time."""
+    of it in the caller's thread, one job at a time.
+
+    However it ends — all done, the caller stopping early (``close()``, ``break``), an
+    exception — the jobs iterator is closed (a video's container with it) and every thread it
+    started has ended when the generator is done."""
+    jobs = iter(jobs)
     if workers == 0:
-        for job in jobs:
-            t0 = time.perf_counter()
-            frame = work(job)
-            if stats is not None:
-                stats.wait += time.perf_counter() - t0
-                stats.decode += frame.decode_s
-                stats.letterbox += frame.letterbox_s
-            yield frame
+        try:
+            for job in jobs:
+                t0 = time.perf_counter()
+                frame = work(job)
+                if stats is not None:
+                    stats.wait += time.perf_counter() - t0
+                    stats.decode += frame.decode_s
+                    stats.letterbox += frame.letterbox_s
+                yield frame
+        finally:
+            _close(jobs)
         return
     workers = max(1, int(workers))
     depth = depth or 4 * workers
@@ -297,6 +319,8 @@ def prefetch(jobs: Iterable[Job], work: Callable[[Job], Frame], workers: int = 2
             fut.set_exception(e)
             put(fut)
             put(_END)
+        finally:  # the thread that iterates the jobs is the one that may close them
+            _close(jobs)
 
     feeder = threading.Thread(target=feed, daemon=True, name="yolov12-feeder")
     feeder.start()
@@ -313,14 +337,22 @@ def prefetch(jobs: Iterable[Job], work: Callable[[Job], Frame], workers: int = 2
                 stats.letterbox += frame.letterbox_s
             yield frame
     finally:
+        # the feeder first (it sees the stop within one put's timeout, or when the job it is
+        # reading comes), so that nothing is submitted to the workers after they are told to end
         stop.set()
+        feeder.join()
         pool.close()
-        while True:  # let a feeder blocked on a full queue see the stop
+        while True:  # what was read ahead and not taken
             try:
                 futures.get_nowait()
             except queue.Empty:
                 break
-        feeder.join(timeout=5)
+
+
+def _close(jobs) -> None:
+    close = getattr(jobs, "close", None)  # a generator; a list's iterator has nothing to close
+    if close is not None:
+        close()
 
 
 def batches(frames: Iterable[Frame], batch: int) -> Iterator[list[Frame]]:
@@ -367,5 +399,5 @@ class PinnedBuffers:
             host[k] = p
         x = buf.to(self.device, non_blocking=True)
         entry[1] = torch.cuda.Event()
-        entry[1].record()
+        entry[1].record(torch.cuda.current_stream(self.device))  # the stream the copy went on
         return x

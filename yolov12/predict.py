@@ -14,6 +14,7 @@ Library use::
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -54,7 +55,7 @@ from .images import (  # noqa: F401 — load_image, upright_size, PAD_VALUE: thi
 from .model import STRIDE, YOLOv12
 from .onnx_model import OnnxModel
 from .outputs import OutputError, check_dir, writing
-from .pipeline import IMAGE_SUFFIXES
+from .pipeline import IMAGE_SUFFIXES, expand  # noqa: F401 — IMAGE_SUFFIXES: importable here too
 
 
 # ---------------------------------------------------------------------------------------------
@@ -262,6 +263,9 @@ class Predictor:
         self.times = {"pre": 0.0, "infer": 0.0, "nms": 0.0}
         self.seen = 0
         self._pinned = None  # page-locked upload buffers, made on the first CUDA batch
+        # CUDA runs the work queued: uploads from page-locked memory, stages timed by events, and
+        # one wait for the device per batch, when its results are copied back
+        self._queued = self.device.type == "cuda"
 
     def _init_torch(self, model, device, half, backend, fast) -> None:
         self.device = (torch.device(device) if device is not None
@@ -286,7 +290,9 @@ class Predictor:
         return letterbox_geometry(h, w, self.imgsz, STRIDE, self.fixed_shape)[2:]
 
     def _sync(self):
-        if self.device.type == "cuda":  # kernels run asynchronously: time them to completion
+        """Wait for the device (the suite's model-only timing; the predictor's own batches do
+        not: they wait once, for their results)."""
+        if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
     def __call__(self, images) -> list[Detections]:
@@ -308,19 +314,23 @@ class Predictor:
             by_shape.setdefault(p.shape, []).append(k)
         out: list = [None] * len(pixels)
         for ks in by_shape.values():
-            t0 = time.perf_counter()
+            clock = _StageClock(self.device if self._queued else None)
+            clock.mark("start")
             x = self._upload([pixels[k] for k in ks])
-            self._sync()
-            t1 = time.perf_counter()
+            clock.mark("pre")
             preds = self.model(x)
-            self._sync()
-            t2 = time.perf_counter()
-            found = postprocess_batch(preds, self.conf, self.iou, self.max_det, self.multi_label)
+            clock.mark("infer")
+            # the batch's one wait for the device: its results' copy to the host
+            found = postprocess_batch(preds, self.conf, self.iou, self.max_det, self.multi_label,
+                                      fixed=self._queued or None,
+                                      before_transfer=lambda: clock.mark("nms"))
+            t0 = time.perf_counter()
             for k, (boxes, scores, labels) in zip(ks, found):
                 lb = boxes_map[k]
                 out[k] = Detections(scale_boxes(boxes, lb), scores, labels, lb.shape)
-            t3 = time.perf_counter()
-            for key, dt in (("pre", t1 - t0), ("infer", t2 - t1), ("nms", t3 - t2)):
+            spans = clock.spans()
+            spans["nms"] += time.perf_counter() - t0
+            for key, dt in spans.items():
                 self.times[key] += dt
         self.seen += len(pixels)
         return out
@@ -329,7 +339,7 @@ class Predictor:
         """uint8 inputs -> the model's input on its device: the uint8 pixels travel (from
         page-locked memory on CUDA, without blocking), the conversion to [0, 1] in the model's
         dtype runs there (``images.normalize``)."""
-        if self.device.type == "cuda":
+        if self._queued:
             if self._pinned is None:
                 from .pipeline import PinnedBuffers
                 self._pinned = PinnedBuffers(self.device)
@@ -400,6 +410,35 @@ class Predictor:
         return {k: 1000.0 * v / n for k, v in self.times.items()}
 
 
+class _StageClock:
+    """Times between named marks of one batch, in seconds: on the host clock where the work runs
+    as it is called (the CPU; ``cuda=None``), from events on the ``cuda`` device's current stream
+    where it is only queued, read after the batch's results have come back, so that timing adds
+    no wait for the device of its own. A mark made again replaces the earlier one."""
+
+    def __init__(self, cuda: torch.device | None):
+        self.cuda = cuda
+        self.marks: dict = {}
+
+    def mark(self, name: str) -> None:
+        if self.cuda is not None:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record(torch.cuda.current_stream(self.cuda))
+            self.marks[name] = event
+        else:
+            self.marks[name] = time.perf_counter()
+
+    def spans(self) -> dict[str, float]:
+        """{name: time since the mark before it}, for every mark but the first."""
+        names = list(self.marks)
+        marks = [self.marks[n] for n in names]
+        if self.cuda is not None:
+            marks[-1].synchronize()  # complete already once the results came back: no wait
+            return {n: a.elapsed_time(b) / 1000.0
+                    for n, a, b in zip(names[1:], marks, marks[1:])}
+        return {n: b - a for n, a, b in zip(names[1:], marks, marks[1:])}
+
+
 def label_font(image_size: tuple[int, int]):
     """A font sized to the image (about 3.5% of its mean side, at least 12 px): the label stays
     legible on a 4000-pixel photo and does not cover a 300-pixel thumbnail. Pillow's scalable
@@ -455,24 +494,12 @@ def summarize(det: Detections, names: dict[int, str]) -> str:
 # ---------------------------------------------------------------------------------------------
 def expand_images(paths) -> list[Path]:
     """Image and video files named on the command line, folders expanded (their image and video
-    files, sorted)."""
-    from .video import VIDEO_SUFFIXES
-    known = IMAGE_SUFFIXES | VIDEO_SUFFIXES
-    files = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            entries = sorted(p.iterdir())
-            media = [f for f in entries if f.is_file() and f.suffix.lower() in known]
-            files.extend(media)
-            taken = set(media)
-            _note_skipped(p, [f for f in entries if not f.is_dir() and f not in taken], known)
-        elif p.is_file():
-            if p.suffix.lower() not in known:
-                raise SystemExit(f"IMAGE: {str(p)!r} is not an image or video file (expected one "
-                                 f"of {' '.join(sorted(known))})")
-            files.append(p)
-        else:
-            raise SystemExit(f"IMAGE: no such file or directory {str(p)!r}")
+    files, sorted: ``pipeline.expand``), a note for what a folder holds that is not read; a
+    mistake is one line (``SystemExit``)."""
+    try:
+        files = expand(paths, "IMAGE", skipped=_note_skipped)
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
     if not files:
         raise SystemExit(f"IMAGE: no images or videos found in {[str(p) for p in paths]}")
     return files
@@ -590,10 +617,7 @@ def add_parser(sub) -> None:
 
 def _record(f: Path, out: Path, im, det: Detections, names) -> dict:
     return {"image": str(f), "output": str(out), "width": im.size[0], "height": im.size[1],
-            "detections": [{"box": [round(v, 2) for v in b], "score": round(s, 4),
-                            "class_id": int(c), "class_name": names.get(int(c), str(c))}
-                           for b, s, c in zip(det.boxes.tolist(), det.scores.tolist(),
-                                              det.labels.tolist())]}
+            "detections": _detections_json(det, names)}
 
 
 def run(args) -> int:
@@ -680,63 +704,76 @@ def _run(args, files: list[Path], ctx) -> int:
         with writing(out_dir / "predictions.json") as tmp, open(tmp, "w") as fh:
             json.dump([r for _, r in sorted(all_records, key=lambda t: t[0])], fh, indent=1)
 
-    def finish_clips(keep=True):
+    def written(record, line):  # on the writer thread, once an image's file is complete
+        records.append(record)
+        say(line)
+
+    def finish_clips(keep=True, raise_errors=True):
         for i, clip in list(clips.items()):
-            records.append((i, clip.finish(writes, keep)))
+            records.append((i, clip.finish(writes, keep, raise_errors)))
             del clips[i]
 
     stats = Stats()
     jobs = file_jobs([files[i] for i in order], args.vid_stride)
     try:
-        for frame, det in pred.run_jobs(jobs, args.batch, workers, keep_images=True,
-                                        stats=stats):
-            i = order[frame.job.key]
-            f, name = files[i], names[i]
-            for j in [j for j in clips if j != i]:  # the previous video has ended
-                records.append((j, clips.pop(j).finish(writes)))
-            if frame.job.frame is None:  # an image
-                if frame.error is not None:  # corrupt / not an image: skip it, keep going
-                    warn(f"warning: {frame.error}; skipped")
-                    records.append((i, {"image": str(f), "error": frame.error}))
-                else:
-                    # the record is kept once its picture is written (by the writer thread,
-                    # which finishes what it holds before predictions.json is written)
-                    record = (i, _record(f, out_dir / name, frame.image, det, pred.names))
-                    writes.save(draw(frame.image, det, pred.names), out_dir / name,
-                                then=functools.partial(records.append, record))
-                    h, w = det.input_shape
-                    say(f"image {i + 1}/{len(files)} {f}: {h}x{w} "
-                        f"{summarize(det, pred.names)}, {1000 * frame.infer_s:.1f}ms")
-            else:  # a video's frame
-                clip = clips.get(i)
-                if clip is None:
-                    clip = clips[i] = _Clip(f, out_dir / name,
-                                            probed[i][1] / args.vid_stride, args.vid_stride)
-                k, total = frame.job.frame, probed[i][0]
-                if frame.error is not None:  # broken off: what was read so far is kept
-                    warn(f"warning: {frame.error}; the frames before it are kept")
-                    clip.error = frame.error
-                else:
-                    clip.add(frame, det, pred.names, writes)
-                    h, w = det.input_shape
-                    say(f"video {videos.index(i) + 1}/{len(videos)} (frame {k + 1}/"
-                        f"{total or '?'}) {f}: {h}x{w} {summarize(det, pred.names)}, "
-                        f"{1000 * frame.infer_s:.1f}ms")
-            if bar is not None:
-                bar.update(1)
+        # however the loop ends, the pipeline is stopped (its threads joined, a video's container
+        # closed) before what follows handles it
+        with contextlib.closing(pred.run_jobs(jobs, args.batch, workers, keep_images=True,
+                                              stats=stats)) as results:
+            for frame, det in results:
+                i = order[frame.job.key]
+                f, name = files[i], names[i]
+                for j in [j for j in clips if j != i]:  # the previous video has ended
+                    records.append((j, clips.pop(j).finish(writes)))
+                if frame.job.frame is None:  # an image
+                    if frame.error is not None:  # corrupt / not an image: skip it, keep going
+                        warn(f"warning: {frame.error}; skipped")
+                        records.append((i, {"image": str(f), "error": frame.error}))
+                    else:
+                        # the record is kept and the line printed once the picture is written
+                        # (by the writer thread, in order; it finishes what it holds before
+                        # predictions.json is written): a line means its file is there, which
+                        # is what the benchmarks time by
+                        record = (i, _record(f, out_dir / name, frame.image, det, pred.names))
+                        h, w = det.input_shape
+                        line = (f"image {i + 1}/{len(files)} {f}: {h}x{w} "
+                                f"{summarize(det, pred.names)}, {1000 * frame.infer_s:.1f}ms")
+                        writes.save(draw(frame.image, det, pred.names), out_dir / name,
+                                    then=functools.partial(written, record, line))
+                else:  # a video's frame
+                    clip = clips.get(i)
+                    if clip is None:
+                        clip = clips[i] = _Clip(f, out_dir / name,
+                                                probed[i][1] / args.vid_stride, args.vid_stride)
+                    k, total = frame.job.frame, probed[i][0]
+                    if frame.error is not None:  # broken off: what was read so far is kept
+                        warn(f"warning: {frame.error}; the frames before it are kept")
+                        clip.error = frame.error
+                    else:  # the line, as an image's, once the frame is encoded
+                        h, w = det.input_shape
+                        clip.add(frame, det, pred.names, writes, then=functools.partial(
+                            say, f"video {videos.index(i) + 1}/{len(videos)} (frame {k + 1}/"
+                            f"{total or '?'}) {f}: {h}x{w} {summarize(det, pred.names)}, "
+                            f"{1000 * frame.infer_s:.1f}ms"))
+                if bar is not None:
+                    bar.update(1)
         finish_clips()
         writes.wait()
     except KeyboardInterrupt:
         if ctx.world > 1:
             raise
-        finish_clips()  # the frames written so far make a video
+        # the frames written so far make a video; a write that failed before the Ctrl-C is
+        # said in the line below, not raised: the run ends as interrupted, what was done kept
+        finish_clips(keep=True, raise_errors=False)
         writes.wait(raise_errors=False)
         write_json(records)  # what was done is not lost
+        lost = (f"; {len(writes.errors)} output(s) could not be written (first: "
+                f"{writes.errors[0]})" if writes.errors else "")
         print(f"\npredict: interrupted; {out_dir / 'predictions.json'} holds the {len(records)} "
-              f"of {len(files)} images done so far", file=sys.stderr)
+              f"of {len(files)} images done so far{lost}", file=sys.stderr)
         return 130  # the shell's code for a run ended by Ctrl-C (128 + SIGINT)
     except BaseException:
-        finish_clips(keep=False)
+        finish_clips(keep=False, raise_errors=False)
         writes.wait(raise_errors=False)
         if ctx.world == 1:  # an error: what was done is not lost either (if it can be written)
             try:
@@ -790,43 +827,57 @@ def _detections_json(det: Detections, names) -> list[dict]:
 class _Writes:
     """Annotated pictures encoded and saved on one thread of their own, in order (Pillow and
     PyAV encode outside the GIL, beside the model), at most ``limit`` waiting: memory stays
-    flat. A failure to write surfaces at the next ``save``/``wait``."""
+    flat. A failure to write surfaces at the next ``submit``/``wait`` — raised, or with
+    ``raise_errors=False`` (on the way out of a run that is ending anyway) kept in ``errors``."""
 
     def __init__(self, limit: int = 8):
         from concurrent.futures import ThreadPoolExecutor
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="yolov12-write")
         self._pending: list = []
         self.limit = limit
+        self.errors: list = []  # failures seen with raise_errors=False
 
-    def submit(self, fn, *args):
-        self._pending.append(self._pool.submit(fn, *args))
+    def submit(self, fn, *args, then=None, raise_errors: bool = True):
+        """``fn(*args)`` on the writing thread, after what was submitted before, then ``then()``
+        when it has returned; its future."""
+        fut = self._pool.submit(_then, fn, args, then)
+        self._pending.append(fut)
         while len(self._pending) > self.limit:
-            self._pending.pop(0).result()
+            self._settle(self._pending.pop(0), raise_errors)
+        return fut
 
     def save(self, image, path, then=None):
         """Write ``image`` to ``path``, then call ``then()`` (when the file is complete)."""
-        self.submit(_save_image, image, path, then)
+        self.submit(_save_image, image, path, then=then)
 
     def wait(self, raise_errors: bool = True):
-        """Until everything submitted is written; the first failure raised (or ignored, on the
-        way out of a run that already failed)."""
+        """Until everything submitted is written; the first failure raised (or kept in
+        ``errors``)."""
         pending, self._pending = self._pending, []
         for fut in pending:
-            try:
-                fut.result()
-            except Exception:
-                if raise_errors:
-                    raise
+            self._settle(fut, raise_errors)
+
+    def _settle(self, fut, raise_errors: bool):
+        try:
+            fut.result()
+        except Exception as e:
+            if raise_errors:
+                raise
+            self.errors.append(e)
 
     def close(self):
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _save_image(image, path, then=None):
-    with writing(path) as tmp:  # whole or not at all; a failure is one line (OutputError)
-        image.save(tmp)
+def _then(fn, args, then):
+    fn(*args)
     if then is not None:
         then()
+
+
+def _save_image(image, path):
+    with writing(path) as tmp:  # whole or not at all; a failure is one line (OutputError)
+        image.save(tmp)
 
 
 class _Clip:
@@ -840,28 +891,40 @@ class _Clip:
         self.error = None
         self.size = None
 
-    def add(self, frame, det, names, writes: _Writes):
+    def add(self, frame, det, names, writes: _Writes, then=None):
+        """The frame drawn and encoded (on the writing thread), then ``then()``."""
         from PIL import Image
         picture = Image.fromarray(frame.image)
         self.size = picture.size
         self.frames.append({"frame": frame.job.frame, "detections": _detections_json(det, names)})
-        writes.submit(self.writer.write, draw(picture, det, names))
+        writes.submit(self.writer.write, draw(picture, det, names), then=then)
 
-    def finish(self, writes: _Writes, keep: bool = True) -> dict:
-        """Close the video (after its frames, on the writing thread) and write the JSON; the
-        record for predictions.json."""
-        writes.submit(self.writer.close, keep)
-        writes.wait(raise_errors=keep)
+    def finish(self, writes: _Writes, keep: bool = True, raise_errors: bool | None = None
+               ) -> dict:
+        """Close the video (after its frames, on the writing thread) and write the JSON of its
+        frames' boxes, or with ``keep=False`` remove it; the record for predictions.json.
+        ``raise_errors`` (default: ``keep``): a failure to write — this video's, or a picture's
+        before it — is raised; otherwise it is kept in ``writes.errors`` and the record names
+        only the files that were written."""
+        strict = keep if raise_errors is None else raise_errors
+        closed = writes.submit(self.writer.close, keep, raise_errors=strict)
+        writes.wait(raise_errors=strict)
         record = {"video": str(self.source), "frames": len(self.frames),
                   "vid_stride": self.stride}
         if self.size:
             record["width"], record["height"] = self.size
-        if keep and self.frames:
+        if keep and self.frames and closed.exception() is None:
+            record["output"] = str(self.path)
             boxes = self.path.with_name(f"{self.path.stem}.frames.json")  # not predictions.json
-            with writing(boxes) as tmp, open(tmp, "w") as fh:
-                json.dump({"video": str(self.source), "vid_stride": self.stride,
-                           "fps": self.writer.fps, "frames": self.frames}, fh)
-            record.update({"output": str(self.path), "boxes": str(boxes)})
+            try:
+                with writing(boxes) as tmp, open(tmp, "w") as fh:
+                    json.dump({"video": str(self.source), "vid_stride": self.stride,
+                               "fps": self.writer.fps, "frames": self.frames}, fh)
+                record["boxes"] = str(boxes)
+            except OutputError as e:
+                if strict:
+                    raise
+                writes.errors.append(e)
         if self.error:
             record["error"] = self.error
         return record

@@ -14,9 +14,10 @@ in rounds, interleaved:
 * ``api-stream``: ``Predictor.stream(files)``: decode and letterbox in worker threads while the
   model runs, results as they come; with each stage's time per image and how much of the
   workers' decode + letterbox the caller did not wait for (``hidden``);
-* ``cli-save``: the real ``yolov12 predict`` in this process, annotated images saved; start-up
-  (model build, first image) excluded: the time from its first "image k/n" line to its last,
-  over the images between.
+* ``cli-save``: the real ``yolov12 predict`` in this process, on the suite's thread count,
+  annotated images saved; start-up (model build, first image) excluded: the time from its first
+  "image k/n" line to its last, over the images between (a line is printed once its image's
+  file is written).
 
 Records (suite ``predict``, per image: ``median_ms`` of the rounds, ``images_per_s``) go to
 ``<out>/predict.jsonl`` like the other suites'. Throughput depends on the images, not on the
@@ -142,7 +143,8 @@ class _LineStamps(io.StringIO):
 def _command(folder: Path, out: Path, scale: str, imgsz: int, device, batch: int,
              workers: int, n: int) -> float:
     """Steady-state seconds per image of ``yolov12 predict`` on ``folder`` (saving on): from its
-    first per-image line to its last, over the n - 1 images between — start-up excluded."""
+    first per-image line to its last, over the n - 1 images between — start-up excluded. The
+    command runs on this process's thread count (its own default would be cores - 1)."""
     import warnings
 
     from ..__main__ import main
@@ -152,7 +154,8 @@ def _command(folder: Path, out: Path, scale: str, imgsz: int, device, batch: int
         warnings.simplefilter("ignore")  # "no weights: outputs are noise" — known here
         rc = main(["predict", str(folder), "--model", scale, "--imgsz", str(imgsz),
                    "--device", str(device), "--batch", str(batch), "--workers", str(workers),
-                   "--out", str(out), "--exist-ok", "--no-progress"])
+                   "--threads", str(torch.get_num_threads()), "--out", str(out), "--exist-ok",
+                   "--no-progress"])
     if rc != 0 or len(lines.stamps) != n:
         raise RuntimeError(f"yolov12 predict exited {rc} with {len(lines.stamps)} of {n} image "
                            f"lines on {folder}")
