@@ -208,8 +208,8 @@ class _FakeCuda:
             def synchronize(self):
                 assert self.at is not None, "an event waited for before it was recorded"
                 self.waited = True
-                if not self.done:
-                    fake.wait()
+                if not self.done:  # waits for this event and the work queued before it only
+                    fake.wait(upto=self.at)
 
             def elapsed_time(self, end):
                 if not (self.done and end.done):
@@ -225,10 +225,12 @@ class _FakeCuda:
                             lambda t: fake.pinned.append(t) or t)
         _OnDevice.cuda = self
 
-    def wait(self):
+    def wait(self, upto=None):
+        """The host waits for the device: every event recorded (up to time ``upto``) is done."""
         self.waits += 1
         for e in self.events:
-            e.done = e.at is not None
+            if e.at is not None and (upto is None or e.at <= upto):
+                e.done = True
 
 
 class _OnDevice(torch.Tensor):

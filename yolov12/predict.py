@@ -892,12 +892,18 @@ class _Clip:
         self.size = None
 
     def add(self, frame, det, names, writes: _Writes, then=None):
-        """The frame drawn and encoded (on the writing thread), then ``then()``."""
+        """The frame drawn and encoded (on the writing thread), then its boxes counted among
+        the video's frames (as an image's record, once written) and ``then()``."""
         from PIL import Image
         picture = Image.fromarray(frame.image)
         self.size = picture.size
-        self.frames.append({"frame": frame.job.frame, "detections": _detections_json(det, names)})
-        writes.submit(self.writer.write, draw(picture, det, names), then=then)
+        entry = {"frame": frame.job.frame, "detections": _detections_json(det, names)}
+
+        def encoded():
+            self.frames.append(entry)
+            if then is not None:
+                then()
+        writes.submit(self.writer.write, draw(picture, det, names), then=encoded)
 
     def finish(self, writes: _Writes, keep: bool = True, raise_errors: bool | None = None
                ) -> dict:
