@@ -48,7 +48,8 @@ def default_threads() -> int:
     """Threads for inference when ``--threads`` is not given: ``OMP_NUM_THREADS`` when set (the
     user's, or a test runner's share), else the cores this process may run on minus one, at least
     1 and at most 8. PyTorch's own default, one per core, collapses when anything else runs: on a
-    busy 2-core machine an image took 80x longer on 2 threads than on 1 (README, "Threads")."""
+    busy 2-core machine an image took 8-10x longer on 2 threads than on 1 (README, "Threads";
+    benchmarks/results/runs/2026-12-07-cpu-threads)."""
     omp = os.environ.get("OMP_NUM_THREADS", "")
     if omp.isdigit() and int(omp) >= 1:
         return int(omp)

@@ -132,43 +132,18 @@ STRIDE = 32      # the network's largest stride: input sides are multiples of it
 PAD_VALUE = 114  # grey padding, what the public models were trained with
 
 
-# Blocks of pixel memory Pillow keeps for reuse once the first images are freed (16 MB each by
-# default: one 1080p RGB image), where the user has not set PILLOW_BLOCKS_MAX. Pillow keeps none
-# by default, so every decoded picture faulted in fresh pages: a 1080p JPEG read and turned into
-# an array took 23.6 ms against 14.0 ms with blocks kept (medians over 72 reads, 2-core machine).
-# Bounded: at most this many blocks stay allocated after a run's pictures are gone.
-PIXEL_BLOCKS_KEPT = 8
-_blocks_set = False
-
-
-def _keep_pixel_blocks() -> None:
-    global _blocks_set
-    if _blocks_set:
-        return
-    _blocks_set = True
-    import os
-
-    from PIL import Image
-    if "PILLOW_BLOCKS_MAX" not in os.environ and Image.core.get_blocks_max() < PIXEL_BLOCKS_KEPT:
-        Image.core.set_blocks_max(PIXEL_BLOCKS_KEPT)
-
-
 def load_image(path):
     """An 8-bit RGB ``PIL.Image``, rotated upright per its EXIF orientation (as phones store
     photos); 16-bit and float images are scaled to 8 bits (``to_rgb8``), never clipped.
 
     Raises ``ValueError`` naming the file when it cannot be read: not an image, corrupt or
     truncated, or over Pillow's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``).
-    The first call lets Pillow keep ``PIXEL_BLOCKS_KEPT`` blocks of pixel memory for reuse
-    (unless ``PILLOW_BLOCKS_MAX`` says otherwise): reading many pictures then costs no page
-    faults for each.
     """
     from PIL import ImageOps
-    _keep_pixel_blocks()
     with open_image(path) as im:
         im.load()  # decode now: a truncated file fails here, inside open_image
-        # upright in place: the default returns a copy even when nothing turns (~7 ms of a 1080p
-        # JPEG's 16); Pillow before 9.4 has no in_place
+        # upright in place: the default returns a copy even when nothing turns (its cost for a
+        # 1080p JPEG: benchmarks/results/predict_stages.jsonl); Pillow before 9.4 has no in_place
         try:
             ImageOps.exif_transpose(im, in_place=True)
         except TypeError:
