@@ -18,8 +18,8 @@
 * ``workers=0`` reads in the caller's thread, in turn with the model: what ``auto_workers``
   picks on a CPU whose cores the model's own threads already fill. There, decoding beside the
   forward only takes cores from it, and an OpenMP team with one thread pre-empted waits at every
-  barrier: measured on 2 cores, the forward went from 46 ms to 67 ms with two busy workers on a
-  quiet machine, and to 440 ms with a little load from elsewhere (docs/benchmarks.md).
+  barrier: measured on 2 cores with 2 model threads, the forward went from 46.8 ms to 65.4 ms
+  with two workers beside it (benchmarks/results/predict_stages.jsonl).
 * Closing the generator early (``close()``, an exception, Ctrl-C) stops the feeder and the
   workers, joins them and closes the jobs iterator (a video's container) before it returns.
 """
@@ -237,10 +237,10 @@ class _Workers:
 def auto_workers(device) -> int:
     """Decode threads for a model on ``device``: 2 on a GPU (the CPU cores are free while it
     runs); on a CPU, the cores the model's threads leave free, at most 2 — 0 (in turn with the
-    model) when they fill the cores. Measured on 2 cores, 1 model thread, 1080p JPEGs: 74.7-84.5
-    ms per image with one worker (the decode hidden), 85 with two (three busy threads on two
-    cores), 89-90 with none; with 2 model threads, workers beside the forward only stall it
-    (benchmarks/results/predict.md)."""
+    model) when they fill the cores. Measured on 2 cores, 1080p JPEGs, ms per image (medians,
+    benchmarks/results/predict_stages.jsonl): 1 model thread, 74.4 with one worker (the decode
+    hidden), 79.0 with two (three busy threads on two cores), 86.1 with none; 2 model threads,
+    65.9 with none, 70.7 with two (the forward stalled from 46.8 to 65.4)."""
     from .cores import usable_cores
     if torch.device(device).type != "cpu":
         return 2

@@ -694,9 +694,8 @@ def _run(args, files: list[Path], ctx) -> int:
     records = []  # (index in files, record)
     from .pipeline import auto_workers
     workers = auto_workers(pred.device) if args.workers is None else args.workers
-    # encoding and saving, in order, on a thread of its own: also where decoding runs in turn
-    # with the model (measured on 2 cores, 2 model threads: 70.6 ms per image against 75.2 with
-    # the writes in turn as well)
+    # encoding and saving, in order, on a thread of its own (outside the GIL in Pillow and PyAV):
+    # also where decoding runs in turn with the model, the writes overlap the next forward
     writes = _Writes()
     clips: dict = {}  # index in files -> _Clip, while its frames come
 
