@@ -81,6 +81,12 @@ class Stats:
     batches: int = 0
     extra: dict = field(default_factory=dict)
 
+    def taken(self, frame, waited_s: float) -> None:
+        """A picture handed to the caller after ``waited_s`` of waiting for it."""
+        self.wait += waited_s
+        self.decode += frame.decode_s
+        self.letterbox += frame.letterbox_s
+
     def hidden(self) -> float:
         """Fraction of the workers' decode + letterbox time that the caller did not wait for."""
         work = self.decode + self.letterbox
@@ -286,9 +292,7 @@ def prefetch(jobs: Iterable[Job], work: Callable[[Job], Frame], workers: int = 2
                 t0 = time.perf_counter()
                 frame = work(job)
                 if stats is not None:
-                    stats.wait += time.perf_counter() - t0
-                    stats.decode += frame.decode_s
-                    stats.letterbox += frame.letterbox_s
+                    stats.taken(frame, time.perf_counter() - t0)
                 yield frame
         finally:
             _close(jobs)
@@ -332,9 +336,7 @@ def prefetch(jobs: Iterable[Job], work: Callable[[Job], Frame], workers: int = 2
                 return
             frame = item.result()
             if stats is not None:
-                stats.wait += time.perf_counter() - t0
-                stats.decode += frame.decode_s
-                stats.letterbox += frame.letterbox_s
+                stats.taken(frame, time.perf_counter() - t0)
             yield frame
     finally:
         # the feeder first (it sees the stop within one put's timeout, or when the job it is
