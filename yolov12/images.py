@@ -209,11 +209,12 @@ def resize_u8(pixels: np.ndarray, nw: int, nh: int, out: np.ndarray | None = Non
     the uint8 pixels, written into ``out`` when given.
 
     The arithmetic is PyTorch's uint8 path (``interpolate(..., antialias=True)``, vectorised):
-    ~4x faster than Pillow's own resize (about 2 ms against 8-9 ms, 1920x1080 -> 640x360, one
-    thread). Its filter weights are 16-bit fixed point where Pillow's are 22-bit, so a pixel can
-    come out 1 (of 255) apart from Pillow's where the exact value lies next to a half: none at
-    1080p -> 640 (an exact 1/3), up to 1.6% of the pixels at other ratios (docs/usage.md). One
-    thread: it runs in the decode workers, beside the model's threads.
+    about 3.5x faster than Pillow's own resize (2.6 ms against 9.0 ms, 1920x1080 -> 640x360,
+    one thread, benchmarks/results/predict_stages.jsonl). Its filter weights are 16-bit fixed
+    point where Pillow's are 22-bit, so a pixel can come out 1 (of 255) apart from Pillow's
+    where the exact value lies next to a half: none at 1080p -> 640 (an exact 1/3), up to 1.6%
+    of the pixels at other ratios (docs/usage.md). One thread: it runs in the decode workers,
+    beside the model's threads.
     """
     t = torch.from_numpy(pixels).permute(2, 0, 1).unsqueeze(0)  # NHWC in memory: the fast path
     if pixels.shape[:2] != (nh, nw):
