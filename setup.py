@@ -91,12 +91,12 @@ setup(
     extras_require={
         "triton": ["triton>=3.0"],
         "predict": ["Pillow"],
-        "val": ["Pillow", "pycocotools"],
+        "val": ["Pillow", "pycocotools", "pyyaml"],  # pyyaml: dataset YAMLs in full
         "video": ["Pillow", "av"],
         # pytest-xdist / pytest-timeout: `pytest -n N --timeout S` (the GPU check uses both)
         "test": ["pytest", "pytest-benchmark", "pytest-xdist", "pytest-timeout", "Pillow",
                  "safetensors", "pycocotools", "onnx", "onnxruntime", "onnxscript", "matplotlib",
-                 "av"],
+                 "av", "pyyaml"],
     },
     ext_modules=ext_modules,
     cmdclass=cmdclass,

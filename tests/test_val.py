@@ -252,6 +252,22 @@ def test_data_yaml_finds_images_and_coco_json(dataset, tmp_path, val_entry):
         resolve_data("coco8.yaml")
 
 
+def test_data_yaml_without_pyyaml_reads_flat_keys_and_one_line_lists(tmp_path, monkeypatch):
+    """Where PyYAML is not installed, the fallback reads what locating the images needs, and a
+    list left open is one error naming the line (it was read as a folder named '[images')."""
+    import sys
+
+    from yolov12.val import _read_yaml
+    monkeypatch.setitem(sys.modules, "yaml", None)  # import yaml -> ImportError
+    data = tmp_path / "d.yaml"
+    data.write_text("# a dataset\npath: '/data/coco'  # root\nval: [images/val2017, extra]\n"
+                    "names:\n  0: person\n")
+    assert _read_yaml(data) == {"path": "/data/coco", "val": ["images/val2017", "extra"]}
+    data.write_text("path: .\nval: [images\n")
+    with pytest.raises(ValueError, match=r"not valid YAML at line 2, column 6: '\[' not closed"):
+        _read_yaml(data)
+
+
 def test_val_cli_the_ultralytics_way(dataset, tmp_path, capsys):
     _, yaml = _coco_layout(dataset, tmp_path, "images/val2017")
     with pytest.warns(UserWarning, match="noise"):

@@ -405,8 +405,9 @@ def evaluate(images_dir, annotations, predictor, batch: int = 8, out=None,
 
 
 def _read_yaml(path: Path) -> dict:
-    """A dataset YAML's top-level keys. PyYAML when installed; otherwise the flat ``key: value``
-    lines (all that locating the validation images needs: ``path`` and ``val``)."""
+    """A dataset YAML's top-level keys. PyYAML when installed (the ``val`` extra brings it);
+    otherwise the flat ``key: value`` lines and one-line ``[a, b]`` lists (all that locating the
+    validation images needs: ``path`` and ``val``), a list left open refused as PyYAML would."""
     try:
         text = path.read_text()
     except UnicodeDecodeError as e:
@@ -415,10 +416,20 @@ def _read_yaml(path: Path) -> dict:
         import yaml
     except ImportError:
         out = {}
-        for line in text.splitlines():
+        for n, line in enumerate(text.splitlines(), 1):
             m = re.match(r"^([A-Za-z_]\w*):\s*(.*?)\s*(#.*)?$", line)
-            if m and m.group(2):
-                out[m.group(1)] = m.group(2).strip("'\"")
+            if not (m and m.group(2)):
+                continue
+            value = m.group(2)
+            if value.startswith("["):
+                if not value.endswith("]"):
+                    raise ValueError(f"data: {path} is not valid YAML at line {n}, column "
+                                     f"{m.start(2) + 1}: '[' not closed on its line (read "
+                                     "without PyYAML: one-line lists only)")
+                value = [v.strip().strip("'\"") for v in value[1:-1].split(",") if v.strip()]
+            else:
+                value = value.strip("'\"")
+            out[m.group(1)] = value
         return out
     try:
         d = yaml.safe_load(text)
