@@ -34,7 +34,6 @@ little more on a GPU).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
@@ -129,11 +128,11 @@ def main(argv=None) -> int:
             L._plans.clear()  # no stubbed plan outlives the patch
             torch.set_num_threads(threads)  # the caller's (a test's) count back
     if args.out:
-        with open(args.out, "a") as f:
-            for rec in records:
-                rec.update(device=platform.processor() or platform.machine(),
-                           torch=torch.__version__, date=time.strftime("%Y-%m-%d"))
-                f.write(json.dumps(rec) + "\n")
+        from yolov12.bench.records import append_lines
+        for rec in records:
+            rec.update(device=platform.processor() or platform.machine(),
+                       torch=torch.__version__, date=time.strftime("%Y-%m-%d"))
+        append_lines(args.out, records)  # whole or not at all
     return 0
 
 

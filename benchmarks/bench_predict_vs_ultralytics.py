@@ -230,12 +230,9 @@ def main(argv=None) -> int:
         print(f"| {mode} | {o:.1f} | {u and f'{u:.1f}' or '-'} | {1000 / o:.1f} | "
               f"{u and f'{1000 / u:.1f}' or '-'} | {u and f'{u / o:.2f}x' or '-'} |")
     if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        path = out / "predict_vs_ultralytics.jsonl"
-        with open(path, "a") as fh:
-            for rec in records:
-                fh.write(json.dumps(rec, sort_keys=True) + "\n")
+        from yolov12.bench.records import append_lines
+        path = Path(args.out) / "predict_vs_ultralytics.jsonl"
+        append_lines(path, records)  # whole or not at all
         print(f"\n{len(records)} records appended to {path}")
     return 0
 

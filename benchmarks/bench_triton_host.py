@@ -19,7 +19,6 @@ shape at batch 1 — the drop-in op on (1, 1600, 2, 32) with 4 areas, and the fu
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -111,12 +110,12 @@ def main(argv=None) -> int:
             rows.append((name, us))
             print(f"{name:36s} {us:8.2f} us/call (CPU, launch stubbed)", flush=True)
     if args.out:
-        with open(args.out, "a") as f:
-            for name, us in rows:
-                f.write(json.dumps({"suite": "host", "name": "area_attention/P4/n", "row": name,
-                                    "host_us": round(us, 3), "device": platform.processor()
-                                    or platform.machine(), "torch": torch.__version__,
-                                    "date": time.strftime("%Y-%m-%d")}) + "\n")
+        from yolov12.bench.records import append_lines
+        append_lines(args.out, [  # whole or not at all
+            {"suite": "host", "name": "area_attention/P4/n", "row": name,
+             "host_us": round(us, 3), "device": platform.processor() or platform.machine(),
+             "torch": torch.__version__, "date": time.strftime("%Y-%m-%d")}
+            for name, us in rows])
     return 0
 
 
